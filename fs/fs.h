@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs.h - the read-only FUSE view over the sources' current snapshots.
+ *
+ * fs/ is kernel-facing glue only: inode table, low-level handlers and
+ * kernel cache invalidation. It never fetches, hashes or parses; it reads
+ * snapshots and opens blobs through sync.h.
+ */
+#ifndef DAGFS_FS_H
+#define DAGFS_FS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "sync.h"
+
+struct fs_opts {
+	uid_t uid;
+	gid_t gid;
+	mode_t umask;
+	bool allow_other;
+	bool debug;
+	unsigned threads; /* max idle worker threads */
+};
+
+#define FS_OPTS_INIT                                                           \
+	{ .uid = 0, .gid = 0, .umask = 022, .allow_other = false,              \
+	  .debug = false, .threads = 10 }
+
+struct fs;
+
+/** Create an unmounted view. Caller frees with fs_free(). */
+int fs_new(struct fs **out, struct store *st, const struct fs_opts *o) WUR;
+void fs_free(struct fs *fs);
+
+/**
+ * Reserve the sub-path @at ("" is the root) for a source; returns the slot
+ * number, or -EEXIST if it overlaps another slot. Before fs_mount only.
+ */
+int fs_add_slot(struct fs *fs, const char *at, const char *source) WUR;
+
+/**
+ * Make @snap (a new reference is taken) the slot's tree. Thread-safe;
+ * readers see either the old or the new tree, never a mix. When mounted,
+ * the kernel forgets exactly the names that changed.
+ */
+void fs_swap(struct fs *fs, int slot, struct snap *snap);
+
+/**
+ * Mount on @mountpoint (must be an empty directory, not already a dagfs
+ * mount). On failure writes a one-line reason to @err.
+ */
+int fs_mount(struct fs *fs, const char *mountpoint, char *err,
+	     size_t errlen) WUR;
+
+/** Serve requests until unmounted or fs_exit(). Returns 0 or -errno. */
+int fs_loop(struct fs *fs) WUR;
+
+/** Ask fs_loop() to return (async-signal-safe). */
+void fs_exit(struct fs *fs);
+
+/** Unmount if mounted. */
+void fs_unmount(struct fs *fs);
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * source_i.h - private to sync/: how a source type plugs into the polling
+ * loop (one ops struct per type, as libgit2 plugs odb backends).
+ *
+ * The loop in source.c owns the thread, the timing, backoff, status and
+ * publication. A type only answers "build me the current revision".
+ */
+#ifndef DAGFS_SOURCE_I_H
+#define DAGFS_SOURCE_I_H
+
+#include <pthread.h>
+
+#include "sync.h"
+
+struct source_ops {
+	const char *type;
+	/**
+	 * Validate @src->spec (type-specific keys) and set up @src->priv.
+	 * Unknown keys are already rejected by the loop against @keys.
+	 * On error write a one-line reason to @err.
+	 */
+	int (*init)(struct source *src, char *err, size_t errlen);
+	/**
+	 * Build the current revision. Return 1 with a new snapshot in *out,
+	 * 0 if the revision is still @prev_rev (nothing to publish), or a
+	 * negative errno with a one-line reason in @err (no secrets).
+	 * Every blob the snapshot names must be in the store on return.
+	 */
+	int (*sync)(struct source *src, const char *prev_rev, struct snap **out,
+		    char *err, size_t errlen);
+	/**
+	 * Optional: block until the next sync is due (at most @timeout_ms) or
+	 * source_kick()/stop. Default: a condition-variable wait.
+	 * Returns when src->stop or src->kicked is set, or on timeout.
+	 */
+	void (*wait)(struct source *src, int timeout_ms);
+	void (*fini)(struct source *src);
+	/** Keys this type accepts besides the common ones; NULL-terminated. */
+	const char *const *keys;
+};
+
+extern const struct source_ops source_dir_ops;
+extern const struct source_ops source_git_ops;
+extern const struct source_ops source_s3_ops;
+
+struct source {
+	const struct source_ops *ops;
+	struct source_spec *spec; /* owned copy */
+	struct store *store;
+	char *name;
+	char *at;
+	char tag[80];     /* "source NAME", for log lines */
+	int period_ms;    /* poll period */
+	unsigned keep;    /* snapshots retained */
+	unsigned max_failures;
+	void *priv; /* the type's state */
+
+	pthread_t thread;
+	bool started;
+	source_publish_fn cb;
+	void *cb_payload;
+
+	pthread_mutex_t lock; /* guards everything below */
+	pthread_cond_t cond;
+	bool stop;
+	bool kicked;
+	struct snap *current;
+	struct source_status st;
+};
+
+/** Add to the source's fetch counters (thread-safe). */
+void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);
+
+/** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
+int parse_duration_ms(const char *text, int *out) WUR;
+/** Parse a boolean: 1/0, true/false, yes/no, on/off. */
+int parse_bool(const char *text, bool *out) WUR;
+
+#endif

@@ -1,0 +1,331 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sync.h - the public interface of sync/: logging, the content-addressed
+ * blob store, immutable snapshots, their publication on disk, and the
+ * sources (dir, git, s3) that produce them.
+ *
+ * sync/ knows nothing of FUSE. fs/ and sidecar/ include only this header.
+ * Fallible functions return 0 (or a documented count or fd) on success and
+ * a negative errno on failure.
+ */
+#ifndef DAGFS_SYNC_H
+#define DAGFS_SYNC_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define WUR __attribute__((warn_unused_result))
+
+/* ------------------------------------------------------------------ log */
+
+enum log_level {
+	LOG_LVL_ERR = 3,
+	LOG_LVL_WARN = 4,
+	LOG_LVL_NOTICE = 5,
+	LOG_LVL_INFO = 6,
+	LOG_LVL_DEBUG = 7,
+};
+
+/* The only process-wide settings: written once at start-up, read-only after. */
+extern int log_threshold;
+
+/**
+ * Configure logging. @level is the most verbose level printed; @json
+ * selects one JSON object per line instead of text.
+ */
+void log_setup(int level, bool json);
+
+/** Parse "error", "warn", "notice", "info", "debug"; -EINVAL if unknown. */
+int log_level_parse(const char *name) WUR;
+
+/**
+ * Emit one line on stderr. @tag names the module or source
+ * ("store", "fs", "source team-a"). Never pass secrets.
+ */
+void log_emit(int level, const char *tag, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void log_vemit(int level, const char *tag, const char *fmt, va_list ap);
+
+#define log_at(lvl, tag, ...)                                                  \
+	do {                                                                   \
+		if ((lvl) <= log_threshold)                                    \
+			log_emit((lvl), (tag), __VA_ARGS__);                   \
+	} while (0)
+#define log_err(tag, ...) log_at(LOG_LVL_ERR, tag, __VA_ARGS__)
+#define log_warn(tag, ...) log_at(LOG_LVL_WARN, tag, __VA_ARGS__)
+#define log_notice(tag, ...) log_at(LOG_LVL_NOTICE, tag, __VA_ARGS__)
+#define log_info(tag, ...) log_at(LOG_LVL_INFO, tag, __VA_ARGS__)
+#define log_debug(tag, ...) log_at(LOG_LVL_DEBUG, tag, __VA_ARGS__)
+
+/* ---------------------------------------------------------------- hashes */
+
+/** XXH3-128 of a blob's bytes; the blob's name in the store. */
+struct dhash {
+	uint8_t b[16];
+};
+
+#define DHASH_HEX 33 /* 32 hex digits and NUL */
+
+void dhash_hex(char out[DHASH_HEX], const struct dhash *h);
+/** Parse 32 lowercase hex digits; -EINVAL otherwise. */
+int dhash_parse(struct dhash *out, const char *hex) WUR;
+void dhash_buf(struct dhash *out, const void *buf, size_t len);
+bool dhash_eq(const struct dhash *a, const struct dhash *b);
+
+/* ----------------------------------------------------------------- store */
+
+struct store;
+struct store_txn;
+
+/**
+ * Open (creating if needed) the cache at @dir: objects/, snapshots/,
+ * sources/, tmp/. Takes an exclusive lock on the cache unless @shared;
+ * -EBUSY if another daemon holds it. Caller frees with store_close().
+ */
+int store_open(struct store **out, const char *dir, bool shared) WUR;
+void store_close(struct store *s);
+
+/** The cache directory; borrowed, lives as long as @s. */
+const char *store_dir(const struct store *s);
+
+/** 1 if a blob named @h is present (not verified), 0 if not. */
+int store_has(struct store *s, const struct dhash *h);
+
+/** Path of blob @h into @buf (always fits in PATH_MAX). */
+void store_blob_path(const struct store *s, const struct dhash *h, char *buf,
+		     size_t len);
+
+/**
+ * Store a blob: temp file, write, fsync, rename. Concurrent puts of the
+ * same content are harmless (rename of identical bytes).
+ */
+int store_put_buf(struct store *s, struct dhash *out, const void *buf,
+		  size_t len) WUR;
+
+/** Store everything readable from @fd (to EOF); @size_out may be NULL. */
+int store_put_fd(struct store *s, struct dhash *out, uint64_t *size_out,
+		 int fd) WUR;
+
+/** A streaming store write: begin, write*, commit or abort. */
+int store_txn_begin(struct store *s, struct store_txn **out) WUR;
+int store_txn_write(struct store_txn *t, const void *buf, size_t len) WUR;
+/**
+ * Finish: fsync, name by hash, rename into place. Frees @t whatever the
+ * result. If @expect is not NULL the content must hash to it (-EBADMSG).
+ */
+int store_txn_commit(struct store_txn *t, struct dhash *out,
+		     uint64_t *size_out, const struct dhash *expect) WUR;
+void store_txn_abort(struct store_txn *t);
+
+/**
+ * Open blob @h read-only after verifying its bytes hash to its name.
+ * Returns the fd, -ENOENT if absent, -EIO if corrupt (the blob is then
+ * removed so the next sync fetches it again).
+ */
+int store_open_blob(struct store *s, const struct dhash *h) WUR;
+
+/** Count and total bytes of stored blobs (walks objects/). */
+int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes) WUR;
+
+/**
+ * Pins: a snapshot (by id) in use in memory is never garbage-collected.
+ * Counted; thread-safe.
+ */
+void store_pin(struct store *s, const char *snap_id);
+void store_unpin(struct store *s, const char *snap_id);
+bool store_pinned(struct store *s, const char *snap_id);
+
+/**
+ * Syncs hold the store shared while they add blobs not yet named by a
+ * published snapshot; garbage collection holds it exclusively.
+ */
+void store_sync_begin(struct store *s);
+void store_sync_end(struct store *s);
+void store_gc_begin(struct store *s);
+void store_gc_end(struct store *s);
+
+/* ------------------------------------------------------------- snapshots */
+
+enum snap_type {
+	SNAP_DIR = 1,
+	SNAP_FILE = 2,
+	SNAP_LINK = 3,
+};
+
+/** One entry of a snapshot. Strings are owned by the snapshot. */
+struct snap_entry {
+	const char *path;   /* relative to the source root, "" for the root */
+	const char *name;   /* last component of path (points into it) */
+	const char *target; /* symlink target; NULL for others */
+	struct dhash hash;  /* file content; zero for others */
+	uint64_t size;      /* bytes; target length for links */
+	int64_t mtime_ns;
+	uint32_t mode; /* permission bits only (07777) */
+	uint8_t type;  /* enum snap_type */
+	uint32_t parent;      /* index of the parent directory; 0 for root */
+	uint32_t child_first; /* directories: children are contiguous, */
+	uint32_t child_count; /* sorted by name */
+};
+
+/**
+ * An immutable, refcounted listing of one revision of one source. Entry 0
+ * is the root directory. Read concurrently without locks.
+ */
+struct snap {
+	char *source;   /* source name */
+	char *rev;      /* revision id: git commit, S3 digest, dir scan id */
+	char id[DHASH_HEX]; /* hash of the encoded snapshot; its file name */
+	int64_t published_ns; /* when it was published (wall clock) */
+	uint32_t n;
+	struct snap_entry *e;
+	/* private */
+	int refs; /* atomic */
+	struct store *pinned_in;
+	uint32_t *slots; /* open-addressed path index */
+	uint32_t nslots;
+	char *strings;
+};
+
+struct snap *snap_ref(struct snap *s);
+/** Drop a reference; NULL is a no-op. */
+void snap_unref(struct snap *s);
+
+/** Index of @path ("" is the root), or -ENOENT. */
+int snap_lookup(const struct snap *s, const char *path);
+/** Index of child @name of directory @dir, or -ENOENT. */
+int snap_child(const struct snap *s, uint32_t dir, const char *name);
+
+struct snap_builder;
+
+int snap_builder_new(struct snap_builder **out, const char *source) WUR;
+/** Paths are relative, '/'-separated, without "." or ".." or empty parts. */
+int snap_builder_add_file(struct snap_builder *b, const char *path,
+			  uint32_t mode, uint64_t size, int64_t mtime_ns,
+			  const struct dhash *h) WUR;
+int snap_builder_add_dir(struct snap_builder *b, const char *path,
+			 uint32_t mode, int64_t mtime_ns) WUR;
+int snap_builder_add_link(struct snap_builder *b, const char *path,
+			  const char *target, int64_t mtime_ns) WUR;
+/**
+ * Seal: sorts, creates missing parent directories, drops (with a logged
+ * error) symlinks that resolve outside the root and entries under a path
+ * that is also a file. Frees @b whatever the result.
+ */
+int snap_builder_finish(struct snap_builder *b, const char *rev,
+			struct snap **out) WUR;
+void snap_builder_free(struct snap_builder *b);
+
+/** Check a relative path as a snapshot path; 0 if valid, -EINVAL if not. */
+int snap_path_check(const char *path, size_t len) WUR;
+
+/** Serialise; *out is malloc'd. Format: magic, version, entries, XXH3-64. */
+int snap_encode(const struct snap *s, void **out, size_t *len) WUR;
+/** Parse and verify; -EBADMSG if corrupt or truncated. */
+int snap_decode(struct snap **out, const void *buf, size_t len) WUR;
+
+/**
+ * Called for each path that differs between @a and @b: @ai or @bi is -1
+ * when the path is absent on that side. Both may be NULL (empty).
+ */
+typedef void (*snap_diff_fn)(const struct snap *a, int ai, const struct snap *b,
+			     int bi, void *payload);
+void snap_diff(const struct snap *a, const struct snap *b, snap_diff_fn fn,
+	       void *payload);
+
+/* ---------------------------------------------------------- publication */
+
+/**
+ * Write @snap to snapshots/<id> (fsync), add it to the source's history
+ * and publish it by rename() of sources/<source>/current. Every blob it
+ * names must already be stored. Then keep only the newest @keep history
+ * entries (and any pinned).
+ */
+int pub_publish(struct store *st, struct snap *snap, unsigned keep) WUR;
+
+/**
+ * Load the newest valid published snapshot of @source: current, else the
+ * newest history entry that decodes and whose blobs are all present.
+ * -ENOENT if none.
+ */
+int pub_load_current(struct store *st, const char *source,
+		     struct snap **out) WUR;
+
+/** Load snapshot @id (any retained one) of @source. */
+int pub_load(struct store *st, const char *id, struct snap **out) WUR;
+
+/**
+ * Remove snapshots no source retains, and blobs no retained or pinned
+ * snapshot names. Returns the number of blobs removed.
+ */
+int pub_gc(struct store *st) WUR;
+
+/* --------------------------------------------------------------- sources */
+
+/** A parsed TYPE:LOCATION[,key=value]... specification. */
+struct source_spec {
+	char *type;
+	char *location;
+	size_t nkeys;
+	char **keys;
+	char **values;
+};
+
+/**
+ * Parse a --source value. On error returns -EINVAL and writes a one-line
+ * reason into @err.
+ */
+int source_spec_parse(struct source_spec **out, const char *text, char *err,
+		      size_t errlen) WUR;
+void source_spec_free(struct source_spec *spec);
+/** Value of @key, or NULL. Borrowed from @spec. */
+const char *source_spec_get(const struct source_spec *spec, const char *key);
+
+struct source;
+
+/** Called from the source's thread after each publication. */
+typedef void (*source_publish_fn)(struct source *src, struct snap *snap,
+				  void *payload);
+
+/**
+ * Build a source from @spec: validates the type and every key, writing a
+ * one-line reason into @err on failure (-EINVAL, -ENOENT...).
+ */
+int source_new(struct source **out, const struct source_spec *spec,
+	       struct store *st, char *err, size_t errlen) WUR;
+/**
+ * Load the last published snapshot (if any) and publish it through @cb at
+ * once, then start polling in a thread of its own.
+ */
+int source_start(struct source *src, source_publish_fn cb, void *payload) WUR;
+/** Stop the thread; safe if never started. */
+void source_stop(struct source *src);
+void source_free(struct source *src);
+
+const char *source_name(const struct source *src);
+/** Sub-path in the mount: "" for the root, else "a/b". */
+const char *source_at(const struct source *src);
+/** Current snapshot with a new reference, or NULL before the first. */
+struct snap *source_current(struct source *src);
+/** Poll now (webhook, tests). */
+void source_kick(struct source *src);
+
+struct source_status {
+	char rev[128];
+	int64_t published_ns;
+	int64_t last_attempt_ns;
+	int64_t last_success_ns;
+	unsigned failures;     /* consecutive */
+	unsigned max_failures; /* unhealthy past this */
+	char error[256];       /* last error, "" if none */
+	uint64_t syncs, bytes_fetched, objects_fetched;
+};
+void source_get_status(struct source *src, struct source_status *out);
+
+/** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
+int64_t now_ns(void);
+int64_t mono_ns(void);
+
+#endif
