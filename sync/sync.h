@@ -319,7 +319,7 @@ struct source_status {
 	int64_t last_success_ns;
 	unsigned failures;     /* consecutive */
 	unsigned max_failures; /* unhealthy past this */
-	char error[256];       /* last error, "" if none */
+	char error[512];       /* last error, "" if none */
 	uint64_t syncs, bytes_fetched, objects_fetched;
 };
 void source_get_status(struct source *src, struct source_status *out);
