@@ -9,12 +9,14 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "source_i.h"
@@ -26,7 +28,8 @@ static const struct source_ops *const source_types[] = {
 };
 
 static const char *const common_keys[] = { "name", "at", "period",
-					   "max-failures", "keep", NULL };
+					   "max-failures", "keep", "validate",
+					   NULL };
 
 /* --------------------------------------------------------------- specs */
 
@@ -291,6 +294,8 @@ static int common_keys_parse(struct source *src, char *err, size_t errlen)
 			 src->name, v);
 		return -EINVAL;
 	}
+	if ((v = source_spec_get(sp, "validate")) && !(src->validate = strdup(v)))
+		return -ENOMEM;
 	if ((v = source_spec_get(sp, "max-failures")) &&
 	    (sscanf(v, "%u", &src->max_failures) != 1 || !src->max_failures)) {
 		snprintf(err, errlen, "%s source %s: bad max-failures '%s'",
@@ -365,6 +370,7 @@ void source_free(struct source *src)
 	pthread_mutex_destroy(&src->lock);
 	free(src->name);
 	free(src->at);
+	free(src->validate);
 	free(src);
 }
 
@@ -449,6 +455,90 @@ static void publish_to_reader(struct source *src, struct snap *snap)
 		src->cb(src, snap, src->cb_payload);
 }
 
+/* Run the gate command in @dir; 0 if it exits 0, else the reason in @why. */
+static int gate_run(struct source *src, const char *dir, char *why,
+		    size_t whylen)
+{
+	char script[4096], out[4096];
+	size_t got = 0;
+	int pfd[2], status;
+	ssize_t n;
+	pid_t pid;
+
+	snprintf(script, sizeof(script), "%s \"$1\"", src->validate);
+	if (pipe2(pfd, O_CLOEXEC))
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) { /* only async-signal-safe calls until exec */
+		dup2(pfd[1], 1);
+		dup2(pfd[1], 2);
+		if (chdir(dir) == 0)
+			execl("/bin/sh", "sh", "-c", script, "sh", dir,
+			      (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	/* Keep the tail of the output: that is where errors are. */
+	while ((n = read(pfd[0], out + got, sizeof(out) - 1 - got)) > 0) {
+		got += (size_t)n;
+		if (got == sizeof(out) - 1) {
+			memmove(out, out + got / 2, got - got / 2);
+			got -= got / 2;
+		}
+	}
+	close(pfd[0]);
+	out[got] = '\0';
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	for (char *p = out; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	snprintf(why, whylen, "validate command %s (%s)",
+		 WIFEXITED(status) ? "failed" : "was killed",
+		 out[0] ? out : "no output");
+	return -EINVAL;
+}
+
+/* The publish gate: materialise @snap in a temporary directory (copies,
+ * so the command cannot touch the store) and run validate= on it. */
+static int gate(struct source *src, struct snap *snap, char *err, size_t errlen)
+{
+	char dir[PATH_MAX], why[256] = "";
+	int rc;
+
+	if (!src->validate)
+		return 0;
+	if (!strcmp(src->rejected_rev, snap->rev)) {
+		snprintf(err, errlen, "%s: revision %s refused: %s", src->tag,
+			 snap->rev, src->rejected_why);
+		return -EINVAL;
+	}
+	snprintf(dir, sizeof(dir), "%s/tmp/validate-%s-XXXXXX",
+		 store_dir(src->store), src->name);
+	if (!mkdtemp(dir))
+		return -errno;
+	rc = mat_snap(src->store, snap, dir, true);
+	if (!rc)
+		rc = gate_run(src, dir, why, sizeof(why));
+	mat_remove(dir);
+	if (rc == -EINVAL) {
+		snprintf(src->rejected_rev, sizeof(src->rejected_rev), "%s",
+			 snap->rev);
+		snprintf(src->rejected_why, sizeof(src->rejected_why), "%s",
+			 why);
+		snprintf(err, errlen, "%s: revision %s refused: %s", src->tag,
+			 snap->rev, why);
+	} else if (rc) {
+		snprintf(err, errlen, "%s: publish gate: %s", src->tag,
+			 strerror(-rc));
+	}
+	return rc;
+}
+
 /* One sync attempt: build, publish, collect. Returns 0 or -errno. */
 static int attempt(struct source *src, char *err, size_t errlen)
 {
@@ -464,6 +554,8 @@ static int attempt(struct source *src, char *err, size_t errlen)
 	err[0] = '\0';
 	store_sync_begin(src->store);
 	rc = src->ops->sync(src, prev, &snap, err, errlen);
+	if (rc == 1)
+		rc = gate(src, snap, err, errlen) ?: 1;
 	if (rc == 1) {
 		rc = pub_publish(src->store, snap, src->keep);
 		if (rc)

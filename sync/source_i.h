@@ -55,6 +55,9 @@ struct source {
 	int period_ms;    /* poll period */
 	unsigned keep;    /* snapshots retained */
 	unsigned max_failures;
+	char *validate;   /* publish gate command, or NULL */
+	char rejected_rev[128]; /* last revision the gate refused */
+	char rejected_why[256];
 	void *priv; /* the type's state */
 
 	int wakefd; /* eventfd: written by source_kick/stop, polled by waits */

@@ -262,6 +262,34 @@ int pub_load(struct store *st, const char *id, struct snap **out) WUR;
  */
 int pub_gc(struct store *st) WUR;
 
+/* ---------------------------------------------------------- materialise */
+
+/**
+ * Write @s as a plain tree at @dir (which may exist): hard links into the
+ * store, copies for executable files, across filesystems, or if @copy.
+ */
+int mat_snap(struct store *st, const struct snap *s, const char *dir,
+	     bool copy) WUR;
+
+/**
+ * Build DIR/.revs/<id> from @n snapshots at sub-paths @ats (NULL snapshots
+ * are skipped); <id> (written to @id_out) names the combination, so an
+ * unchanged combination is not rebuilt. Built under a temporary name and
+ * renamed into place.
+ */
+int mat_compose(struct store *st, struct snap *const *snaps,
+		const char *const *ats, size_t n, const char *dir,
+		char id_out[DHASH_HEX]) WUR;
+
+/** Point DIR/current at .revs/<id> by rename(); marks the old one retired. */
+int mat_publish(const char *dir, const char *id) WUR;
+
+/** Remove revisions other than @keep_id retired more than @grace_s ago. */
+int mat_prune(const char *dir, const char *keep_id, int grace_s);
+
+/** rm -rf @path (no symlinks followed). */
+int mat_remove(const char *path);
+
 /* --------------------------------------------------------------- sources */
 
 /** A parsed TYPE:LOCATION[,key=value]... specification. */
