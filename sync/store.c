@@ -351,7 +351,9 @@ static int blob_verify(int fd, const struct dhash *h)
 	return memcmp(c.digest, h->b, 16) ? -EIO : 0;
 }
 
-int store_open_blob(struct store *s, const struct dhash *h)
+/* Open and verify; on corruption log, remove if @remove, and fail -EIO. */
+static int blob_open_verified(struct store *s, const struct dhash *h,
+			      bool remove)
 {
 	char rel[48];
 	int fd, rc;
@@ -363,14 +365,29 @@ int store_open_blob(struct store *s, const struct dhash *h)
 	rc = blob_verify(fd, h);
 	if (rc) {
 		close(fd);
-		if (rc == -EIO) {
+		if (rc == -EIO && remove) {
 			log_err("store", "blob %s is corrupt; removed, it will "
-				"be fetched again", rel + 11);
+				"be fetched again", rel + 8);
 			unlinkat(s->dirfd, rel, 0);
 		}
 		return rc;
 	}
 	return fd;
+}
+
+int store_open_blob(struct store *s, const struct dhash *h)
+{
+	return blob_open_verified(s, h, true);
+}
+
+int store_verify_blob(struct store *s, const struct dhash *h, bool remove)
+{
+	int fd = blob_open_verified(s, h, remove);
+
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 0;
 }
 
 int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes)

@@ -127,6 +127,12 @@ void store_txn_abort(struct store_txn *t);
  */
 int store_open_blob(struct store *s, const struct dhash *h) WUR;
 
+/**
+ * Verify blob @h: 0 if intact, -EIO if its bytes do not hash to its name
+ * (removed when @remove), -ENOENT if absent.
+ */
+int store_verify_blob(struct store *s, const struct dhash *h, bool remove);
+
 /** Count and total bytes of stored blobs (walks objects/). */
 int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes) WUR;
 
@@ -261,6 +267,22 @@ int pub_load(struct store *st, const char *id, struct snap **out) WUR;
  * snapshot names. Returns the number of blobs removed.
  */
 int pub_gc(struct store *st) WUR;
+
+/* ----------------------------------------------------------------- fsck */
+
+struct fsck_result {
+	unsigned long blobs, snapshots, problems;
+};
+
+typedef void (*fsck_report_fn)(const char *msg, void *payload);
+
+/**
+ * Verify every blob, snapshot and source link of the cache, calling @fn
+ * with one line per problem. With @repair, broken pieces are removed and
+ * current is pointed at the newest intact history entry.
+ */
+int fsck_run(struct store *st, bool repair, fsck_report_fn fn, void *payload,
+	     struct fsck_result *out) WUR;
 
 /* ---------------------------------------------------------- materialise */
 

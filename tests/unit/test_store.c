@@ -162,6 +162,44 @@ static void test_store__gc_keeps_retained_and_pinned(void)
 	store_close(s);
 }
 
+static void count_line(const char *msg, void *payload)
+{
+	(void)msg;
+	++*(int *)payload;
+}
+
+static void test_store__fsck_reports_then_repairs(void)
+{
+	struct store *s = fresh();
+	struct fsck_result r;
+	struct snap *a, *b;
+	char path[4096];
+	int lines = 0, fd;
+
+	CHECK(s);
+	a = one_file(s, "good", "r1");
+	b = one_file(s, "bad", "r2");
+	CHECK(a && b && !pub_publish(s, a, 5) && !pub_publish(s, b, 5));
+	CHECK(!fsck_run(s, false, count_line, &lines, &r));
+	CHECK(r.problems == 0 && lines == 0 && r.blobs == 2 && r.snapshots == 2);
+	store_blob_path(s, &b->e[1].hash, path, sizeof(path));
+	chmod(path, 0644);
+	fd = open(path, O_WRONLY);
+	CHECK(fd >= 0 && pwrite(fd, "X", 1, 0) == 1);
+	close(fd);
+	snap_unref(a);
+	snap_unref(b);
+	CHECK(!fsck_run(s, false, count_line, &lines, &r));
+	CHECK(r.problems >= 1 && access(path, F_OK) == 0); /* reported only */
+	CHECK(!fsck_run(s, true, NULL, NULL, &r));
+	CHECK(r.problems >= 3 && access(path, F_OK) != 0);
+	CHECK(!fsck_run(s, false, NULL, NULL, &r));
+	CHECK(r.problems == 0);
+	CHECK(!pub_load_current(s, "src", &a) && !strcmp(a->rev, "r1"));
+	snap_unref(a);
+	store_close(s);
+}
+
 int main(void)
 {
 	static const struct harness_case cases[] = {
@@ -176,6 +214,8 @@ int main(void)
 		  test_store__publish_load_and_fallback },
 		{ "test_store__gc_keeps_retained_and_pinned",
 		  test_store__gc_keeps_retained_and_pinned },
+		{ "test_store__fsck_reports_then_repairs",
+		  test_store__fsck_reports_then_repairs },
 		{ NULL, NULL },
 	};
 	char cmd[128];
