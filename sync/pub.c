@@ -46,8 +46,10 @@ static int write_file_durable(const char *dir, const char *tmpdir,
 	const char *p = buf;
 	int fd, rc = 0;
 
-	snprintf(tmp, sizeof(tmp), "%s/s.%d.%s", tmpdir, (int)getpid(), name);
-	snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+	if (path_fmt(tmp, sizeof(tmp), "%s/s.%d.%s", tmpdir, (int)getpid(),
+		     name) ||
+	    path_fmt(dst, sizeof(dst), "%s/%s", dir, name))
+		return -ENAMETOOLONG;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444);
 	if (fd < 0)
 		return -errno;
@@ -169,8 +171,8 @@ static void hist_trim(struct store *st, const char *srcdir, unsigned keep,
 
 		if (!strcmp(h[i].id, current) || store_pinned(st, h[i].id))
 			continue;
-		snprintf(p, sizeof(p), "%s/h-%016llx", srcdir, h[i].seq);
-		unlink(p);
+		if (!path_fmt(p, sizeof(p), "%s/h-%016llx", srcdir, h[i].seq))
+			unlink(p);
 	}
 	free(h);
 }
@@ -252,11 +254,12 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 {
 	char path[PATH_MAX];
 	struct snap *s;
-	size_t len;
-	void *buf;
+	size_t len = 0;
+	void *buf = NULL;
 	int rc;
 
-	snprintf(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id);
+	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
+		return -ENAMETOOLONG;
 	rc = read_all(path, &buf, &len);
 	if (rc)
 		return rc;

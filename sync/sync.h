@@ -374,6 +374,13 @@ struct source_status {
 };
 void source_get_status(struct source *src, struct source_status *out);
 
+/**
+ * snprintf for paths: 0, or -ENAMETOOLONG if @fmt did not fit in @len
+ * (the buffer then holds a truncated, never-used string).
+ */
+int path_fmt(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4))) WUR;
+
 /** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
 int64_t now_ns(void);
 int64_t mono_ns(void);
