@@ -3,7 +3,8 @@
  * pub.c - snapshots on disk: writing, publishing, loading and collecting.
  *
  * Crash-safety order of a publication: (1) every blob the snapshot names
- * is already renamed into objects/ and fsynced (store.c); (2) the
+ * is already renamed into objects/, and one syncfs() makes them all
+ * durable (store_flush); (2) the
  * snapshot file is written to tmp/, fsynced and renamed to
  * snapshots/<id>, then snapshots/ is fsynced; (3) the history link
  * sources/<name>/h-<seq> and then the current link are created under
@@ -187,6 +188,9 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	void *buf;
 	int rc, n;
 
+	rc = store_flush(st);
+	if (rc)
+		return rc;
 	snap->published_ns = now_ns();
 	rc = snap_encode(snap, &buf, &len);
 	if (rc)

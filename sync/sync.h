@@ -99,7 +99,7 @@ void store_blob_path(const struct store *s, const struct dhash *h, char *buf,
 		     size_t len);
 
 /**
- * Store a blob: temp file, write, fsync, rename. Concurrent puts of the
+ * Store a blob: temp file, write, rename (durable after store_flush). Concurrent puts of the
  * same content are harmless (rename of identical bytes).
  */
 int store_put_buf(struct store *s, struct dhash *out, const void *buf,
@@ -132,6 +132,12 @@ int store_open_blob(struct store *s, const struct dhash *h) WUR;
  * (removed when @remove), -ENOENT if absent.
  */
 int store_verify_blob(struct store *s, const struct dhash *h, bool remove);
+
+/**
+ * Make every blob written so far durable (one syncfs() of the cache's
+ * filesystem rather than an fsync per blob).
+ */
+int store_flush(struct store *s) WUR;
 
 /** Count and total bytes of stored blobs (walks objects/). */
 int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes) WUR;
