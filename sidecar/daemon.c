@@ -21,7 +21,7 @@
 
 #include "sidecar_i.h"
 
-#define TAG "dagfs"
+#define TAG "daemon"
 
 /*
  * Signals are blocked in every thread (the mask is set before the first
@@ -209,9 +209,9 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 		fprintf(stderr, "dagfs: signal thread: %s\n", strerror(rc));
 		return -rc;
 	}
-	log_notice(TAG, "dagfs %s serving %zu source%s on %s (cache %s)",
-		   DAGFS_VERSION, ctx->n, ctx->n == 1 ? "" : "s",
-		   ctx->mountpoint, ctx->cfg->cache);
+	log_notice(TAG, "serving %zu source%s on %s (dagfs %s, cache %s)",
+		   ctx->n, ctx->n == 1 ? "" : "s", ctx->mountpoint,
+		   DAGFS_VERSION, ctx->cfg->cache);
 	rc = fs_loop(ctx->fs);
 	if (rc)
 		log_err(TAG, "serving %s: %s", ctx->mountpoint, strerror(-rc));
