@@ -71,12 +71,12 @@ struct fs_inode {
 	int64_t mtime_floor;   /* directories: see view.c; fs->lock */
 	uint64_t inval_gen;    /* directories: last swap that queued it;
 				* fs->lock */
+	bool verified;	       /* files: blob checked once; fs->lock */
 };
 
-/** First member of an open file or directory handle (ops.c). */
+/** First member of an open directory handle (ops.c). */
 struct fs_handle {
 	struct fs_handle *prev, *next; /* fs->handles; fs->lock */
-	bool dir;
 };
 
 struct fs {
@@ -97,6 +97,8 @@ struct fs {
 	struct fs_handle handles; /* open handles; fs->lock */
 
 	pthread_mutex_t swap_lock; /* one fs_swap at a time */
+	uint64_t seq; /* atomic: odd while a swap invalidates (swap.c) */
+	bool no_open; /* the kernel opens files itself; set at init */
 
 	/* Mount state. notify_lock (read) covers a swap's kernel
 	 * notifications, (write) covers unmounting, so a notification never
@@ -129,6 +131,18 @@ bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap);
 int fs_synth_children(struct fs *fs, const char *path, char ***out);
 /** Write "@dir/@name" (or "@name" at the root) into @buf; -ENAMETOOLONG. */
 int fs_path_join(char *buf, size_t len, const char *dir, const char *name);
+
+/** Swap sequence at the start of a request. */
+static inline uint64_t fs_seq_begin(struct fs *fs)
+{
+	return __atomic_load_n(&fs->seq, __ATOMIC_ACQUIRE);
+}
+
+/** True if no swap ran since fs_seq_begin() returned @seq. */
+static inline bool fs_seq_stable(struct fs *fs, uint64_t seq)
+{
+	return !(seq & 1) && __atomic_load_n(&fs->seq, __ATOMIC_ACQUIRE) == seq;
+}
 
 /* inode.c */
 
@@ -164,7 +178,7 @@ int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
 /* ops.c */
 
 extern const struct fuse_lowlevel_ops fs_ops;
-/** Release the handles the kernel never released (unmounted only). */
+/** Release the directory handles the kernel never released (unmounted). */
 void fs_handles_free(struct fs *fs);
 
 #endif

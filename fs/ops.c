@@ -16,14 +16,6 @@
 
 #include "fs_i.h"
 
-/* An open file: the blob's descriptor, and the snapshot that names it so
- * the store keeps it pinned while the file is open. */
-struct fs_fh {
-	struct fs_handle h;
-	int fd;
-	struct snap *snap;
-};
-
 /* An open directory: the listing its readdir calls walk. */
 struct fs_dirh {
 	struct fs_handle h;
@@ -39,12 +31,11 @@ static struct fs *fs_of(fuse_req_t req)
 }
 
 /*
- * Open handles are listed so fs_free() can release those the kernel never
- * released: unmounting drops the requests still queued.
+ * Open directories are listed so fs_free() can release those the kernel
+ * never released: unmounting drops the requests still queued.
  */
-static void handle_add(struct fs *fs, struct fs_handle *h, bool dir)
+static void handle_add(struct fs *fs, struct fs_handle *h)
 {
-	h->dir = dir;
 	pthread_mutex_lock(&fs->lock);
 	h->next = fs->handles.next;
 	h->prev = &fs->handles;
@@ -61,20 +52,23 @@ static void handle_del(struct fs *fs, struct fs_handle *h)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static void fh_free(struct fs_fh *fh)
+/*
+ * How long the kernel may keep what a request that began at swap sequence
+ * @seq answers: long, unless a swap ran meanwhile (swap.c).
+ */
+static double timeout_for(struct fs *fs, uint64_t seq)
 {
-	close(fh->fd);
-	snap_unref(fh->snap);
-	free(fh);
+	return fs_seq_stable(fs, seq) ? FS_TIMEOUT : 0;
 }
 
 static void entry_fill(struct fs *fs, struct fs_inode *ino,
-		       const struct fs_res *r, struct fuse_entry_param *e)
+		       const struct fs_res *r, double timeout,
+		       struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = fs_nodeid(fs, ino);
-	e->attr_timeout = FS_TIMEOUT;
-	e->entry_timeout = FS_TIMEOUT;
+	e->attr_timeout = timeout;
+	e->entry_timeout = timeout;
 	if (ino->type == SNAP_DIR)
 		fs_attr_dir(fs, ino, r, &e->attr);
 	else
@@ -85,6 +79,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_inode *dir = fs_inode_of(fs, parent), *ino;
+	uint64_t seq = fs_seq_begin(fs);
 	struct fuse_entry_param e;
 	char path[FS_PATH_MAX];
 	struct fs_res r;
@@ -101,7 +96,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (r.kind == FS_NONE) {
 		/* a negative entry, cached like the others: swaps drop it */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = FS_TIMEOUT;
+		e.entry_timeout = timeout_for(fs, seq);
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -111,7 +106,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	entry_fill(fs, ino, &r, &e);
+	entry_fill(fs, ino, &r, timeout_for(fs, seq), &e);
 	fs_res_drop(&r);
 	if (fuse_reply_entry(req, &e) == -ENOENT)
 		fs_inode_forget(fs, ino, 1); /* interrupted: never counted */
@@ -151,63 +146,35 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_attr(req, &st, FS_TIMEOUT);
 }
 
-/* The snapshot holding file or link @ino, referenced, and its entry. */
-static const struct snap_entry *entry_ref(struct fs *fs,
-					  const struct fs_inode *ino,
-					  struct snap **out)
-{
-	const struct snap_entry *e;
-
-	pthread_mutex_lock(&fs->lock);
-	*out = snap_ref(ino->snap);
-	e = &ino->snap->e[ino->idx];
-	pthread_mutex_unlock(&fs->lock);
-	return e;
-}
-
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_inode *i = fs_inode_of(fs, ino);
-	const struct snap_entry *e;
 	struct snap *s;
 
 	if (i->type != SNAP_LINK) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	e = entry_ref(fs, i, &s);
-	fuse_reply_readlink(req, e->target);
+	pthread_mutex_lock(&fs->lock);
+	s = snap_ref(i->snap);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_readlink(req, s->e[i->idx].target);
 	snap_unref(s);
 }
 
 /*
- * Reference the snapshot of file @ino and copy its blob's name; -ESTALE if
- * a swap replaced it (swap.c): the kernel then looks the path up again.
+ * Opens cost no request at all: the first one answers ENOSYS, which the
+ * kernel takes as "open in the kernel, keep the page cache" for every
+ * later open. Nothing is lost: an inode's bytes never change, and the
+ * kernel holds the inode of an open file, so its fs_inode, the snapshot
+ * it references (pinned in the store) and the blob outlive any swap. A
+ * kernel without zero-message opens gets an empty handle instead.
  */
-static int file_ref(struct fs *fs, const struct fs_inode *ino,
-		    struct snap **out, struct dhash *hash)
-{
-	int rc = 0;
-
-	pthread_mutex_lock(&fs->lock);
-	if (fs_slot_current(fs, ino->slot, ino->snap)) {
-		*out = snap_ref(ino->snap);
-		*hash = ino->snap->e[ino->idx].hash;
-	} else {
-		rc = -ESTALE;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	return rc;
-}
-
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_inode *i = fs_inode_of(fs, ino);
-	struct fs_fh *fh;
-	struct dhash hash;
-	int fd;
 
 	if (i->type != SNAP_FILE) {
 		fuse_reply_err(req, i->type == SNAP_DIR ? EISDIR : ELOOP);
@@ -217,55 +184,69 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	fh = malloc(sizeof(*fh));
-	fd = fh ? file_ref(fs, i, &fh->snap, &hash) : -ENOMEM;
-	if (fd == 0) {
-		fd = store_open_blob(fs->st, &hash);
-		if (fd < 0) {
-			log_debug("fs", "open %s: %s",
-				  fh->snap->e[i->idx].path, strerror(-fd));
-			snap_unref(fh->snap);
-		}
-	}
-	if (fd < 0) {
-		free(fh);
-		/* a blob gone from the store: let the kernel look again */
-		fuse_reply_err(req, fd == -ENOENT ? ESTALE : -fd);
+	if (fs->no_open) {
+		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	fh->fd = fd;
-	handle_add(fs, &fh->h, false);
-	fi->fh = (uintptr_t)fh;
-	fi->keep_cache = 1; /* an inode's bytes never change */
+	fi->keep_cache = 1;
 	fi->noflush = 1;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		handle_del(fs, &fh->h);
-		fh_free(fh);
+	fuse_reply_open(req, fi);
+}
+
+/*
+ * A descriptor on the blob of file @ino. The first open verifies the bytes
+ * (store_open_blob); later ones, for the same inode, trust that check.
+ */
+static int blob_open(struct fs *fs, struct fs_inode *ino)
+{
+	char path[PATH_MAX];
+	struct dhash hash;
+	bool verified;
+	int fd;
+
+	pthread_mutex_lock(&fs->lock);
+	hash = ino->snap->e[ino->idx].hash;
+	verified = ino->verified;
+	pthread_mutex_unlock(&fs->lock);
+	if (verified) {
+		store_blob_path(fs->st, &hash, path, sizeof(path));
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0)
+			return fd;
 	}
+	fd = store_open_blob(fs->st, &hash);
+	if (fd >= 0) {
+		pthread_mutex_lock(&fs->lock);
+		ino->verified = true;
+		pthread_mutex_unlock(&fs->lock);
+	}
+	return fd;
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct fs_fh *fh = (struct fs_fh *)(uintptr_t)fi->fh;
+	struct fs *fs = fs_of(req);
+	struct fs_inode *i = fs_inode_of(fs, ino);
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	int fd;
 
-	(void)ino;
+	(void)fi;
+	if (i->type != SNAP_FILE) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	fd = blob_open(fs, i);
+	if (fd < 0) {
+		log_debug("fs", "read: blob: %s", strerror(-fd));
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = fh->fd;
+	buf.buf[0].fd = fd;
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
-}
-
-static void op_release(fuse_req_t req, fuse_ino_t ino,
-		       struct fuse_file_info *fi)
-{
-	struct fs_fh *fh = (struct fs_fh *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	handle_del(fs_of(req), &fh->h);
-	fh_free(fh);
-	fuse_reply_err(req, 0);
+	close(fd);
 }
 
 /* ---------------------------------------------------------- directories */
@@ -293,10 +274,7 @@ void fs_handles_free(struct fs *fs)
 
 	for (; h && h != &fs->handles; h = next) {
 		next = h->next;
-		if (h->dir)
-			dirh_free((struct fs_dirh *)h);
-		else
-			fh_free((struct fs_fh *)h);
+		dirh_free((struct fs_dirh *)h);
 	}
 	fs->handles.next = fs->handles.prev = &fs->handles;
 }
@@ -359,7 +337,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	pthread_mutex_init(&dh->lock, NULL);
-	handle_add(fs, &dh->h, true);
+	handle_add(fs, &dh->h);
 	fi->fh = (uintptr_t)dh;
 	fi->cache_readdir = 1;
 	/* keep the kernel's listing unless a swap's invalidation of it is
@@ -442,7 +420,7 @@ static void listing_entry(struct listing *l, off_t pos, const char *path,
 	if (l->link && pos >= 2)
 		ino = fs_inode_get(l->fs, path, r);
 	if (ino) {
-		entry_fill(l->fs, ino, r, e);
+		entry_fill(l->fs, ino, r, FS_TIMEOUT, e);
 		l->counted[l->ncounted++] = ino;
 		return;
 	}
@@ -489,10 +467,11 @@ static void listing_send(struct listing *l, off_t off)
 
 	/* A handle read after a swap goes on listing its own tree, so one
 	 * listing never mixes two revisions, but it must not plant that
-	 * tree's names in the kernel's dentry cache: no nodeids then. */
-	l->link = l->plus && (l->dh->res.kind != FS_ENTRY ||
-			      fs_slot_current(l->fs, l->dh->res.slot,
-					      l->dh->res.snap));
+	 * tree's names in the kernel's dentry cache: no nodeids then, nor
+	 * while a swap is invalidating (swap.c). */
+	l->link = l->plus && !(fs_seq_begin(l->fs) & 1) &&
+		  (l->dh->res.kind != FS_ENTRY ||
+		   fs_slot_current(l->fs, l->dh->res.slot, l->dh->res.snap));
 	end = 2 + (off_t)l->dh->n;
 	for (off_t pos = off; pos < end && listing_add(l, pos); pos++)
 		;
@@ -601,14 +580,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* auto_inval_data makes the kernel refresh a directory's mtime
 	 * before it trusts its readdir cache (swap.c relies on it). */
 	conn->want |= conn->capable & want;
+	fs->no_open = !!(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
 	conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
 	/* The kernel offers its largest readahead (its bdi default); DAG
 	 * files are small and read whole, so keep it. */
-	log_info("fs", "serving %s (FUSE %u.%u, readdirplus %s, readahead %u KiB)",
+	log_info("fs", "serving %s (FUSE %u.%u, readdirplus %s, "
+		 "zero-message open %s, readahead %u KiB)",
 		 fs->mountpoint ? fs->mountpoint : "?", conn->proto_major,
 		 conn->proto_minor,
 		 conn->want & FUSE_CAP_READDIRPLUS ? "on" : "off",
-		 conn->max_readahead / 1024);
+		 fs->no_open ? "on" : "off", conn->max_readahead / 1024);
 }
 
 /* Write-type operations: the mount is read-only. */
@@ -653,7 +634,6 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.readlink = op_readlink,
 	.open = op_open,
 	.read = op_read,
-	.release = op_release,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,

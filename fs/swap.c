@@ -15,37 +15,34 @@
 /*
  * Why the order below is safe.
  *
- * 1. The new snapshot is made current before anything is invalidated, so
- *    any lookup the kernel sends after an invalidation resolves against
- *    the new tree. A lookup that resolved against the old tree just before
- *    is still in flight while the kernel holds the parent directory's
- *    lock, and notify_inval_entry takes that lock: the stale answer is
- *    installed first and then dropped, never the other way round.
+ * The kernel caches names (dentries, negative ones too), attributes and
+ * directory listings for a day, and it can only be told to forget them
+ * one notification at a time. A reader must still never see the new
+ * revision of one file and then the old revision of another. So a swap
+ * runs in two phases, bracketed by fs->seq (odd in between):
  *
- * 2. Notifications are sent with no fs/ lock held. notify_inval_entry
- *    waits for in-flight requests on the parent directory, and those need
- *    a handler thread that may want fs->lock or fs->slot_lock.
+ * A. Before the flip, every changed name the kernel may hold under a
+ *    directory it knows is invalidated. While fs->seq is odd, lookups
+ *    and readdirplus hand out names with a zero timeout (or none at all),
+ *    so nothing cached from here on outlives its first use. A request
+ *    that began earlier is still in flight while the kernel holds its
+ *    parent directory's lock, and notify_inval_entry takes that lock: its
+ *    answer is installed first and dropped after, never the reverse.
+ *    When phase A ends the kernel holds no long-lived name that the flip
+ *    will change, so after the flip every path walk reaches the new tree.
  *
- * 3. The kernel's readdir cache (cache_readdir) is filled by a listing
- *    that started at offset 0 and is trusted later only while the
- *    directory's mtime and i_version are unchanged. A listing computed
- *    from the old tree can land in that cache just after the
- *    invalidation dropped it. So every directory whose listing changes
- *    gets a new mtime (mtime_floor, strictly greater than anything it
- *    reported before), raised after the swap and before the invalidation:
- *    the next opendir refreshes the attributes, sees a different mtime
- *    and throws such a listing away. opendir's handle re-resolves at
- *    offset 0 (ops.c), so a handle opened before the swap but read after
- *    it does not fill the cache with the old tree either.
+ * B. The flip (and the move of unchanged inodes to the new snapshot)
+ *    happens under fs->lock. Then each directory whose listing changed
+ *    gets a new mtime and an inval_inode. The kernel's readdir cache is
+ *    trusted only while a directory's mtime is unchanged, so a listing
+ *    of the old tree that lands in it late is thrown away at the next
+ *    opendir; until the notification is delivered, opendir of such a
+ *    directory (inval_gen > done_gen) drops the cache itself. A handle
+ *    re-resolves its tree at offset 0 (ops.c).
  *
- * 4. Invalidations reach the kernel one by one, so for a moment some of
- *    its cached names are new and others still old. Two checks close that
- *    window for readers: the snapshot flip and the move of unchanged
- *    inodes happen under fs->lock at once, so open() of an inode that is
- *    no longer current answers ESTALE and the kernel walks the path again
- *    (LOOKUP_REVAL) to the new inode; and opendir() of a directory whose
- *    invalidation is still queued (inval_gen > done_gen) drops the
- *    kernel's readdir cache instead of keeping it.
+ * Notifications are sent with no fs/ lock held: notify_inval_entry waits
+ * for in-flight requests on the directory, and those need handler
+ * threads that may want fs->lock or fs->slot_lock.
  */
 
 struct change {
@@ -140,55 +137,82 @@ static int64_t dir_mtime(const struct snap *s, const char *rel)
 static void dir_changed(struct swap *sw, struct fs_inode *dir)
 {
 	const char *at = sw->slot->at, *rel = dir->path;
-	int64_t t = now_ns(), prev = dir->mtime_floor, m;
+	int64_t t = now_ns(), m;
 
 	if (dir->inval_gen == sw->fs->swap_gen)
 		return;
 	dir->inval_gen = sw->fs->swap_gen;
 	if (sw->slot->atlen && !strncmp(rel, at, sw->slot->atlen))
 		rel += sw->slot->atlen + (rel[sw->slot->atlen] == '/');
-	if (t <= prev)
-		t = prev + 1;
+	m = dir->mtime_floor;
+	if (t <= m)
+		t = m + 1;
 	m = dir_mtime(sw->old, rel);
 	if (t <= m)
 		t = m + 1;
 	m = dir_mtime(sw->new, rel);
 	if (t <= m)
 		t = m + 1;
-	if (t < sw->fs->start_ns)
+	if (t <= sw->fs->start_ns) /* made-up and empty directories */
 		t = sw->fs->start_ns + 1;
 	__atomic_store_n(&dir->mtime_floor, t, __ATOMIC_RELEASE);
 	queue(sw, 0, fs_nodeid(sw->fs, dir), NULL);
 }
 
-/* Map the changed paths to inodes the kernel holds; fs->lock held. */
-static void plan(struct swap *sw)
+/* The directory holding change @c, if the kernel knows it; fs->lock held.
+ * NULL for a slot's root, which keeps its inode whatever happens. */
+static struct fs_inode *parent_of(struct swap *sw, struct change *c,
+				  const char **name)
 {
-	struct fs *fs = sw->fs;
+	char *slash = strrchr(c->path, '/');
+	struct fs_inode *dir;
 
-	fs->swap_gen++;
+	if (strlen(c->path) == sw->slot->atlen)
+		return NULL;
+	if (slash)
+		*slash = '\0';
+	dir = fs_dir_find(sw->fs, slash ? c->path : "");
+	if (slash)
+		*slash = '/';
+	*name = slash ? slash + 1 : c->path;
+	return dir;
+}
+
+/* Phase A: the names to forget; fs->lock held. */
+static void plan_names(struct swap *sw)
+{
 	for (size_t i = 0; i < sw->nc && !sw->err; i++) {
 		struct change *c = &sw->c[i];
-		struct fs_inode *ino;
-		char *slash;
+		struct fs_inode *dir;
+		const char *name;
+
+		if (!c->named)
+			continue;
+		dir = parent_of(sw, c, &name);
+		if (dir)
+			queue(sw, fs_nodeid(sw->fs, dir), 0, name);
+	}
+}
+
+/* Phase B: the listings and directory attributes; fs->lock held. */
+static void plan_dirs(struct swap *sw)
+{
+	sw->fs->swap_gen++;
+	for (size_t i = 0; i < sw->nc && !sw->err; i++) {
+		struct change *c = &sw->c[i];
+		struct fs_inode *dir;
+		const char *name;
 
 		if (c->dirish) {
-			ino = fs_dir_find(fs, c->path);
-			if (ino)
-				dir_changed(sw, ino);
+			dir = fs_dir_find(sw->fs, c->path);
+			if (dir)
+				dir_changed(sw, dir);
 		}
-		if (!c->named || strlen(c->path) == sw->slot->atlen)
-			continue; /* a slot's root keeps its inode */
-		slash = strrchr(c->path, '/');
-		if (slash)
-			*slash = '\0';
-		ino = fs_dir_find(fs, slash ? c->path : "");
-		if (slash)
-			*slash = '/';
-		if (!ino)
-			continue; /* the kernel caches nothing below */
-		queue(sw, fs_nodeid(fs, ino), 0, slash ? slash + 1 : c->path);
-		dir_changed(sw, ino);
+		if (c->named) {
+			dir = parent_of(sw, c, &name);
+			if (dir)
+				dir_changed(sw, dir);
+		}
 	}
 }
 
@@ -226,24 +250,32 @@ void fs_swap(struct fs *fs, int slot, struct snap *snap)
 	sw.old = fs->slots[slot].snap; /* only fs_swap writes it */
 	snap_diff(sw.old, snap, on_diff, &sw);
 
+	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
+	pthread_mutex_lock(&fs->lock);
+	plan_names(&sw);
+	pthread_mutex_unlock(&fs->lock);
+	notify(&sw);
+	sw.nn = 0;
+
 	pthread_mutex_lock(&fs->lock);
 	pthread_mutex_lock(&fs->slot_lock);
 	__atomic_store_n(&fs->slots[slot].snap, snap, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&fs->slot_lock);
 	fs_inodes_move(fs, slot, snap);
-	plan(&sw);
+	plan_dirs(&sw);
 	pthread_mutex_unlock(&fs->lock);
-	if (sw.err)
-		log_warn("fs", "source %s: cannot list changes (%s); the kernel "
-			 "may serve old names until they expire",
-			 sw.slot->source, strerror(-sw.err));
+	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
 	notify(&sw);
 	pthread_mutex_lock(&fs->lock);
 	fs->done_gen = fs->swap_gen;
 	pthread_mutex_unlock(&fs->lock);
-	log_debug("fs", "source %s: %zu paths changed, %zu invalidations",
-		  sw.slot->source, sw.nc, sw.nn);
 
+	if (sw.err)
+		log_warn("fs", "source %s: cannot list changes (%s); the kernel "
+			 "may serve old names until they expire",
+			 sw.slot->source, strerror(-sw.err));
+	log_debug("fs", "source %s: %zu paths changed", sw.slot->source,
+		  sw.nc);
 	for (size_t i = 0; i < sw.nc; i++)
 		free(sw.c[i].path);
 	free(sw.c);
