@@ -16,7 +16,8 @@ Other comparators (s3fs, rclone mount...) plug in with --plugin MODULE:
 a module in tests/bench that calls bench_core.register(NAME, CLASS) with
 a Target subclass, then --targets native,dagfs,NAME.
 
-Usage: bench_core.py [--sizes 2000,10000] [--seed 42] [--warm 5]
+The daemon is <build>/sidecar/dagfs, build from env DAGFS_BUILD (default
+build). Usage: bench_core.py [--sizes 2000,10000] [--seed 42] [--warm 5]
                      [--workdir /var/tmp/dagfs-bench] [--out FILE]
 """
 
@@ -119,7 +120,8 @@ class DagfsTarget(Target):
         return proc_status(self.m.pid, "VmHWM")
 
     def close(self):
-        self.m.stop()
+        if getattr(self, "m", None):
+            self.m.stop()
 
 
 register("native", NativeTarget)
