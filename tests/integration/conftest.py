@@ -64,6 +64,10 @@ class Timeout(AssertionError):
     pass
 
 
+class DaemonDied(AssertionError):
+    """Raised from a wait predicate: stops the wait at once."""
+
+
 def wait_for(pred, timeout=10.0, interval=0.02, what=None):
     """Call @pred until it returns a true value (returned) or @timeout
     seconds pass (Timeout, naming @what). Exceptions from @pred count as
@@ -75,6 +79,8 @@ def wait_for(pred, timeout=10.0, interval=0.02, what=None):
             v = pred()
             if v:
                 return v
+        except DaemonDied:
+            raise
         except Exception as e:  # noqa: BLE001 - predicate may race a swap
             last_exc = e
         if time.monotonic() >= deadline:
@@ -221,7 +227,7 @@ class Dagfs:
     def wait_live(self, ready=None, timeout=30.0):
         def live():
             if self.proc.poll() is not None:
-                raise AssertionError(
+                raise DaemonDied(
                     f"dagfs exited with status {self.proc.returncode} "
                     f"before mounting; stderr:\n{self.stderr_text()}")
             if not is_fuse_mounted(self.mnt):
@@ -240,7 +246,7 @@ class Dagfs:
         """Raise, quoting stderr, if the daemon ended by itself."""
         if self.proc is not None and self.proc.poll() is not None \
                 and not self.stopped:
-            raise AssertionError(
+            raise DaemonDied(
                 f"dagfs died with status {self.proc.returncode}; stderr "
                 f"ends:\n{self.stderr_text()[-3000:]}")
 
