@@ -194,7 +194,13 @@ def run(opts):
             for t in targets:
                 t.prepare()
             for mode in ("full", "io"):
-                res = measure(targets, mode, opts.warm)
+                res = {t.name: ([], []) for t in targets}
+                for _ in range(opts.rounds):
+                    for name, (cold, warm) in measure(targets, mode,
+                                                      opts.warm).items():
+                        res[name][0].append(cold)
+                        res[name][1].extend(warm)
+                res = {n: (statistics.median(c), w) for n, (c, w) in res.items()}
                 ncold, nwarm = res["native"][0], statistics.median(res["native"][1])
                 for t in targets:
                     cold, warm = res[t.name][0], statistics.median(res[t.name][1])
@@ -217,6 +223,9 @@ def main():
     ap.add_argument("--sizes", default="2000,10000")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat cold+warm; report the median cold and the "
+                    "median of every warm scan (for noisy machines)")
     ap.add_argument("--workdir", default="/var/tmp/dagfs-bench")
     ap.add_argument("--targets", default="native,dagfs")
     ap.add_argument("--plugin", action="append", default=[])
@@ -238,7 +247,9 @@ def main():
     rows, notes = run(opts)
     md = table(rows, opts.warm)
     head = (f"Airflow-like scan, {platform.node()}, {os.cpu_count()} CPUs, "
-            f"Linux {platform.release()}, {time.strftime('%Y-%m-%d')}, seed {opts.seed}")
+            f"Linux {platform.release()}, {time.strftime('%Y-%m-%d')}, "
+            f"seed {opts.seed}, {opts.rounds} round(s), load average "
+            f"{os.getloadavg()[0]:.1f} at the end")
     text = f"{head}\n\n{md}\n"
     if notes:
         text += "\n" + "\n".join(f"- {k}: " + ", ".join(
