@@ -245,7 +245,7 @@ def main():
     if unknown:
         ap.error(f"unknown targets {unknown}; known: {sorted(TARGETS)}")
     rows, notes = run(opts)
-    md = table(rows, opts.warm)
+    md = table(rows, opts.warm * opts.rounds)
     head = (f"Airflow-like scan, {platform.node()}, {os.cpu_count()} CPUs, "
             f"Linux {platform.release()}, {time.strftime('%Y-%m-%d')}, "
             f"seed {opts.seed}, {opts.rounds} round(s), load average "
