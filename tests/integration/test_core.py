@@ -247,21 +247,25 @@ def test_no_torn_reads_monotonic_revisions(dagfs, fast_dir):
              for k in range(8)]
     for p in procs:
         p.start()
-    slow, nrev = [], 50
+    slowest, nrev = 0.0, 50
     try:
         for r in range(1, nrev + 1):
             stage_revision(stage, r)
-            # pause the readers (not dagfs) so the writer gets the CPU and
-            # the revision lands well inside the debounce
+            # The revision must land whole inside the debounce. On a loaded
+            # machine the writer can be descheduled for longer, so freeze
+            # the readers and the daemon while it moves files in: the
+            # daemon then sees the revision complete, as if written at once
+            # (inotify queues the events; the debounce starts on resume).
             for p in procs:
                 os.kill(p.pid, signal.SIGSTOP)
+            os.kill(m.pid, signal.SIGSTOP)
             try:
                 took = apply_revision(src, stage, r)
             finally:
+                os.kill(m.pid, signal.SIGCONT)
                 for p in procs:
                     os.kill(p.pid, signal.SIGCONT)
-            if took > 0.15:
-                slow.append((r, round(took, 3)))
+            slowest = max(slowest, took)
             want = b"%08d" % r
             m.wait(lambda: read_or_none(m.mnt / "REV") == want, 15,
                    what=f"revision {r} visible")
@@ -272,11 +276,8 @@ def test_no_torn_reads_monotonic_revisions(dagfs, fast_dir):
         for p in procs:
             p.join(10)
     bad = [f"reader {s}: {b}" for s, _, _, bs in results for b in bs]
-    # a revision written slower than the debounce may be published half
-    # written by design: then the test proves nothing either way
-    assert not slow, f"test writer too slow (revision, seconds): {slow}; " \
-        f"{len(bad)} violations seen: {bad[:10]}"
-    assert not bad, "\n".join(bad[:40])
+    assert not bad, f"(slowest revision write {slowest:.3f}s)\n" + \
+        "\n".join(bad[:40])
     for s, n, nrevs, _ in results:
         assert nrevs >= 10, f"reader {s} saw only {nrevs} revisions in {n} ops"
     final = listing(m.mnt / "d")
