@@ -644,7 +644,7 @@ def test_files_keep_their_own_mtimes(dagfs, tmp_path):
     assert os.stat(m.mnt / "old.py").st_mtime_ns == old
     time.sleep(0.2)
     (src / "a.py").write_text("from airflow import DAG  # changed\n")
-    m.wait(lambda: b"changed" in read_or_none(m.mnt / "a.py"), 10,
+    m.wait(lambda: b"changed" in read_or_none(m.mnt / "a.py"), 20,
              what="a.py changed")
     assert os.stat(m.mnt / "old.py").st_mtime_ns == old
     assert os.stat(m.mnt / "a.py").st_mtime_ns == os.stat(src / "a.py").st_mtime_ns
@@ -655,7 +655,7 @@ def test_new_directories_are_watched(dagfs, tmp_path):
     m = dagfs.mount([dir_spec(src)], ready=lambda mnt: (mnt / "a.py").exists())
 
     def shows(rel, data):
-        m.wait(lambda: read_or_none(m.mnt / rel) == data, 10,
+        m.wait(lambda: read_or_none(m.mnt / rel) == data, 20,
                  what=f"{rel} = {data!r} in the mount")
 
     (src / "new" / "a" / "b").mkdir(parents=True)
@@ -678,7 +678,7 @@ def test_new_directories_are_watched(dagfs, tmp_path):
     (src / "x" / "y" / "m.py").write_bytes(b"edited\n")
     shows("x/y/m.py", b"edited\n")
     shutil.rmtree(src / "new")
-    m.wait(lambda: not (m.mnt / "new").exists(), 10, what="new/ removed")
+    m.wait(lambda: not (m.mnt / "new").exists(), 20, what="new/ removed")
 
 
 # ------------------------------------------------- composition, options
@@ -697,7 +697,7 @@ def test_two_sources_at_sub_paths(dagfs, tmp_path):
     assert (m.mnt / "team_a/x.py").read_text() == "a\n"
     (b / "y.py").write_text("b2\n")
     m.wait(lambda: read_or_none(m.mnt / "nested/team_b/y.py") == b"b2\n",
-             10, what="team_b swap")
+             20, what="team_b swap")
     assert (m.mnt / "team_a/x.py").read_text() == "a\n"
 
 
