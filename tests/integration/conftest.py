@@ -402,6 +402,12 @@ def dagfs(dagfs_bin, fuse_ok, tmp_path):
 
 
 @pytest.fixture
+def mount(dagfs):
+    """Shorthand: mount(sources, **kw) is dagfs.mount(sources, **kw)."""
+    return dagfs.mount
+
+
+@pytest.fixture
 def world_tmp():
     """A temporary directory every user can traverse (tests that run
     dagfs as an unprivileged user need one; pytest's tmp_path is 0700)."""
