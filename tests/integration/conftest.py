@@ -298,6 +298,7 @@ class Dagfs:
             force_unmount(self.mnt)
             return self.returncode
         self.sample_rss()
+        self.signal(signal.SIGCONT)         # in case a test froze it
         self.signal(signal.SIGTERM)
         rc = self.wait_exit(timeout)
         if rc is None:

@@ -219,6 +219,25 @@ def reader(mnt, seed, stop, out):
     out.put((seed, n, len(revs), bad))
 
 
+def collect_readers(procs, out, budget=60):
+    """Results of every reader; a reader still stuck in the mount after
+    @budget seconds is killed and reported as hung."""
+    import queue
+    results, deadline = [], time.monotonic() + budget
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=max(0.1, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+    done = {r[0] for r in results}
+    for k, p in enumerate(procs):
+        if k not in done:
+            results.append((k, 0, 0, ["hung in the mount (no answer)"]))
+            p.kill()
+        p.join(5)
+    return results
+
+
 @pytest.fixture
 def fast_dir(tmp_path):
     """A directory on tmpfs (root) so the test's own renames never wait on
@@ -272,9 +291,7 @@ def test_no_torn_reads_monotonic_revisions(dagfs, fast_dir):
             time.sleep(0.05)
     finally:
         stop.set()
-        results = [out.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(10)
+        results = collect_readers(procs, out)
     bad = [f"reader {s}: {b}" for s, _, _, bs in results for b in bs]
     assert not bad, f"(slowest revision write {slowest:.3f}s)\n" + \
         "\n".join(bad[:40])
