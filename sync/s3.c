@@ -314,7 +314,10 @@ static int list_all(struct source *src, struct s3_page *pg, char *err,
 			rc = -ENAMETOOLONG;
 			break;
 		}
-		rc = path_fmt(query, 8192, "%s%s%slist-type=2&prefix=%s",
+		/* encoding-type=url: keys with control characters would
+		 * otherwise make the XML itself invalid */
+		rc = path_fmt(query, 8192,
+			      "%s%s%sencoding-type=url&list-type=2&prefix=%s",
 			      pg->next_token ? "continuation-token=" : "",
 			      pg->next_token ? etok : "",
 			      pg->next_token ? "&" : "", epre);
@@ -834,11 +837,52 @@ static int fetch_missing(struct source *src, struct job *jobs, size_t n,
 		log_info(src->tag, "fetching %zu of %zu objects", nf, n);
 		rc = download(src, f, nf, err, errlen);
 	}
-	for (size_t i = 0; !rc && i < nf; i++)
+	/* Hashes of what arrived, even when the round failed: the caller
+	 * remembers them so the next round fetches only the rest. */
+	for (size_t i = 0; i < nf; i++) {
 		jobs[idx[i]].hash = f[i].hash;
+		jobs[idx[i]].attempt = dhash_eq(&f[i].hash, &(struct dhash){ 0 }) ?
+					       0 : -1;
+	}
 	free(f);
 	free(idx);
 	return rc;
+}
+
+/* After a failed round: add what did arrive to the map (and save it). */
+static void map_remember(struct s3_src *s, const struct job *jobs, size_t n)
+{
+	size_t add = 0;
+	struct s3_entry *v;
+
+	for (size_t i = 0; i < n; i++)
+		add += jobs[i].attempt == -1 && !map_find(s, jobs[i].o->key);
+	v = realloc(s->map, (s->nmap + add + 1) * sizeof(*v));
+	if (!v)
+		return;
+	s->map = v;
+	for (size_t i = 0; i < n; i++) {
+		const struct s3_object *o = jobs[i].o;
+		struct s3_entry *e = (struct s3_entry *)map_find(s, o->key);
+
+		if (jobs[i].attempt != -1)
+			continue;
+		if (!e) {
+			e = &s->map[s->nmap];
+			*e = (struct s3_entry){ .key = strdup(o->key) };
+			if (!e->key)
+				continue;
+			s->nmap++;
+		}
+		snprintf(e->etag, sizeof(e->etag), "%s", o->etag);
+		e->size = o->size;
+		e->mtime_ns = o->mtime_ns;
+		e->hash = jobs[i].hash;
+		/* keep sorted for map_find as we go */
+		qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
+	}
+	if (map_save(s))
+		log_warn("s3", "could not save %s", s->map_path);
 }
 
 static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
@@ -871,8 +915,11 @@ static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
 	rc = snap_builder_new(&b, src->name);
 	if (!rc)
 		rc = plan(src, &pg, b, &jobs, &njobs, &keep);
-	if (!rc)
+	if (!rc) {
 		rc = fetch_missing(src, jobs, njobs, err, errlen);
+		if (rc)
+			map_remember(s, jobs, njobs);
+	}
 	for (size_t i = 0; !rc && i < njobs; i++) {
 		char path[PATH_MAX];
 		const char *why;

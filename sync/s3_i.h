@@ -43,6 +43,7 @@ struct s3_page {
 	struct s3_object *v;
 	size_t n, cap;
 	bool truncated;
+	bool url_encoded; /* the page's keys came with encoding-type=url */
 	char *next_token;
 };
 
