@@ -195,6 +195,7 @@ class Dagfs:
         self.ready_after = None     # seconds from start to mounted and ready
         self.returncode = None
         self.stopped = False        # ended by the test (signal, unmount)
+        self.death_reported = False # a test already failed on its death
         self.peak_rss_kib = None
 
     def argv(self):
@@ -227,6 +228,7 @@ class Dagfs:
     def wait_live(self, ready=None, timeout=30.0):
         def live():
             if self.proc.poll() is not None:
+                self.death_reported = True
                 raise DaemonDied(
                     f"dagfs exited with status {self.proc.returncode} "
                     f"before mounting; stderr:\n{self.stderr_text()}")
@@ -246,6 +248,7 @@ class Dagfs:
         """Raise, quoting stderr, if the daemon ended by itself."""
         if self.proc is not None and self.proc.poll() is not None \
                 and not self.stopped:
+            self.death_reported = True
             raise DaemonDied(
                 f"dagfs died with status {self.proc.returncode}; stderr "
                 f"ends:\n{self.stderr_text()[-3000:]}")
@@ -357,7 +360,8 @@ class DagfsFactory:
     def teardown(self):
         problems = []
         for m in self.mounts:
-            if m.proc is not None and not m.stopped and not m.alive():
+            if m.proc is not None and not m.stopped and not m.alive() \
+                    and not m.death_reported:
                 problems.append(
                     f"{m.mnt}: dagfs died with status {m.proc.returncode}; "
                     f"stderr ends:\n{m.stderr_text()[-3000:]}")
