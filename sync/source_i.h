@@ -31,8 +31,9 @@ struct source_ops {
 		    char *err, size_t errlen);
 	/**
 	 * Optional: block until the next sync is due (at most @timeout_ms) or
-	 * source_kick()/stop. Default: a condition-variable wait.
-	 * Returns when src->stop or src->kicked is set, or on timeout.
+	 * source_kick()/stop. The default polls src->wakefd. Returns on
+	 * timeout, when src->wakefd is readable, or when the type itself
+	 * decides a sync is due (e.g. inotify after the debounce).
 	 */
 	void (*wait)(struct source *src, int timeout_ms);
 	void (*fini)(struct source *src);
@@ -54,20 +55,27 @@ struct source {
 	int period_ms;    /* poll period */
 	unsigned keep;    /* snapshots retained */
 	unsigned max_failures;
+	char *validate;   /* publish gate command, or NULL */
+	char rejected_rev[128]; /* last revision the gate refused */
+	char rejected_why[256];
 	void *priv; /* the type's state */
 
+	int wakefd; /* eventfd: written by source_kick/stop, polled by waits */
 	pthread_t thread;
 	bool started;
 	source_publish_fn cb;
 	void *cb_payload;
 
 	pthread_mutex_t lock; /* guards everything below */
-	pthread_cond_t cond;
 	bool stop;
 	bool kicked;
 	struct snap *current;
 	struct source_status st;
 };
+
+/** Wait on src->wakefd (and @extra_fd if >= 0) at most @timeout_ms;
+ *  drains the wake event. Returns 1 if @extra_fd is readable. */
+int source_poll_wake(struct source *src, int extra_fd, int timeout_ms);
 
 /** Add to the source's fetch counters (thread-safe). */
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);

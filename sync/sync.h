@@ -127,6 +127,12 @@ void store_txn_abort(struct store_txn *t);
  */
 int store_open_blob(struct store *s, const struct dhash *h) WUR;
 
+/**
+ * Verify blob @h: 0 if intact, -EIO if its bytes do not hash to its name
+ * (removed when @remove), -ENOENT if absent.
+ */
+int store_verify_blob(struct store *s, const struct dhash *h, bool remove);
+
 /** Count and total bytes of stored blobs (walks objects/). */
 int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes) WUR;
 
@@ -262,6 +268,50 @@ int pub_load(struct store *st, const char *id, struct snap **out) WUR;
  */
 int pub_gc(struct store *st) WUR;
 
+/* ----------------------------------------------------------------- fsck */
+
+struct fsck_result {
+	unsigned long blobs, snapshots, problems;
+};
+
+typedef void (*fsck_report_fn)(const char *msg, void *payload);
+
+/**
+ * Verify every blob, snapshot and source link of the cache, calling @fn
+ * with one line per problem. With @repair, broken pieces are removed and
+ * current is pointed at the newest intact history entry.
+ */
+int fsck_run(struct store *st, bool repair, fsck_report_fn fn, void *payload,
+	     struct fsck_result *out) WUR;
+
+/* ---------------------------------------------------------- materialise */
+
+/**
+ * Write @s as a plain tree at @dir (which may exist): hard links into the
+ * store, copies for executable files, across filesystems, or if @copy.
+ */
+int mat_snap(struct store *st, const struct snap *s, const char *dir,
+	     bool copy) WUR;
+
+/**
+ * Build DIR/.revs/<id> from @n snapshots at sub-paths @ats (NULL snapshots
+ * are skipped); <id> (written to @id_out) names the combination, so an
+ * unchanged combination is not rebuilt. Built under a temporary name and
+ * renamed into place.
+ */
+int mat_compose(struct store *st, struct snap *const *snaps,
+		const char *const *ats, size_t n, const char *dir,
+		char id_out[DHASH_HEX]) WUR;
+
+/** Point DIR/current at .revs/<id> by rename(); marks the old one retired. */
+int mat_publish(const char *dir, const char *id) WUR;
+
+/** Remove revisions other than @keep_id retired more than @grace_s ago. */
+int mat_prune(const char *dir, const char *keep_id, int grace_s);
+
+/** rm -rf @path (no symlinks followed). */
+int mat_remove(const char *path);
+
 /* --------------------------------------------------------------- sources */
 
 /** A parsed TYPE:LOCATION[,key=value]... specification. */
@@ -319,7 +369,7 @@ struct source_status {
 	int64_t last_success_ns;
 	unsigned failures;     /* consecutive */
 	unsigned max_failures; /* unhealthy past this */
-	char error[256];       /* last error, "" if none */
+	char error[512];       /* last error, "" if none */
 	uint64_t syncs, bytes_fetched, objects_fetched;
 };
 void source_get_status(struct source *src, struct source_status *out);

@@ -1,0 +1,439 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * dir.c - the `dir` source: a local tree, watched with inotify on every
+ * directory (including ones created later), rescanned after a debounce
+ * of quiet. A rescan copies into the store only files whose size, mtime,
+ * inode or device changed since the last scan; the others keep their
+ * hash. Symlinks are kept as links (snap.c drops those that escape).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "source_i.h"
+
+#define WATCH_MASK                                                             \
+	(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM |  \
+	 IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF |             \
+	 IN_ONLYDIR | IN_DONT_FOLLOW)
+#define SCAN_TRIES 3
+
+/* What the last scan knew of a file, to skip rehashing it. */
+struct seen {
+	char *path;
+	uint64_t size;
+	int64_t mtime_ns;
+	ino_t ino;
+	dev_t dev;
+	struct dhash hash;
+};
+
+struct seen_list {
+	struct seen *v;
+	size_t n, cap;
+};
+
+struct dir_src {
+	char *root;
+	int debounce_ms;
+	int ifd; /* inotify */
+	struct seen_list seen; /* sorted by path; only the source thread */
+};
+
+struct scan {
+	struct source *src;
+	struct dir_src *ds;
+	struct snap_builder *b;
+	struct seen_list next;
+	char path[PATH_MAX]; /* relative path being scanned */
+	bool unstable;
+	int err;
+	char *errmsg;
+	size_t errlen;
+};
+
+static const char *const dir_keys[] = { "debounce", NULL };
+
+static void seen_free(struct seen_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].path);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+static int seen_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct seen *)a)->path,
+		      ((const struct seen *)b)->path);
+}
+
+static const struct seen *seen_find(const struct seen_list *l, const char *path)
+{
+	struct seen key = { .path = (char *)path };
+
+	return l->n ? bsearch(&key, l->v, l->n, sizeof(key), seen_cmp) : NULL;
+}
+
+static int seen_add(struct seen_list *l, const struct seen *s)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 256;
+		struct seen *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n] = *s;
+	l->v[l->n].path = strdup(s->path);
+	if (!l->v[l->n].path)
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+static int scan_fail(struct scan *sc, int rc, const char *what)
+{
+	if (!sc->err) {
+		sc->err = rc;
+		snprintf(sc->errmsg, sc->errlen, "%s: %s/%s: %s: %s",
+			 sc->src->tag, sc->ds->root, sc->path, what,
+			 strerror(-rc));
+	}
+	return rc;
+}
+
+static void watch(struct scan *sc)
+{
+	char full[PATH_MAX + 8];
+
+	if (sc->ds->ifd < 0)
+		return;
+	snprintf(full, sizeof(full), "%s%s%s", sc->ds->root,
+		 sc->path[0] ? "/" : "", sc->path);
+	if (inotify_add_watch(sc->ds->ifd, full, WATCH_MASK) < 0)
+		log_warn(sc->src->tag, "cannot watch %s: %s (rescans still "
+			 "run every period)", full, strerror(errno));
+}
+
+/* Copy a regular file into the store unless the last scan knew it. */
+static int scan_file(struct scan *sc, int dfd, const char *name,
+		     const struct stat *st)
+{
+	struct seen s = { .path = sc->path, .size = (uint64_t)st->st_size,
+			  .mtime_ns = st->st_mtim.tv_sec * 1000000000LL +
+				      st->st_mtim.tv_nsec,
+			  .ino = st->st_ino, .dev = st->st_dev };
+	const struct seen *old = seen_find(&sc->ds->seen, sc->path);
+	struct stat after;
+	int fd, rc;
+
+	if (old && old->size == s.size && old->mtime_ns == s.mtime_ns &&
+	    old->ino == s.ino && old->dev == s.dev &&
+	    store_has(sc->src->store, &old->hash)) {
+		s.hash = old->hash;
+	} else {
+		fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return scan_fail(sc, -errno, "open");
+		rc = store_put_fd(sc->src->store, &s.hash, &s.size, fd);
+		if (!rc && fstat(fd, &after))
+			rc = -errno;
+		close(fd);
+		if (rc)
+			return scan_fail(sc, rc, "copying into the cache");
+		if (after.st_size != st->st_size ||
+		    after.st_mtim.tv_sec != st->st_mtim.tv_sec ||
+		    after.st_mtim.tv_nsec != st->st_mtim.tv_nsec ||
+		    s.size != (uint64_t)st->st_size)
+			sc->unstable = true;
+		source_count_fetch(sc->src, s.size, 1);
+	}
+	rc = seen_add(&sc->next, &s);
+	if (!rc)
+		rc = snap_builder_add_file(sc->b, sc->path, st->st_mode, s.size,
+					   s.mtime_ns, &s.hash);
+	return rc ? scan_fail(sc, rc, "listing") : 0;
+}
+
+static int scan_dir(struct scan *sc, int dfd);
+
+static int scan_entry(struct scan *sc, int dfd, const char *name)
+{
+	struct stat st;
+	int64_t mt;
+	char *target;
+	ssize_t n;
+	int cfd, rc;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW))
+		return errno == ENOENT ? 0 : scan_fail(sc, -errno, "stat");
+	mt = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+	if (snap_path_check(sc->path, strlen(sc->path))) {
+		log_err(sc->src->tag, "%s: name too long or invalid; left out",
+			sc->path);
+		return 0;
+	}
+	if (S_ISREG(st.st_mode))
+		return scan_file(sc, dfd, name, &st);
+	if (S_ISLNK(st.st_mode)) {
+		target = malloc(PATH_MAX); /* not on the stack: we recurse */
+		if (!target)
+			return scan_fail(sc, -ENOMEM, "readlink");
+		n = readlinkat(dfd, name, target, PATH_MAX - 1);
+		rc = n < 0 ? -errno : 0;
+		if (n >= 0) {
+			target[n] = '\0';
+			rc = snap_builder_add_link(sc->b, sc->path, target, mt);
+		}
+		free(target);
+		if (rc == -ENOENT)
+			return 0;
+		if (rc)
+			log_err(sc->src->tag, "%s: bad symlink; left out",
+				sc->path);
+		return 0;
+	}
+	if (!S_ISDIR(st.st_mode))
+		return 0; /* fifos, sockets, devices are not DAGs */
+	rc = snap_builder_add_dir(sc->b, sc->path, st.st_mode, mt);
+	if (rc)
+		return scan_fail(sc, rc, "listing");
+	watch(sc);
+	cfd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (cfd < 0)
+		return errno == ENOENT ? 0 : scan_fail(sc, -errno, "open");
+	return scan_dir(sc, cfd);
+}
+
+/* Scan the open directory @dfd (consumed) at sc->path. */
+static int scan_dir(struct scan *sc, int dfd)
+{
+	size_t len = strlen(sc->path);
+	DIR *d = fdopendir(dfd);
+	struct dirent *de;
+	int rc = 0;
+
+	if (!d) {
+		close(dfd);
+		return scan_fail(sc, -errno, "opendir");
+	}
+	while (!rc && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (len + 1 + strlen(de->d_name) >= PATH_MAX) {
+			log_err(sc->src->tag, "%s/%s: path too long; left out",
+				sc->path, de->d_name);
+			continue;
+		}
+		snprintf(sc->path + len, PATH_MAX - len, "%s%s",
+			 len ? "/" : "", de->d_name);
+		rc = scan_entry(sc, dirfd(d), de->d_name);
+		sc->path[len] = '\0';
+	}
+	closedir(d);
+	return rc;
+}
+
+/* A digest of the listing: equal listings are the same revision. */
+static void listing_rev(char out[DHASH_HEX + 4], const struct snap *s)
+{
+	XXH3_state_t *xs = XXH3_createState();
+	XXH128_canonical_t c;
+	struct dhash h;
+
+	XXH3_128bits_reset(xs);
+	for (uint32_t i = 0; i < s->n; i++) {
+		const struct snap_entry *e = &s->e[i];
+
+		XXH3_128bits_update(xs, e->path, strlen(e->path) + 1);
+		XXH3_128bits_update(xs, &e->type, 1);
+		XXH3_128bits_update(xs, &e->mode, sizeof(e->mode));
+		XXH3_128bits_update(xs, &e->size, sizeof(e->size));
+		XXH3_128bits_update(xs, &e->mtime_ns, sizeof(e->mtime_ns));
+		XXH3_128bits_update(xs, e->hash.b, 16);
+		if (e->target)
+			XXH3_128bits_update(xs, e->target, strlen(e->target));
+	}
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+	XXH3_freeState(xs);
+	memcpy(h.b, c.digest, 16);
+	memcpy(out, "dir-", 4);
+	dhash_hex(out + 4, &h);
+}
+
+static int scan_once(struct source *src, struct scan *sc)
+{
+	struct dir_src *ds = src->priv;
+	struct stat st;
+	int fd, rc;
+
+	fd = open(ds->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st)) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return scan_fail(sc, rc, "open");
+	}
+	rc = snap_builder_new(&sc->b, src->name);
+	if (!rc)
+		rc = snap_builder_add_dir(sc->b, "", st.st_mode,
+					  st.st_mtim.tv_sec * 1000000000LL +
+						  st.st_mtim.tv_nsec);
+	if (rc) {
+		close(fd);
+		return scan_fail(sc, rc, "listing");
+	}
+	watch(sc);
+	return scan_dir(sc, fd);
+}
+
+static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
+		    char *err, size_t errlen)
+{
+	struct dir_src *ds = src->priv;
+	char rev[DHASH_HEX + 4];
+	struct snap *s;
+	int rc, tries = 0;
+	struct scan sc;
+
+	do {
+		memset(&sc, 0, sizeof(sc));
+		sc.src = src;
+		sc.ds = ds;
+		sc.errmsg = err;
+		sc.errlen = errlen;
+		rc = scan_once(src, &sc);
+		if (rc || !sc.unstable || ++tries >= SCAN_TRIES)
+			break;
+		snap_builder_free(sc.b);
+		seen_free(&sc.next);
+		log_info(src->tag, "files changed during the scan; rescanning");
+	} while (1);
+	if (rc) {
+		snap_builder_free(sc.b);
+		seen_free(&sc.next);
+		return rc;
+	}
+	rc = snap_builder_finish(sc.b, "", &s);
+	if (rc) {
+		seen_free(&sc.next);
+		snprintf(err, errlen, "%s: building snapshot: %s", src->tag,
+			 strerror(-rc));
+		return rc;
+	}
+	qsort(sc.next.v, sc.next.n, sizeof(*sc.next.v), seen_cmp);
+	seen_free(&ds->seen);
+	ds->seen = sc.next;
+	listing_rev(rev, s);
+	if (!strcmp(rev, prev_rev)) {
+		snap_unref(s);
+		return 0;
+	}
+	free(s->rev);
+	s->rev = strdup(rev);
+	if (!s->rev) {
+		snap_unref(s);
+		return -ENOMEM;
+	}
+	*out = s;
+	return 1;
+}
+
+static void drain(int fd)
+{
+	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+static void dir_wait(struct source *src, int timeout_ms)
+{
+	struct dir_src *ds = src->priv;
+
+	if (!source_poll_wake(src, ds->ifd, timeout_ms))
+		return;
+	/* An event: wait for the tree to be quiet for the debounce. */
+	do
+		drain(ds->ifd);
+	while (source_poll_wake(src, ds->ifd, ds->debounce_ms));
+}
+
+static int dir_init(struct source *src, char *err, size_t errlen)
+{
+	struct dir_src *ds = calloc(1, sizeof(*ds));
+	const char *v = source_spec_get(src->spec, "debounce");
+	char cur[PATH_MAX];
+	struct stat st;
+	int fd;
+
+	if (!ds)
+		return -ENOMEM;
+	ds->debounce_ms = 250;
+	if (v && parse_duration_ms(v, &ds->debounce_ms)) {
+		snprintf(err, errlen, "%s: bad debounce '%s'", src->tag, v);
+		free(ds);
+		return -EINVAL;
+	}
+	ds->root = realpath(src->spec->location, NULL);
+	fd = ds->root ? open(ds->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (fd < 0) {
+		int e = errno;
+
+		snprintf(cur, sizeof(cur), "%s/sources/%s/current",
+			 store_dir(src->store), src->name);
+		if (lstat(cur, &st) || e == ENOTDIR) {
+			snprintf(err, errlen, "%s: %s: %s", src->tag,
+				 src->spec->location, strerror(e));
+			free(ds->root);
+			free(ds);
+			return -e;
+		}
+		log_warn(src->tag, "%s: %s; serving the cached revision",
+			 src->spec->location, strerror(e));
+		free(ds->root);
+		ds->root = strdup(src->spec->location);
+	} else {
+		close(fd);
+	}
+	ds->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (ds->ifd < 0)
+		log_warn(src->tag, "inotify: %s; rescanning every period only",
+			 strerror(errno));
+	src->priv = ds;
+	return 0;
+}
+
+static void dir_fini(struct source *src)
+{
+	struct dir_src *ds = src->priv;
+
+	if (!ds)
+		return;
+	if (ds->ifd >= 0)
+		close(ds->ifd);
+	seen_free(&ds->seen);
+	free(ds->root);
+	free(ds);
+	src->priv = NULL;
+}
+
+const struct source_ops source_dir_ops = {
+	.type = "dir",
+	.init = dir_init,
+	.sync = dir_sync,
+	.wait = dir_wait,
+	.fini = dir_fini,
+	.keys = dir_keys,
+};

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * log.c - one event per line on stderr, as text or JSON. The level is
+ * tested before formatting (see log_at in sync.h). Callers never pass
+ * secrets; this module cannot tell them apart.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "sync.h"
+
+int log_threshold = LOG_LVL_INFO;
+static bool log_json;
+
+static const char *const level_names[] = {
+	[LOG_LVL_ERR] = "error",   [LOG_LVL_WARN] = "warn",
+	[LOG_LVL_NOTICE] = "notice", [LOG_LVL_INFO] = "info",
+	[LOG_LVL_DEBUG] = "debug",
+};
+
+void log_setup(int level, bool json)
+{
+	log_threshold = level;
+	log_json = json;
+}
+
+int log_level_parse(const char *name)
+{
+	for (int i = LOG_LVL_ERR; i <= LOG_LVL_DEBUG; i++)
+		if (!strcasecmp(name, level_names[i]))
+			return i;
+	if (!strcasecmp(name, "warning"))
+		return LOG_LVL_WARN;
+	return -EINVAL;
+}
+
+/* Append @s to @out as a JSON string body (without quotes). */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s && n + 7 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)c;
+		} else if (c < 0x20) {
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+		} else {
+			out[n++] = (char)c;
+		}
+	}
+	out[n] = '\0';
+	return n;
+}
+
+void log_vemit(int level, const char *tag, const char *fmt, va_list ap)
+{
+	char msg[2048], line[4608], ts[96];
+	struct timespec now;
+	struct tm tm;
+	int lvl = level < LOG_LVL_ERR ? LOG_LVL_ERR :
+		  level > LOG_LVL_DEBUG ? LOG_LVL_DEBUG : level;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* One event, one line: fold embedded newlines. */
+	for (char *p = msg; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+	if (log_json) {
+		char etag[256], emsg[4096 - 256];
+
+		json_escape(etag, sizeof(etag), tag ? tag : "");
+		json_escape(emsg, sizeof(emsg), msg);
+		snprintf(line, sizeof(line),
+			 "{\"time\":\"%s\",\"level\":\"%s\",\"tag\":\"%s\","
+			 "\"msg\":\"%s\"}\n",
+			 ts, level_names[lvl], etag, emsg);
+	} else {
+		snprintf(line, sizeof(line), "%s dagfs %s: %s%s%s\n", ts,
+			 level_names[lvl], tag ? tag : "", tag ? ": " : "", msg);
+	}
+	fputs(line, stderr);
+}
+
+void log_emit(int level, const char *tag, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vemit(level, tag, fmt, ap);
+	va_end(ap);
+}

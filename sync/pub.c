@@ -1,0 +1,520 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * pub.c - snapshots on disk: writing, publishing, loading and collecting.
+ *
+ * Crash-safety order of a publication: (1) every blob the snapshot names
+ * is already renamed into objects/ and fsynced (store.c); (2) the
+ * snapshot file is written to tmp/, fsynced and renamed to
+ * snapshots/<id>, then snapshots/ is fsynced; (3) the history link
+ * sources/<name>/h-<seq> and then the current link are created under
+ * temporary names and renamed into place; the source directory is
+ * fsynced. A crash at any point leaves current naming a complete
+ * snapshot: the old one or the new one. Loading checks the checksum and
+ * the blobs, and falls back to older history when current is broken.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sync.h"
+
+#define HIST_MAX 4096
+
+static int fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+static int write_file_durable(const char *dir, const char *tmpdir,
+			      const char *name, const void *buf, size_t len)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX];
+	const char *p = buf;
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s/s.%d.%s", tmpdir, (int)getpid(), name);
+	snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444);
+	if (fd < 0)
+		return -errno;
+	while (len && !rc) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno != EINTR)
+			rc = -errno;
+		else if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		}
+	}
+	if (!rc && fsync(fd))
+		rc = -errno;
+	close(fd);
+	if (!rc && rename(tmp, dst))
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	return rc ? rc : fsync_dir(dir);
+}
+
+/* Atomically point @dir/@name at @target (symlink + rename). */
+static int link_replace(const char *dir, const char *name, const char *target)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX];
+
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name);
+	snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+	unlink(tmp);
+	if (symlink(target, tmp))
+		return -errno;
+	if (rename(tmp, dst)) {
+		int rc = -errno;
+
+		unlink(tmp);
+		return rc;
+	}
+	return 0;
+}
+
+struct hist {
+	unsigned long long seq;
+	char id[DHASH_HEX];
+};
+
+static int hist_cmp(const void *a, const void *b)
+{
+	const struct hist *x = a, *y = b;
+
+	return x->seq < y->seq ? 1 : x->seq > y->seq ? -1 : 0;
+}
+
+/* Read a link naming ../../snapshots/<id>; 0 and the id, or -errno. */
+static int read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlinkat(dirfd, name, buf, sizeof(buf) - 1);
+	const char *slash;
+	struct dhash h;
+
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	slash = strrchr(buf, '/');
+	slash = slash ? slash + 1 : buf;
+	if (dhash_parse(&h, slash))
+		return -EBADMSG;
+	memcpy(id, slash, DHASH_HEX);
+	return 0;
+}
+
+/* History of a source, newest first. Returns the count (<= HIST_MAX). */
+static int hist_list(const char *srcdir, struct hist *out)
+{
+	int fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	int n = 0;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return errno == ENOENT ? 0 : -errno;
+	}
+	while ((de = readdir(d)) && n < HIST_MAX) {
+		char *end;
+
+		if (strncmp(de->d_name, "h-", 2))
+			continue;
+		out[n].seq = strtoull(de->d_name + 2, &end, 16);
+		if (*end || read_id_link(fd, de->d_name, out[n].id))
+			continue;
+		n++;
+	}
+	closedir(d);
+	qsort(out, (size_t)n, sizeof(*out), hist_cmp);
+	return n;
+}
+
+static void pin_snap(struct store *st, struct snap *s)
+{
+	if (s->pinned_in)
+		return;
+	store_pin(st, s->id);
+	s->pinned_in = st;
+}
+
+/* Drop history beyond the newest @keep, except pinned or current ones. */
+static void hist_trim(struct store *st, const char *srcdir, unsigned keep,
+		      const char *current)
+{
+	struct hist *h = malloc(HIST_MAX * sizeof(*h));
+	int n = h ? hist_list(srcdir, h) : 0;
+
+	for (int i = (int)keep; i < n; i++) {
+		char p[PATH_MAX];
+
+		if (!strcmp(h[i].id, current) || store_pinned(st, h[i].id))
+			continue;
+		snprintf(p, sizeof(p), "%s/h-%016llx", srcdir, h[i].seq);
+		unlink(p);
+	}
+	free(h);
+}
+
+int pub_publish(struct store *st, struct snap *snap, unsigned keep)
+{
+	char srcdir[PATH_MAX], snapdir[PATH_MAX], tmpdir[PATH_MAX];
+	char target[PATH_MAX], hname[32];
+	struct hist *h = NULL;
+	struct dhash id;
+	size_t len;
+	void *buf;
+	int rc, n;
+
+	snap->published_ns = now_ns();
+	rc = snap_encode(snap, &buf, &len);
+	if (rc)
+		return rc;
+	dhash_buf(&id, buf, len);
+	dhash_hex(snap->id, &id);
+	snprintf(snapdir, sizeof(snapdir), "%s/snapshots", store_dir(st));
+	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", store_dir(st));
+	snprintf(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
+		 snap->source);
+	rc = write_file_durable(snapdir, tmpdir, snap->id, buf, len);
+	free(buf);
+	if (rc)
+		return rc;
+	pin_snap(st, snap);
+	if (mkdir(srcdir, 0755) && errno != EEXIST)
+		return -errno;
+	h = malloc(HIST_MAX * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	n = hist_list(srcdir, h);
+	snprintf(hname, sizeof(hname), "h-%016llx", n > 0 ? h[0].seq + 1 : 1ULL);
+	free(h);
+	snprintf(target, sizeof(target), "../../snapshots/%s", snap->id);
+	rc = link_replace(srcdir, hname, target);
+	if (!rc)
+		rc = link_replace(srcdir, "current", target);
+	if (!rc)
+		rc = fsync_dir(srcdir);
+	if (!rc)
+		hist_trim(st, srcdir, keep ? keep : 1, snap->id);
+	return rc;
+}
+
+static int read_all(const char *path, void **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	ssize_t n;
+	char *buf;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &sb) || sb.st_size > (1LL << 32)) {
+		close(fd);
+		return -EFBIG;
+	}
+	buf = malloc((size_t)sb.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	n = pread(fd, buf, (size_t)sb.st_size, 0);
+	close(fd);
+	if (n != sb.st_size) {
+		free(buf);
+		return -EIO;
+	}
+	*out = buf;
+	*len = (size_t)n;
+	return 0;
+}
+
+int pub_load(struct store *st, const char *id, struct snap **out)
+{
+	char path[PATH_MAX];
+	struct snap *s;
+	size_t len;
+	void *buf;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id);
+	rc = read_all(path, &buf, &len);
+	if (rc)
+		return rc;
+	rc = snap_decode(&s, buf, len);
+	free(buf);
+	if (rc)
+		return rc;
+	if (strcmp(s->id, id)) { /* renamed or damaged into another valid one */
+		snap_unref(s);
+		return -EBADMSG;
+	}
+	pin_snap(st, s);
+	*out = s;
+	return 0;
+}
+
+static bool blobs_present(struct store *st, const struct snap *s)
+{
+	for (uint32_t i = 0; i < s->n; i++)
+		if (s->e[i].type == SNAP_FILE && !store_has(st, &s->e[i].hash))
+			return false;
+	return true;
+}
+
+/* Load @id for @source if complete; logs why not. */
+static int load_checked(struct store *st, const char *source, const char *id,
+			struct snap **out)
+{
+	struct snap *s;
+	int rc = pub_load(st, id, &s);
+
+	if (rc) {
+		log_err(source, "snapshot %s is unreadable or corrupt (%s); "
+			"ignored", id, strerror(-rc));
+		return rc;
+	}
+	if (strcmp(s->source, source) || !blobs_present(st, s)) {
+		log_err(source, "snapshot %s names missing blobs or another "
+			"source; ignored", id);
+		snap_unref(s);
+		return -EBADMSG;
+	}
+	*out = s;
+	return 0;
+}
+
+int pub_load_current(struct store *st, const char *source, struct snap **out)
+{
+	char srcdir[PATH_MAX], id[DHASH_HEX] = "";
+	struct hist *h;
+	int fd, n, rc = -ENOENT;
+
+	snprintf(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st), source);
+	fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -ENOENT;
+	if (!read_id_link(fd, "current", id) &&
+	    !load_checked(st, source, id, out)) {
+		close(fd);
+		return 0;
+	}
+	close(fd);
+	h = malloc(HIST_MAX * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	n = hist_list(srcdir, h);
+	for (int i = 0; i < n && rc; i++)
+		if (strcmp(h[i].id, id))
+			rc = load_checked(st, source, h[i].id, out);
+	free(h);
+	return rc;
+}
+
+/* ------------------------------------------------- garbage collection */
+
+/* A set of hashes (open addressing; the zero hash never occurs in use). */
+static size_t hslot(const struct dhash *h, size_t cap)
+{
+	uint64_t v;
+
+	memcpy(&v, h->b, sizeof(v));
+	return v & (cap - 1);
+}
+
+struct hset {
+	struct dhash *v;
+	size_t cap, n;
+};
+
+static int hset_add(struct hset *s, const struct dhash *h)
+{
+	if (2 * (s->n + 1) > s->cap) {
+		struct hset g = { .cap = s->cap ? 2 * s->cap : 4096 };
+
+		g.v = calloc(g.cap, sizeof(*g.v));
+		if (!g.v)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->cap; i++) {
+			static const struct dhash zero;
+
+			if (!dhash_eq(&s->v[i], &zero) && hset_add(&g, &s->v[i]))
+				return -ENOMEM;
+		}
+		free(s->v);
+		*s = g;
+	}
+	for (size_t i = hslot(h, s->cap);;
+	     i = (i + 1) & (s->cap - 1)) {
+		static const struct dhash zero;
+
+		if (dhash_eq(&s->v[i], h))
+			return 0;
+		if (dhash_eq(&s->v[i], &zero)) {
+			s->v[i] = *h;
+			s->n++;
+			return 0;
+		}
+	}
+}
+
+static bool hset_has(const struct hset *s, const struct dhash *h)
+{
+	static const struct dhash zero;
+
+	if (!s->cap)
+		return false;
+	for (size_t i = hslot(h, s->cap);;
+	     i = (i + 1) & (s->cap - 1)) {
+		if (dhash_eq(&s->v[i], h))
+			return true;
+		if (dhash_eq(&s->v[i], &zero))
+			return false;
+	}
+}
+
+/* Add every snapshot id that some source links to (current, history). */
+static int collect_linked(struct store *st, struct hset *keep)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/sources", store_dir(st));
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		int fd = -1;
+		DIR *sd;
+		struct dirent *le;
+
+		if (de->d_name[0] == '.')
+			continue;
+		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY);
+		sd = fd >= 0 ? fdopendir(fd) : NULL;
+		if (!sd) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		while ((le = readdir(sd))) {
+			char id[DHASH_HEX];
+			struct dhash h;
+
+			if (le->d_name[0] != '.' &&
+			    !read_id_link(fd, le->d_name, id) &&
+			    !dhash_parse(&h, id) && hset_add(keep, &h)) {
+				closedir(sd);
+				closedir(d);
+				return -ENOMEM;
+			}
+		}
+		closedir(sd);
+	}
+	closedir(d);
+	return 0;
+}
+
+/* Delete unretained snapshot files; mark the blobs of retained ones. */
+static int sweep_snapshots(struct store *st, const struct hset *keep,
+			   struct hset *live)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/snapshots", store_dir(st));
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		struct dhash h;
+		struct snap *s;
+
+		if (dhash_parse(&h, de->d_name))
+			continue;
+		if (!hset_has(keep, &h) && !store_pinned(st, de->d_name)) {
+			unlinkat(dirfd(d), de->d_name, 0);
+			continue;
+		}
+		if (pub_load(st, de->d_name, &s))
+			continue;
+		for (uint32_t i = 0; i < s->n; i++) {
+			if (s->e[i].type == SNAP_FILE &&
+			    hset_add(live, &s->e[i].hash)) {
+				snap_unref(s);
+				closedir(d);
+				return -ENOMEM;
+			}
+		}
+		snap_unref(s);
+	}
+	closedir(d);
+	return 0;
+}
+
+static int sweep_blobs(struct store *st, const struct hset *live)
+{
+	int removed = 0;
+
+	for (int i = 0; i < 256; i++) {
+		char path[PATH_MAX], hex[300];
+		struct dirent *de;
+		DIR *d;
+
+		snprintf(path, sizeof(path), "%s/objects/%02x", store_dir(st), i);
+		d = opendir(path);
+		if (!d)
+			continue;
+		while ((de = readdir(d))) {
+			struct dhash h;
+
+			if (strlen(de->d_name) != 30)
+				continue;
+			snprintf(hex, sizeof(hex), "%02x%s", i, de->d_name);
+			if (dhash_parse(&h, hex) || hset_has(live, &h))
+				continue;
+			if (!unlinkat(dirfd(d), de->d_name, 0))
+				removed++;
+		}
+		closedir(d);
+	}
+	return removed;
+}
+
+int pub_gc(struct store *st)
+{
+	struct hset keep = { 0 }, live = { 0 };
+	int rc;
+
+	store_gc_begin(st);
+	rc = collect_linked(st, &keep);
+	if (!rc)
+		rc = sweep_snapshots(st, &keep, &live);
+	if (!rc)
+		rc = sweep_blobs(st, &live);
+	store_gc_end(st);
+	free(keep.v);
+	free(live.v);
+	return rc;
+}

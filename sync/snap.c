@@ -1,0 +1,778 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * snap.c - immutable snapshots in memory: the builder that seals a
+ * listing, lookups by path and by (directory, name), the diff between two
+ * revisions, and the on-disk encoding with its version and checksum.
+ *
+ * Entries are sorted by (directory, name), so every directory's children
+ * are contiguous and sorted: readdir is a slice, lookup a binary search.
+ * Entry 0 is the root. Nothing here touches the network or the store's
+ * blobs; publication lives in pub.c.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "sync.h"
+
+#define SNAP_MAGIC "DAGFSNP1"
+#define SNAP_VERSION 1u
+#define LINK_HOPS 40
+
+struct raw {
+	char *path;
+	char *target;
+	struct dhash hash;
+	uint64_t size;
+	int64_t mtime_ns;
+	uint32_t mode;
+	uint8_t type;
+	bool drop;
+};
+
+struct snap_builder {
+	char *source;
+	struct raw *v;
+	size_t n, cap;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+int snap_path_check(const char *path, size_t len)
+{
+	size_t part = 0;
+
+	if (len == 0 || len >= PATH_MAX || path[0] == '/' ||
+	    path[len - 1] == '/')
+		return -EINVAL;
+	for (size_t i = 0; i <= len; i++) {
+		if (i == len || path[i] == '/') {
+			const char *c = path + i - part;
+
+			if (part == 0 || part > NAME_MAX ||
+			    (part == 1 && c[0] == '.') ||
+			    (part == 2 && c[0] == '.' && c[1] == '.'))
+				return -EINVAL;
+			part = 0;
+			continue;
+		}
+		if (path[i] == '\0')
+			return -EINVAL;
+		part++;
+	}
+	return 0;
+}
+
+static size_t dirname_len(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash ? (size_t)(slash - path) : 0;
+}
+
+static const char *basename_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash ? slash + 1 : path;
+}
+
+/* Order of entries: by directory, then by name; the root ("") first. */
+static int path_cmp(const char *a, const char *b)
+{
+	size_t da = dirname_len(a), db = dirname_len(b);
+	size_t m = da < db ? da : db;
+	int c;
+
+	if (!*a || !*b)
+		return !!*a - !!*b;
+	c = memcmp(a, b, m);
+	if (c)
+		return c;
+	if (da != db)
+		return da < db ? -1 : 1;
+	return strcmp(basename_of(a), basename_of(b));
+}
+
+static uint64_t path_hash(const char *p, size_t len)
+{
+	return XXH3_64bits(p, len);
+}
+
+/* --------------------------------------------------------- refcounts */
+
+struct snap *snap_ref(struct snap *s)
+{
+	if (s)
+		__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+	return s;
+}
+
+void snap_unref(struct snap *s)
+{
+	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (s->pinned_in)
+		store_unpin(s->pinned_in, s->id);
+	free(s->source);
+	free(s->rev);
+	free(s->e);
+	free(s->slots);
+	free(s->strings);
+	free(s);
+}
+
+/* ----------------------------------------------------------- lookups */
+
+static int lookup_len(const struct snap *s, const char *path, size_t len)
+{
+	uint32_t mask = s->nslots - 1;
+	uint32_t i = (uint32_t)path_hash(path, len) & mask;
+
+	for (;; i = (i + 1) & mask) {
+		uint32_t v = s->slots[i];
+		const char *p;
+
+		if (!v)
+			return -ENOENT;
+		p = s->e[v - 1].path;
+		if (!strncmp(p, path, len) && p[len] == '\0')
+			return (int)(v - 1);
+	}
+}
+
+int snap_lookup(const struct snap *s, const char *path)
+{
+	return lookup_len(s, path, strlen(path));
+}
+
+int snap_child(const struct snap *s, uint32_t dir, const char *name)
+{
+	const struct snap_entry *d = &s->e[dir];
+	uint32_t lo = d->child_first, hi = d->child_first + d->child_count;
+
+	if (d->type != SNAP_DIR)
+		return -ENOTDIR;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(name, s->e[mid].name);
+
+		if (!c)
+			return (int)mid;
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -ENOENT;
+}
+
+/* ----------------------------------------------------------- builder */
+
+int snap_builder_new(struct snap_builder **out, const char *source)
+{
+	struct snap_builder *b = calloc(1, sizeof(*b));
+
+	if (!b || !(b->source = strdup(source))) {
+		free(b);
+		return -ENOMEM;
+	}
+	*out = b;
+	return 0;
+}
+
+void snap_builder_free(struct snap_builder *b)
+{
+	if (!b)
+		return;
+	for (size_t i = 0; i < b->n; i++) {
+		free(b->v[i].path);
+		free(b->v[i].target);
+	}
+	free(b->v);
+	free(b->source);
+	free(b);
+}
+
+static int builder_add(struct snap_builder *b, const struct raw *r,
+		       const char *path, const char *target)
+{
+	struct raw *v;
+
+	if (*path && snap_path_check(path, strlen(path)))
+		return -EINVAL;
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+
+		v = realloc(b->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		b->v = v;
+		b->cap = cap;
+	}
+	v = &b->v[b->n];
+	*v = *r;
+	v->path = strdup(path);
+	v->target = target ? strdup(target) : NULL;
+	if (!v->path || (target && !v->target)) {
+		free(v->path);
+		free(v->target);
+		return -ENOMEM;
+	}
+	b->n++;
+	return 0;
+}
+
+int snap_builder_add_file(struct snap_builder *b, const char *path,
+			  uint32_t mode, uint64_t size, int64_t mtime_ns,
+			  const struct dhash *h)
+{
+	struct raw r = { .hash = *h, .size = size, .mtime_ns = mtime_ns,
+			 .mode = mode & 07777, .type = SNAP_FILE };
+
+	return builder_add(b, &r, path, NULL);
+}
+
+int snap_builder_add_dir(struct snap_builder *b, const char *path,
+			 uint32_t mode, int64_t mtime_ns)
+{
+	struct raw r = { .mtime_ns = mtime_ns, .mode = mode & 07777,
+			 .type = SNAP_DIR };
+
+	return builder_add(b, &r, path, NULL);
+}
+
+int snap_builder_add_link(struct snap_builder *b, const char *path,
+			  const char *target, int64_t mtime_ns)
+{
+	size_t tl = strlen(target);
+	struct raw r = { .size = tl, .mtime_ns = mtime_ns, .mode = 0777,
+			 .type = SNAP_LINK };
+
+	if (tl == 0 || tl >= PATH_MAX)
+		return -EINVAL;
+	return builder_add(b, &r, path, target);
+}
+
+static int raw_cmp(const void *a, const void *b)
+{
+	return path_cmp(((const struct raw *)a)->path,
+			((const struct raw *)b)->path);
+}
+
+/* Append every missing ancestor of the entries as a synthesized directory. */
+static int builder_add_parents(struct snap_builder *b)
+{
+	size_t n = b->n, lastlen = (size_t)-1;
+	const char *last = "";
+	struct raw root = { .mode = 0755, .type = SNAP_DIR, .drop = true };
+	int rc = builder_add(b, &root, "", NULL);
+
+	for (size_t i = 0; i < n && !rc; i++) {
+		char *path = b->v[i].path;
+		size_t dl = dirname_len(path);
+
+		if (dl == lastlen && !memcmp(path, last, dl))
+			continue;
+		last = path;
+		lastlen = dl;
+		for (size_t j = 0; j < dl && !rc; j++) {
+			char save;
+
+			if (path[j + 1] != '/' && j + 1 != dl)
+				continue;
+			save = path[j + 1];
+			path[j + 1] = '\0';
+			/* .drop marks synthesized entries until dedupe */
+			rc = builder_add(b, &root, path, NULL);
+			path[j + 1] = save;
+			last = b->v[i].path; /* b->v may have moved */
+			path = b->v[i].path;
+		}
+	}
+	return rc;
+}
+
+/* Which of two entries with one path to keep: @a (true) or @b (false). */
+static bool keep_first(const char *source, const struct raw *a,
+		       const struct raw *b)
+{
+	if (a->type != b->type && (a->type == SNAP_DIR || b->type == SNAP_DIR)) {
+		const struct raw *f = a->type == SNAP_DIR ? b : a;
+
+		if (!f->drop)
+			log_err(source, "%s is both a file and a directory; "
+				"the directory wins", f->path);
+		return a->type == SNAP_DIR;
+	}
+	if (a->drop != b->drop)
+		return !a->drop; /* explicit over synthesized */
+	return true;
+}
+
+/*
+ * After sorting, equal paths are adjacent: keep one of each. Synthesized
+ * directories (marked .drop until here) take the newest mtime seen.
+ */
+static void builder_dedupe(struct snap_builder *b, int64_t newest)
+{
+	size_t w = 0;
+
+	for (size_t r = 0; r < b->n; r++) {
+		struct raw *cur = &b->v[r], *keep = w ? &b->v[w - 1] : NULL;
+
+		if (!keep || strcmp(keep->path, cur->path)) {
+			b->v[w++] = *cur;
+			continue;
+		}
+		if (!keep_first(b->source, keep, cur)) {
+			struct raw tmp = *keep;
+
+			*keep = *cur;
+			*cur = tmp;
+		}
+		free(cur->path);
+		free(cur->target);
+	}
+	b->n = w;
+	for (size_t i = 0; i < w; i++) {
+		if (b->v[i].drop) {
+			b->v[i].drop = false;
+			b->v[i].mtime_ns = newest;
+		}
+	}
+}
+
+/* Seal the sorted, deduplicated raw entries into a snapshot. */
+static int snap_seal(struct snap **out, struct raw *v, size_t n,
+		     const char *source, const char *rev)
+{
+	struct snap *s = calloc(1, sizeof(*s));
+	size_t bytes = 0, off = 0;
+
+	if (!s)
+		return -ENOMEM;
+	s->refs = 1;
+	s->n = (uint32_t)n;
+	for (size_t i = 0; i < n; i++)
+		bytes += strlen(v[i].path) + 1 +
+			 (v[i].target ? strlen(v[i].target) + 1 : 0);
+	for (s->nslots = 16; s->nslots < 2 * n; s->nslots *= 2)
+		;
+	s->e = calloc(n, sizeof(*s->e));
+	s->strings = malloc(bytes ? bytes : 1);
+	s->slots = calloc(s->nslots, sizeof(*s->slots));
+	s->source = strdup(source);
+	s->rev = strdup(rev);
+	if (!s->e || !s->strings || !s->slots || !s->source || !s->rev) {
+		snap_unref(s);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct snap_entry *e = &s->e[i];
+		size_t pl = strlen(v[i].path) + 1;
+		uint32_t mask = s->nslots - 1, slot;
+
+		memcpy(s->strings + off, v[i].path, pl);
+		e->path = s->strings + off;
+		e->name = basename_of(e->path);
+		off += pl;
+		if (v[i].target) {
+			size_t tl = strlen(v[i].target) + 1;
+
+			memcpy(s->strings + off, v[i].target, tl);
+			e->target = s->strings + off;
+			off += tl;
+		}
+		e->hash = v[i].hash;
+		e->size = v[i].size;
+		e->mtime_ns = v[i].mtime_ns;
+		e->mode = v[i].mode;
+		e->type = v[i].type;
+		slot = (uint32_t)path_hash(e->path, pl - 1) & mask;
+		while (s->slots[slot])
+			slot = (slot + 1) & mask;
+		s->slots[slot] = (uint32_t)i + 1;
+	}
+	for (size_t i = 1; i < n; i++) {
+		struct snap_entry *e = &s->e[i];
+		int p = lookup_len(s, e->path, dirname_len(e->path));
+
+		if (p < 0 || s->e[p].type != SNAP_DIR) {
+			snap_unref(s);
+			return -EINVAL;
+		}
+		e->parent = (uint32_t)p;
+		if (!s->e[p].child_count)
+			s->e[p].child_first = (uint32_t)i;
+		s->e[p].child_count++;
+	}
+	*out = s;
+	return 0;
+}
+
+static int depth_of(const struct snap *s, uint32_t i)
+{
+	int d = 0;
+
+	for (; i; i = s->e[i].parent)
+		d++;
+	return d;
+}
+
+/*
+ * Resolve link @li as the kernel would, following links inside the
+ * snapshot; 1 if it ever climbs above the root. Components that do not
+ * exist are followed lexically.
+ */
+static int link_escapes(const struct snap *s, uint32_t li)
+{
+	char *rest = malloc(2 * PATH_MAX + 2), *p, *next;
+	uint32_t cur = s->e[li].parent;
+	int hops = 0, vdepth = -1, esc = 0;
+
+	if (!rest)
+		return 1;
+	snprintf(rest, 2 * PATH_MAX + 2, "%s", s->e[li].target);
+	if (rest[0] == '/')
+		goto out_escape;
+	for (p = rest; p && *p; p = next) {
+		char *slash = strchr(p, '/');
+		int c;
+
+		next = slash ? slash + 1 : NULL;
+		if (slash)
+			*slash = '\0';
+		if (!*p || !strcmp(p, "."))
+			continue;
+		if (vdepth >= 0) { /* past a missing component */
+			vdepth += strcmp(p, "..") ? 1 : -1;
+			if (vdepth < 0)
+				goto out_escape;
+			continue;
+		}
+		if (!strcmp(p, "..")) {
+			if (cur == 0)
+				goto out_escape;
+			cur = s->e[cur].parent;
+			continue;
+		}
+		c = snap_child(s, cur, p);
+		if (c < 0) {
+			vdepth = depth_of(s, cur) + 1;
+			continue;
+		}
+		if (s->e[c].type == SNAP_DIR) {
+			cur = (uint32_t)c;
+		} else if (s->e[c].type == SNAP_LINK) {
+			char *tmp;
+
+			if (++hops > LINK_HOPS || s->e[c].target[0] == '/')
+				goto out_escape;
+			tmp = malloc(2 * PATH_MAX + 2);
+			if (!tmp)
+				goto out_escape;
+			snprintf(tmp, 2 * PATH_MAX + 2, "%s/%s",
+				 s->e[c].target, next ? next : "");
+			free(rest);
+			rest = tmp;
+			next = rest;
+		} else {
+			break; /* a file: the kernel stops with ENOTDIR */
+		}
+	}
+	free(rest);
+	return esc;
+out_escape:
+	free(rest);
+	return 1;
+}
+
+int snap_builder_finish(struct snap_builder *b, const char *rev,
+			struct snap **out)
+{
+	struct snap *s = NULL;
+	int64_t newest = 0;
+	int rc;
+
+	for (size_t i = 0; i < b->n; i++)
+		if (b->v[i].mtime_ns > newest)
+			newest = b->v[i].mtime_ns;
+	rc = builder_add_parents(b);
+	if (rc)
+		goto out;
+	qsort(b->v, b->n, sizeof(*b->v), raw_cmp);
+	builder_dedupe(b, newest);
+	for (;;) {
+		size_t dropped = 0, w = 0;
+
+		rc = snap_seal(&s, b->v, b->n, b->source, rev);
+		if (rc)
+			goto out;
+		for (uint32_t i = 0; i < s->n; i++) {
+			if (s->e[i].type != SNAP_LINK || !link_escapes(s, i))
+				continue;
+			log_err(b->source, "symlink %s -> %s resolves outside "
+				"the source; left out", s->e[i].path,
+				s->e[i].target);
+			b->v[i].drop = true;
+			dropped++;
+		}
+		if (!dropped)
+			break;
+		snap_unref(s);
+		s = NULL;
+		for (size_t i = 0; i < b->n; i++) {
+			if (b->v[i].drop) {
+				free(b->v[i].path);
+				free(b->v[i].target);
+			} else {
+				b->v[w++] = b->v[i];
+			}
+		}
+		b->n = w;
+	}
+	*out = s;
+out:
+	snap_builder_free(b);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- diff */
+
+static bool entry_same(const struct snap_entry *a, const struct snap_entry *b)
+{
+	if (a->type != b->type || a->mode != b->mode ||
+	    a->mtime_ns != b->mtime_ns)
+		return false;
+	if (a->type == SNAP_FILE)
+		return a->size == b->size && dhash_eq(&a->hash, &b->hash);
+	if (a->type == SNAP_LINK)
+		return !strcmp(a->target, b->target);
+	return true;
+}
+
+void snap_diff(const struct snap *a, const struct snap *b, snap_diff_fn fn,
+	       void *payload)
+{
+	uint32_t i = 0, j = 0, na = a ? a->n : 0, nb = b ? b->n : 0;
+
+	while (i < na || j < nb) {
+		int c = i >= na ? 1 :
+			j >= nb ? -1 : path_cmp(a->e[i].path, b->e[j].path);
+
+		if (c < 0) {
+			fn(a, (int)i++, b, -1, payload);
+		} else if (c > 0) {
+			fn(a, -1, b, (int)j++, payload);
+		} else {
+			if (!entry_same(&a->e[i], &b->e[j]))
+				fn(a, (int)i, b, (int)j, payload);
+			i++;
+			j++;
+		}
+	}
+}
+
+/* ------------------------------------------------------------ encoding */
+
+struct wbuf {
+	uint8_t *p;
+	size_t len, cap;
+	int err;
+};
+
+static void wput(struct wbuf *w, const void *src, size_t n)
+{
+	if (w->err)
+		return;
+	if (w->len + n > w->cap) {
+		size_t cap = w->cap ? w->cap : 4096;
+		uint8_t *p;
+
+		while (cap < w->len + n)
+			cap *= 2;
+		p = realloc(w->p, cap);
+		if (!p) {
+			w->err = -ENOMEM;
+			return;
+		}
+		w->p = p;
+		w->cap = cap;
+	}
+	memcpy(w->p + w->len, src, n);
+	w->len += n;
+}
+
+#define WPUT(w, v)                                                             \
+	do {                                                                   \
+		__typeof__(v) v_ = (v);                                        \
+		wput((w), &v_, sizeof(v_));                                    \
+	} while (0)
+
+static void wstr(struct wbuf *w, const char *s)
+{
+	size_t n = strlen(s);
+
+	WPUT(w, (uint16_t)n);
+	wput(w, s, n);
+}
+
+int snap_encode(const struct snap *s, void **out, size_t *len)
+{
+	struct wbuf w = { 0 };
+	uint64_t sum;
+
+	wput(&w, SNAP_MAGIC, 8);
+	WPUT(&w, (uint32_t)SNAP_VERSION);
+	WPUT(&w, (uint32_t)s->n);
+	wstr(&w, s->source);
+	wstr(&w, s->rev);
+	WPUT(&w, (int64_t)s->published_ns);
+	for (uint32_t i = 0; i < s->n; i++) {
+		const struct snap_entry *e = &s->e[i];
+
+		WPUT(&w, (uint8_t)e->type);
+		WPUT(&w, (uint32_t)e->mode);
+		WPUT(&w, (uint64_t)e->size);
+		WPUT(&w, (int64_t)e->mtime_ns);
+		wstr(&w, e->path);
+		if (e->type == SNAP_FILE)
+			wput(&w, e->hash.b, 16);
+		else if (e->type == SNAP_LINK)
+			wstr(&w, e->target);
+	}
+	sum = w.err ? 0 : XXH3_64bits(w.p, w.len);
+	WPUT(&w, sum);
+	if (w.err) {
+		free(w.p);
+		return w.err;
+	}
+	*out = w.p;
+	*len = w.len;
+	return 0;
+}
+
+struct rbuf {
+	const uint8_t *p;
+	size_t len, off;
+	bool bad;
+};
+
+static void rget(struct rbuf *r, void *dst, size_t n)
+{
+	if (r->bad || r->len - r->off < n) {
+		r->bad = true;
+		memset(dst, 0, n);
+		return;
+	}
+	memcpy(dst, r->p + r->off, n);
+	r->off += n;
+}
+
+/* A length-prefixed string into @dst (PATH_MAX bytes); never overflows. */
+static void rstr(struct rbuf *r, char *dst)
+{
+	uint16_t n;
+
+	rget(r, &n, sizeof(n));
+	if (n >= PATH_MAX)
+		r->bad = true;
+	rget(r, dst, r->bad ? 0 : n);
+	dst[r->bad ? 0 : n] = '\0';
+	if (!r->bad && strlen(dst) != n)
+		r->bad = true; /* embedded NUL */
+}
+
+static int decode_entry(struct rbuf *r, struct snap_builder *b, char *path,
+			char *target)
+{
+	uint8_t type;
+	uint32_t mode;
+	uint64_t size;
+	int64_t mtime;
+	struct dhash h;
+
+	rget(r, &type, 1);
+	rget(r, &mode, 4);
+	rget(r, &size, 8);
+	rget(r, &mtime, 8);
+	rstr(r, path);
+	if (r->bad)
+		return -EBADMSG;
+	switch (type) {
+	case SNAP_FILE:
+		rget(r, h.b, 16);
+		return r->bad ? -EBADMSG :
+			snap_builder_add_file(b, path, mode, size, mtime, &h);
+	case SNAP_LINK:
+		rstr(r, target);
+		return r->bad ? -EBADMSG :
+			snap_builder_add_link(b, path, target, mtime);
+	case SNAP_DIR:
+		return snap_builder_add_dir(b, path, mode, mtime);
+	}
+	return -EBADMSG;
+}
+
+int snap_decode(struct snap **out, const void *buf, size_t len)
+{
+	struct rbuf r = { .p = buf, .len = len };
+	char magic[8], *source = NULL, *rev = NULL, *path = NULL, *target;
+	struct snap_builder *b = NULL;
+	uint32_t version, n;
+	uint64_t sum;
+	int64_t published;
+	struct dhash id;
+	int rc = -EBADMSG;
+
+	if (len < 8 + 8 + 8)
+		return -EBADMSG;
+	memcpy(&sum, (const uint8_t *)buf + len - 8, 8);
+	if (XXH3_64bits(buf, len - 8) != sum)
+		return -EBADMSG;
+	r.len = len - 8;
+	rget(&r, magic, 8);
+	rget(&r, &version, 4);
+	rget(&r, &n, 4);
+	if (r.bad || memcmp(magic, SNAP_MAGIC, 8) || version != SNAP_VERSION ||
+	    n > r.len / 23)
+		return -EBADMSG;
+	source = malloc(PATH_MAX);
+	rev = malloc(PATH_MAX);
+	path = malloc(2 * PATH_MAX);
+	if (!source || !rev || !path) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	target = path + PATH_MAX;
+	rstr(&r, source);
+	rstr(&r, rev);
+	rget(&r, &published, 8);
+	if (r.bad || !*source || snap_builder_new(&b, source))
+		goto out;
+	for (uint32_t i = 0; i < n; i++) {
+		rc = decode_entry(&r, b, path, target);
+		if (rc)
+			goto out;
+	}
+	rc = -EBADMSG;
+	if (r.off != r.len)
+		goto out;
+	rc = snap_builder_finish(b, rev, out);
+	b = NULL;
+	if (rc)
+		goto out;
+	(*out)->published_ns = published;
+	dhash_buf(&id, buf, len);
+	dhash_hex((*out)->id, &id);
+out:
+	snap_builder_free(b);
+	free(source);
+	free(rev);
+	free(path);
+	return rc == -EINVAL ? -EBADMSG : rc;
+}
