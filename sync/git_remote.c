@@ -12,7 +12,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
@@ -139,6 +138,24 @@ static bool hashed_match(const char *pat, size_t len, const char *name)
 	return gotlen == 20 && !memcmp(got, want, 20);
 }
 
+/* OpenSSH host patterns: '*' and '?' only ('[' is literal: "[h]:port"). */
+static bool glob_match(const char *p, const char *s)
+{
+	for (; *p; p++, s++) {
+		if (*p == '*') {
+			for (const char *t = s; ; t++) {
+				if (glob_match(p + 1, t))
+					return true;
+				if (!*t)
+					return false;
+			}
+		}
+		if (!*s || (*p != '?' && *p != *s))
+			return false;
+	}
+	return !*s;
+}
+
 /* Does the comma-separated pattern list @pats name @name? */
 static bool hosts_match(const char *pats, const char *name)
 {
@@ -152,7 +169,7 @@ static bool hosts_match(const char *pats, const char *name)
 		bool neg = *p == '!';
 
 		copy_part(one, sizeof(one), p + neg, n - neg);
-		if (!fnmatch(one, name, 0)) {
+		if (glob_match(one, name)) {
 			if (neg)
 				return false; /* a negated match wins */
 			yes = true;
@@ -414,6 +431,7 @@ int gitsrc_connect(git_remote **out, struct gitsrc_cb *cb, git_repository *repo,
 		   const char *url)
 {
 	git_remote_callbacks cbs;
+	git_remote_create_options copts;
 	git_proxy_options proxy;
 	git_remote *r = NULL;
 	int rc;
@@ -425,7 +443,12 @@ int gitsrc_connect(git_remote **out, struct gitsrc_cb *cb, git_repository *repo,
 	}
 	callbacks_init(&cbs, cb);
 	proxy.type = GIT_PROXY_AUTO;
-	rc = git_remote_create_anonymous(&r, repo, url);
+	/* Skipping insteadOf also skips a config regex libgit2 1.5 leaks. */
+	git_remote_create_options_init(&copts, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+	copts.repository = repo;
+	copts.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF |
+		      GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+	rc = git_remote_create_with_opts(&r, url, &copts);
 	if (!rc)
 		rc = git_remote_connect(r, GIT_DIRECTION_FETCH, &cbs, &proxy,
 					NULL);

@@ -385,7 +385,7 @@ static int add_submodule(struct walk *w, const git_oid *oid, size_t slen)
 	struct walk sub = *w;
 	git_commit *c = NULL;
 	git_tree *t = NULL;
-	char url[2048];
+	char url[PATH_MAX];
 	int rc;
 
 	if (w->depth >= SUBMODULE_DEPTH_MAX) {
