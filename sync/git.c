@@ -40,13 +40,12 @@ static int lib_rc;
 static void lib_init(void)
 {
 	static const int levels[] = { GIT_CONFIG_LEVEL_SYSTEM,
-				      GIT_CONFIG_LEVEL_XDG,
-				      GIT_CONFIG_LEVEL_GLOBAL };
+				      GIT_CONFIG_LEVEL_XDG };
 
 	lib_rc = git_libgit2_init();
 	if (lib_rc < 0)
 		return;
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < 2; i++)
 		git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, levels[i], "");
 	git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
 	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, 1);
