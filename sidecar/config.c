@@ -1,0 +1,799 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * config.c - the option table and everything it drives: defaults, value
+ * parsing, DAGFS_* environment variables, command-line flags and --help.
+ * Precedence is flag > environment > file > default; sources from all
+ * three places are combined. The config file itself is read by
+ * config_file.c. Nothing here starts threads or touches the cache.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sidecar_i.h"
+
+#define OFF(f) offsetof(struct dagfs_config, f)
+#define DAEMON (CMD_MOUNT | CMD_CHECK)
+#define ALL (CMD_MOUNT | CMD_CHECK | CMD_STATUS)
+
+/*
+ * One row per option: name, type, field, default, commands, placeholder,
+ * help (and a range for numbers). Nothing else lists the options.
+ */
+#define OPT(n, t, f, d, c, a, h)                                               \
+	{ .name = n, .type = t, .offset = OFF(f), .def = d, .cmds = c,         \
+	  .arg = a, .help = h }
+#define OPT_N(n, f, d, lo, hi, h)                                              \
+	{ .name = n, .type = CFG_UINT, .offset = OFF(f), .def = d,             \
+	  .cmds = DAEMON, .arg = "N", .help = h, .min = lo, .max = hi }
+
+static const struct cfg_option options[] = {
+	OPT("config", CFG_STR, config, NULL, ALL, "FILE",
+	    "read options and [source NAME] sections from FILE"),
+	OPT("cache", CFG_STR, cache, "/var/cache/dagfs", ALL, "DIR",
+	    "content store, snapshots and status.json"),
+	OPT("source", CFG_SOURCE, sources, NULL, DAEMON, "SPEC",
+	    "add a source TYPE:LOCATION[,key=value]... (repeatable)"),
+	OPT("uid", CFG_ID, uid, NULL, DAEMON, "N",
+	    "owner of every entry in the mount (default: the daemon's)"),
+	OPT("gid", CFG_ID, gid, NULL, DAEMON, "N",
+	    "group of every entry in the mount (default: the daemon's)"),
+	OPT("umask", CFG_UMASK, umask, "022", DAEMON, "OCTAL",
+	    "permission bits removed from every mode"),
+	OPT("allow-other", CFG_BOOL, allow_other, "false", DAEMON, NULL,
+	    "let other users read the mount (FUSE allow_other)"),
+	OPT_N("keep", keep, "5", 1, 100000, "snapshots retained per source"),
+	OPT("period", CFG_DURATION, period_ms, NULL, DAEMON, "DURATION",
+	    "poll period of sources without period= (default: per type)"),
+	OPT_N("max-failures", max_failures, NULL, 1, 1000000,
+	      "failures in a row that make a source without max-failures= "
+	      "unhealthy (default: per type)"),
+	OPT("log-level", CFG_LEVEL, log_level, "info", ALL, "LEVEL",
+	    "error, warn, notice, info or debug"),
+	OPT("log-format", CFG_FORMAT, log_json, "text", ALL, "FORMAT",
+	    "text, or json for one object per line"),
+	OPT("http", CFG_ADDR, http, "", DAEMON, "ADDR:PORT",
+	    "address of /healthz, /readyz, /metrics, POST /sync (empty: off)"),
+	OPT("webhook-secret-file", CFG_STR, webhook_secret_file, NULL, DAEMON,
+	    "FILE", "secret that signs POST /sync (X-Hub-Signature-256)"),
+	OPT("show-meta", CFG_BOOL, show_meta, "false", DAEMON, NULL,
+	    "list the .dagfs directory in the root of the mount"),
+	OPT("status-interval", CFG_DURATION, status_interval_ms, "5s", DAEMON,
+	    "DURATION", "how often <cache>/status.json is rewritten"),
+	OPT_N("threads", threads, "10", 1, 1000,
+	      "most idle FUSE worker threads"),
+	OPT("fuse-debug", CFG_BOOL, fuse_debug, "false", DAEMON, NULL,
+	    "log every FUSE request (very verbose)"),
+	OPT("json", CFG_BOOL, json, "false", CMD_STATUS, NULL,
+	    "print JSON instead of a table"),
+};
+
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const char *const level_names[] = {
+	[LOG_LVL_ERR] = "error",   [LOG_LVL_WARN] = "warn",
+	[LOG_LVL_NOTICE] = "notice", [LOG_LVL_INFO] = "info",
+	[LOG_LVL_DEBUG] = "debug",
+};
+
+const struct cfg_option *cfg_options(size_t *n)
+{
+	*n = NOPTIONS;
+	return options;
+}
+
+static const struct cfg_option *find_n(const char *name, size_t len)
+{
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (strlen(options[i].name) == len &&
+		    !strncmp(options[i].name, name, len))
+			return &options[i];
+	return NULL;
+}
+
+const struct cfg_option *cfg_option_find(const char *name)
+{
+	return find_n(name, strlen(name));
+}
+
+/* ------------------------------------------------------------ errors */
+
+void cfg_error(struct cfg_errors *e, const char *fmt, ...)
+{
+	char **grown = realloc(e->msg, (e->n + 1) * sizeof(*e->msg));
+	va_list ap;
+	int rc;
+
+	if (!grown)
+		return;
+	e->msg = grown;
+	va_start(ap, fmt);
+	rc = vasprintf(&e->msg[e->n], fmt, ap);
+	va_end(ap);
+	if (rc >= 0)
+		e->n++;
+}
+
+void cfg_errors_print(const struct cfg_errors *e, FILE *f)
+{
+	for (size_t i = 0; i < e->n; i++)
+		fprintf(f, "dagfs: %s\n", e->msg[i]);
+}
+
+void cfg_errors_clear(struct cfg_errors *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		free(e->msg[i]);
+	free(e->msg);
+	e->msg = NULL;
+	e->n = 0;
+}
+
+/* ----------------------------------------------------- value parsers */
+
+int cfg_parse_duration(const char *text, int *out)
+{
+	static const struct {
+		const char *unit;
+		double ms;
+	} units[] = { { "ms", 1 }, { "", 1000 }, { "s", 1000 },
+		      { "m", 60000 }, { "h", 3600000 } };
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(text, &end);
+	if (errno || end == text || v < 0 || *text == '-' || *text == '+')
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit))
+			continue;
+		v *= units[i].ms;
+		if (v > 7 * 86400000.0)
+			return -ERANGE;
+		*out = (int)v;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int parse_boolean(const char *text, bool *out)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on" };
+	static const char *const no[] = { "0", "false", "no", "off" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (!strcasecmp(text, yes[i]) || !strcasecmp(text, no[i])) {
+			*out = !strcasecmp(text, yes[i]);
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* A decimal number without sign, spaces or trailing text. */
+static int parse_decimal(const char *text, unsigned long long max,
+			 unsigned long long *out)
+{
+	char *end;
+
+	if (*text < '0' || *text > '9')
+		return -EINVAL;
+	errno = 0;
+	*out = strtoull(text, &end, 10);
+	if (*end)
+		return -EINVAL;
+	if (errno == ERANGE || *out > max)
+		return -ERANGE;
+	return 0;
+}
+
+static int parse_addr(const char *text, char *err, size_t errlen)
+{
+	const char *colon = strrchr(text, ':');
+	unsigned long long port;
+
+	if (!*text)
+		return 0;
+	if (!colon || colon == text) {
+		snprintf(err, errlen, "expected ADDR:PORT, got '%s'", text);
+		return -EINVAL;
+	}
+	if (*text == '[' && colon[-1] != ']') {
+		snprintf(err, errlen, "expected [IPV6]:PORT, got '%s'", text);
+		return -EINVAL;
+	}
+	if (parse_decimal(colon + 1, 65535, &port) || port == 0) {
+		snprintf(err, errlen, "port must be 1-65535, got '%s'",
+			 colon + 1);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_str(char **field, const char *value)
+{
+	char *dup = strdup(value);
+
+	if (!dup)
+		return -ENOMEM;
+	free(*field);
+	*field = dup;
+	return 0;
+}
+
+/* Parse @v for a row of @type into @p; reason into @err on failure. */
+static int parse_value(const struct cfg_option *o, void *p, const char *v,
+		       char *err, size_t errlen)
+{
+	unsigned long long u;
+	int rc;
+
+	switch (o->type) {
+	case CFG_STR:
+		return set_str(p, v);
+	case CFG_ADDR:
+		rc = parse_addr(v, err, errlen);
+		return rc ? rc : set_str(p, v);
+	case CFG_BOOL:
+		if (!parse_boolean(v, p))
+			return 0;
+		snprintf(err, errlen, "expected true or false, got '%s'", v);
+		return -EINVAL;
+	case CFG_UINT:
+		rc = parse_decimal(v, o->max, &u);
+		if (!rc && u >= o->min) {
+			*(unsigned *)p = (unsigned)u;
+			return 0;
+		}
+		snprintf(err, errlen, "expected a number from %u to %u, got '%s'",
+			 o->min, o->max, v);
+		return -EINVAL;
+	case CFG_ID:
+		if (!parse_decimal(v, 4294967294ULL, &u)) {
+			*(int64_t *)p = (int64_t)u;
+			return 0;
+		}
+		snprintf(err, errlen, "expected a numeric id, got '%s'", v);
+		return -EINVAL;
+	case CFG_UMASK:
+		if (strspn(v, "01234567") == strlen(v) && *v &&
+		    strlen(v) <= 4 && strtoul(v, NULL, 8) <= 0777) {
+			*(unsigned *)p = (unsigned)strtoul(v, NULL, 8);
+			return 0;
+		}
+		snprintf(err, errlen,
+			 "expected an octal mask from 000 to 777, got '%s'", v);
+		return -EINVAL;
+	case CFG_LEVEL:
+		rc = log_level_parse(v);
+		if (rc >= 0) {
+			*(int *)p = rc;
+			return 0;
+		}
+		snprintf(err, errlen,
+			 "expected error, warn, notice, info or debug, got '%s'",
+			 v);
+		return -EINVAL;
+	case CFG_FORMAT:
+		if (!strcmp(v, "text") || !strcmp(v, "json")) {
+			*(bool *)p = !strcmp(v, "json");
+			return 0;
+		}
+		snprintf(err, errlen, "expected text or json, got '%s'", v);
+		return -EINVAL;
+	case CFG_DURATION:
+		if (!cfg_parse_duration(v, p) && *(int *)p > 0)
+			return 0;
+		snprintf(err, errlen,
+			 "expected a duration such as 500ms, 10s, 2m, got '%s'",
+			 v);
+		return -EINVAL;
+	case CFG_SOURCE:
+		break;
+	}
+	return -EINVAL;
+}
+
+int cfg_set(struct dagfs_config *c, const struct cfg_option *o,
+	    const char *value, enum cfg_origin origin, const char *where,
+	    char *err, size_t errlen)
+{
+	char why[512] = "";
+	int rc;
+
+	if (o->type == CFG_SOURCE) {
+		rc = cfg_add_source_text(c, value, where, why, sizeof(why));
+	} else {
+		rc = parse_value(o, (char *)c + o->offset, value, why,
+				 sizeof(why));
+	}
+	if (rc == -ENOMEM)
+		snprintf(why, sizeof(why), "%s", strerror(ENOMEM));
+	if (rc) {
+		snprintf(err, errlen, "%s", why);
+		return rc;
+	}
+	c->origin[o - options] = (unsigned char)origin;
+	return 0;
+}
+
+/* ----------------------------------------------------------- sources */
+
+int cfg_spec_set(struct source_spec *spec, const char *k, const char *v)
+{
+	char **keys, **values;
+	char *kd, *vd;
+
+	for (size_t i = 0; i < spec->nkeys; i++)
+		if (!strcmp(spec->keys[i], k))
+			return -EEXIST;
+	keys = realloc(spec->keys, (spec->nkeys + 1) * sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	spec->keys = keys;
+	values = realloc(spec->values, (spec->nkeys + 1) * sizeof(*values));
+	if (!values)
+		return -ENOMEM;
+	spec->values = values;
+	kd = strdup(k);
+	vd = strdup(v);
+	if (!kd || !vd) {
+		free(kd);
+		free(vd);
+		return -ENOMEM;
+	}
+	keys[spec->nkeys] = kd;
+	values[spec->nkeys++] = vd;
+	return 0;
+}
+
+void cfg_spec_free(struct source_spec *spec)
+{
+	for (size_t i = 0; i < spec->nkeys; i++) {
+		free(spec->keys[i]);
+		free(spec->values[i]);
+	}
+	free(spec->keys);
+	free(spec->values);
+	free(spec->type);
+	free(spec->location);
+	memset(spec, 0, sizeof(*spec));
+}
+
+int cfg_source_add(struct dagfs_config *c, const char *type,
+		   const char *location, const char *where,
+		   struct cfg_source **out)
+{
+	struct cfg_source *grown, *s;
+
+	grown = realloc(c->sources, (c->nsources + 1) * sizeof(*grown));
+	if (!grown)
+		return -ENOMEM;
+	c->sources = grown;
+	s = &grown[c->nsources];
+	memset(s, 0, sizeof(*s));
+	s->spec.type = strdup(type);
+	s->spec.location = strdup(location);
+	s->origin = strdup(where);
+	if (!s->spec.type || !s->spec.location || !s->origin) {
+		cfg_spec_free(&s->spec);
+		free(s->origin);
+		return -ENOMEM;
+	}
+	c->nsources++;
+	*out = s;
+	return 0;
+}
+
+int cfg_add_source_text(struct dagfs_config *c, const char *text,
+			const char *where, char *err, size_t errlen)
+{
+	struct source_spec *p;
+	struct cfg_source *s;
+	int rc;
+
+	rc = source_spec_parse(&p, text, err, errlen);
+	if (rc)
+		return rc;
+	rc = cfg_source_add(c, p->type, p->location, where, &s);
+	for (size_t i = 0; !rc && i < p->nkeys; i++) {
+		rc = cfg_spec_set(&s->spec, p->keys[i], p->values[i]);
+		if (rc == -EEXIST)
+			snprintf(err, errlen, "key %s given twice", p->keys[i]);
+	}
+	source_spec_free(p);
+	return rc;
+}
+
+/*
+ * Global period, max-failures and keep are defaults for every source
+ * that does not set its own; they are passed down as spec keys so the
+ * sources see one way of being configured.
+ */
+static int inject_defaults(struct dagfs_config *c)
+{
+	char buf[32];
+	int rc = 0;
+
+	for (size_t i = 0; i < c->nsources; i++) {
+		struct source_spec *s = &c->sources[i].spec;
+
+		snprintf(buf, sizeof(buf), "%u", c->keep);
+		if (!source_spec_get(s, "keep"))
+			rc = rc ? rc : cfg_spec_set(s, "keep", buf);
+		snprintf(buf, sizeof(buf), "%dms", c->period_ms);
+		if (c->period_ms && !source_spec_get(s, "period"))
+			rc = rc ? rc : cfg_spec_set(s, "period", buf);
+		snprintf(buf, sizeof(buf), "%u", c->max_failures);
+		if (c->max_failures && !source_spec_get(s, "max-failures"))
+			rc = rc ? rc : cfg_spec_set(s, "max-failures", buf);
+	}
+	return rc;
+}
+
+int cfg_check_layout(const char *const *names, const char *const *ats,
+		     size_t n, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = i + 1; j < n; j++) {
+			size_t li = strlen(ats[i]), lj = strlen(ats[j]);
+			size_t l = li < lj ? li : lj;
+			const char *longer = li < lj ? ats[j] : ats[i];
+
+			if (!strcmp(names[i], names[j])) {
+				snprintf(err, errlen,
+					 "two sources are named %s; give one "
+					 "of them name=", names[i]);
+				return -EINVAL;
+			}
+			if (l == 0 || (!strncmp(ats[i], ats[j], l) &&
+				       (longer[l] == '/' || !longer[l]))) {
+				snprintf(err, errlen,
+					 "sources %s (at /%s) and %s (at /%s) "
+					 "overlap; give each its own at=",
+					 names[i], ats[i], names[j], ats[j]);
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------ life of @c */
+
+int config_init(struct dagfs_config *c)
+{
+	char err[256];
+
+	memset(c, 0, sizeof(*c));
+	c->uid = c->gid = -1;
+	c->origin = calloc(NOPTIONS, 1);
+	if (!c->origin)
+		return -ENOMEM;
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		const struct cfg_option *o = &options[i];
+
+		if (o->def && parse_value(o, (char *)c + o->offset, o->def,
+					  err, sizeof(err)))
+			return -ENOMEM; /* defaults are valid: only ENOMEM */
+	}
+	return 0;
+}
+
+void config_free(struct dagfs_config *c)
+{
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		const struct cfg_option *o = &options[i];
+
+		if (o->type == CFG_STR || o->type == CFG_ADDR)
+			free(*(char **)((char *)c + o->offset));
+	}
+	for (size_t i = 0; i < c->nsources; i++) {
+		cfg_spec_free(&c->sources[i].spec);
+		free(c->sources[i].origin);
+	}
+	free(c->sources);
+	free(c->origin);
+	free(c->pos);
+	memset(c, 0, sizeof(*c));
+}
+
+/* ----------------------------------------------------- environment */
+
+static const char *env_get(char **envp, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (; envp && *envp; envp++)
+		if (!strncmp(*envp, name, len) && (*envp)[len] == '=')
+			return *envp + len + 1;
+	return NULL;
+}
+
+static void env_name(char *buf, size_t len, const struct cfg_option *o)
+{
+	size_t n = (size_t)snprintf(buf, len, "DAGFS_%s", o->name);
+
+	for (size_t i = 6; i < n && i < len; i++)
+		buf[i] = buf[i] == '-' ? '_' : (char)(buf[i] & ~0x20);
+}
+
+/* DAGFS_SOURCE holds one spec per line; blank lines are skipped. */
+static void env_sources(struct dagfs_config *c, const struct cfg_option *o,
+			const char *value, struct cfg_errors *errs)
+{
+	char *copy = strdup(value), *save = NULL, err[512];
+
+	if (!copy) {
+		cfg_error(errs, "DAGFS_SOURCE: %s", strerror(ENOMEM));
+		return;
+	}
+	for (char *l = strtok_r(copy, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		l += strspn(l, " \t\r");
+		for (char *e = l + strlen(l); e > l && strchr(" \t\r", e[-1]);)
+			*--e = '\0';
+		if (*l && cfg_set(c, o, l, CFG_ENV, "DAGFS_SOURCE", err,
+				  sizeof(err)))
+			cfg_error(errs, "DAGFS_SOURCE: %s", err);
+	}
+	free(copy);
+}
+
+/*
+ * Unknown DAGFS_* variables are ignored, not refused: Kubernetes adds
+ * DAGFS_SERVICE_HOST, DAGFS_PORT... to every pod when a Service is named
+ * dagfs, and that must not stop the daemon.
+ */
+static void env_apply(struct dagfs_config *c, char **envp,
+		      struct cfg_errors *errs)
+{
+	char name[64], err[512];
+
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		const struct cfg_option *o = &options[i];
+		const char *v;
+
+		env_name(name, sizeof(name), o);
+		v = env_get(envp, name);
+		if (!v || !*v || o->offset == OFF(config))
+			continue;
+		if (o->type == CFG_SOURCE)
+			env_sources(c, o, v, errs);
+		else if (cfg_set(c, o, v, CFG_ENV, name, err, sizeof(err)))
+			cfg_error(errs, "%s: %s", name, err);
+	}
+}
+
+/* ------------------------------------------------------------ flags */
+
+struct flag {
+	const struct cfg_option *o;
+	const char *value;
+};
+
+static const char *cmd_name(unsigned cmd)
+{
+	return cmd == CMD_MOUNT ? "mount" :
+	       cmd == CMD_CHECK ? "check-config" : "status";
+}
+
+/* One argument starting with "--"; may consume the next. */
+static void parse_flag(struct flag *f, unsigned cmd, int argc, char **argv,
+		       int *i, struct cfg_errors *errs)
+{
+	const char *name = argv[*i] + 2, *eq = strchr(name, '=');
+	size_t len = eq ? (size_t)(eq - name) : strlen(name);
+
+	f->o = find_n(name, len);
+	if (!f->o) {
+		cfg_error(errs, "unknown option --%.*s (see dagfs %s --help)",
+			  (int)len, name, cmd_name(cmd));
+		return;
+	}
+	if (!(f->o->cmds & cmd)) {
+		cfg_error(errs, "option --%s does not apply to dagfs %s",
+			  f->o->name, cmd_name(cmd));
+		f->o = NULL;
+		return;
+	}
+	if (eq) {
+		f->value = eq + 1;
+	} else if (f->o->type == CFG_BOOL) {
+		f->value = "true";
+	} else if (*i + 1 < argc) {
+		f->value = argv[++*i];
+	} else {
+		cfg_error(errs, "option --%s needs a value", f->o->name);
+		f->o = NULL;
+	}
+}
+
+/* Split @argv into flags (@flags, argc slots) and positionals. */
+static void parse_args(struct dagfs_config *c, unsigned cmd, int argc,
+		       char **argv, struct flag *flags, struct cfg_errors *errs)
+{
+	bool only_pos = false;
+
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (only_pos || a[0] != '-' || !a[1]) {
+			c->pos[c->npos++] = argv[i];
+		} else if (!strcmp(a, "--")) {
+			only_pos = true;
+		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			c->help = true;
+		} else if (!strcmp(a, "--version")) {
+			c->version = true;
+		} else if (a[1] != '-') {
+			cfg_error(errs, "unknown option %s (see dagfs %s --help)",
+				  a, cmd_name(cmd));
+		} else {
+			parse_flag(&flags[i], cmd, argc, argv, &i, errs);
+		}
+	}
+}
+
+static void flags_apply(struct dagfs_config *c, const struct flag *flags,
+			int argc, struct cfg_errors *errs)
+{
+	char err[512];
+
+	for (int i = 0; i < argc; i++) {
+		const struct cfg_option *o = flags[i].o;
+
+		if (o && o->offset != OFF(config) &&
+		    cfg_set(c, o, flags[i].value, CFG_FLAG, "--source", err,
+			    sizeof(err)))
+			cfg_error(errs, "--%s: %s", o->name, err);
+	}
+}
+
+/* The config file: the last --config, else DAGFS_CONFIG. */
+static void load_file(struct dagfs_config *c, const struct flag *flags,
+		      int argc, char **envp, struct cfg_errors *errs)
+{
+	const char *path = env_get(envp, "DAGFS_CONFIG");
+	enum cfg_origin origin = CFG_ENV;
+	char err[256];
+
+	for (int i = 0; i < argc; i++) {
+		if (flags[i].o && flags[i].o->offset == OFF(config)) {
+			path = flags[i].value;
+			origin = CFG_FLAG;
+		}
+	}
+	if (!path || !*path)
+		return;
+	if (cfg_set(c, cfg_option_find("config"), path, origin, NULL, err,
+		    sizeof(err))) {
+		cfg_error(errs, "config: %s", err);
+		return;
+	}
+	if (config_file_load(c, path, errs))
+		return; /* the errors are in @errs */
+}
+
+int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
+		char **envp, struct cfg_errors *errs)
+{
+	struct flag *flags;
+	size_t before = errs->n;
+
+	if (config_init(c) ||
+	    !(c->pos = calloc((size_t)argc + 1, sizeof(*c->pos))) ||
+	    !(flags = calloc((size_t)argc + 1, sizeof(*flags)))) {
+		cfg_error(errs, "%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	parse_args(c, cmd, argc, argv, flags, errs);
+	if (!c->help && !c->version) {
+		load_file(c, flags, argc, envp, errs);
+		env_apply(c, envp, errs);
+		flags_apply(c, flags, argc, errs);
+		if ((cmd & DAEMON) && !c->nsources && errs->n == before)
+			cfg_error(errs, "no sources: give --source SPEC, "
+					"DAGFS_SOURCE or a [source NAME] "
+					"section");
+		if (inject_defaults(c))
+			cfg_error(errs, "%s", strerror(ENOMEM));
+	}
+	free(flags);
+	return errs->n > before ? -EINVAL : 0;
+}
+
+/* ------------------------------------------------------------- help */
+
+void config_help(FILE *f, unsigned cmd)
+{
+	char left[64], env[64];
+
+	fprintf(f, "Options (also DAGFS_NAME in the environment and "
+		   "'name = value' in the config file;\n"
+		   "a flag wins over the environment, which wins over "
+		   "the file):\n");
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		const struct cfg_option *o = &options[i];
+
+		if (!(o->cmds & cmd))
+			continue;
+		snprintf(left, sizeof(left), "--%s%s%s", o->name,
+			 o->arg ? "=" : "", o->arg ? o->arg : "");
+		env_name(env, sizeof(env), o);
+		fprintf(f, "  %-28s %s\n", left, o->help);
+		if (o->def && *o->def)
+			fprintf(f, "  %-28s (default %s; %s)\n", "", o->def,
+				env);
+		else
+			fprintf(f, "  %-28s (%s)\n", "", env);
+	}
+	fprintf(f, "  %-28s %s\n", "--help", "show this help");
+	fprintf(f, "  %-28s %s\n", "--version", "print the version");
+}
+
+void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,
+		char *buf, size_t len)
+{
+	const void *p = (const char *)c + o->offset;
+
+	switch (o->type) {
+	case CFG_STR:
+	case CFG_ADDR:
+		snprintf(buf, len, "%s",
+			 *(char *const *)p && **(char *const *)p ?
+				 *(char *const *)p : "(none)");
+		break;
+	case CFG_BOOL:
+		snprintf(buf, len, "%s", *(const bool *)p ? "true" : "false");
+		break;
+	case CFG_UINT:
+		if (*(const unsigned *)p)
+			snprintf(buf, len, "%u", *(const unsigned *)p);
+		else
+			snprintf(buf, len, "(per source type)");
+		break;
+	case CFG_ID:
+		if (*(const int64_t *)p >= 0)
+			snprintf(buf, len, "%lld", (long long)*(const int64_t *)p);
+		else
+			snprintf(buf, len, "(the daemon's)");
+		break;
+	case CFG_UMASK:
+		snprintf(buf, len, "%03o", *(const unsigned *)p);
+		break;
+	case CFG_LEVEL:
+		snprintf(buf, len, "%s", level_names[*(const int *)p]);
+		break;
+	case CFG_FORMAT:
+		snprintf(buf, len, "%s", *(const bool *)p ? "json" : "text");
+		break;
+	case CFG_DURATION:
+		if (*(const int *)p)
+			snprintf(buf, len, "%dms", *(const int *)p);
+		else
+			snprintf(buf, len, "(per source type)");
+		break;
+	case CFG_SOURCE:
+		snprintf(buf, len, "%zu source(s)", c->nsources);
+		break;
+	}
+}
+
+void cfg_redact(char *buf, size_t len, const char *url)
+{
+	const char *scheme = strstr(url, "://"), *at, *slash;
+
+	snprintf(buf, len, "%s", url);
+	if (!scheme)
+		return;
+	scheme += 3;
+	slash = strchr(scheme, '/');
+	at = memchr(scheme, '@', slash ? (size_t)(slash - scheme) :
+					 strlen(scheme));
+	if (at)
+		snprintf(buf, len, "%.*s***%s", (int)(scheme - url), url, at);
+}

@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * daemon.c - `dagfs mount`: open the cache, build every source, lay them
+ * out in one FUSE view, serve it in the foreground until a signal or an
+ * unmount, then take everything down in reverse order.
+ *
+ * Start-up either completes or leaves nothing behind: any error before
+ * the mount is one line on stderr and exit status 1. Sources are started
+ * (which publishes each one's cached snapshot into the view) before the
+ * mount, so the first reader already sees the last known tree instead of
+ * an empty directory, even when every remote is unreachable.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sidecar_i.h"
+
+#define TAG "dagfs"
+
+/*
+ * Signals are blocked in every thread (the mask is set before the first
+ * thread starts and inherited) and taken by one thread with sigwait(), so
+ * the shutdown path may lock, log and call into libfuse. SIGUSR2 is only
+ * ever sent by this process, to end that thread.
+ */
+struct sig_thread {
+	pthread_t thread;
+	sigset_t set;
+	struct dagfs_ctx *ctx;
+	atomic_int got; /* the signal that ended serving, 0 if none */
+};
+
+static void *sig_main(void *arg)
+{
+	struct sig_thread *t = arg;
+	int sig;
+
+	for (;;) {
+		if (sigwait(&t->set, &sig))
+			continue;
+		if (sig == SIGUSR2)
+			return NULL;
+		if (sig == SIGHUP) {
+			log_warn(TAG, "SIGHUP: reloading the configuration is "
+				      "not supported yet; restart to apply it");
+			continue;
+		}
+		if (atomic_exchange(&t->got, sig)) {
+			log_err(TAG, "%s again: exiting without cleanup",
+				strsignal(sig));
+			_exit(1);
+		}
+		log_notice(TAG, "%s: unmounting %s", strsignal(sig),
+			   t->ctx->mountpoint);
+		fs_exit(t->ctx->fs);
+		fs_unmount(t->ctx->fs);
+	}
+}
+
+static void signals_block(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR2);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static void on_publish(struct source *src, struct snap *snap, void *payload)
+{
+	struct sc_source *s = payload;
+
+	fs_swap(s->ctx->fs, s->slot, snap);
+	log_debug(TAG, "serving %s revision %s at /%s", source_name(src),
+		  snap->rev, source_at(src));
+	status_writer_kick(s->ctx);
+}
+
+/* Build every source; nothing is started. Errors name where it was set. */
+static int sources_create(struct dagfs_ctx *ctx)
+{
+	const struct dagfs_config *c = ctx->cfg;
+	const char **names, **ats;
+	char err[1024];
+	int rc = 0;
+
+	ctx->src = calloc(c->nsources, sizeof(*ctx->src));
+	names = calloc(c->nsources, sizeof(*names));
+	ats = calloc(c->nsources, sizeof(*ats));
+	if (!ctx->src || !names || !ats)
+		rc = -ENOMEM;
+	for (size_t i = 0; !rc && i < c->nsources; i++) {
+		struct sc_source *s = &ctx->src[i];
+
+		s->ctx = ctx;
+		s->cfg = &c->sources[i];
+		rc = source_new(&s->src, &s->cfg->spec, ctx->store, err,
+				sizeof(err));
+		if (rc) {
+			fprintf(stderr, "dagfs: %s: %s\n", s->cfg->origin, err);
+			break;
+		}
+		ctx->n++;
+		names[i] = source_name(s->src);
+		ats[i] = source_at(s->src);
+	}
+	if (!rc && cfg_check_layout(names, ats, ctx->n, err, sizeof(err))) {
+		fprintf(stderr, "dagfs: %s\n", err);
+		rc = -EINVAL;
+	}
+	if (rc == -ENOMEM)
+		fprintf(stderr, "dagfs: %s\n", strerror(ENOMEM));
+	free(names);
+	free(ats);
+	return rc;
+}
+
+static int view_create(struct dagfs_ctx *ctx)
+{
+	const struct dagfs_config *c = ctx->cfg;
+	struct fs_opts o = FS_OPTS_INIT;
+	int rc;
+
+	o.uid = c->uid >= 0 ? (uid_t)c->uid : getuid();
+	o.gid = c->gid >= 0 ? (gid_t)c->gid : getgid();
+	o.umask = (mode_t)c->umask;
+	o.allow_other = c->allow_other;
+	o.debug = c->fuse_debug;
+	o.threads = c->threads;
+	rc = fs_new(&ctx->fs, ctx->store, &o);
+	if (rc) {
+		fprintf(stderr, "dagfs: creating the view: %s\n", strerror(-rc));
+		return rc;
+	}
+	for (size_t i = 0; i < ctx->n; i++) {
+		struct sc_source *s = &ctx->src[i];
+
+		s->slot = fs_add_slot(ctx->fs, source_at(s->src),
+				      source_name(s->src));
+		if (s->slot < 0) {
+			fprintf(stderr, "dagfs: source %s at /%s: %s\n",
+				source_name(s->src), source_at(s->src),
+				strerror(-s->slot));
+			return s->slot;
+		}
+	}
+	return 0;
+}
+
+static int sources_start(struct dagfs_ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->n; i++) {
+		struct sc_source *s = &ctx->src[i];
+		int rc = source_start(s->src, on_publish, s);
+
+		if (rc) {
+			fprintf(stderr, "dagfs: source %s: cannot start: %s\n",
+				source_name(s->src), strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* Options that are parsed and checked but whose feature is not built. */
+static void warn_not_built(const struct dagfs_config *c)
+{
+	if (c->http && *c->http)
+		log_warn(TAG, "http=%s: the HTTP endpoints are not built yet; "
+			      "nothing listens there", c->http);
+	if (c->webhook_secret_file)
+		log_warn(TAG, "webhook-secret-file: no webhook yet; ignored");
+	if (c->show_meta)
+		log_warn(TAG, "show-meta: no .dagfs directory yet; ignored");
+}
+
+/* Serve until a signal or an unmount; 0 for a clean end. */
+static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
+{
+	struct sig_thread t = { .set = *set, .ctx = ctx };
+	int rc;
+
+	rc = pthread_create(&t.thread, NULL, sig_main, &t);
+	if (rc) {
+		fprintf(stderr, "dagfs: signal thread: %s\n", strerror(rc));
+		return -rc;
+	}
+	log_notice(TAG, "dagfs %s serving %zu source%s on %s (cache %s)",
+		   DAGFS_VERSION, ctx->n, ctx->n == 1 ? "" : "s",
+		   ctx->mountpoint, ctx->cfg->cache);
+	rc = fs_loop(ctx->fs);
+	if (rc)
+		log_err(TAG, "serving %s: %s", ctx->mountpoint, strerror(-rc));
+	else if (!atomic_load(&t.got))
+		log_notice(TAG, "%s was unmounted", ctx->mountpoint);
+	pthread_kill(t.thread, SIGUSR2);
+	pthread_join(t.thread, NULL);
+	return rc;
+}
+
+static void ctx_free(struct dagfs_ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->n; i++)
+		source_stop(ctx->src[i].src);
+	status_writer_stop(ctx);
+	if (ctx->fs)
+		fs_unmount(ctx->fs);
+	fs_free(ctx->fs);
+	for (size_t i = 0; i < ctx->n; i++)
+		source_free(ctx->src[i].src);
+	free(ctx->src);
+	store_close(ctx->store);
+	free(ctx->mountpoint);
+	pthread_mutex_destroy(&ctx->lock);
+}
+
+static int open_cache(struct dagfs_ctx *ctx)
+{
+	const char *cache = ctx->cfg->cache;
+	int rc = store_open(&ctx->store, cache, false);
+
+	if (rc == -EBUSY)
+		fprintf(stderr, "dagfs: cache %s: in use by another dagfs "
+				"process\n", cache);
+	else if (rc)
+		fprintf(stderr, "dagfs: cache %s: %s\n", cache, strerror(-rc));
+	return rc;
+}
+
+int cmd_mount(const struct dagfs_config *c)
+{
+	struct dagfs_ctx ctx = { .cfg = c };
+	char err[1024];
+	sigset_t set;
+	int rc;
+
+	if (c->npos != 1) {
+		fprintf(stderr, "dagfs: mount needs one MOUNTPOINT, got %d "
+				"(see dagfs mount --help)\n", c->npos);
+		return 1;
+	}
+	pthread_mutex_init(&ctx.lock, NULL);
+	signals_block(&set);
+	warn_not_built(c);
+	ctx.mountpoint = realpath(c->pos[0], NULL);
+	if (!ctx.mountpoint) {
+		fprintf(stderr, "dagfs: mountpoint %s: %s\n", c->pos[0],
+			strerror(errno));
+		rc = -errno;
+		goto out;
+	}
+	rc = open_cache(&ctx);
+	if (!rc)
+		rc = sources_create(&ctx);
+	if (!rc)
+		rc = view_create(&ctx);
+	if (!rc && (rc = status_writer_start(&ctx)))
+		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
+	if (!rc)
+		rc = sources_start(&ctx);
+	if (!rc && (rc = fs_mount(ctx.fs, ctx.mountpoint, err, sizeof(err))))
+		fprintf(stderr, "dagfs: %s\n", err);
+	if (!rc)
+		rc = serve(&ctx, &set);
+out:
+	ctx_free(&ctx);
+	return rc ? 1 : 0;
+}

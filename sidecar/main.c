@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * main.c - the dagfs entry point: pick the command, load its
+ * configuration, print usage and version, and hand over. Each command
+ * lives in its own file; this one only dispatches and sets up logging.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sidecar_i.h"
+
+extern char **environ;
+
+struct command {
+	const char *name;
+	unsigned cmd;
+	const char *synopsis;
+	const char *about;
+};
+
+static const struct command commands[] = {
+	{ "mount", CMD_MOUNT,
+	  "mount [--config FILE] [--source SPEC]... [OPTION]... MOUNTPOINT",
+	  "Serve the sources on MOUNTPOINT in the foreground until SIGTERM,\n"
+	  "SIGINT or an unmount (fusermount3 -u MOUNTPOINT)." },
+	{ "status", CMD_STATUS, "status [--cache DIR] [--json]",
+	  "Show each source's revision, last success, staleness and last\n"
+	  "error from <cache>/status.json. Exit status 0 if all are healthy,\n"
+	  "1 if one is not (or the daemon stopped), 2 without a status file." },
+	{ "check-config", CMD_CHECK,
+	  "check-config --config FILE [OPTION]...",
+	  "Check a configuration as mount would (each source is built against\n"
+	  "a scratch cache) and list every error with its file and line, or\n"
+	  "print the options and sources the daemon would use." },
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: dagfs COMMAND [OPTION]...\n"
+		   "Serve Apache Airflow DAG files from git, S3 and local "
+		   "directories\nthrough one read-only FUSE mount.\n\n"
+		   "Commands:\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  dagfs %s\n", commands[i].synopsis);
+	fprintf(f, "\nRun 'dagfs COMMAND --help' for its options; "
+		   "'dagfs --version' for the version.\n");
+}
+
+static void sources_help(FILE *f)
+{
+	fprintf(f,
+		"\nSPEC is TYPE:LOCATION[,key=value]... ('\\,' is a literal "
+		"comma). In a config file\neach source is a [source NAME] "
+		"section with type =, location = and the same keys.\n"
+		"  common: name, at (sub-path in the mount), period, "
+		"max-failures, keep\n"
+		"  dir:    debounce\n"
+		"  git:    ref, subpath, submodules, ssh-key, "
+		"ssh-passphrase-file, known-hosts,\n"
+		"          insecure-no-host-key-check, username, "
+		"password-file, token-file\n"
+		"  s3:     endpoint, region, addressing (path|virtual), "
+		"ca-file, marker, profile,\n"
+		"          parallel, credentials-file\n"
+		"Examples:\n"
+		"  dagfs mount --source dir:/home/me/src/dags ./dags\n"
+		"  dagfs mount --source 'git:https://github.com/org/dags.git,"
+		"ref=main,at=team_a' \\\n"
+		"              --uid 50000 --allow-other /opt/airflow/dags\n\n");
+}
+
+static void command_help(FILE *f, const struct command *c)
+{
+	fprintf(f, "Usage: dagfs %s\n%s\n", c->synopsis, c->about);
+	if (c->cmd & (CMD_MOUNT | CMD_CHECK))
+		sources_help(f);
+	else
+		fputc('\n', f);
+	config_help(f, c->cmd);
+}
+
+static const struct command *command_find(const char *name)
+{
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (!strcmp(commands[i].name, name))
+			return &commands[i];
+	return NULL;
+}
+
+static int run(const struct command *cmd, int argc, char **argv)
+{
+	struct cfg_errors errs = { 0 };
+	struct dagfs_config c;
+	int rc, status;
+
+	rc = config_load(&c, cmd->cmd, argc, argv, environ, &errs);
+	if (c.help || c.version) {
+		if (c.help)
+			command_help(stdout, cmd);
+		else
+			printf("dagfs %s\n", DAGFS_VERSION);
+		status = errs.n ? 2 : 0;
+	} else if (cmd->cmd == CMD_CHECK) {
+		log_setup(c.log_level, c.log_json);
+		status = cmd_check_config(&c, &errs);
+	} else if (rc) {
+		cfg_errors_print(&errs, stderr);
+		status = cmd->cmd == CMD_STATUS ? 2 : 1;
+	} else {
+		log_setup(c.log_level, c.log_json);
+		status = cmd->cmd == CMD_MOUNT ? cmd_mount(&c) : cmd_status(&c);
+	}
+	config_free(&c);
+	cfg_errors_clear(&errs);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	const struct command *cmd;
+
+	log_setup(LOG_LVL_INFO, false);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("dagfs %s\n", DAGFS_VERSION);
+		return 0;
+	}
+	cmd = command_find(argv[1]);
+	if (!cmd) {
+		fprintf(stderr, "dagfs: unknown command '%s' (expected mount, "
+				"status or check-config; see dagfs --help)\n",
+			argv[1]);
+		return 2;
+	}
+	return run(cmd, argc - 2, argv + 2);
+}

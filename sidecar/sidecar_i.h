@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sidecar_i.h - private to sidecar/: the process's configuration, the
+ * daemon context, the status file and the commands built on them.
+ *
+ * sidecar/ is the only place that knows about argv, the environment, the
+ * config file, signals and exit codes. It drives fs/ and sync/ through
+ * their public headers and adds no file-system or sync logic of its own.
+ */
+#ifndef DAGFS_SIDECAR_I_H
+#define DAGFS_SIDECAR_I_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "fs.h"
+#include "sync.h"
+
+#ifndef DAGFS_VERSION
+#define DAGFS_VERSION "unknown"
+#endif
+
+/* ------------------------------------------------------------ config */
+
+/** The commands an option applies to (a bit mask in the option table). */
+enum cfg_cmd {
+	CMD_MOUNT = 1,
+	CMD_CHECK = 2,
+	CMD_STATUS = 4,
+};
+
+/** Where an option's value came from; later origins win. */
+enum cfg_origin {
+	CFG_DEFAULT = 0,
+	CFG_FILE,
+	CFG_ENV,
+	CFG_FLAG,
+};
+
+/** Value types of the option table; each has one parser in config.c. */
+enum cfg_type {
+	CFG_STR,      /* any text, copied */
+	CFG_BOOL,     /* 1/0, true/false, yes/no, on/off */
+	CFG_UINT,     /* decimal, within the row's min..max */
+	CFG_ID,       /* numeric uid or gid; unset means the daemon's own */
+	CFG_UMASK,    /* octal, at most 0777 */
+	CFG_LEVEL,    /* log level name */
+	CFG_FORMAT,   /* log format: text or json */
+	CFG_ADDR,     /* ADDR:PORT, or empty for off */
+	CFG_DURATION, /* 250ms, 10s, 2m, 1h or bare seconds */
+	CFG_SOURCE,   /* a source spec; every occurrence adds one */
+};
+
+/** One row of the option table: it drives file, environment, flags, help. */
+struct cfg_option {
+	const char *name; /* as in --name, name = in the file */
+	enum cfg_type type;
+	size_t offset;   /* into struct dagfs_config */
+	const char *def; /* default as text, parsed like any value; or NULL */
+	unsigned cmds;   /* enum cfg_cmd bits: where it is a flag */
+	const char *arg; /* placeholder in --help */
+	const char *help;
+	unsigned min, max; /* CFG_UINT only */
+};
+
+/**
+ * One configured source. The spec is owned by the configuration (built
+ * with cfg_spec_* and freed by cfg_spec_free, never source_spec_free).
+ */
+struct cfg_source {
+	struct source_spec spec;
+	char *origin; /* "FILE:LINE", "--source" or "DAGFS_SOURCE" */
+};
+
+/**
+ * The whole configuration of one process. Filled by config_load() and
+ * then only read (passed as const).
+ */
+struct dagfs_config {
+	char *config; /* the config file, NULL if none */
+	char *cache;
+	int64_t uid, gid; /* -1: the daemon's own */
+	unsigned umask;
+	bool allow_other;
+	int log_level;
+	bool log_json;
+	char *http;
+	unsigned keep;
+	int period_ms;
+	unsigned max_failures;
+	bool show_meta;
+	char *webhook_secret_file;
+	int status_interval_ms;
+	unsigned threads;
+	bool fuse_debug;
+	bool json; /* dagfs status --json */
+	bool help;
+	bool version;
+
+	size_t nsources;
+	struct cfg_source *sources;
+
+	/* where each option of the table was last set (enum cfg_origin) */
+	unsigned char *origin;
+
+	/* positional arguments (borrowed from argv) */
+	int npos;
+	char **pos;
+};
+
+/** The option table, @n rows. */
+const struct cfg_option *cfg_options(size_t *n);
+
+/** Row of option @name, or NULL. */
+const struct cfg_option *cfg_option_find(const char *name);
+
+/** Errors collected while loading: every one, in order, one line each. */
+struct cfg_errors {
+	size_t n;
+	char **msg;
+};
+
+/** Add a formatted error line. */
+void cfg_error(struct cfg_errors *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void cfg_errors_print(const struct cfg_errors *e, FILE *f);
+void cfg_errors_clear(struct cfg_errors *e);
+
+/** Set every option to its default. Free with config_free(). */
+int config_init(struct dagfs_config *c) WUR;
+void config_free(struct dagfs_config *c);
+
+/**
+ * Build the configuration of command @cmd from defaults, the config file
+ * (--config or DAGFS_CONFIG), the DAGFS_* environment and @argv (options
+ * after the command name), in that order of increasing precedence.
+ * Sources from all three are combined. Every problem found is added to
+ * @errs; returns -EINVAL if there were any. @c is always initialised and
+ * must be freed with config_free(). @envp is the environment to read
+ * (environ in the process, a fixed list in tests).
+ */
+int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
+		char **envp, struct cfg_errors *errs) WUR;
+
+/**
+ * Set option @o from text @value, as coming from @origin (@where names
+ * the place for sources: "FILE:LINE", "--source"). On a bad value returns
+ * -EINVAL and writes the reason (without the option's name) into @err.
+ */
+int cfg_set(struct dagfs_config *c, const struct cfg_option *o,
+	    const char *value, enum cfg_origin origin, const char *where,
+	    char *err, size_t errlen) WUR;
+
+/** Add a source parsed from a --source style @text. */
+int cfg_add_source_text(struct dagfs_config *c, const char *text,
+			const char *where, char *err, size_t errlen) WUR;
+
+/** A source being built from keys (config-file sections). */
+int cfg_source_add(struct dagfs_config *c, const char *type,
+		   const char *location, const char *where,
+		   struct cfg_source **out) WUR;
+/** Add key @k = @v to @spec; -EEXIST if already there. */
+int cfg_spec_set(struct source_spec *spec, const char *k, const char *v) WUR;
+void cfg_spec_free(struct source_spec *spec);
+
+/**
+ * Read config file @path into @c: global options in [dagfs] (or before any
+ * section) and [source NAME] sections. Errors carry "path:line: ".
+ */
+int config_file_load(struct dagfs_config *c, const char *path,
+		     struct cfg_errors *errs) WUR;
+
+/** Print the option help of command @cmd, generated from the table. */
+void config_help(FILE *f, unsigned cmd);
+
+/** Text of option @o's current value into @buf (for summaries). */
+void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,
+		char *buf, size_t len);
+
+/** Copy @url into @buf with any user:password@ replaced by "***@". */
+void cfg_redact(char *buf, size_t len, const char *url);
+
+/** Parse a duration as sources do: "250ms", "10s", "2m", "1h", "30". */
+int cfg_parse_duration(const char *text, int *out) WUR;
+
+/**
+ * Check that sources named @names sit at non-overlapping sub-paths @ats
+ * and that no name repeats. Returns -EINVAL with a reason in @err.
+ */
+int cfg_check_layout(const char *const *names, const char *const *ats,
+		     size_t n, char *err, size_t errlen) WUR;
+
+/* ------------------------------------------------------------- json */
+
+/** A parsed JSON value (a tree owned by its root). */
+enum json_type {
+	JSON_NULL,
+	JSON_BOOL,
+	JSON_NUM,
+	JSON_STR,
+	JSON_ARR,
+	JSON_OBJ,
+};
+
+struct json {
+	enum json_type type;
+	bool b;
+	double num;
+	int64_t i; /* num as an integer when it was written as one */
+	char *str;
+	size_t n;          /* arrays and objects */
+	struct json *items; /* arrays and object values */
+	char **keys;       /* objects */
+};
+
+/** Parse @len bytes of JSON text. -EINVAL if malformed. Free with json_free. */
+int json_parse(struct json **out, const char *text, size_t len) WUR;
+void json_free(struct json *j);
+/** Member @key of object @j, or NULL. Borrowed. */
+const struct json *json_get(const struct json *j, const char *key);
+/** Member as a string, integer or bool with a fallback. */
+const char *json_str(const struct json *j, const char *key, const char *def);
+int64_t json_int(const struct json *j, const char *key, int64_t def);
+bool json_bool(const struct json *j, const char *key, bool def);
+
+/** Write @s as a quoted JSON string. */
+void json_put_str(FILE *f, const char *s);
+
+/* ------------------------------------------------------------ daemon */
+
+/** One running source and its place in the mount. */
+struct sc_source {
+	struct dagfs_ctx *ctx;
+	struct source *src;
+	const struct cfg_source *cfg;
+	int slot;
+};
+
+struct status_writer;
+
+/**
+ * The daemon context: the one piece of mutable process state, built by
+ * cmd_mount() and reached by pointer from every thread.
+ */
+struct dagfs_ctx {
+	const struct dagfs_config *cfg;
+	char *mountpoint; /* absolute */
+	struct store *store;
+	struct fs *fs;
+
+	/* The sources. Fixed after start-up; reload will swap it under lock. */
+	pthread_mutex_t lock;
+	size_t n;
+	struct sc_source *src;
+
+	struct status_writer *status;
+};
+
+/* ------------------------------------------------------------ status */
+
+/**
+ * Write <cache>/status.json now (temp file and rename). Takes ctx->lock.
+ * @running is false for the last write at shutdown.
+ */
+int status_write(struct dagfs_ctx *ctx, bool running) WUR;
+
+/** Start the thread that rewrites status.json every status-interval. */
+int status_writer_start(struct dagfs_ctx *ctx) WUR;
+/** Ask the writer to write soon (after a publication). Async-safe: no. */
+void status_writer_kick(struct dagfs_ctx *ctx);
+/** Stop the writer after a final write; safe if never started. */
+void status_writer_stop(struct dagfs_ctx *ctx);
+
+/* ----------------------------------------------------------- commands */
+
+/**
+ * `dagfs mount`: serve until signalled or unmounted. Returns the exit
+ * status: 0 after a clean shutdown, 1 if start-up or serving failed.
+ */
+int cmd_mount(const struct dagfs_config *c);
+
+/**
+ * `dagfs status`: print <cache>/status.json. Returns 0 if every source is
+ * healthy and the daemon is writing, 1 if not, 2 without a status file.
+ */
+int cmd_status(const struct dagfs_config *c);
+
+/**
+ * `dagfs check-config`: add the sources' own errors to @errs (those of
+ * loading are already there), print them all and return 1, or print a
+ * summary and return 0.
+ */
+int cmd_check_config(const struct dagfs_config *c, struct cfg_errors *errs);
+
+#endif

@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark: the Airflow-like DAG-folder scan (airflow_scan.py) over a
+native directory and over a dagfs mount of the same files (dir: source),
+in one run; cold and warm; as ratios to native; and the daemon's peak RSS.
+
+  cold  first scan after a fresh mount (daemon restarted on its cache),
+        after `echo 3 > /proc/sys/vm/drop_caches`, for every target
+  warm  median of --warm scans (default 5) right after
+
+Two scans are timed: "full" (walk, stat, read, heuristic, compile()
+of every .py) and "io" (the same without compile(), which shows the
+file-system part alone). Root is needed to drop caches.
+
+Other comparators (s3fs, rclone mount...) plug in with --plugin MODULE:
+a module in tests/bench that calls bench_core.register(NAME, CLASS) with
+a Target subclass, then --targets native,dagfs,NAME.
+
+Usage: bench_core.py [--sizes 2000,10000] [--seed 42] [--warm 5]
+                     [--workdir /var/tmp/dagfs-bench] [--out FILE]
+"""
+
+import argparse
+import glob
+import importlib
+import json
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "integration"))
+
+import airflow_scan  # noqa: E402
+import gen_corpus  # noqa: E402
+from conftest import Dagfs, drop_caches, proc_status  # noqa: E402
+
+TARGETS = {}
+
+
+def register(name, cls):
+    """Make Target subclass @cls selectable as --targets ...,NAME."""
+    TARGETS[name] = cls
+
+
+class Target:
+    """One way of presenting the corpus to the scan."""
+
+    name = "?"
+
+    def __init__(self, corpus, workdir, opts):
+        self.corpus = pathlib.Path(corpus)
+        self.workdir = pathlib.Path(workdir)
+        self.opts = opts
+        self.notes = {}
+
+    def prepare(self):
+        """One-time set-up (mount, initial sync)."""
+
+    def fresh(self):
+        """Make the next scan cold: e.g. remount. Caches are dropped
+        after this by the caller."""
+
+    @property
+    def path(self):
+        return self.corpus
+
+    def peak_rss_kib(self):
+        """Peak RSS of the serving process in KiB, or None."""
+        return None
+
+    def close(self):
+        pass
+
+
+class NativeTarget(Target):
+    name = "native"
+
+
+class DagfsTarget(Target):
+    name = "dagfs"
+
+    def prepare(self):
+        self.cache = self.workdir / f"cache-{self.corpus.name}"
+        self.mnt = self.workdir / f"mnt-{self.corpus.name}"
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        self.m = self._start()
+        self.notes["initial sync s"] = round(time.monotonic() - t0, 2)
+        self.notes["initial sync peak RSS MiB"] = _mib(
+            proc_status(self.m.pid, "VmHWM"))
+
+    def _start(self):
+        m = Dagfs(self.mnt, self.cache, [f"dir:{self.corpus},name=bench"],
+                  self.opts.dagfs_args,
+                  stderr_path=self.workdir / f"dagfs-{self.corpus.name}.stderr")
+        m.start(timeout=600, ready=lambda mnt: glob.glob(
+            str(self.cache / "sources" / "*" / "current"))
+            and len(os.listdir(mnt)) > 0)
+        return m
+
+    def fresh(self):
+        rc = self.m.stop()
+        if rc != 0:
+            raise RuntimeError(f"dagfs exited {rc}: {self.m.stderr_text()}")
+        self.m = self._start()
+
+    @property
+    def path(self):
+        return self.mnt
+
+    def peak_rss_kib(self):
+        return proc_status(self.m.pid, "VmHWM")
+
+    def close(self):
+        self.m.stop()
+
+
+register("native", NativeTarget)
+register("dagfs", DagfsTarget)
+
+
+def _mib(kib):
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def ensure_corpus(workdir, files, seed):
+    corpus = workdir / f"corpus-{files}"
+    done = workdir / f"corpus-{files}.seed-{seed}.done"
+    if not done.exists():
+        shutil.rmtree(corpus, ignore_errors=True)
+        for d in glob.glob(str(workdir / f"corpus-{files}.seed-*.done")):
+            os.unlink(d)
+        gen_corpus.generate(corpus, files, seed)
+        done.touch()
+    return corpus
+
+
+def timed_scan(path, compile_py):
+    st = airflow_scan.scan(str(path), compile_py)
+    if st["errors"]:
+        raise RuntimeError(f"{path}: {st['errors']} files failed to compile")
+    return st["seconds"], (st["walked"], st["dag_files"], st["bytes"])
+
+
+def measure(targets, mode, warm_runs):
+    """{target name: (cold s, [warm s...])}, checking every target saw
+    the same files."""
+    compile_py = mode == "full"
+    res, shapes = {}, {}
+    for t in targets:
+        t.fresh()
+        if not drop_caches():
+            raise RuntimeError("cannot drop caches (run as root)")
+        cold, shapes[t.name] = timed_scan(t.path, compile_py)
+        res[t.name] = (cold, [])
+    for _ in range(warm_runs):
+        for t in targets:
+            s, _ = timed_scan(t.path, compile_py)
+            res[t.name][1].append(s)
+    if len(set(shapes.values())) != 1:
+        raise RuntimeError(f"targets disagree on the corpus: {shapes}")
+    return res
+
+
+def table(rows, warm_runs):
+    out = [f"| files | scan | target | cold (s) | cold × native | "
+           f"warm, median of {warm_runs} (s) | warm × native | peak RSS (MiB) |",
+           "|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['files']} | {r['mode']} | {r['target']} | "
+                   f"{r['cold']:.3f} | {r['cold_ratio']:.2f} | "
+                   f"{r['warm']:.3f} | {r['warm_ratio']:.2f} | "
+                   f"{'' if r['rss'] is None else r['rss']} |")
+    return "\n".join(out)
+
+
+def run(opts):
+    workdir = pathlib.Path(opts.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows, notes = [], {}
+    for files in opts.sizes:
+        corpus = ensure_corpus(workdir, files, opts.seed)
+        targets = [TARGETS[n](corpus, workdir, opts) for n in opts.targets]
+        try:
+            for t in targets:
+                t.prepare()
+            for mode in ("full", "io"):
+                res = measure(targets, mode, opts.warm)
+                ncold, nwarm = res["native"][0], statistics.median(res["native"][1])
+                for t in targets:
+                    cold, warm = res[t.name][0], statistics.median(res[t.name][1])
+                    rows.append({"files": files, "mode": mode, "target": t.name,
+                                 "cold": cold, "warm": warm,
+                                 "cold_ratio": cold / ncold,
+                                 "warm_ratio": warm / nwarm,
+                                 "rss": _mib(t.peak_rss_kib())})
+            for t in targets:
+                if t.notes:
+                    notes[f"{t.name} @ {files}"] = t.notes
+        finally:
+            for t in targets:
+                t.close()
+    return rows, notes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="2000,10000")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--workdir", default="/var/tmp/dagfs-bench")
+    ap.add_argument("--targets", default="native,dagfs")
+    ap.add_argument("--plugin", action="append", default=[])
+    ap.add_argument("--dagfs-arg", dest="dagfs_args", action="append",
+                    default=[], help="extra option for dagfs mount")
+    ap.add_argument("--out", help="also write the Markdown here")
+    ap.add_argument("--json", help="also write raw figures here")
+    opts = ap.parse_args()
+    sys.modules.setdefault("bench_core", sys.modules[__name__])
+    for p in opts.plugin:
+        importlib.import_module(p)
+    opts.sizes = [int(s) for s in opts.sizes.split(",")]
+    opts.targets = opts.targets.split(",")
+    if "native" not in opts.targets:
+        opts.targets.insert(0, "native")
+    unknown = [t for t in opts.targets if t not in TARGETS]
+    if unknown:
+        ap.error(f"unknown targets {unknown}; known: {sorted(TARGETS)}")
+    rows, notes = run(opts)
+    md = table(rows, opts.warm)
+    head = (f"Airflow-like scan, {platform.node()}, {os.cpu_count()} CPUs, "
+            f"Linux {platform.release()}, {time.strftime('%Y-%m-%d')}, seed {opts.seed}")
+    text = f"{head}\n\n{md}\n"
+    if notes:
+        text += "\n" + "\n".join(f"- {k}: " + ", ".join(
+            f"{a} {b}" for a, b in v.items()) for k, v in notes.items()) + "\n"
+    print(text)
+    if opts.out:
+        pathlib.Path(opts.out).write_text(text)
+    if opts.json:
+        pathlib.Path(opts.json).write_text(json.dumps(
+            {"rows": rows, "notes": notes}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

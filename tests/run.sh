@@ -1,0 +1,111 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# tests/run.sh - the whole test suite, from a fresh Debian 12 as root:
+# installs what it needs (apt, only if something is missing), builds,
+# runs the C unit tests, the integration tests over real FUSE mounts and
+# real servers, the fuzz targets for a bounded time (if present), then
+# the AddressSanitizer/UBSan build with the unit tests and a subset of
+# the integration tests.
+#
+# Environment:
+#   CI            true (default here): nothing may skip
+#   DAGFS_ASAN    0 skips the sanitizer build
+#   DAGFS_ASAN_TESTS  pytest arguments for the sanitizer run
+#                 (default: tests/integration/test_core.py)
+#   PYTEST_ARGS   extra arguments for the main pytest run
+# Exit status: 0 if every step passed.
+
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export CI="${CI:-true}"
+PY=/usr/bin/python3
+failed=()
+t_start=$SECONDS
+
+step() { printf '\n=== %s\n' "$*"; }
+run() {
+	local name=$1 t0=$SECONDS
+	shift
+	step "$name"
+	if "$@"; then
+		printf '=== %s: ok (%ds)\n' "$name" $((SECONDS - t0))
+	else
+		printf '=== %s: FAILED (%ds)\n' "$name" $((SECONDS - t0))
+		failed+=("$name")
+		return 1
+	fi
+}
+
+PACKAGES=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
+	libgit2-dev libcurl4-openssl-dev libssl-dev libxxhash-dev libinih-dev
+	libmicrohttpd-dev libexpat1-dev libsystemd-dev python3-pytest lighttpd
+	openssh-server git attr libclang-rt-14-dev ceph-mon ceph-osd radosgw
+	ceph-common util-linux)
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && { echo "all packages present"; return 0; }
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "missing packages (run as root to install): ${missing[*]}" >&2
+		return 1
+	fi
+	echo "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+setup() { # DIR [meson options...]
+	local dir=$1
+	shift
+	if [ -d "$dir/meson-private" ]; then
+		meson setup --reconfigure "$dir" "$@" >/dev/null ||
+			meson setup --wipe "$dir" "$@"
+	else
+		meson setup "$dir" "$@"
+	fi
+}
+
+build() { # DIR [meson options...]
+	setup "$@" && ninja -C "$1"
+}
+
+if ! install_packages; then
+	echo "package installation failed" >&2
+	exit 1
+fi
+modprobe fuse 2>/dev/null || true
+
+run "build" build build || { echo "build failed" >&2; exit 1; }
+run "unit tests" meson test -C build --suite unit --print-errorlogs
+# shellcheck disable=SC2086
+run "integration tests" env DAGFS_BUILD=build \
+	"$PY" -m pytest -q -p no:cacheprovider tests/integration ${PYTEST_ARGS:-}
+if [ -f tests/fuzz/run.sh ]; then
+	run "fuzz (bounded)" bash tests/fuzz/run.sh
+fi
+
+if [ "${DAGFS_ASAN:-1}" != 0 ]; then
+	export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86"
+	export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+	if run "sanitizer build" build build-asan -Dsanitize=true; then
+		run "unit tests (sanitizers)" meson test -C build-asan --suite unit \
+			--print-errorlogs
+		# shellcheck disable=SC2086
+		run "integration subset (sanitizers)" env DAGFS_BUILD=build-asan \
+			"$PY" -m pytest -q -p no:cacheprovider \
+			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py}
+	fi
+fi
+
+printf '\n=== total %ds\n' $((SECONDS - t_start))
+if [ ${#failed[@]} -ne 0 ]; then
+	printf '=== FAILED: %s\n' "${failed[*]}"
+	exit 1
+fi
+echo "=== all passed"
