@@ -270,6 +270,7 @@ static int git_sync(struct source *src, const char *prev_rev,
 	struct snap *prev;
 	git_commit *c;
 	git_oid want;
+	int64_t t0;
 	int rc;
 
 	if (prev_rev && !*prev_rev)
@@ -291,8 +292,12 @@ static int git_sync(struct source *src, const char *prev_rev,
 		return gitsrc_fail(g, NULL, rc, "looking up the commit", err,
 				   errlen);
 	prev = source_current(src);
+	t0 = mono_ns();
 	rc = gitsrc_build(g, c, prev, out, err, errlen);
 	snap_unref(prev);
+	if (!rc)
+		log_debug(src->tag, "built the snapshot of %s in %.1f ms",
+			  git_oid_tostr_s(&want), (double)(mono_ns() - t0) / 1e6);
 	git_commit_free(c);
 	return rc ? rc : 1;
 }

@@ -178,6 +178,7 @@ struct walk {
 	git_tree *root;       /* root tree of this repository's commit */
 	const char *url;      /* this repository's URL (relative submodules) */
 	int depth;
+	int64_t newest;       /* newest mtime in the directory being walked */
 	char *spath;          /* snapshot path being built (shared buffer) */
 	char rpath[PATH_MAX]; /* path inside this repository */
 	char *err;
@@ -188,8 +189,8 @@ static int walk_tree(struct walk *w, const git_tree *tree, size_t slen,
 		     size_t rlen);
 
 /* Keep the previous mtime if this path had this very content before. */
-static int64_t stable_mtime(const struct walk *w, uint8_t type,
-			    const struct dhash *h, const char *target)
+static int64_t keep_mtime(const struct walk *w, uint8_t type,
+			  const struct dhash *h, const char *target)
 {
 	const struct snap_entry *e;
 	int i;
@@ -201,6 +202,33 @@ static int64_t stable_mtime(const struct walk *w, uint8_t type,
 	    (target && strcmp(e->target, target)))
 		return w->commit_ns;
 	return e->mtime_ns;
+}
+
+/* The mtime of the entry at w->spath; also tracks the directory's newest. */
+static int64_t stable_mtime(struct walk *w, uint8_t type,
+			    const struct dhash *h, const char *target)
+{
+	int64_t t = keep_mtime(w, type, h, target);
+
+	if (t > w->newest)
+		w->newest = t;
+	return t;
+}
+
+/*
+ * A directory's mtime is the newest of its entries', so it moves only
+ * when something under it changed (the kernel then drops only its
+ * cached names). @newest is 0 for an empty tree.
+ */
+static int add_dir(struct walk *w, int64_t newest, int64_t outer)
+{
+	int rc;
+
+	if (!newest)
+		newest = keep_mtime(w, SNAP_DIR, NULL, NULL);
+	rc = snap_builder_add_dir(w->b, w->spath, 0755, newest);
+	w->newest = newest > outer ? newest : outer;
+	return rc;
 }
 
 static int fail_store(struct walk *w, int rc, const char *what)
@@ -408,10 +436,10 @@ static int add_submodule(struct walk *w, const git_oid *oid, size_t slen)
 		sub.url = url;
 		sub.depth++;
 		sub.rpath[0] = '\0';
-		rc = snap_builder_add_dir(w->b, w->spath, 0755,
-					  stable_mtime(w, SNAP_DIR, NULL, NULL));
-		rc = rc ? fail_store(w, rc, "adding") :
-			  walk_tree(&sub, t, slen, 0);
+		sub.newest = 0;
+		rc = walk_tree(&sub, t, slen, 0);
+		if (!rc && (rc = add_dir(w, sub.newest, w->newest)))
+			rc = fail_store(w, rc, "adding");
 	} else {
 		rc = gitsrc_fail(w->g, NULL, rc, w->spath, w->err, w->errlen);
 	}
@@ -442,6 +470,7 @@ static int walk_entry(struct walk *w, const git_tree_entry *e, size_t slen,
 		      size_t rlen)
 {
 	const char *name = git_tree_entry_name(e);
+	int64_t outer;
 	size_t sl, rl;
 	git_tree *t;
 	int rc;
@@ -458,8 +487,12 @@ static int walk_entry(struct walk *w, const git_tree_entry *e, size_t slen,
 		if (rc)
 			return gitsrc_fail(w->g, NULL, rc, w->spath, w->err,
 					   w->errlen);
+		outer = w->newest;
+		w->newest = 0;
 		rc = walk_tree(w, t, sl, rl);
 		git_tree_free(t);
+		if (!rc && (rc = add_dir(w, w->newest, outer)))
+			rc = fail_store(w, rc, "adding");
 		return rc;
 	case GIT_FILEMODE_LINK:
 		return add_link(w, git_tree_entry_id(e));
@@ -467,8 +500,7 @@ static int walk_entry(struct walk *w, const git_tree_entry *e, size_t slen,
 		if (w->g->submodules)
 			return add_submodule(w, git_tree_entry_id(e), sl);
 		/* like git archive: an empty directory */
-		rc = snap_builder_add_dir(w->b, w->spath, 0755,
-					  stable_mtime(w, SNAP_DIR, NULL, NULL));
+		rc = add_dir(w, 0, w->newest);
 		return rc ? fail_store(w, rc, "adding") : 0;
 	default:
 		return add_file(w, e);

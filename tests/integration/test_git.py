@@ -75,7 +75,9 @@ def test_mount_equals_git_archive(dagfs, git_daemon, git_repo, tmp_path):
 
     m = dagfs.mount([git_spec(git_daemon.url(git_repo))], timeout=120,
                     ready=lambda mnt: (mnt / "bin/run.sh").exists())
-    errs = tree_equal_errors(want, m.mnt, skip=set(info.outside))
+    for rel in info.outside:            # links out of the root: left out
+        os.unlink(want / rel)
+    errs = tree_equal_errors(want, m.mnt)
     assert not errs, "mount differs from git archive:\n" + "\n".join(errs[:40])
     errs = tree_equal_errors(m.mnt, want)        # and nothing extra
     assert not errs, "mount has more than git archive:\n" + "\n".join(errs[:40])

@@ -146,7 +146,8 @@ class Repo:
         dest = pathlib.Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         tree = f"{rev}:{subpath}" if subpath else rev
-        tar = subprocess.run(["git", "archive", "--format=tar", tree],
+        tar = subprocess.run(["git", "-c", "tar.umask=0022", "archive",
+                              "--format=tar", tree],
                              cwd=self.work, check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-p", "-C", str(dest)], input=tar.stdout,
                        check=True)
@@ -319,6 +320,7 @@ class Servers:
 
     def __init__(self, root=None):
         self.root = pathlib.Path(root or tempfile.mkdtemp(prefix="dagfs-git-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         self.repos = self.root / "repos"
         self.repos.mkdir(exist_ok=True)
