@@ -387,6 +387,61 @@ static void test_git__pins_tags_and_subpath(void)
 	rig_close(&r);
 }
 
+static void test_git__submodules_off_and_recursive(void)
+{
+	struct rig r;
+	struct snap *s = NULL;
+	const struct snap_entry *e;
+
+	CHECK(!repo_fresh());
+	CHECK(!sh("cd %s && rm -rf sub.git subw && git init -q -b main subw && "
+		  "cd subw && echo inner > inner.py && git add -A && "
+		  "git -c user.email=t@t -c user.name=t commit -q -m s && "
+		  "git clone -q --bare . ../sub.git", dir));
+	CHECK(!write_file("top.py", "top\n", 0644));
+	CHECK(!sh("cd %s/w && git -c protocol.file.allow=always submodule add "
+		  "-q file://%s/sub.git libs/sub >/dev/null 2>&1", dir, dir));
+	CHECK(!commit_push(1000000000, "with submodule"));
+
+	CHECK(!rig_open(&r, ""));
+	CHECK(rig_sync(&r, &s) == 1);
+	CHECK((e = entry(s, "libs/sub")) && e->type == SNAP_DIR &&
+	      e->child_count == 0);
+	CHECK(entry(s, ".gitmodules") && entry(s, "top.py"));
+	snap_unref(s);
+	rig_close(&r);
+
+	CHECK(!sh("rm -rf %s/cache/*", dir));
+	CHECK(!rig_open(&r, ",submodules=recursive"));
+	CHECK(rig_sync(&r, &s) == 1);
+	CHECK((e = entry(s, "libs/sub/inner.py")) && e->type == SNAP_FILE);
+	CHECK(content_is(r.st, e, "inner\n"));
+	snap_unref(s);
+	rig_close(&r);
+}
+
+static void test_git__dir_mtime_moves_only_with_its_content(void)
+{
+	struct rig r;
+	struct snap *s = NULL, *s2 = NULL;
+	const struct snap_entry *e;
+
+	CHECK(!repo_fresh());
+	CHECK(!write_file("a/x.py", "x\n", 0644));
+	CHECK(!write_file("b/y.py", "y\n", 0644));
+	CHECK(!commit_push(1000000000, "one"));
+	CHECK(!rig_open(&r, ""));
+	CHECK(rig_sync(&r, &s) == 1);
+	CHECK(!write_file("b/y.py", "y2\n", 0644));
+	CHECK(!commit_push(1000000900, "two"));
+	CHECK(rig_sync(&r, &s2) == 1);
+	CHECK((e = entry(s2, "a")) && e->mtime_ns == 1000000000LL * 1000000000);
+	CHECK((e = entry(s2, "b")) && e->mtime_ns == 1000000900LL * 1000000000);
+	snap_unref(s);
+	snap_unref(s2);
+	rig_close(&r);
+}
+
 static void test_git__bad_options(void)
 {
 	struct rig r;
@@ -410,6 +465,10 @@ static const struct harness_case cases[] = {
 	{ "test_git__blob_map_spares_rehash_after_restart",
 	  test_git__blob_map_spares_rehash_after_restart },
 	{ "test_git__pins_tags_and_subpath", test_git__pins_tags_and_subpath },
+	{ "test_git__submodules_off_and_recursive",
+	  test_git__submodules_off_and_recursive },
+	{ "test_git__dir_mtime_moves_only_with_its_content",
+	  test_git__dir_mtime_moves_only_with_its_content },
 	{ "test_git__bad_options", test_git__bad_options },
 	{ NULL, NULL },
 };
