@@ -284,6 +284,12 @@ static int git_sync(struct source *src, const char *prev_rev,
 		    (rc = fetch_all(&cb, g->repo, g->url, "fetching", err,
 				    errlen)))
 			return rc;
+		if (!have_commit(g->repo, &want)) {
+			snprintf(err, errlen, "%s: commit %s is not reachable "
+				 "from any branch or tag of the remote",
+				 src->tag, hex);
+			return -ENOENT;
+		}
 	} else if ((rc = poll_ref(g, prev_rev, &want, err, errlen))) {
 		return rc < 0 ? rc : 0;
 	}
