@@ -35,21 +35,21 @@ static const struct cfg_option options[] = {
 	OPT("cache", CFG_STR, cache, "/var/cache/dagfs", ALL, "DIR",
 	    "content store, snapshots and status.json"),
 	OPT("source", CFG_SOURCE, sources, NULL, DAEMON, "SPEC",
-	    "add a source TYPE:LOCATION[,key=value]... (repeatable)"),
+	    "add a source TYPE:LOCATION[,key=value]...; repeatable"),
 	OPT("uid", CFG_ID, uid, NULL, DAEMON, "N",
-	    "owner of every entry in the mount (default: the daemon's)"),
+	    "owner of every entry in the mount, by default the daemon's"),
 	OPT("gid", CFG_ID, gid, NULL, DAEMON, "N",
-	    "group of every entry in the mount (default: the daemon's)"),
+	    "group of every entry in the mount, by default the daemon's"),
 	OPT("umask", CFG_UMASK, umask, "022", DAEMON, "OCTAL",
 	    "permission bits removed from every mode"),
 	OPT("allow-other", CFG_BOOL, allow_other, "false", DAEMON, NULL,
 	    "let other users read the mount (FUSE allow_other)"),
 	OPT_N("keep", keep, "5", 1, 100000, "snapshots retained per source"),
 	OPT("period", CFG_DURATION, period_ms, NULL, DAEMON, "DURATION",
-	    "poll period of sources without period= (default: per type)"),
+	    "poll period of sources without their own period="),
 	OPT_N("max-failures", max_failures, NULL, 1, 1000000,
-	      "failures in a row that make a source without max-failures= "
-	      "unhealthy (default: per type)"),
+	      "failures in a row that make a source unhealthy, for "
+	      "sources without their own max-failures="),
 	OPT("log-level", CFG_LEVEL, log_level, "info", ALL, "LEVEL",
 	    "error, warn, notice, info or debug"),
 	OPT("log-format", CFG_FORMAT, log_json, "text", ALL, "FORMAT",
@@ -708,14 +708,37 @@ int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
 
 /* ------------------------------------------------------------- help */
 
+/* Print @text wrapped at 79 columns, continuation lines indented 31. */
+static void help_wrap(FILE *f, const char *text)
+{
+	size_t col = 31;
+
+	while (*text) {
+		size_t word = strcspn(text, " ");
+
+		if (col > 31 && col + 1 + word > 79) {
+			fprintf(f, "\n%31s", "");
+			col = 31;
+		} else if (col > 31) {
+			fputc(' ', f);
+			col++;
+		}
+		fprintf(f, "%.*s", (int)word, text);
+		col += word;
+		text += word;
+		text += strspn(text, " ");
+	}
+	fputc('\n', f);
+}
+
 void config_help(FILE *f, unsigned cmd)
 {
-	char left[64], env[64];
+	char left[64], env[64], text[512];
 
-	fprintf(f, "Options (also DAGFS_NAME in the environment and "
-		   "'name = value' in the config file;\n"
-		   "a flag wins over the environment, which wins over "
-		   "the file):\n");
+	fprintf(f, "Options; each is also DAGFS_NAME in the environment and "
+		   "'name = value'\nin the config file. A flag wins over the "
+		   "environment, which wins over the\nfile. DAGFS_SOURCE "
+		   "holds one SPEC per line.\n");
 	for (size_t i = 0; i < NOPTIONS; i++) {
 		const struct cfg_option *o = &options[i];
 
@@ -724,12 +747,17 @@ void config_help(FILE *f, unsigned cmd)
 		snprintf(left, sizeof(left), "--%s%s%s", o->name,
 			 o->arg ? "=" : "", o->arg ? o->arg : "");
 		env_name(env, sizeof(env), o);
-		fprintf(f, "  %-28s %s\n", left, o->help);
 		if (o->def && *o->def)
-			fprintf(f, "  %-28s (default %s; %s)\n", "", o->def,
-				env);
+			snprintf(text, sizeof(text), "%s (default %s; %s)",
+				 o->help, o->def, env);
 		else
-			fprintf(f, "  %-28s (%s)\n", "", env);
+			snprintf(text, sizeof(text), "%s (%s)", o->help, env);
+		fprintf(f, "  %-28s", left);
+		if (strlen(left) > 28)
+			fprintf(f, "\n%31s", "");
+		else
+			fputc(' ', f);
+		help_wrap(f, text);
 	}
 	fprintf(f, "  %-28s %s\n", "--help", "show this help");
 	fprintf(f, "  %-28s %s\n", "--version", "print the version");

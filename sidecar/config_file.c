@@ -311,37 +311,47 @@ static int handler(void *user, const char *section, const char *name,
 	return 1;
 }
 
-int config_file_load(struct dagfs_config *c, const char *path,
+int config_file_read(struct dagfs_config *c, FILE *f, const char *path,
 		     struct cfg_errors *errs)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	struct ini_state st = { .c = c, .errs = errs, .path = path };
+	struct ini_state st = { .c = c, .errs = errs, .path = path, .f = f };
 	size_t nopt, before = errs->n;
 	int rc;
 
 	pthread_once(&once, ini_settings);
 	cfg_options(&nopt);
 	st.seen = calloc(nopt, sizeof(*st.seen));
-	st.f = fopen(path, "r");
-	if (!st.f || !st.seen) {
-		rc = errno;
-		cfg_error(errs, "config %s: %s", path, strerror(rc));
-		free(st.seen);
-		if (st.f)
-			fclose(st.f);
-		return -rc;
+	if (!st.seen) {
+		cfg_error(errs, "config %s: %s", path, strerror(ENOMEM));
+		return -ENOMEM;
 	}
 	rc = ini_parse_stream(reader, &st, handler, &st);
-	if (ferror(st.f))
+	if (ferror(f))
 		cfg_error(errs, "config %s: %s", path, strerror(errno));
 	else if (rc < 0)
 		cfg_error(errs, "config %s: %s", path, strerror(ENOMEM));
 	section_finish(&st);
-	fclose(st.f);
 	for (size_t i = 0; i < st.nnames; i++)
 		free(st.names[i]);
 	free(st.names);
 	free(st.name_lines);
 	free(st.seen);
 	return errs->n > before ? -EINVAL : 0;
+}
+
+int config_file_load(struct dagfs_config *c, const char *path,
+		     struct cfg_errors *errs)
+{
+	FILE *f = fopen(path, "r");
+	int rc;
+
+	if (!f) {
+		rc = errno;
+		cfg_error(errs, "config %s: %s", path, strerror(rc));
+		return -rc;
+	}
+	rc = config_file_read(c, f, path, errs);
+	fclose(f);
+	return rc;
 }

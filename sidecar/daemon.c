@@ -5,10 +5,11 @@
  * unmount, then take everything down in reverse order.
  *
  * Start-up either completes or leaves nothing behind: any error before
- * the mount is one line on stderr and exit status 1. Sources are started
- * (which publishes each one's cached snapshot into the view) before the
- * mount, so the first reader already sees the last known tree instead of
- * an empty directory, even when every remote is unreachable.
+ * the mount is one line on stderr and exit status 1, and no thread has
+ * started yet to add more. Each source's last published snapshot is put
+ * into the view before the mount, so the first reader already sees the
+ * last known tree instead of an empty directory (Airflow would take the
+ * missing files for deleted DAGs), even when every remote is unreachable.
  */
 #include <errno.h>
 #include <limits.h>
@@ -20,7 +21,7 @@
 
 #include "sidecar_i.h"
 
-#define TAG "dagfs"
+#define TAG "daemon"
 
 /*
  * Signals are blocked in every thread (the mask is set before the first
@@ -154,6 +155,22 @@ static int view_create(struct dagfs_ctx *ctx)
 	return 0;
 }
 
+/* Serve what the cache already holds, before any thread starts. */
+static void view_preload(struct dagfs_ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->n; i++) {
+		struct sc_source *s = &ctx->src[i];
+		struct snap *snap;
+
+		if (pub_load_current(ctx->store, source_name(s->src), &snap))
+			continue;
+		fs_swap(ctx->fs, s->slot, snap);
+		log_debug(TAG, "serving cached %s revision %s at /%s",
+			  source_name(s->src), snap->rev, source_at(s->src));
+		snap_unref(snap);
+	}
+}
+
 static int sources_start(struct dagfs_ctx *ctx)
 {
 	for (size_t i = 0; i < ctx->n; i++) {
@@ -192,9 +209,9 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 		fprintf(stderr, "dagfs: signal thread: %s\n", strerror(rc));
 		return -rc;
 	}
-	log_notice(TAG, "dagfs %s serving %zu source%s on %s (cache %s)",
-		   DAGFS_VERSION, ctx->n, ctx->n == 1 ? "" : "s",
-		   ctx->mountpoint, ctx->cfg->cache);
+	log_notice(TAG, "serving %zu source%s on %s (dagfs %s, cache %s)",
+		   ctx->n, ctx->n == 1 ? "" : "s", ctx->mountpoint,
+		   DAGFS_VERSION, ctx->cfg->cache);
 	rc = fs_loop(ctx->fs);
 	if (rc)
 		log_err(TAG, "serving %s: %s", ctx->mountpoint, strerror(-rc));
@@ -261,12 +278,16 @@ int cmd_mount(const struct dagfs_config *c)
 		rc = sources_create(&ctx);
 	if (!rc)
 		rc = view_create(&ctx);
+	if (!rc) {
+		view_preload(&ctx);
+		rc = fs_mount(ctx.fs, ctx.mountpoint, err, sizeof(err));
+		if (rc)
+			fprintf(stderr, "dagfs: %s\n", err);
+	}
 	if (!rc && (rc = status_writer_start(&ctx)))
 		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
 	if (!rc)
 		rc = sources_start(&ctx);
-	if (!rc && (rc = fs_mount(ctx.fs, ctx.mountpoint, err, sizeof(err))))
-		fprintf(stderr, "dagfs: %s\n", err);
 	if (!rc)
 		rc = serve(&ctx, &set);
 out:

@@ -172,6 +172,9 @@ void cfg_spec_free(struct source_spec *spec);
  */
 int config_file_load(struct dagfs_config *c, const char *path,
 		     struct cfg_errors *errs) WUR;
+/** The same from an open stream; @path only names it in errors. */
+int config_file_read(struct dagfs_config *c, FILE *f, const char *path,
+		     struct cfg_errors *errs) WUR;
 
 /** Print the option help of command @cmd, generated from the table. */
 void config_help(FILE *f, unsigned cmd);

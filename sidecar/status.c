@@ -249,6 +249,18 @@ static int64_t age(int64_t now, int64_t then)
 	return then > 0 ? now - then : -1;
 }
 
+/*
+ * When the served content was last known to be current: the last
+ * successful poll, or, before one (a restart serving the cache), the
+ * publication of the snapshot being served.
+ */
+static int64_t confirmed_ns(const struct json *s)
+{
+	int64_t ok = json_int(s, "last_success_ns", 0);
+
+	return ok > 0 ? ok : json_int(s, "published_ns", 0);
+}
+
 /* The daemon stopped writing: it is gone or hung, whatever it wrote. */
 static bool daemon_fresh(const struct json *st, int64_t now)
 {
@@ -289,8 +301,7 @@ static void print_text(const struct json *st, int64_t now, bool fresh)
 
 		fmt_time(pub, sizeof(pub), json_int(s, "published_ns", 0));
 		fmt_time(ok, sizeof(ok), json_int(s, "last_success_ns", 0));
-		fmt_age(stale, sizeof(stale),
-			age(now, json_int(s, "last_success_ns", 0)));
+		fmt_age(stale, sizeof(stale), age(now, confirmed_ns(s)));
 		snprintf(at, sizeof(at), "/%s", json_str(s, "at", ""));
 		snprintf(fails, sizeof(fails), "%lld/%lld",
 			 (long long)json_int(s, "failures", 0),
@@ -321,7 +332,7 @@ static void put_time_field(const char *key, int64_t ns)
 
 static void print_json_source(const struct json *s, int64_t now)
 {
-	int64_t ok = json_int(s, "last_success_ns", 0);
+	int64_t ok = confirmed_ns(s);
 
 	fputs("{\"name\":", stdout);
 	json_put_str(stdout, json_str(s, "name", ""));
@@ -333,7 +344,7 @@ static void print_json_source(const struct json *s, int64_t now)
 	json_put_str(stdout, json_str(s, "revision", ""));
 	put_time_field("published", json_int(s, "published_ns", 0));
 	put_time_field("last_attempt", json_int(s, "last_attempt_ns", 0));
-	put_time_field("last_success", ok);
+	put_time_field("last_success", json_int(s, "last_success_ns", 0));
 	if (ok > 0)
 		printf(",\"staleness_s\":%.3f", (double)(now - ok) / 1e9);
 	else

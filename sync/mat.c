@@ -130,7 +130,8 @@ static int mkdirs(const char *base, const char *rel)
 	char path[PATH_MAX];
 	size_t bl = strlen(base);
 
-	snprintf(path, sizeof(path), "%s/%s", base, rel);
+	if (path_fmt(path, sizeof(path), "%s/%s", base, rel))
+		return -ENAMETOOLONG;
 	for (char *p = path + bl + 1; *p; p++) {
 		if (*p != '/')
 			continue;

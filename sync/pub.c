@@ -3,7 +3,8 @@
  * pub.c - snapshots on disk: writing, publishing, loading and collecting.
  *
  * Crash-safety order of a publication: (1) every blob the snapshot names
- * is already renamed into objects/ and fsynced (store.c); (2) the
+ * is already renamed into objects/, and one syncfs() makes them all
+ * durable (store_flush); (2) the
  * snapshot file is written to tmp/, fsynced and renamed to
  * snapshots/<id>, then snapshots/ is fsynced; (3) the history link
  * sources/<name>/h-<seq> and then the current link are created under
@@ -46,8 +47,10 @@ static int write_file_durable(const char *dir, const char *tmpdir,
 	const char *p = buf;
 	int fd, rc = 0;
 
-	snprintf(tmp, sizeof(tmp), "%s/s.%d.%s", tmpdir, (int)getpid(), name);
-	snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+	if (path_fmt(tmp, sizeof(tmp), "%s/s.%d.%s", tmpdir, (int)getpid(),
+		     name) ||
+	    path_fmt(dst, sizeof(dst), "%s/%s", dir, name))
+		return -ENAMETOOLONG;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444);
 	if (fd < 0)
 		return -errno;
@@ -169,8 +172,8 @@ static void hist_trim(struct store *st, const char *srcdir, unsigned keep,
 
 		if (!strcmp(h[i].id, current) || store_pinned(st, h[i].id))
 			continue;
-		snprintf(p, sizeof(p), "%s/h-%016llx", srcdir, h[i].seq);
-		unlink(p);
+		if (!path_fmt(p, sizeof(p), "%s/h-%016llx", srcdir, h[i].seq))
+			unlink(p);
 	}
 	free(h);
 }
@@ -185,6 +188,9 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	void *buf;
 	int rc, n;
 
+	rc = store_flush(st);
+	if (rc)
+		return rc;
 	snap->published_ns = now_ns();
 	rc = snap_encode(snap, &buf, &len);
 	if (rc)
@@ -252,11 +258,12 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 {
 	char path[PATH_MAX];
 	struct snap *s;
-	size_t len;
-	void *buf;
+	size_t len = 0;
+	void *buf = NULL;
 	int rc;
 
-	snprintf(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id);
+	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
+		return -ENAMETOOLONG;
 	rc = read_all(path, &buf, &len);
 	if (rc)
 		return rc;

@@ -460,7 +460,7 @@ static void publish_to_reader(struct source *src, struct snap *snap)
 static int gate_run(struct source *src, const char *dir, char *why,
 		    size_t whylen)
 {
-	char script[4096], out[4096];
+	char script[4096], out[200];
 	size_t got = 0;
 	int pfd[2], status;
 	ssize_t n;

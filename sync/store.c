@@ -2,7 +2,8 @@
 /*
  * store.c - the content-addressed blob store: objects/ab/<30 hex>, named
  * by the XXH3-128 of the bytes. Blobs are written as transactions (temp
- * file in tmp/, fsync, hash check, rename) and never modified. A blob
+ * file in tmp/, hash check, rename; made durable in batches by
+ * store_flush) and never modified. A blob
  * whose bytes no longer hash to its name is removed and counts as absent.
  *
  * It must not know about snapshots' format or sources; it only keeps the
@@ -254,11 +255,9 @@ int store_txn_commit(struct store_txn *t, struct dhash *out,
 		rc = -EBADMSG;
 		goto out;
 	}
+	/* No fsync per blob: publication flushes them all with one syncfs()
+	 * before any snapshot names them (see pub.c). */
 	blob_relpath(rel, &h);
-	if (fsync(t->fd)) {
-		rc = -errno;
-		goto out;
-	}
 	if (renameat(t->s->dirfd, t->tmp, t->s->dirfd, rel)) {
 		rc = -errno;
 		goto out;
@@ -420,6 +419,11 @@ int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes)
 		closedir(d);
 	}
 	return 0;
+}
+
+int store_flush(struct store *s)
+{
+	return syncfs(s->dirfd) ? -errno : 0;
 }
 
 void store_pin(struct store *s, const char *id)

@@ -99,7 +99,7 @@ void store_blob_path(const struct store *s, const struct dhash *h, char *buf,
 		     size_t len);
 
 /**
- * Store a blob: temp file, write, fsync, rename. Concurrent puts of the
+ * Store a blob: temp file, write, rename (durable after store_flush). Concurrent puts of the
  * same content are harmless (rename of identical bytes).
  */
 int store_put_buf(struct store *s, struct dhash *out, const void *buf,
@@ -132,6 +132,12 @@ int store_open_blob(struct store *s, const struct dhash *h) WUR;
  * (removed when @remove), -ENOENT if absent.
  */
 int store_verify_blob(struct store *s, const struct dhash *h, bool remove);
+
+/**
+ * Make every blob written so far durable (one syncfs() of the cache's
+ * filesystem rather than an fsync per blob).
+ */
+int store_flush(struct store *s) WUR;
 
 /** Count and total bytes of stored blobs (walks objects/). */
 int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes) WUR;
@@ -373,6 +379,13 @@ struct source_status {
 	uint64_t syncs, bytes_fetched, objects_fetched;
 };
 void source_get_status(struct source *src, struct source_status *out);
+
+/**
+ * snprintf for paths: 0, or -ENAMETOOLONG if @fmt did not fit in @len
+ * (the buffer then holds a truncated, never-used string).
+ */
+int path_fmt(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4))) WUR;
 
 /** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
 int64_t now_ns(void);

@@ -4,6 +4,8 @@
  * of durations and booleans used by every source's options.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -58,6 +60,17 @@ void dhash_buf(struct dhash *out, const void *buf, size_t len)
 bool dhash_eq(const struct dhash *a, const struct dhash *b)
 {
 	return !memcmp(a->b, b->b, 16);
+}
+
+int path_fmt(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
 static int64_t clock_ns(clockid_t id)

@@ -186,7 +186,9 @@ class Dagfs:
         self.stderr_path = pathlib.Path(
             stderr_path or tempfile.mktemp(prefix="dagfs-stderr-"))
         self.proc = None
+        self.ready_after = None     # seconds from start to mounted and ready
         self.returncode = None
+        self.stopped = False        # ended by the test (signal, unmount)
         self.peak_rss_kib = None
 
     def argv(self):
@@ -211,8 +213,9 @@ class Dagfs:
                                      stderr=self._err, env=env,
                                      preexec_fn=self.preexec)
         self.started_at = time.monotonic()
+        self.ready_after = None
         if wait_mounted:
-            self.wait_live(ready, timeout)
+            self.ready_after = self.wait_live(ready, timeout)
         return self
 
     def wait_live(self, ready=None, timeout=30.0):
@@ -233,6 +236,25 @@ class Dagfs:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def check_alive(self):
+        """Raise, quoting stderr, if the daemon ended by itself."""
+        if self.proc is not None and self.proc.poll() is not None \
+                and not self.stopped:
+            raise AssertionError(
+                f"dagfs died with status {self.proc.returncode}; stderr "
+                f"ends:\n{self.stderr_text()[-3000:]}")
+
+    def wait(self, pred, timeout=10.0, what=None):
+        """wait_for(@pred) that fails at once if the daemon died."""
+        def p():
+            self.check_alive()
+            return pred()
+        try:
+            return wait_for(p, timeout, what=what)
+        except Timeout:
+            self.check_alive()
+            raise
+
     def stderr_text(self):
         try:
             return self.stderr_path.read_text(errors="replace")
@@ -252,6 +274,7 @@ class Dagfs:
 
     def wait_exit(self, timeout=15.0):
         """Wait for the process to end; returns its status or None."""
+        self.stopped = True
         try:
             self.returncode = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -327,7 +350,12 @@ class DagfsFactory:
     def teardown(self):
         problems = []
         for m in self.mounts:
-            if m.proc is None:
+            if m.proc is not None and not m.stopped and not m.alive():
+                problems.append(
+                    f"{m.mnt}: dagfs died with status {m.proc.returncode}; "
+                    f"stderr ends:\n{m.stderr_text()[-3000:]}")
+        for m in reversed(self.mounts):     # newest first: they may share
+            if m.proc is None:              # a mountpoint with older ones
                 continue
             was_alive = m.alive()
             rc = m.stop()

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import (dagfs_binary, drop_caches, is_fuse_mounted, mounts,
-                      tree_equal_errors, wait_for)
+                      tree_equal_errors)
 from tree_gen import gen_tree
 
 DEBOUNCE = "100ms"
@@ -163,6 +163,7 @@ def reader(mnt, seed, stop, out):
     and records every violation of atomicity or monotonicity."""
     rng = random.Random(seed)
     mnt = pathlib.Path(mnt)
+    os.nice(5)                  # the writer must stay well inside the debounce
     seen, bad, n, names = 0, [], 0, []
     revs = set()
 
@@ -218,13 +219,26 @@ def reader(mnt, seed, stop, out):
     out.put((seed, n, len(revs), bad))
 
 
-def test_no_torn_reads_monotonic_revisions(dagfs, tmp_path):
-    src, stage = tmp_path / "src", tmp_path / "stage"
+@pytest.fixture
+def fast_dir(tmp_path):
+    """A directory on tmpfs (root) so the test's own renames never wait on
+    the journal while the daemon fsyncs blobs on the same disk."""
+    d = tmp_path / "tmpfs"
+    d.mkdir()
+    ok = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(d)]).returncode == 0
+    yield d
+    if ok:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_no_torn_reads_monotonic_revisions(dagfs, fast_dir):
+    src, stage = fast_dir / "src", fast_dir / "stage"
     (src / "d").mkdir(parents=True)
     (src / "big").mkdir()
     stage_revision(stage, 0)
     apply_revision(src, stage, 0)
-    m = dagfs.mount([dir_spec(src)],
+    m = dagfs.mount([dir_spec(src, debounce="200ms")],
                     ready=lambda mnt: (mnt / "REV").read_bytes() == b"%08d" % 0)
 
     ctx = mp.get_context("fork")
@@ -233,22 +247,35 @@ def test_no_torn_reads_monotonic_revisions(dagfs, tmp_path):
              for k in range(8)]
     for p in procs:
         p.start()
-    slowest, nrev = 0.0, 50
+    slow, nrev = [], 50
     try:
         for r in range(1, nrev + 1):
             stage_revision(stage, r)
-            slowest = max(slowest, apply_revision(src, stage, r))
+            # pause the readers (not dagfs) so the writer gets the CPU and
+            # the revision lands well inside the debounce
+            for p in procs:
+                os.kill(p.pid, signal.SIGSTOP)
+            try:
+                took = apply_revision(src, stage, r)
+            finally:
+                for p in procs:
+                    os.kill(p.pid, signal.SIGCONT)
+            if took > 0.15:
+                slow.append((r, round(took, 3)))
             want = b"%08d" % r
-            wait_for(lambda: read_or_none(m.mnt / "REV") == want, 15,
-                     what=f"revision {r} visible")
+            m.wait(lambda: read_or_none(m.mnt / "REV") == want, 15,
+                   what=f"revision {r} visible")
             time.sleep(0.05)
     finally:
         stop.set()
         results = [out.get(timeout=60) for _ in procs]
         for p in procs:
             p.join(10)
-    assert slowest < 0.05, f"test writer too slow ({slowest:.3f}s per revision)"
     bad = [f"reader {s}: {b}" for s, _, _, bs in results for b in bs]
+    # a revision written slower than the debounce may be published half
+    # written by design: then the test proves nothing either way
+    assert not slow, f"test writer too slow (revision, seconds): {slow}; " \
+        f"{len(bad)} violations seen: {bad[:10]}"
     assert not bad, "\n".join(bad[:40])
     for s, n, nrevs, _ in results:
         assert nrevs >= 10, f"reader {s} saw only {nrevs} revisions in {n} ops"
@@ -276,7 +303,7 @@ def test_open_file_keeps_bytes_across_swaps(dagfs, tmp_path):
         assert os.pread(fd0, 4096, 0) == content(0)[:4096]
         for r in range(1, 6):
             write_file(src / "dag.py", content(r))
-            wait_for(lambda: read_or_none(path) == content(r), 15,
+            m.wait(lambda: read_or_none(path) == content(r), 15,
                      what=f"revision {r} of dag.py")
             if r == 2:
                 fd1 = os.open(path, os.O_RDONLY)
@@ -382,7 +409,7 @@ def test_restart_with_source_gone_serves_last_snapshot(dagfs, tmp_path):
     os.rename(src, saved)                     # the source is gone
     m2 = dagfs.mount([spec], mnt=m1.mnt, cache=m1.cache, start=False)
     t = m2.start(ready=lambda mnt: set(os.listdir(mnt)) == want_top,
-                 timeout=10)
+                 timeout=10).ready_after
     assert t < 3.0, f"took {t:.2f}s to serve the cached snapshot"
     errs = tree_equal_errors(saved, m2.mnt, skip={
         "links/escape_rel", "links/escape_deep", "links/escape_abs",
@@ -616,7 +643,7 @@ def test_files_keep_their_own_mtimes(dagfs, tmp_path):
     assert os.stat(m.mnt / "old.py").st_mtime_ns == old
     time.sleep(0.2)
     (src / "a.py").write_text("from airflow import DAG  # changed\n")
-    wait_for(lambda: b"changed" in read_or_none(m.mnt / "a.py"), 10,
+    m.wait(lambda: b"changed" in read_or_none(m.mnt / "a.py"), 10,
              what="a.py changed")
     assert os.stat(m.mnt / "old.py").st_mtime_ns == old
     assert os.stat(m.mnt / "a.py").st_mtime_ns == os.stat(src / "a.py").st_mtime_ns
@@ -627,7 +654,7 @@ def test_new_directories_are_watched(dagfs, tmp_path):
     m = dagfs.mount([dir_spec(src)], ready=lambda mnt: (mnt / "a.py").exists())
 
     def shows(rel, data):
-        wait_for(lambda: read_or_none(m.mnt / rel) == data, 10,
+        m.wait(lambda: read_or_none(m.mnt / rel) == data, 10,
                  what=f"{rel} = {data!r} in the mount")
 
     (src / "new" / "a" / "b").mkdir(parents=True)
@@ -650,7 +677,7 @@ def test_new_directories_are_watched(dagfs, tmp_path):
     (src / "x" / "y" / "m.py").write_bytes(b"edited\n")
     shows("x/y/m.py", b"edited\n")
     shutil.rmtree(src / "new")
-    wait_for(lambda: not (m.mnt / "new").exists(), 10, what="new/ removed")
+    m.wait(lambda: not (m.mnt / "new").exists(), 10, what="new/ removed")
 
 
 # ------------------------------------------------- composition, options
@@ -668,7 +695,7 @@ def test_two_sources_at_sub_paths(dagfs, tmp_path):
     assert listing(m.mnt) == ["nested", "team_a"]
     assert (m.mnt / "team_a/x.py").read_text() == "a\n"
     (b / "y.py").write_text("b2\n")
-    wait_for(lambda: read_or_none(m.mnt / "nested/team_b/y.py") == b"b2\n",
+    m.wait(lambda: read_or_none(m.mnt / "nested/team_b/y.py") == b"b2\n",
              10, what="team_b swap")
     assert (m.mnt / "team_a/x.py").read_text() == "a\n"
 

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_i.h - private to fs/: the view (slots and path resolution), the inode
+ * table, and the handler table shared by view.c, inode.c, ops.c and
+ * mount.c. Nothing outside fs/ includes it.
+ */
+#ifndef DAGFS_FS_I_H
+#define DAGFS_FS_I_H
+
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "fs.h"
+
+/* Entries, attributes and negative entries are cached for a day: an inode
+ * never changes meaning and every swap invalidates what changed. */
+#define FS_TIMEOUT 86400.0
+
+/* A mount path is a slot's sub-path, a slash, and a snapshot path, each
+ * shorter than PATH_MAX (snap_path_check). */
+#define FS_PATH_MAX (2 * PATH_MAX + 2)
+
+/** One source's place in the view. */
+struct fs_slot {
+	char *at;	   /* sub-path, "" for the root; immutable */
+	size_t atlen;	   /* strlen(at) */
+	char *source;	   /* source name for logs; immutable */
+	struct snap *snap; /* fs->slot_lock; NULL before the first swap */
+};
+
+/** What a mount path is in the current view. */
+enum fs_kind {
+	FS_NONE = 0, /* nothing */
+	FS_SYNTH,    /* ancestor of a slot: a directory made up by fs/ */
+	FS_EMPTY,    /* a slot's root before its first snapshot */
+	FS_ENTRY,    /* an entry of a slot's snapshot */
+};
+
+/** A resolved path; FS_ENTRY holds a reference on @snap. */
+struct fs_res {
+	enum fs_kind kind;
+	int slot;	   /* FS_EMPTY, FS_ENTRY */
+	struct snap *snap; /* FS_ENTRY */
+	uint32_t idx;	   /* FS_ENTRY: entry index in @snap */
+};
+
+/*
+ * An inode known to the kernel; the nodeid is its address (the root's is
+ * FUSE_ROOT_ID). It lives while the kernel's lookup count is positive.
+ *
+ * A file or link inode names one (path, content) pair, so its attributes
+ * never change; it keeps a reference on the newest snapshot holding that
+ * exact entry (fs_swap moves it forward, so old snapshots are released
+ * and their pins dropped as soon as no changed file still needs them).
+ * A directory inode names only its mount path and is resolved anew
+ * against the current snapshots at every use.
+ */
+struct fs_inode {
+	struct fs_inode *next; /* hash chain; fs->lock */
+	uint64_t key;	       /* st_ino; immutable */
+	uint64_t nlookup;      /* fs->lock */
+	uint8_t type;	       /* enum snap_type; immutable */
+	int slot;	       /* files, links: their slot; immutable */
+	char *path;	       /* directories: mount path; immutable */
+	struct snap *snap;     /* files, links: fs->lock */
+	uint32_t idx;	       /* files, links: entry index; fs->lock */
+	int64_t mtime_floor;   /* directories: see view.c; fs->lock */
+	uint64_t inval_gen;    /* directories: last swap that queued it;
+				* fs->lock */
+	bool verified;	       /* files: blob checked once; fs->lock */
+};
+
+/** First member of an open directory handle (ops.c). */
+struct fs_handle {
+	struct fs_handle *prev, *next; /* fs->handles; fs->lock */
+};
+
+struct fs {
+	struct store *st;
+	struct fs_opts o;
+	int64_t start_ns; /* mtime of made-up directories */
+
+	pthread_mutex_t slot_lock; /* slots[].snap */
+	struct fs_slot *slots;	   /* fixed once mounted */
+	int nslots;
+
+	pthread_mutex_t lock; /* the inode table and inode fields so marked */
+	struct fs_inode **buckets;
+	size_t nbuckets, ninodes;
+	struct fs_inode root;
+	uint64_t swap_gen; /* swaps planned; fs->lock */
+	uint64_t done_gen; /* swaps whose notifications are sent; fs->lock */
+	struct fs_handle handles; /* open handles; fs->lock */
+
+	pthread_mutex_t swap_lock; /* one fs_swap at a time */
+	uint64_t seq; /* atomic: odd while a swap invalidates (swap.c) */
+	bool no_open; /* the kernel opens files itself; set at init */
+
+	/* Mount state. notify_lock (read) covers a swap's kernel
+	 * notifications, (write) covers unmounting, so a notification never
+	 * writes to a descriptor that is being closed. */
+	pthread_rwlock_t notify_lock;
+	struct fuse_session *se;
+	char *mountpoint;
+	unsigned conn_id;    /* /sys/fs/fuse/connections/<id>; 0 if unknown */
+	int mounted;	     /* atomic */
+	int looping;	     /* atomic: fs_loop is serving */
+};
+
+/* view.c */
+
+/** Resolve mount path @path; *out holds a reference to release. */
+void fs_resolve(struct fs *fs, const char *path, struct fs_res *out);
+void fs_res_drop(struct fs_res *r);
+/** The entry of an FS_ENTRY resolution. */
+const struct snap_entry *fs_res_entry(const struct fs_res *r);
+/** True if @r is a directory of any kind. */
+bool fs_res_is_dir(const struct fs_res *r);
+/** Current snapshot of @slot with a new reference, or NULL. */
+struct snap *fs_slot_snap(struct fs *fs, int slot);
+/** True if @snap is still @slot's current snapshot. */
+bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap);
+/**
+ * Names of the children of made-up directory @path, sorted, malloc'd
+ * (free each and the array). Returns the count or -ENOMEM.
+ */
+int fs_synth_children(struct fs *fs, const char *path, char ***out);
+/** Write "@dir/@name" (or "@name" at the root) into @buf; -ENAMETOOLONG. */
+int fs_path_join(char *buf, size_t len, const char *dir, const char *name);
+
+/** Swap sequence at the start of a request. */
+static inline uint64_t fs_seq_begin(struct fs *fs)
+{
+	return __atomic_load_n(&fs->seq, __ATOMIC_ACQUIRE);
+}
+
+/** True if no swap ran since fs_seq_begin() returned @seq. */
+static inline bool fs_seq_stable(struct fs *fs, uint64_t seq)
+{
+	return !(seq & 1) && __atomic_load_n(&fs->seq, __ATOMIC_ACQUIRE) == seq;
+}
+
+/* inode.c */
+
+int fs_table_init(struct fs *fs) __attribute__((warn_unused_result));
+/** Free every inode (unmounted only). */
+void fs_table_free(struct fs *fs);
+struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t nodeid);
+fuse_ino_t fs_nodeid(struct fs *fs, const struct fs_inode *ino);
+/** st_ino of what @r names at mount path @path. */
+uint64_t fs_key(const char *path, const struct fs_res *r);
+/**
+ * Find or create the inode for @r at @path and count one lookup.
+ * NULL on allocation failure.
+ */
+struct fs_inode *fs_inode_get(struct fs *fs, const char *path,
+			      const struct fs_res *r);
+/** Drop @n lookups; frees the inode at zero. */
+void fs_inode_forget(struct fs *fs, struct fs_inode *ino, uint64_t n);
+/** Directory inode at @path if the kernel knows it; fs->lock held. */
+struct fs_inode *fs_dir_find(struct fs *fs, const char *path);
+/** Move file and link inodes of @slot whose entry @to holds unchanged. */
+void fs_inodes_move(struct fs *fs, int slot, struct snap *to);
+/** Attributes of entry @e with inode number @key. */
+void fs_attr_entry(struct fs *fs, uint64_t key, const struct snap_entry *e,
+		   struct stat *st);
+/** Attributes of directory @dir, currently resolved as @r. */
+void fs_attr_dir(struct fs *fs, const struct fs_inode *dir,
+		 const struct fs_res *r, struct stat *st);
+/** Attributes of any inode; -ENOENT for a directory that is gone. */
+int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
+	__attribute__((warn_unused_result));
+
+/* ops.c */
+
+extern const struct fuse_lowlevel_ops fs_ops;
+/** Release the directory handles the kernel never released (unmounted). */
+void fs_handles_free(struct fs *fs);
+
+#endif

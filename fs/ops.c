@@ -1,0 +1,658 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ops.c - the FUSE low-level handlers: lookup, attributes, links, open
+ * and read of blobs, directory listings, and EROFS for every write.
+ *
+ * Each handler replies exactly once. This is the read path: nothing here
+ * logs above debug, and nothing blocks on anything but the local store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "fs_i.h"
+
+/* An open directory: the listing its readdir calls walk. */
+struct fs_dirh {
+	struct fs_handle h;
+	pthread_mutex_t lock; /* readdir calls on one handle */
+	struct fs_res res;    /* the directory, FS_ENTRY holds a snapshot */
+	char **names;	      /* FS_SYNTH: children */
+	uint32_t n;	      /* children */
+};
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/*
+ * Open directories are listed so fs_free() can release those the kernel
+ * never released: unmounting drops the requests still queued.
+ */
+static void handle_add(struct fs *fs, struct fs_handle *h)
+{
+	pthread_mutex_lock(&fs->lock);
+	h->next = fs->handles.next;
+	h->prev = &fs->handles;
+	h->next->prev = h;
+	fs->handles.next = h;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void handle_del(struct fs *fs, struct fs_handle *h)
+{
+	pthread_mutex_lock(&fs->lock);
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/*
+ * How long the kernel may keep what a request that began at swap sequence
+ * @seq answers: long, unless a swap ran meanwhile (swap.c).
+ */
+static double timeout_for(struct fs *fs, uint64_t seq)
+{
+	return fs_seq_stable(fs, seq) ? FS_TIMEOUT : 0;
+}
+
+static void entry_fill(struct fs *fs, struct fs_inode *ino,
+		       const struct fs_res *r, double timeout,
+		       struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = fs_nodeid(fs, ino);
+	e->attr_timeout = timeout;
+	e->entry_timeout = timeout;
+	if (ino->type == SNAP_DIR)
+		fs_attr_dir(fs, ino, r, &e->attr);
+	else
+		fs_attr_entry(fs, ino->key, fs_res_entry(r), &e->attr);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *dir = fs_inode_of(fs, parent), *ino;
+	uint64_t seq = fs_seq_begin(fs);
+	struct fuse_entry_param e;
+	char path[FS_PATH_MAX];
+	struct fs_res r;
+
+	if (dir->type != SNAP_DIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	if (fs_path_join(path, sizeof(path), dir->path, name)) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	fs_resolve(fs, path, &r);
+	if (r.kind == FS_NONE) {
+		/* a negative entry, cached like the others: swaps drop it */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = timeout_for(fs, seq);
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	ino = fs_inode_get(fs, path, &r);
+	if (!ino) {
+		fs_res_drop(&r);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	entry_fill(fs, ino, &r, timeout_for(fs, seq), &e);
+	fs_res_drop(&r);
+	if (fuse_reply_entry(req, &e) == -ENOENT)
+		fs_inode_forget(fs, ino, 1); /* interrupted: never counted */
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs *fs = fs_of(req);
+
+	fs_inode_forget(fs, fs_inode_of(fs, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	struct fs *fs = fs_of(req);
+
+	for (size_t i = 0; i < count; i++)
+		fs_inode_forget(fs, fs_inode_of(fs, forgets[i].ino),
+				forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct stat st;
+	int rc;
+
+	(void)fi;
+	rc = fs_getattr(fs, fs_inode_of(fs, ino), &st);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, FS_TIMEOUT);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *i = fs_inode_of(fs, ino);
+	struct snap *s;
+
+	if (i->type != SNAP_LINK) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	s = snap_ref(i->snap);
+	pthread_mutex_unlock(&fs->lock);
+	fuse_reply_readlink(req, s->e[i->idx].target);
+	snap_unref(s);
+}
+
+/*
+ * Opens cost no request at all: the first one answers ENOSYS, which the
+ * kernel takes as "open in the kernel, keep the page cache" for every
+ * later open. Nothing is lost: an inode's bytes never change, and the
+ * kernel holds the inode of an open file, so its fs_inode, the snapshot
+ * it references (pinned in the store) and the blob outlive any swap. A
+ * kernel without zero-message opens gets an empty handle instead.
+ */
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *i = fs_inode_of(fs, ino);
+
+	if (i->type != SNAP_FILE) {
+		fuse_reply_err(req, i->type == SNAP_DIR ? EISDIR : ELOOP);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (fs->no_open) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	fi->keep_cache = 1;
+	fi->noflush = 1;
+	fuse_reply_open(req, fi);
+}
+
+/*
+ * A descriptor on the blob of file @ino. The first open verifies the bytes
+ * (store_open_blob); later ones, for the same inode, trust that check.
+ */
+static int blob_open(struct fs *fs, struct fs_inode *ino)
+{
+	char path[PATH_MAX];
+	struct dhash hash;
+	bool verified;
+	int fd;
+
+	pthread_mutex_lock(&fs->lock);
+	hash = ino->snap->e[ino->idx].hash;
+	verified = ino->verified;
+	pthread_mutex_unlock(&fs->lock);
+	if (verified) {
+		store_blob_path(fs->st, &hash, path, sizeof(path));
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+	}
+	fd = store_open_blob(fs->st, &hash);
+	if (fd >= 0) {
+		pthread_mutex_lock(&fs->lock);
+		ino->verified = true;
+		pthread_mutex_unlock(&fs->lock);
+	}
+	return fd;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *i = fs_inode_of(fs, ino);
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	int fd;
+
+	(void)fi;
+	if (i->type != SNAP_FILE) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	fd = blob_open(fs, i);
+	if (fd < 0) {
+		log_debug("fs", "read: blob: %s", strerror(-fd));
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	close(fd);
+}
+
+/* ---------------------------------------------------------- directories */
+
+static void dirh_reset(struct fs_dirh *dh)
+{
+	fs_res_drop(&dh->res);
+	for (uint32_t i = 0; dh->names && i < dh->n; i++)
+		free(dh->names[i]);
+	free(dh->names);
+	dh->names = NULL;
+	dh->n = 0;
+}
+
+static void dirh_free(struct fs_dirh *dh)
+{
+	pthread_mutex_destroy(&dh->lock);
+	dirh_reset(dh);
+	free(dh);
+}
+
+void fs_handles_free(struct fs *fs)
+{
+	struct fs_handle *h = fs->handles.next, *next;
+
+	for (; h && h != &fs->handles; h = next) {
+		next = h->next;
+		dirh_free((struct fs_dirh *)h);
+	}
+	fs->handles.next = fs->handles.prev = &fs->handles;
+}
+
+/* Resolve @dir now: the listing every later readdir of the handle uses. */
+static int dirh_capture(struct fs *fs, const struct fs_inode *dir,
+			struct fs_dirh *dh)
+{
+	int n;
+
+	dirh_reset(dh);
+	fs_resolve(fs, dir->path, &dh->res);
+	if (!fs_res_is_dir(&dh->res)) {
+		fs_res_drop(&dh->res);
+		return -ENOENT;
+	}
+	if (dh->res.kind == FS_ENTRY) {
+		dh->n = fs_res_entry(&dh->res)->child_count;
+	} else if (dh->res.kind == FS_SYNTH) {
+		n = fs_synth_children(fs, dir->path, &dh->names);
+		if (n < 0)
+			return n;
+		dh->n = (uint32_t)n;
+	}
+	return 0;
+}
+
+/* True if the handle's tree is still the current one. */
+static bool dirh_fresh(struct fs *fs, const struct fs_dirh *dh)
+{
+	if (dh->res.kind == FS_NONE)
+		return false;
+	if (dh->res.kind == FS_SYNTH)
+		return true; /* slots never move */
+	return fs_slot_current(fs, dh->res.slot, dh->res.snap);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *dir = fs_inode_of(fs, ino);
+	struct fs_dirh *dh;
+	int rc;
+
+	if (dir->type != SNAP_DIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	dh = calloc(1, sizeof(*dh));
+	if (!dh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = dirh_capture(fs, dir, dh);
+	if (rc) {
+		dirh_reset(dh);
+		free(dh);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	pthread_mutex_init(&dh->lock, NULL);
+	handle_add(fs, &dh->h);
+	fi->fh = (uintptr_t)dh;
+	fi->cache_readdir = 1;
+	/* keep the kernel's listing unless a swap's invalidation of it is
+	 * still on its way (swap.c) */
+	pthread_mutex_lock(&fs->lock);
+	fi->keep_cache = dir->inval_gen <= fs->done_gen;
+	pthread_mutex_unlock(&fs->lock);
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		handle_del(fs, &dh->h);
+		dirh_free(dh);
+	}
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	struct fs_dirh *dh = (struct fs_dirh *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	handle_del(fs_of(req), &dh->h);
+	dirh_free(dh);
+	fuse_reply_err(req, 0);
+}
+
+/* One readdir reply being built. */
+struct listing {
+	fuse_req_t req;
+	struct fs *fs;
+	const struct fs_inode *dir;
+	struct fs_dirh *dh;
+	bool plus; /* readdirplus records */
+	bool link; /* hand nodeids to the kernel (readdirplus, current tree) */
+	char *buf;
+	size_t size, used;
+	struct fs_inode **counted; /* lookups taken, undone if not sent */
+	size_t ncounted;
+};
+
+/*
+ * Name, mount path and resolution of position @pos: 0 is ".", 1 "..",
+ * then the children. The resolution is borrowed from the handle for a
+ * snapshot directory and owned (drop it) for a made-up one.
+ */
+static const char *listing_at(struct listing *l, off_t pos, char *path,
+			      struct fs_res *r)
+{
+	const struct fs_dirh *dh = l->dh;
+	const char *name;
+	char *slash;
+
+	memset(r, 0, sizeof(*r));
+	if (pos < 2) {
+		snprintf(path, FS_PATH_MAX, "%s", l->dir->path);
+		slash = strrchr(path, '/');
+		if (pos == 1)
+			*(slash ? slash : path) = '\0';
+		r->kind = FS_SYNTH; /* a directory: only st_ino is used */
+		return pos ? ".." : ".";
+	}
+	if (dh->res.kind == FS_ENTRY) {
+		*r = dh->res;
+		r->idx = fs_res_entry(&dh->res)->child_first + (uint32_t)(pos - 2);
+		name = fs_res_entry(r)->name;
+		fs_path_join(path, FS_PATH_MAX, l->dir->path, name);
+		return name;
+	}
+	name = dh->names[pos - 2];
+	fs_path_join(path, FS_PATH_MAX, l->dir->path, name);
+	fs_resolve(l->fs, path, r);
+	return name;
+}
+
+static void listing_entry(struct listing *l, off_t pos, const char *path,
+			  const struct fs_res *r, struct fuse_entry_param *e)
+{
+	struct fs_inode *ino = NULL;
+	const struct snap_entry *se;
+
+	memset(e, 0, sizeof(*e));
+	if (l->link && pos >= 2)
+		ino = fs_inode_get(l->fs, path, r);
+	if (ino) {
+		entry_fill(l->fs, ino, r, FS_TIMEOUT, e);
+		l->counted[l->ncounted++] = ino;
+		return;
+	}
+	e->attr.st_ino = fs_key(path, r);
+	se = r->kind == FS_ENTRY ? fs_res_entry(r) : NULL;
+	e->attr.st_mode = !se || se->type == SNAP_DIR ? S_IFDIR :
+			  se->type == SNAP_LINK	      ? S_IFLNK :
+							S_IFREG;
+}
+
+/* Add position @pos; false once the buffer is full. */
+static bool listing_add(struct listing *l, off_t pos)
+{
+	char path[FS_PATH_MAX];
+	struct fuse_entry_param e;
+	struct fs_res r;
+	const char *name = listing_at(l, pos, path, &r);
+	bool owned = l->dh->res.kind == FS_SYNTH && pos >= 2;
+	size_t room = l->size - l->used, need;
+
+	need = l->plus ? fuse_add_direntry_plus(l->req, NULL, 0, name, NULL, 0) :
+			 fuse_add_direntry(l->req, NULL, 0, name, NULL, 0);
+	if (need > room || r.kind == FS_NONE) {
+		if (owned)
+			fs_res_drop(&r);
+		return need <= room; /* a made-up child vanished: skip it */
+	}
+	listing_entry(l, pos, path, &r, &e);
+	if (owned)
+		fs_res_drop(&r);
+	if (l->plus)
+		fuse_add_direntry_plus(l->req, l->buf + l->used, room, name,
+				       &e, pos + 1);
+	else
+		fuse_add_direntry(l->req, l->buf + l->used, room, name,
+				  &e.attr, pos + 1);
+	l->used += need;
+	return true;
+}
+
+static void listing_send(struct listing *l, off_t off)
+{
+	off_t end;
+
+	/* A handle read after a swap goes on listing its own tree, so one
+	 * listing never mixes two revisions, but it must not plant that
+	 * tree's names in the kernel's dentry cache: no nodeids then, nor
+	 * while a swap is invalidating (swap.c). */
+	l->link = l->plus && !(fs_seq_begin(l->fs) & 1) &&
+		  (l->dh->res.kind != FS_ENTRY ||
+		   fs_slot_current(l->fs, l->dh->res.slot, l->dh->res.snap));
+	end = 2 + (off_t)l->dh->n;
+	for (off_t pos = off; pos < end && listing_add(l, pos); pos++)
+		;
+	if (fuse_reply_buf(l->req, l->buf, l->used) == -ENOENT)
+		for (size_t i = 0; i < l->ncounted; i++)
+			fs_inode_forget(l->fs, l->counted[i], 1);
+}
+
+static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi, bool plus)
+{
+	struct fs *fs = fs_of(req);
+	struct listing l = {
+		.req = req,
+		.fs = fs,
+		.dir = fs_inode_of(fs, ino),
+		.dh = (struct fs_dirh *)(uintptr_t)fi->fh,
+		.plus = plus,
+		.size = size,
+	};
+	size_t min = fuse_add_direntry(req, NULL, 0, "x", NULL, 0);
+	int rc = 0;
+
+	l.buf = malloc(size + 1);
+	l.counted = malloc((size / min + 1) * sizeof(*l.counted));
+	if (!l.buf || !l.counted) {
+		fuse_reply_err(req, ENOMEM);
+		goto out;
+	}
+	pthread_mutex_lock(&l.dh->lock);
+	/* Offset 0 starts a listing (opendir or rewinddir): take the tree as
+	 * it is now, not as it was at opendir (see swap.c). */
+	if (off == 0 && !dirh_fresh(fs, l.dh))
+		rc = dirh_capture(fs, l.dir, l.dh);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		listing_send(&l, off);
+	pthread_mutex_unlock(&l.dh->lock);
+out:
+	free(l.buf);
+	free(l.counted);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	dir_read(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	dir_read(req, ino, size, off, fi, true);
+}
+
+/* ------------------------------------------------------------- the rest */
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fs_of(req);
+	struct statvfs sv = { .f_bsize = 4096, .f_frsize = 4096,
+			      .f_namemax = NAME_MAX };
+
+	(void)ino;
+	for (int i = 0; i < fs->nslots; i++) {
+		struct snap *s = fs_slot_snap(fs, i);
+
+		for (uint32_t j = 0; s && j < s->n; j++)
+			sv.f_blocks += (s->e[j].size + 4095) / 4096;
+		sv.f_files += s ? s->n : 1;
+		snap_unref(s);
+	}
+	fuse_reply_statfs(req, &sv);
+}
+
+/*
+ * Extended attributes: none yet. The daemon exposes per-file metadata
+ * (user.dagfs.*) here; until then every name is absent and the list empty.
+ */
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	(void)ino;
+	(void)name;
+	(void)size;
+	fuse_reply_err(req, ENODATA);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	(void)ino;
+	if (size == 0)
+		fuse_reply_xattr(req, 0);
+	else
+		fuse_reply_buf(req, NULL, 0);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs *fs = userdata;
+	unsigned want = FUSE_CAP_READDIRPLUS | FUSE_CAP_CACHE_SYMLINKS |
+			FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_SPLICE_WRITE |
+			FUSE_CAP_SPLICE_MOVE;
+
+	/* auto_inval_data makes the kernel refresh a directory's mtime
+	 * before it trusts its readdir cache (swap.c relies on it). */
+	conn->want |= conn->capable & want;
+	fs->no_open = !!(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+	conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
+	/* The kernel offers its largest readahead (its bdi default); DAG
+	 * files are small and read whole, so keep it. */
+	log_info("fs", "serving %s (FUSE %u.%u, readdirplus %s, "
+		 "zero-message open %s, readahead %u KiB)",
+		 fs->mountpoint ? fs->mountpoint : "?", conn->proto_major,
+		 conn->proto_minor,
+		 conn->want & FUSE_CAP_READDIRPLUS ? "on" : "off",
+		 fs->no_open ? "on" : "off", conn->max_readahead / 1024);
+}
+
+/* Write-type operations: the mount is read-only. */
+#define EROFS_OP(name, ...)                                                    \
+	static void name(fuse_req_t req, __VA_ARGS__)                          \
+	{                                                                      \
+		fuse_reply_err(req, EROFS);                                    \
+	}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+EROFS_OP(op_setattr, fuse_ino_t i, struct stat *a, int s,
+	 struct fuse_file_info *f)
+EROFS_OP(op_mknod, fuse_ino_t p, const char *n, mode_t m, dev_t d)
+EROFS_OP(op_mkdir, fuse_ino_t p, const char *n, mode_t m)
+EROFS_OP(op_unlink, fuse_ino_t p, const char *n)
+EROFS_OP(op_rmdir, fuse_ino_t p, const char *n)
+EROFS_OP(op_symlink, const char *l, fuse_ino_t p, const char *n)
+EROFS_OP(op_rename, fuse_ino_t p, const char *n, fuse_ino_t np,
+	 const char *nn, unsigned f)
+EROFS_OP(op_link, fuse_ino_t i, fuse_ino_t np, const char *nn)
+EROFS_OP(op_write, fuse_ino_t i, const char *b, size_t s, off_t o,
+	 struct fuse_file_info *f)
+EROFS_OP(op_create, fuse_ino_t p, const char *n, mode_t m,
+	 struct fuse_file_info *f)
+EROFS_OP(op_setxattr, fuse_ino_t i, const char *n, const char *v, size_t s,
+	 int f)
+EROFS_OP(op_removexattr, fuse_ino_t i, const char *n)
+EROFS_OP(op_fallocate, fuse_ino_t i, int m, off_t o, off_t l,
+	 struct fuse_file_info *f)
+EROFS_OP(op_copy_file_range, fuse_ino_t ii, off_t oi,
+	 struct fuse_file_info *fi, fuse_ino_t io, off_t oo,
+	 struct fuse_file_info *fo, size_t l, int f)
+#pragma GCC diagnostic pop
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.open = op_open,
+	.read = op_read,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.statfs = op_statfs,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.write = op_write,
+	.create = op_create,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+	.fallocate = op_fallocate,
+	.copy_file_range = op_copy_file_range,
+};

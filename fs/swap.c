@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * swap.c - replacing a slot's snapshot and telling the kernel exactly
+ * which of its cached names, attributes and listings went stale.
+ *
+ * Called from the sources' threads, never from a FUSE handler. It must
+ * not fetch, hash or parse anything: the diff comes from snap_diff().
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs_i.h"
+
+/*
+ * Why the order below is safe.
+ *
+ * The kernel caches names (dentries, negative ones too), attributes and
+ * directory listings for a day, and it can only be told to forget them
+ * one notification at a time. A reader must still never see the new
+ * revision of one file and then the old revision of another. So a swap
+ * runs in two phases, bracketed by fs->seq (odd in between):
+ *
+ * A. Before the flip, every changed name the kernel may hold under a
+ *    directory it knows is invalidated. While fs->seq is odd, lookups
+ *    and readdirplus hand out names with a zero timeout (or none at all),
+ *    so nothing cached from here on outlives its first use. A request
+ *    that began earlier is still in flight while the kernel holds its
+ *    parent directory's lock, and notify_inval_entry takes that lock: its
+ *    answer is installed first and dropped after, never the reverse.
+ *    When phase A ends the kernel holds no long-lived name that the flip
+ *    will change, so after the flip every path walk reaches the new tree.
+ *
+ * B. The flip (and the move of unchanged inodes to the new snapshot)
+ *    happens under fs->lock. Then each directory whose listing changed
+ *    gets a new mtime and an inval_inode. The kernel's readdir cache is
+ *    trusted only while a directory's mtime is unchanged, so a listing
+ *    of the old tree that lands in it late is thrown away at the next
+ *    opendir; until the notification is delivered, opendir of such a
+ *    directory (inval_gen > done_gen) drops the cache itself. A handle
+ *    re-resolves its tree at offset 0 (ops.c).
+ *
+ * Notifications are sent with no fs/ lock held: notify_inval_entry waits
+ * for in-flight requests on the directory, and those need handler
+ * threads that may want fs->lock or fs->slot_lock.
+ */
+
+struct change {
+	char *path;  /* mount path */
+	bool named;  /* the name now means another inode, or nothing */
+	bool dirish; /* a directory on either side */
+};
+
+struct note {
+	fuse_ino_t parent; /* inval_entry(parent, name) if set */
+	fuse_ino_t node;   /* else inval_inode(node) */
+	const char *name;  /* points into a change's path */
+};
+
+struct swap {
+	struct fs *fs;
+	const struct fs_slot *slot;
+	struct snap *old, *new;
+	struct change *c;
+	size_t nc, capc;
+	struct note *n;
+	size_t nn, capn;
+	int err;
+};
+
+static void *grow(void *v, size_t *cap, size_t n, size_t size, int *err)
+{
+	size_t c = *cap ? *cap * 2 : 64;
+	void *p;
+
+	if (n < *cap)
+		return v;
+	p = realloc(v, c * size);
+	if (!p) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*cap = c;
+	return p;
+}
+
+static void on_diff(const struct snap *a, int ai, const struct snap *b,
+		    int bi, void *payload)
+{
+	struct swap *sw = payload;
+	const struct snap_entry *ea = ai >= 0 ? &a->e[ai] : NULL;
+	const struct snap_entry *eb = bi >= 0 ? &b->e[bi] : NULL;
+	const char *rel = (ea ? ea : eb)->path;
+	struct change *c;
+	size_t len;
+	void *v;
+
+	if (sw->err)
+		return;
+	v = grow(sw->c, &sw->capc, sw->nc, sizeof(*c), &sw->err);
+	if (!v)
+		return;
+	sw->c = v;
+	c = &sw->c[sw->nc];
+	len = sw->slot->atlen + strlen(rel) + 2;
+	c->path = malloc(len);
+	if (!c->path || fs_path_join(c->path, len, sw->slot->at, rel)) {
+		free(c->path);
+		sw->err = -ENOMEM;
+		return;
+	}
+	c->dirish = (ea && ea->type == SNAP_DIR) || (eb && eb->type == SNAP_DIR);
+	c->named = !ea || !eb || ea->type != eb->type || ea->type != SNAP_DIR;
+	sw->nc++;
+}
+
+static void queue(struct swap *sw, fuse_ino_t parent, fuse_ino_t node,
+		  const char *name)
+{
+	void *v = grow(sw->n, &sw->capn, sw->nn, sizeof(*sw->n), &sw->err);
+
+	if (!v)
+		return;
+	sw->n = v;
+	sw->n[sw->nn++] = (struct note){ parent, node, name };
+}
+
+/* mtime of directory @rel in @s, or 0 */
+static int64_t dir_mtime(const struct snap *s, const char *rel)
+{
+	int i = s ? snap_lookup(s, rel) : -1;
+
+	return i >= 0 ? s->e[i].mtime_ns : 0;
+}
+
+/* The listing of @dir changed: new mtime (see above), one inval_inode. */
+static void dir_changed(struct swap *sw, struct fs_inode *dir)
+{
+	const char *at = sw->slot->at, *rel = dir->path;
+	int64_t t = now_ns(), m;
+
+	if (dir->inval_gen == sw->fs->swap_gen)
+		return;
+	dir->inval_gen = sw->fs->swap_gen;
+	if (sw->slot->atlen && !strncmp(rel, at, sw->slot->atlen))
+		rel += sw->slot->atlen + (rel[sw->slot->atlen] == '/');
+	m = dir->mtime_floor;
+	if (t <= m)
+		t = m + 1;
+	m = dir_mtime(sw->old, rel);
+	if (t <= m)
+		t = m + 1;
+	m = dir_mtime(sw->new, rel);
+	if (t <= m)
+		t = m + 1;
+	if (t <= sw->fs->start_ns) /* made-up and empty directories */
+		t = sw->fs->start_ns + 1;
+	__atomic_store_n(&dir->mtime_floor, t, __ATOMIC_RELEASE);
+	queue(sw, 0, fs_nodeid(sw->fs, dir), NULL);
+}
+
+/* The directory holding change @c, if the kernel knows it; fs->lock held.
+ * NULL for a slot's root, which keeps its inode whatever happens. */
+static struct fs_inode *parent_of(struct swap *sw, struct change *c,
+				  const char **name)
+{
+	char *slash = strrchr(c->path, '/');
+	struct fs_inode *dir;
+
+	if (strlen(c->path) == sw->slot->atlen)
+		return NULL;
+	if (slash)
+		*slash = '\0';
+	dir = fs_dir_find(sw->fs, slash ? c->path : "");
+	if (slash)
+		*slash = '/';
+	*name = slash ? slash + 1 : c->path;
+	return dir;
+}
+
+/* Phase A: the names to forget; fs->lock held. */
+static void plan_names(struct swap *sw)
+{
+	for (size_t i = 0; i < sw->nc && !sw->err; i++) {
+		struct change *c = &sw->c[i];
+		struct fs_inode *dir;
+		const char *name;
+
+		if (!c->named)
+			continue;
+		dir = parent_of(sw, c, &name);
+		if (dir)
+			queue(sw, fs_nodeid(sw->fs, dir), 0, name);
+	}
+}
+
+/* Phase B: the listings and directory attributes; fs->lock held. */
+static void plan_dirs(struct swap *sw)
+{
+	sw->fs->swap_gen++;
+	for (size_t i = 0; i < sw->nc && !sw->err; i++) {
+		struct change *c = &sw->c[i];
+		struct fs_inode *dir;
+		const char *name;
+
+		if (c->dirish) {
+			dir = fs_dir_find(sw->fs, c->path);
+			if (dir)
+				dir_changed(sw, dir);
+		}
+		if (c->named) {
+			dir = parent_of(sw, c, &name);
+			if (dir)
+				dir_changed(sw, dir);
+		}
+	}
+}
+
+static void notify(struct swap *sw)
+{
+	struct fs *fs = sw->fs;
+	int rc;
+
+	pthread_rwlock_rdlock(&fs->notify_lock);
+	for (size_t i = 0; i < sw->nn; i++) {
+		const struct note *n = &sw->n[i];
+
+		if (!__atomic_load_n(&fs->mounted, __ATOMIC_ACQUIRE) ||
+		    !__atomic_load_n(&fs->looping, __ATOMIC_ACQUIRE))
+			break;
+		if (n->parent)
+			rc = fuse_lowlevel_notify_inval_entry(
+				fs->se, n->parent, n->name, strlen(n->name));
+		else
+			rc = fuse_lowlevel_notify_inval_inode(fs->se, n->node,
+							      0, 0);
+		/* -ENOENT: the kernel forgot it meanwhile */
+		if (rc && rc != -ENOENT)
+			log_debug("fs", "invalidation: %s", strerror(-rc));
+	}
+	pthread_rwlock_unlock(&fs->notify_lock);
+}
+
+void fs_swap(struct fs *fs, int slot, struct snap *snap)
+{
+	struct swap sw = { .fs = fs, .slot = &fs->slots[slot], .new = snap };
+
+	pthread_mutex_lock(&fs->swap_lock);
+	snap_ref(snap);
+	sw.old = fs->slots[slot].snap; /* only fs_swap writes it */
+	snap_diff(sw.old, snap, on_diff, &sw);
+
+	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
+	pthread_mutex_lock(&fs->lock);
+	plan_names(&sw);
+	pthread_mutex_unlock(&fs->lock);
+	notify(&sw);
+	sw.nn = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(&fs->slot_lock);
+	__atomic_store_n(&fs->slots[slot].snap, snap, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&fs->slot_lock);
+	fs_inodes_move(fs, slot, snap);
+	plan_dirs(&sw);
+	pthread_mutex_unlock(&fs->lock);
+	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
+	notify(&sw);
+	pthread_mutex_lock(&fs->lock);
+	fs->done_gen = fs->swap_gen;
+	pthread_mutex_unlock(&fs->lock);
+
+	if (sw.err)
+		log_warn("fs", "source %s: cannot list changes (%s); the kernel "
+			 "may serve old names until they expire",
+			 sw.slot->source, strerror(-sw.err));
+	log_debug("fs", "source %s: %zu paths changed", sw.slot->source,
+		  sw.nc);
+	for (size_t i = 0; i < sw.nc; i++)
+		free(sw.c[i].path);
+	free(sw.c);
+	free(sw.n);
+	snap_unref(sw.old);
+	pthread_mutex_unlock(&fs->swap_lock);
+}

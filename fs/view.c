@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * view.c - the composed tree: slots (one per source, at disjoint
+ * sub-paths), the made-up directories above them, and the resolution of
+ * a mount path against the slots' current snapshots.
+ *
+ * It holds snapshots only by reference and never touches the kernel; the
+ * swap and its invalidations live in swap.c, the inode table in inode.c.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs_i.h"
+
+int fs_new(struct fs **out, struct store *st, const struct fs_opts *o)
+{
+	struct fs *fs = calloc(1, sizeof(*fs));
+	int rc;
+
+	if (!fs)
+		return -ENOMEM;
+	fs->st = st;
+	fs->o = *o;
+	fs->start_ns = now_ns();
+	fs->root.key = FUSE_ROOT_ID;
+	fs->root.type = SNAP_DIR;
+	fs->root.path = (char *)"";
+	fs->handles.next = fs->handles.prev = &fs->handles;
+	rc = fs_table_init(fs);
+	if (rc) {
+		free(fs);
+		return rc;
+	}
+	pthread_mutex_init(&fs->slot_lock, NULL);
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->swap_lock, NULL);
+	pthread_rwlock_init(&fs->notify_lock, NULL);
+	*out = fs;
+	return 0;
+}
+
+void fs_free(struct fs *fs)
+{
+	if (!fs)
+		return;
+	fs_unmount(fs);
+	if (fs->se)
+		fuse_session_destroy(fs->se);
+	free(fs->mountpoint);
+	fs_handles_free(fs);
+	fs_table_free(fs);
+	for (int i = 0; i < fs->nslots; i++) {
+		snap_unref(fs->slots[i].snap);
+		free(fs->slots[i].at);
+		free(fs->slots[i].source);
+	}
+	free(fs->slots);
+	pthread_rwlock_destroy(&fs->notify_lock);
+	pthread_mutex_destroy(&fs->swap_lock);
+	pthread_mutex_destroy(&fs->lock);
+	pthread_mutex_destroy(&fs->slot_lock);
+	free(fs);
+}
+
+/* True if @a is @b or one of its ancestors, component-wise ("" is the
+ * ancestor of everything). */
+static bool path_covers(const char *a, size_t alen, const char *b,
+			size_t blen)
+{
+	if (alen == 0)
+		return true;
+	if (blen < alen || memcmp(a, b, alen))
+		return false;
+	return blen == alen || b[alen] == '/';
+}
+
+int fs_add_slot(struct fs *fs, const char *at, const char *source)
+{
+	size_t len = strlen(at);
+	struct fs_slot *v, *s;
+
+	if (fs->se || (len && snap_path_check(at, len)))
+		return -EINVAL;
+	for (int i = 0; i < fs->nslots; i++) {
+		s = &fs->slots[i];
+		if (path_covers(s->at, s->atlen, at, len) ||
+		    path_covers(at, len, s->at, s->atlen))
+			return -EEXIST;
+	}
+	v = realloc(fs->slots, (fs->nslots + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	fs->slots = v;
+	s = &v[fs->nslots];
+	memset(s, 0, sizeof(*s));
+	s->at = strdup(at);
+	s->source = strdup(source ? source : "");
+	if (!s->at || !s->source) {
+		free(s->at);
+		free(s->source);
+		return -ENOMEM;
+	}
+	s->atlen = len;
+	return fs->nslots++;
+}
+
+int fs_path_join(char *buf, size_t len, const char *dir, const char *name)
+{
+	int n = *dir ? snprintf(buf, len, "%s/%s", dir, name) :
+		       snprintf(buf, len, "%s", name);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+struct snap *fs_slot_snap(struct fs *fs, int slot)
+{
+	struct snap *s;
+
+	pthread_mutex_lock(&fs->slot_lock);
+	s = snap_ref(fs->slots[slot].snap);
+	pthread_mutex_unlock(&fs->slot_lock);
+	return s;
+}
+
+bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap)
+{
+	/* A pointer comparison only: @snap is referenced by the caller, so
+	 * its address cannot be reused by a newer snapshot. */
+	return __atomic_load_n(&fs->slots[slot].snap, __ATOMIC_ACQUIRE) ==
+	       snap;
+}
+
+void fs_res_drop(struct fs_res *r)
+{
+	snap_unref(r->snap);
+	r->snap = NULL;
+	r->kind = FS_NONE;
+}
+
+const struct snap_entry *fs_res_entry(const struct fs_res *r)
+{
+	return &r->snap->e[r->idx];
+}
+
+bool fs_res_is_dir(const struct fs_res *r)
+{
+	if (r->kind == FS_ENTRY)
+		return fs_res_entry(r)->type == SNAP_DIR;
+	return r->kind != FS_NONE;
+}
+
+static void resolve_in_slot(struct fs *fs, int slot, const char *rel,
+			    struct fs_res *out)
+{
+	struct snap *s = fs_slot_snap(fs, slot);
+	int idx;
+
+	out->slot = slot;
+	if (!s) {
+		out->kind = *rel ? FS_NONE : FS_EMPTY;
+		return;
+	}
+	idx = snap_lookup(s, rel);
+	if (idx < 0) {
+		snap_unref(s);
+		return;
+	}
+	out->kind = FS_ENTRY;
+	out->snap = s;
+	out->idx = (uint32_t)idx;
+}
+
+void fs_resolve(struct fs *fs, const char *path, struct fs_res *out)
+{
+	size_t len = strlen(path);
+	const struct fs_slot *s;
+
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < fs->nslots; i++) {
+		s = &fs->slots[i];
+		if (path_covers(s->at, s->atlen, path, len)) {
+			const char *rel = path + s->atlen;
+
+			if (s->atlen && *rel == '/')
+				rel++;
+			resolve_in_slot(fs, i, rel, out);
+			return;
+		}
+	}
+	for (int i = 0; i < fs->nslots; i++) {
+		s = &fs->slots[i];
+		if (s->atlen > len && path_covers(path, len, s->at, s->atlen)) {
+			out->kind = FS_SYNTH;
+			return;
+		}
+	}
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int fs_synth_children(struct fs *fs, const char *path, char ***out)
+{
+	size_t len = strlen(path), skip = len ? len + 1 : 0;
+	char **v = calloc(fs->nslots ? fs->nslots : 1, sizeof(*v));
+	int n = 0;
+
+	if (!v)
+		return -ENOMEM;
+	for (int i = 0; i < fs->nslots; i++) {
+		const struct fs_slot *s = &fs->slots[i];
+		const char *c = s->at + skip, *end;
+		bool dup = false;
+
+		if (s->atlen <= len || !path_covers(path, len, s->at, s->atlen))
+			continue;
+		end = strchrnul(c, '/');
+		for (int j = 0; j < n && !dup; j++)
+			dup = !strncmp(v[j], c, end - c) && !v[j][end - c];
+		if (dup)
+			continue;
+		v[n] = strndup(c, end - c);
+		if (!v[n]) {
+			while (n--)
+				free(v[n]);
+			free(v);
+			return -ENOMEM;
+		}
+		n++;
+	}
+	qsort(v, n, sizeof(*v), name_cmp);
+	*out = v;
+	return n;
+}

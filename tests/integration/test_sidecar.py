@@ -1,0 +1,230 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The dagfs process on real mounts: config file + environment + flags
+together, `dagfs status` (text, JSON, exit codes) following a source that
+fails and recovers, `dagfs check-config`, SIGHUP, JSON logs, usage."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import time
+
+import pytest
+
+from conftest import is_fuse_mounted, wait_for
+
+
+def dir_spec(path, **keys):
+    keys.setdefault("debounce", "100ms")
+    return "dir:" + str(path) + "".join(f",{k}={v}" for k, v in keys.items())
+
+
+def make_src(tmp_path, name, files):
+    d = tmp_path / name
+    d.mkdir()
+    for rel, text in files.items():
+        (d / rel).write_text(text)
+    return d
+
+
+def status(dagfs, cache, *args):
+    return dagfs.run(["status", "--cache", cache, *args])
+
+
+def status_json(dagfs, cache):
+    r = status(dagfs, cache, "--json")
+    assert r.returncode in (0, 1), r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_config_file_env_and_flags_combine(dagfs, tmp_path):
+    a = make_src(tmp_path, "a", {"a.py": "a\n"})
+    b = make_src(tmp_path, "b", {"b.py": "b\n"})
+    c = make_src(tmp_path, "c", {"c.py": "c\n"})
+    conf = tmp_path / "dagfs.conf"
+    conf.write_text(f"""# team DAGs
+[dagfs]
+uid = 1
+gid = 7
+umask = 077
+status-interval = 200ms
+
+[source team-a]
+type = dir
+location = {a}
+at = team_a
+debounce = 100ms
+""")
+    m = dagfs.mount([dir_spec(c, name="team-c", at="team_c")],
+                    args=["--config", str(conf), "--uid", "3"],
+                    env={"DAGFS_UID": "2", "DAGFS_GID": "8",
+                         "DAGFS_SOURCE": dir_spec(b, name="team-b",
+                                                  at="team_b") + "\n"},
+                    ready=lambda mnt: all((mnt / p).exists() for p in
+                                          ("team_a/a.py", "team_b/b.py",
+                                           "team_c/c.py")))
+    st = os.stat(m.mnt / "team_a/a.py")
+    assert (st.st_uid, st.st_gid) == (3, 8)      # flag > env > file
+    assert st.st_mode & 0o777 == 0o600          # file > default
+    assert (m.mnt / "team_b/b.py").read_text() == "b\n"
+    rc, js = status_json(dagfs, m.cache)
+    assert rc == 0, js
+    assert sorted(s["name"] for s in js["sources"]) == \
+        ["team-a", "team-b", "team-c"]
+
+
+def test_status_follows_failure_and_recovery(dagfs, tmp_path):
+    src = make_src(tmp_path, "src", {"a.py": "x = 1\n"})
+    m = dagfs.mount([dir_spec(src, name="dags", period="200ms",
+                              **{"max-failures": "2"})],
+                    args=["--status-interval", "200ms"],
+                    ready=lambda mnt: (mnt / "a.py").exists())
+    wait_for(lambda: status(dagfs, m.cache).returncode == 0, 10,
+             what="healthy status")
+    r = status(dagfs, m.cache)
+    assert re.search(r"^dags\s+dir\s+/\s+dir-\w+.*\sok$", r.stdout, re.M), \
+        r.stdout
+    rc, js = status_json(dagfs, m.cache)
+    s = js["sources"][0]
+    assert js["healthy"] and s["healthy"] and s["failures"] == 0
+    assert s["revision"].startswith("dir-") and s["staleness_s"] < 10
+    assert js["daemon"]["pid"] == m.pid and js["daemon"]["running"]
+
+    moved = tmp_path / "moved"
+    os.rename(src, moved)                        # the source fails
+    wait_for(lambda: status(dagfs, m.cache).returncode == 1, 15,
+             what="unhealthy status")
+    rc, js = status_json(dagfs, m.cache)
+    s = js["sources"][0]
+    assert not js["healthy"] and not s["healthy"]
+    assert s["failures"] >= 2 and str(src) in s["error"], s
+    assert (m.mnt / "a.py").read_text() == "x = 1\n"   # still served
+    r = status(dagfs, m.cache)
+    assert "UNHEALTHY" in r.stdout and "last error:" in r.stdout, r.stdout
+
+    os.rename(moved, src)                        # and recovers
+    wait_for(lambda: status(dagfs, m.cache).returncode == 0, 15,
+             what="healthy again")
+    assert m.stop() == 0
+    rc, js = status_json(dagfs, m.cache)         # the daemon is gone
+    assert rc == 1 and not js["daemon"]["running"] and not js["healthy"]
+
+
+def test_status_without_status_file(dagfs, tmp_path):
+    r = status(dagfs, tmp_path / "nothing-here")
+    assert r.returncode == 2
+    assert "status.json" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_restart_serves_cache_and_reports_it(dagfs, tmp_path):
+    src = make_src(tmp_path, "src", {"a.py": "x = 1\n"})
+    spec = dir_spec(src, name="dags")
+    m1 = dagfs.mount([spec], ready=lambda mnt: (mnt / "a.py").exists())
+    rev = status_json(dagfs, m1.cache)[1]["sources"][0]["revision"]
+    assert m1.stop() == 0
+    shutil.rmtree(src)
+    m2 = dagfs.mount([spec], mnt=m1.mnt, cache=m1.cache,
+                     ready=lambda mnt: (mnt / "a.py").exists())
+    # The cached tree is there from the very first look at the mount.
+    assert (m2.mnt / "a.py").read_text() == "x = 1\n"
+    js = status_json(dagfs, m2.cache)[1]
+    assert js["sources"][0]["revision"] == rev
+
+
+def test_check_config_lists_every_error(dagfs, tmp_path):
+    src = make_src(tmp_path, "src", {"a.py": "x\n"})
+    conf = tmp_path / "bad.conf"
+    conf.write_text(f"""[dagfs]
+uid = fifty
+colour = blue
+[source a]
+type = dir
+location = {src}
+debounse = 1s
+[source b]
+type = dir
+location = {tmp_path}/missing
+[source c]
+location = {src}
+""")
+    r = dagfs.run(["check-config", "--config", conf])
+    assert r.returncode == 1, r.stdout + r.stderr
+    for line, text in [(2, "uid: expected a numeric id, got 'fifty'"),
+                       (3, "unknown option 'colour'"),
+                       (4, "unknown key 'debounse'"),
+                       (8, "missing"),
+                       (11, "[source c] has no type")]:
+        assert f"{conf}:{line}: " in r.stderr and text in r.stderr, \
+            (line, text, r.stderr)
+    assert "5 errors" in r.stderr
+
+    conf.write_text(f"""[dagfs]
+uid = 50000
+[source a]
+type = dir
+location = {src}
+at = team_a
+""")
+    r = dagfs.run(["check-config", "--config", conf, "--umask", "027"],
+                  env={"DAGFS_KEEP": "9"})
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"uid\s+= 50000\s+\(file\)", r.stdout), r.stdout
+    assert re.search(r"umask\s+= 027\s+\(flag\)", r.stdout), r.stdout
+    assert re.search(r"keep\s+= 9\s+\(env\)", r.stdout), r.stdout
+    assert "a at /team_a: dir:" in r.stdout
+
+
+def test_check_config_hides_url_credentials(dagfs, tmp_path):
+    src = make_src(tmp_path, "src", {"a.py": "x\n"})
+    conf = tmp_path / "ok.conf"
+    conf.write_text(f"[source a]\ntype = dir\nlocation = {src}\n")
+    r = dagfs.run(["check-config", "--config", conf])
+    assert r.returncode == 0, r.stderr
+    # A credential in a URL never reaches the summary.
+    r = dagfs.run(["check-config", "--source",
+                   "git:https://user:s3cret@example.com/x.git"])
+    assert "s3cret" not in r.stdout + r.stderr
+
+
+def test_sighup_keeps_serving(dagfs, tmp_path):
+    src = make_src(tmp_path, "src", {"a.py": "x\n"})
+    m = dagfs.mount([dir_spec(src)], ready=lambda mnt: (mnt / "a.py").exists())
+    m.signal(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP" in m.stderr_text(), 5, what="SIGHUP logged")
+    time.sleep(0.2)
+    assert m.alive() and is_fuse_mounted(m.mnt)
+    assert (m.mnt / "a.py").read_text() == "x\n"
+
+
+def test_json_logs(dagfs, tmp_path):
+    src = make_src(tmp_path, "src", {"a.py": "x\n"})
+    m = dagfs.mount([dir_spec(src)], args=["--log-format=json"],
+                    env={"DAGFS_LOG_LEVEL": "debug"},
+                    ready=lambda mnt: (mnt / "a.py").exists())
+    assert m.stop() == 0
+    lines = [ln for ln in m.stderr_text().splitlines() if ln.strip()]
+    assert len(lines) >= 3
+    for ln in lines:
+        ev = json.loads(ln)
+        assert {"time", "level", "tag", "msg"} <= set(ev), ln
+    assert any(json.loads(ln)["level"] == "debug" for ln in lines)
+
+
+@pytest.mark.parametrize("argv,code,out", [
+    (["--version"], 0, r"^dagfs \d+\.\d+"),
+    (["--help"], 0, r"check-config"),
+    (["mount", "--help"], 0, r"--allow-other"),
+    (["status", "--help"], 0, r"--json"),
+    (["frobnicate"], 2, r"unknown command 'frobnicate'"),
+    (["mount", "--bogus", "x"], 1, r"unknown option --bogus"),
+    (["mount", "--source", "dir:/x"], 1, r"one MOUNTPOINT"),
+    (["mount", "--umask", "999", "--source", "dir:/x", "m"], 1, r"umask"),
+])
+def test_usage_and_bad_flags(dagfs, argv, code, out):
+    r = dagfs.run(argv)
+    assert r.returncode == code, r.stdout + r.stderr
+    text = r.stdout if code == 0 else r.stderr
+    assert re.search(out, text, re.M), text
+    if code:
+        assert len(r.stderr.splitlines()) == 1, r.stderr

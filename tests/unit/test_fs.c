@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * test_fs.c - the parts of fs/ that need no mount: slot placement, the
+ * mountpoint checks and their messages, snapshot references across swaps.
+ * Everything served through the kernel is tested by tests/integration.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "harness.h"
+
+static char dir[] = "/tmp/dagfs-test-fs-XXXXXX";
+
+static struct fs *fresh(struct store **st)
+{
+	struct fs_opts o = FS_OPTS_INIT;
+	char cmd[128], path[64];
+	struct fs *fs;
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s/*", dir);
+	snprintf(path, sizeof(path), "%s/cache", dir);
+	if (system(cmd) || store_open(st, path, false))
+		return NULL;
+	if (fs_new(&fs, *st, &o)) {
+		store_close(*st);
+		return NULL;
+	}
+	return fs;
+}
+
+static void test_fs__slots_must_not_overlap(void)
+{
+	struct store *st;
+	struct fs *fs = fresh(&st);
+
+	CHECK(fs);
+	CHECK(fs_add_slot(fs, "teams/a", "a") == 0);
+	CHECK(fs_add_slot(fs, "teams/b", "b") == 1);
+	CHECK(fs_add_slot(fs, "teams-c", "c") == 2);
+	CHECK(fs_add_slot(fs, "teams/a", "x") == -EEXIST);
+	CHECK(fs_add_slot(fs, "teams/a/deeper", "x") == -EEXIST);
+	CHECK(fs_add_slot(fs, "teams", "x") == -EEXIST);
+	CHECK(fs_add_slot(fs, "", "x") == -EEXIST);
+	CHECK(fs_add_slot(fs, "/abs", "x") == -EINVAL);
+	CHECK(fs_add_slot(fs, "a/../b", "x") == -EINVAL);
+	CHECK(fs_add_slot(fs, "trailing/", "x") == -EINVAL);
+	fs_free(fs);
+	store_close(st);
+
+	fs = fresh(&st);
+	CHECK(fs);
+	CHECK(fs_add_slot(fs, "", "root") == 0);
+	CHECK(fs_add_slot(fs, "a", "x") == -EEXIST);
+	fs_free(fs);
+	store_close(st);
+}
+
+static int refused(struct fs *fs, const char *mp, const char *want)
+{
+	char err[512] = "";
+	int rc = fs_mount(fs, mp, err, sizeof(err));
+
+	if (rc >= 0 || !strstr(err, want) || strchr(err, '\n')) {
+		fprintf(stderr, "fs_mount(%s) = %d, \"%s\"\n", mp, rc, err);
+		return 0;
+	}
+	return 1;
+}
+
+static void test_fs__mountpoint_refused_with_reason(void)
+{
+	struct store *st;
+	struct fs *fs = fresh(&st);
+	char missing[64], file[64], full[64], inside[80];
+	FILE *f;
+
+	CHECK(fs);
+	snprintf(missing, sizeof(missing), "%s/missing", dir);
+	snprintf(file, sizeof(file), "%s/file", dir);
+	snprintf(full, sizeof(full), "%s/full", dir);
+	snprintf(inside, sizeof(inside), "%s/full/x", dir);
+	f = fopen(file, "w");
+	CHECK(f && !fclose(f));
+	CHECK(!mkdir(full, 0755));
+	f = fopen(inside, "w");
+	CHECK(f && !fclose(f));
+	CHECK(refused(fs, missing, "does not exist"));
+	CHECK(refused(fs, file, "is not a directory"));
+	CHECK(refused(fs, full, "is not empty"));
+	CHECK(fs_loop(fs) == -EINVAL); /* nothing was mounted */
+	fs_free(fs);
+	store_close(st);
+}
+
+static struct snap *tree(const char *rev)
+{
+	struct snap_builder *b;
+	struct snap *s = NULL;
+	struct dhash h;
+
+	dhash_buf(&h, rev, strlen(rev));
+	if (snap_builder_new(&b, "t"))
+		return NULL;
+	if (snap_builder_add_file(b, "dags/x.py", 0644, strlen(rev), 1, &h)) {
+		snap_builder_free(b);
+		return NULL;
+	}
+	if (snap_builder_finish(b, rev, &s))
+		return NULL;
+	return s;
+}
+
+static void test_fs__swap_keeps_one_reference(void)
+{
+	struct store *st;
+	struct fs *fs = fresh(&st);
+	struct snap *a = tree("a"), *b = tree("b");
+	int slot;
+
+	CHECK(fs && a && b);
+	slot = fs_add_slot(fs, "team", "t");
+	CHECK(slot == 0);
+	fs_swap(fs, slot, a);
+	CHECK(a->refs == 2);
+	fs_swap(fs, slot, b);
+	CHECK(a->refs == 1 && b->refs == 2);
+	fs_swap(fs, slot, b);
+	CHECK(b->refs == 2);
+	fs_swap(fs, slot, NULL);
+	CHECK(b->refs == 1);
+	fs_swap(fs, slot, a);
+	fs_free(fs);
+	CHECK(a->refs == 1);
+	snap_unref(a);
+	snap_unref(b);
+	store_close(st);
+}
+
+int main(void)
+{
+	static const struct harness_case cases[] = {
+		{ "test_fs__slots_must_not_overlap",
+		  test_fs__slots_must_not_overlap },
+		{ "test_fs__mountpoint_refused_with_reason",
+		  test_fs__mountpoint_refused_with_reason },
+		{ "test_fs__swap_keeps_one_reference",
+		  test_fs__swap_keeps_one_reference },
+		{ NULL, NULL },
+	};
+	char cmd[128];
+	int rc;
+
+	log_setup(LOG_LVL_ERR - 1, false);
+	if (!mkdtemp(dir))
+		return 1;
+	rc = harness_run(cases);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd))
+		rc = 1;
+	return rc;
+}
