@@ -34,9 +34,16 @@ static int lib_rc;
 
 /*
  * libgit2 is initialised once per process and never shut down (sources
- * come and go, the library stays). Global, system and XDG git config are
- * ignored so the host's ~/.gitconfig cannot change what we fetch.
+ * come and go, the library stays). System and XDG git config are ignored
+ * and remotes skip insteadOf, so the host's git config cannot redirect
+ * what we fetch. Its trace goes to our log at debug only.
  */
+static void trace_cb(git_trace_level_t level, const char *msg)
+{
+	(void)level;
+	log_debug("libgit2", "%s", msg);
+}
+
 static void lib_init(void)
 {
 	static const int levels[] = { GIT_CONFIG_LEVEL_SYSTEM,
@@ -49,6 +56,8 @@ static void lib_init(void)
 		git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, levels[i], "");
 	git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
 	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, 1);
+	if (log_threshold >= LOG_LVL_DEBUG)
+		git_trace_set(GIT_TRACE_DEBUG, trace_cb);
 	lib_rc = 0;
 }
 

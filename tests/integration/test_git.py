@@ -269,7 +269,7 @@ def test_deleted_branch_keeps_last_good(dagfs, git_daemon, git_repo):
 
 # ----------------------------------------------------------------- http
 
-def test_http_basic_auth_right_and_wrong_password(dagfs, git_http, git_repo,
+def test_http_basic_auth_password_token_and_wrong_password(dagfs, git_http, git_repo,
                                                   tmp_path):
     git_repo.write("h.py", "over http\n")
     git_repo.commit("one", when=T0)
@@ -277,6 +277,11 @@ def test_http_basic_auth_right_and_wrong_password(dagfs, git_http, git_repo,
     m = dagfs.mount([git_spec(url, username="dagfs", name="web",
                               password_file=git_http.password_file)],
                     ready=shows("h.py", "over http\n"))
+    m.stop()
+    m = dagfs.mount([git_spec(url, name="tok",
+                              token_file=git_http.token_file)],
+                    ready=shows("h.py", "over http\n"))
+    assert git_http.token not in m.stderr_text()
     m.stop()
 
     wrong = tmp_path / "wrong-password"

@@ -211,7 +211,8 @@ class GitDaemon(_Server):
 
 class GitHttp(_Server):
     """Smart HTTP with basic auth: user `dagfs`, password in
-    self.password (also in self.password_file)."""
+    self.password (also in self.password_file); or user x-access-token
+    with self.token (self.token_file), as GitHub takes tokens."""
 
     name = "lighttpd"
     user = "dagfs"
@@ -222,8 +223,12 @@ class GitHttp(_Server):
         self.password_file = self.root / "http-password"
         self.password_file.write_text(self.password + "\n")
         self.password_file.chmod(0o600)
+        self.token = "tok-" + os.urandom(8).hex()
+        self.token_file = self.root / "http-token"
+        self.token_file.write_text(self.token + "\n")
         (self.root / "www").mkdir(exist_ok=True)
-        (self.root / "users").write_text(f"{self.user}:{self.password}\n")
+        (self.root / "users").write_text(f"{self.user}:{self.password}\n"
+                                         f"x-access-token:{self.token}\n")
         self.conf = self.root / "lighttpd.conf"
         self.conf.write_text(f"""
 server.modules = ("mod_alias", "mod_setenv", "mod_cgi", "mod_auth",
