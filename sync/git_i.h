@@ -147,6 +147,13 @@ int gitsrc_build(struct gitsrc *g, git_commit *commit, const struct snap *prev,
 		 struct snap **out, char *err, size_t errlen) WUR;
 
 /**
+ * The url= of the .gitmodules section (text @text of @n bytes) whose
+ * path= is @path, into @out. Returns false if there is none.
+ */
+bool gitsrc_gitmodules_url(char *out, size_t len, const char *text, size_t n,
+			   const char *path);
+
+/**
  * Make sure @commit is in the repository for submodule @url: open or
  * create its bare repository under the source's cache directory and fetch
  * its branches and tags if the commit is missing. *out is freed by the

@@ -138,22 +138,32 @@ static bool hashed_match(const char *pat, size_t len, const char *name)
 	return gotlen == 20 && !memcmp(got, want, 20);
 }
 
-/* OpenSSH host patterns: '*' and '?' only ('[' is literal: "[h]:port"). */
+/*
+ * OpenSSH host patterns: '*' and '?' only ('[' is literal: "[h]:port").
+ * Iterative, backtracking only to the last '*': linear in practice and
+ * never exponential, whatever the known_hosts file holds.
+ */
 static bool glob_match(const char *p, const char *s)
 {
-	for (; *p; p++, s++) {
+	const char *star = NULL, *resume = NULL;
+
+	while (*s) {
 		if (*p == '*') {
-			for (const char *t = s; ; t++) {
-				if (glob_match(p + 1, t))
-					return true;
-				if (!*t)
-					return false;
-			}
-		}
-		if (!*s || (*p != '?' && *p != *s))
+			star = p++;
+			resume = s;
+		} else if (*p && (*p == '?' || *p == *s)) {
+			p++;
+			s++;
+		} else if (star) {
+			p = star + 1;
+			s = ++resume;
+		} else {
 			return false;
+		}
 	}
-	return !*s;
+	while (*p == '*')
+		p++;
+	return !*p;
 }
 
 /* Does the comma-separated pattern list @pats name @name? */

@@ -308,9 +308,8 @@ static int add_file(struct walk *w, const git_tree_entry *e)
 
 /* --------------------------------------------------------- submodules */
 
-/* The url= of the .gitmodules section whose path= is @path, into @out. */
-static bool gitmodules_url(char *out, size_t len, const char *text,
-			   size_t n, const char *path)
+bool gitsrc_gitmodules_url(char *out, size_t len, const char *text, size_t n,
+			   const char *path)
 {
 	char line[1024], url[1024] = "", mpath[1024] = "";
 	const char *p = text, *end = text + n;
@@ -393,7 +392,7 @@ static int submodule_url(struct walk *w, char *out, size_t len)
 		git_tree_entry_free(e);
 	}
 	if (!rc) {
-		found = gitmodules_url(rel, sizeof(rel),
+		found = gitsrc_gitmodules_url(rel, sizeof(rel),
 				       git_blob_rawcontent(blob),
 				       (size_t)git_blob_rawsize(blob), w->rpath);
 		git_blob_free(blob);
