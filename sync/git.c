@@ -50,7 +50,7 @@ static void lib_init(void)
 				      GIT_CONFIG_LEVEL_XDG };
 
 	lib_rc = git_libgit2_init();
-	if (lib_rc < 0)
+	if (lib_rc < 0 || (lib_rc = gitsrc_stream_register()))
 		return;
 	for (size_t i = 0; i < 2; i++)
 		git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, levels[i], "");
@@ -270,6 +270,14 @@ int gitsrc_submodule_repo(git_repository **out, struct gitsrc *g,
 
 /* --------------------------------------------------------------- ops */
 
+/* A silent remote fails the sync after 3 periods, within [10 s, 60 s]. */
+static int io_timeout_ms(const struct source *src)
+{
+	int ms = src->period_ms > 20000 ? 60000 : 3 * src->period_ms;
+
+	return ms < 10000 ? 10000 : ms;
+}
+
 static int git_sync(struct source *src, const char *prev_rev,
 		    struct snap **out, char *err, size_t errlen)
 {
@@ -284,6 +292,7 @@ static int git_sync(struct source *src, const char *prev_rev,
 
 	if (prev_rev && !*prev_rev)
 		prev_rev = NULL;
+	gitsrc_stream_timeout(io_timeout_ms(src));
 	if (g->pinned) {
 		git_oid_cpy(&want, &g->pin);
 		git_oid_tostr(hex, sizeof(hex), &want);

@@ -126,6 +126,13 @@ int gitsrc_ls_find(git_remote *r, const char *ref, char *name, size_t namelen,
 int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
 		    size_t n) WUR;
 
+/* ------------------------------------------------ git_stream.c */
+
+/** Route libgit2's TCP streams through ours (time limits, keepalive). */
+int gitsrc_stream_register(void) WUR;
+/** Time limit of this thread's next connections: connect and each read. */
+void gitsrc_stream_timeout(int ms);
+
 /* -------------------------------------------------- git_tree.c */
 
 /** Load (creating if needed) the blob map at @path. */

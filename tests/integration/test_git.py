@@ -24,8 +24,8 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
 
 from conftest import tree_equal_errors, wait_for  # noqa: E402
-from git_servers import (git_daemon, git_http, git_repo,  # noqa: E402,F401
-                         git_servers, git_sshd)
+from git_servers import (Silent, git_daemon, git_http,  # noqa: E402,F401
+                         git_repo, git_servers, git_sshd)
 from tree_gen import gen_tree  # noqa: E402
 import test_core as core  # noqa: E402
 
@@ -265,6 +265,21 @@ def test_deleted_branch_keeps_last_good(dagfs, git_daemon, git_repo):
     wait_stderr(m, "git source feat: listing remote refs: ref 'feature' "
                 "not found on the remote")
     assert read(m.mnt / "f.py") == b"feature\n"
+
+
+def test_silent_remote_times_out(dagfs):
+    silent = Silent()
+    try:
+        m = dagfs.mount([git_spec(silent.url(), name="hung")], start=False)
+        m.start(wait_mounted=False)
+        t0 = time.monotonic()
+        err = wait_stderr(m, "git source hung: listing remote refs: "
+                          "reading from 127.0.0.1", timeout=30)
+        assert "no answer in 10 s" in err
+        assert time.monotonic() - t0 < 25
+        m.stop()
+    finally:
+        silent.close()
 
 
 # ----------------------------------------------------------------- http

@@ -320,6 +320,23 @@ PrintMotd no
         return f"ssh://root@127.0.0.1:{self.port}{repo.bare}"
 
 
+class Silent:
+    """A TCP listener on loopback that accepts and never answers: a remote
+    that hangs (a dead proxy, a stuck server)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def url(self, scheme="git"):
+        return f"{scheme}://127.0.0.1:{self.port}/silent.git"
+
+    def close(self):
+        self.sock.close()
+
+
 class Servers:
     """All three servers over one repos directory in a temporary root."""
 
