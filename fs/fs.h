@@ -35,14 +35,22 @@ void fs_free(struct fs *fs);
 
 /**
  * Reserve the sub-path @at ("" is the root) for a source; returns the slot
- * number, or -EEXIST if it overlaps another slot. Before fs_mount only.
+ * number, or -EEXIST if it overlaps another slot ("" overlaps everything,
+ * "a" overlaps "a/b"), -EINVAL if @at is not a clean relative path
+ * (snap_path_check) or the view is mounted. Add every slot before the
+ * first fs_swap() and fs_mount(); @source names the slot in logs. The
+ * directories above a slot are made up (mode 0555); a slot without a
+ * snapshot yet is an empty directory.
  */
 int fs_add_slot(struct fs *fs, const char *at, const char *source) WUR;
 
 /**
- * Make @snap (a new reference is taken) the slot's tree. Thread-safe;
- * readers see either the old or the new tree, never a mix. When mounted,
- * the kernel forgets exactly the names that changed.
+ * Make @snap (a new reference is taken; NULL empties the slot) the slot's
+ * tree. Thread-safe, one swap at a time; call it from any thread but a
+ * FUSE handler. Readers see either the old or the new tree, never a mix,
+ * and once one has seen a file of the new tree no other read returns the
+ * old one. When mounted, the kernel forgets exactly the names that
+ * changed; returns once it has been told.
  */
 void fs_swap(struct fs *fs, int slot, struct snap *snap);
 
@@ -53,13 +61,26 @@ void fs_swap(struct fs *fs, int slot, struct snap *snap);
 int fs_mount(struct fs *fs, const char *mountpoint, char *err,
 	     size_t errlen) WUR;
 
-/** Serve requests until unmounted or fs_exit(). Returns 0 or -errno. */
+/**
+ * Serve requests with libfuse's multi-threaded loop until unmounted
+ * (fusermount3 -u, fs_unmount() from another thread) or fs_exit().
+ * Returns 0 or -errno. Installs no signal handlers.
+ */
 int fs_loop(struct fs *fs) WUR;
 
-/** Ask fs_loop() to return (async-signal-safe). */
+/**
+ * Ask fs_loop() to return (async-signal-safe): it only raises a flag,
+ * which fs_loop() sees when its thread is interrupted by a signal or at
+ * the next request. To stop for sure, call fs_unmount() from an ordinary
+ * thread (e.g. one that took the signal with sigwait()).
+ */
 void fs_exit(struct fs *fs);
 
-/** Unmount if mounted. */
+/**
+ * Unmount if mounted (lazily, as fusermount3 -uz) and make a running
+ * fs_loop() return; readers that still hold files open on the mount after
+ * a second get ENOTCONN. Idempotent; fs_free() calls it.
+ */
 void fs_unmount(struct fs *fs);
 
 #endif

@@ -129,7 +129,8 @@ bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap);
  * (free each and the array). Returns the count or -ENOMEM.
  */
 int fs_synth_children(struct fs *fs, const char *path, char ***out);
-/** Write "@dir/@name" (or "@name" at the root) into @buf; -ENAMETOOLONG. */
+/** Write "@dir/@name" ("@name" at the root, "@dir" for an empty name)
+ * into @buf; -ENAMETOOLONG if it does not fit. */
 int fs_path_join(char *buf, size_t len, const char *dir, const char *name);
 
 /** Swap sequence at the start of a request. */

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -130,12 +132,36 @@ static int dir_empty(const char *path)
 	return rc;
 }
 
+/*
+ * A FUSE mount whose daemon died (kill -9, OOM) answers ENOTCONN; its
+ * kernel caches may still make stat() succeed, statfs() never does. Such
+ * a mount is detached (lazily: readers holding files keep them) so a
+ * restarted sidecar can mount in its place without restarting the pods
+ * that see the mount through propagation. Returns 1 if it detached one.
+ */
+static int detach_dead(const char *mp)
+{
+	struct statfs sfs;
+
+	if (!statfs(mp, &sfs) || (errno != ENOTCONN && errno != ECONNABORTED))
+		return 0;
+	if (umount2(mp, MNT_DETACH)) {
+		log_err("fs", "%s is a dead FUSE mount and cannot be detached: "
+			"%s", mp, strerror(errno));
+		return 0;
+	}
+	log_warn("fs", "%s was a dead FUSE mount (its daemon died); detached "
+		 "it", mp);
+	return 1;
+}
+
 static int mount_check(const char *mp, char *real, char *err, size_t errlen)
 {
 	struct stat st;
 	unsigned minor;
 	int rc;
 
+	detach_dead(mp);
 	if (stat(mp, &st)) {
 		rc = -errno;
 		if (rc == -ENOENT)

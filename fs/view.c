@@ -108,8 +108,8 @@ int fs_add_slot(struct fs *fs, const char *at, const char *source)
 
 int fs_path_join(char *buf, size_t len, const char *dir, const char *name)
 {
-	int n = *dir ? snprintf(buf, len, "%s/%s", dir, name) :
-		       snprintf(buf, len, "%s", name);
+	int n = *dir && *name ? snprintf(buf, len, "%s/%s", dir, name) :
+				snprintf(buf, len, "%s%s", dir, name);
 
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }

@@ -26,6 +26,7 @@
 static const struct source_ops *const source_types[] = {
 	&source_dir_ops,
 	&source_git_ops,
+	&source_s3_ops,
 };
 
 static const char *const common_keys[] = { "name", "at", "period",

@@ -75,10 +75,10 @@ echo "== identical to the source, byte for byte"
 diff -r "$SRC" "$MNT" && echo "  yes"
 
 echo "== writes are refused"
-if echo x >"$MNT/new_dag.py" 2>"$WORK/err"; then
+if (echo x >"$MNT/new_dag.py") 2>"$WORK/err"; then
 	echo "  write succeeded?"; exit 1
 fi
-sed 's/^/  /' "$WORK/err"
+sed 's/^.*line [0-9]*: /  /' "$WORK/err"
 
 echo "== a new DAG appears all at once"
 cat >"$SRC/etl/hourly_events.py" <<'EOF'

@@ -12,7 +12,7 @@
 #   CI            true (default here): nothing may skip
 #   DAGFS_ASAN    0 skips the sanitizer build
 #   DAGFS_ASAN_TESTS  pytest arguments for the sanitizer run
-#                 (default: tests/integration/test_core.py)
+#                 (default: the core and sidecar integration tests)
 #   PYTEST_ARGS   extra arguments for the main pytest run
 # Exit status: 0 if every step passed.
 
@@ -41,7 +41,7 @@ PACKAGES=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	libgit2-dev libcurl4-openssl-dev libssl-dev libxxhash-dev libinih-dev
 	libmicrohttpd-dev libexpat1-dev libsystemd-dev python3-pytest lighttpd
 	openssh-server git attr libclang-rt-14-dev ceph-mon ceph-osd radosgw
-	ceph-common util-linux)
+	ceph-common util-linux python3-jsonschema python3-yaml)
 
 install_packages() {
 	local missing=() p
@@ -99,7 +99,7 @@ if [ "${DAGFS_ASAN:-1}" != 0 ]; then
 		# shellcheck disable=SC2086
 		run "integration subset (sanitizers)" env DAGFS_BUILD=build-asan \
 			"$PY" -m pytest -q -p no:cacheprovider \
-			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py}
+			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py tests/integration/test_sidecar.py}
 	fi
 fi
 

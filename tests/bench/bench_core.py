@@ -16,7 +16,8 @@ Other comparators (s3fs, rclone mount...) plug in with --plugin MODULE:
 a module in tests/bench that calls bench_core.register(NAME, CLASS) with
 a Target subclass, then --targets native,dagfs,NAME.
 
-Usage: bench_core.py [--sizes 2000,10000] [--seed 42] [--warm 5]
+The daemon is <build>/sidecar/dagfs, build from env DAGFS_BUILD (default
+build). Usage: bench_core.py [--sizes 2000,10000] [--seed 42] [--warm 5]
                      [--workdir /var/tmp/dagfs-bench] [--out FILE]
 """
 
@@ -119,7 +120,8 @@ class DagfsTarget(Target):
         return proc_status(self.m.pid, "VmHWM")
 
     def close(self):
-        self.m.stop()
+        if getattr(self, "m", None):
+            self.m.stop()
 
 
 register("native", NativeTarget)
@@ -192,7 +194,13 @@ def run(opts):
             for t in targets:
                 t.prepare()
             for mode in ("full", "io"):
-                res = measure(targets, mode, opts.warm)
+                res = {t.name: ([], []) for t in targets}
+                for _ in range(opts.rounds):
+                    for name, (cold, warm) in measure(targets, mode,
+                                                      opts.warm).items():
+                        res[name][0].append(cold)
+                        res[name][1].extend(warm)
+                res = {n: (statistics.median(c), w) for n, (c, w) in res.items()}
                 ncold, nwarm = res["native"][0], statistics.median(res["native"][1])
                 for t in targets:
                     cold, warm = res[t.name][0], statistics.median(res[t.name][1])
@@ -215,6 +223,9 @@ def main():
     ap.add_argument("--sizes", default="2000,10000")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat cold+warm; report the median cold and the "
+                    "median of every warm scan (for noisy machines)")
     ap.add_argument("--workdir", default="/var/tmp/dagfs-bench")
     ap.add_argument("--targets", default="native,dagfs")
     ap.add_argument("--plugin", action="append", default=[])
@@ -234,9 +245,11 @@ def main():
     if unknown:
         ap.error(f"unknown targets {unknown}; known: {sorted(TARGETS)}")
     rows, notes = run(opts)
-    md = table(rows, opts.warm)
+    md = table(rows, opts.warm * opts.rounds)
     head = (f"Airflow-like scan, {platform.node()}, {os.cpu_count()} CPUs, "
-            f"Linux {platform.release()}, {time.strftime('%Y-%m-%d')}, seed {opts.seed}")
+            f"Linux {platform.release()}, {time.strftime('%Y-%m-%d')}, "
+            f"seed {opts.seed}, {opts.rounds} round(s), load average "
+            f"{os.getloadavg()[0]:.1f} at the end")
     text = f"{head}\n\n{md}\n"
     if notes:
         text += "\n" + "\n".join(f"- {k}: " + ", ".join(

@@ -64,6 +64,10 @@ class Timeout(AssertionError):
     pass
 
 
+class DaemonDied(AssertionError):
+    """Raised from a wait predicate: stops the wait at once."""
+
+
 def wait_for(pred, timeout=10.0, interval=0.02, what=None):
     """Call @pred until it returns a true value (returned) or @timeout
     seconds pass (Timeout, naming @what). Exceptions from @pred count as
@@ -75,6 +79,8 @@ def wait_for(pred, timeout=10.0, interval=0.02, what=None):
             v = pred()
             if v:
                 return v
+        except DaemonDied:
+            raise
         except Exception as e:  # noqa: BLE001 - predicate may race a swap
             last_exc = e
         if time.monotonic() >= deadline:
@@ -189,6 +195,7 @@ class Dagfs:
         self.ready_after = None     # seconds from start to mounted and ready
         self.returncode = None
         self.stopped = False        # ended by the test (signal, unmount)
+        self.death_reported = False # a test already failed on its death
         self.peak_rss_kib = None
 
     def argv(self):
@@ -221,7 +228,8 @@ class Dagfs:
     def wait_live(self, ready=None, timeout=30.0):
         def live():
             if self.proc.poll() is not None:
-                raise AssertionError(
+                self.death_reported = True
+                raise DaemonDied(
                     f"dagfs exited with status {self.proc.returncode} "
                     f"before mounting; stderr:\n{self.stderr_text()}")
             if not is_fuse_mounted(self.mnt):
@@ -240,7 +248,8 @@ class Dagfs:
         """Raise, quoting stderr, if the daemon ended by itself."""
         if self.proc is not None and self.proc.poll() is not None \
                 and not self.stopped:
-            raise AssertionError(
+            self.death_reported = True
+            raise DaemonDied(
                 f"dagfs died with status {self.proc.returncode}; stderr "
                 f"ends:\n{self.stderr_text()[-3000:]}")
 
@@ -292,6 +301,7 @@ class Dagfs:
             force_unmount(self.mnt)
             return self.returncode
         self.sample_rss()
+        self.signal(signal.SIGCONT)         # in case a test froze it
         self.signal(signal.SIGTERM)
         rc = self.wait_exit(timeout)
         if rc is None:
@@ -350,7 +360,8 @@ class DagfsFactory:
     def teardown(self):
         problems = []
         for m in self.mounts:
-            if m.proc is not None and not m.stopped and not m.alive():
+            if m.proc is not None and not m.stopped and not m.alive() \
+                    and not m.death_reported:
                 problems.append(
                     f"{m.mnt}: dagfs died with status {m.proc.returncode}; "
                     f"stderr ends:\n{m.stderr_text()[-3000:]}")
@@ -393,6 +404,12 @@ def dagfs(dagfs_bin, fuse_ok, tmp_path):
     problems = f.teardown()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def mount(dagfs):
+    """Shorthand: mount(sources, **kw) is dagfs.mount(sources, **kw)."""
+    return dagfs.mount
 
 
 @pytest.fixture

@@ -219,6 +219,25 @@ def reader(mnt, seed, stop, out):
     out.put((seed, n, len(revs), bad))
 
 
+def collect_readers(procs, out, budget=60):
+    """Results of every reader; a reader still stuck in the mount after
+    @budget seconds is killed and reported as hung."""
+    import queue
+    results, deadline = [], time.monotonic() + budget
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=max(0.1, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+    done = {r[0] for r in results}
+    for k, p in enumerate(procs):
+        if k not in done:
+            results.append((k, 0, 0, ["hung in the mount (no answer)"]))
+            p.kill()
+        p.join(5)
+    return results
+
+
 @pytest.fixture
 def fast_dir(tmp_path):
     """A directory on tmpfs (root) so the test's own renames never wait on
@@ -247,36 +266,35 @@ def test_no_torn_reads_monotonic_revisions(dagfs, fast_dir):
              for k in range(8)]
     for p in procs:
         p.start()
-    slow, nrev = [], 50
+    slowest, nrev = 0.0, 50
     try:
         for r in range(1, nrev + 1):
             stage_revision(stage, r)
-            # pause the readers (not dagfs) so the writer gets the CPU and
-            # the revision lands well inside the debounce
+            # The revision must land whole inside the debounce. On a loaded
+            # machine the writer can be descheduled for longer, so freeze
+            # the readers and the daemon while it moves files in: the
+            # daemon then sees the revision complete, as if written at once
+            # (inotify queues the events; the debounce starts on resume).
             for p in procs:
                 os.kill(p.pid, signal.SIGSTOP)
+            os.kill(m.pid, signal.SIGSTOP)
             try:
                 took = apply_revision(src, stage, r)
             finally:
+                os.kill(m.pid, signal.SIGCONT)
                 for p in procs:
                     os.kill(p.pid, signal.SIGCONT)
-            if took > 0.15:
-                slow.append((r, round(took, 3)))
+            slowest = max(slowest, took)
             want = b"%08d" % r
             m.wait(lambda: read_or_none(m.mnt / "REV") == want, 15,
                    what=f"revision {r} visible")
             time.sleep(0.05)
     finally:
         stop.set()
-        results = [out.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(10)
+        results = collect_readers(procs, out)
     bad = [f"reader {s}: {b}" for s, _, _, bs in results for b in bs]
-    # a revision written slower than the debounce may be published half
-    # written by design: then the test proves nothing either way
-    assert not slow, f"test writer too slow (revision, seconds): {slow}; " \
-        f"{len(bad)} violations seen: {bad[:10]}"
-    assert not bad, "\n".join(bad[:40])
+    assert not bad, f"(slowest revision write {slowest:.3f}s)\n" + \
+        "\n".join(bad[:40])
     for s, n, nrevs, _ in results:
         assert nrevs >= 10, f"reader {s} saw only {nrevs} revisions in {n} ops"
     final = listing(m.mnt / "d")
@@ -643,7 +661,7 @@ def test_files_keep_their_own_mtimes(dagfs, tmp_path):
     assert os.stat(m.mnt / "old.py").st_mtime_ns == old
     time.sleep(0.2)
     (src / "a.py").write_text("from airflow import DAG  # changed\n")
-    m.wait(lambda: b"changed" in read_or_none(m.mnt / "a.py"), 10,
+    m.wait(lambda: b"changed" in read_or_none(m.mnt / "a.py"), 20,
              what="a.py changed")
     assert os.stat(m.mnt / "old.py").st_mtime_ns == old
     assert os.stat(m.mnt / "a.py").st_mtime_ns == os.stat(src / "a.py").st_mtime_ns
@@ -654,7 +672,7 @@ def test_new_directories_are_watched(dagfs, tmp_path):
     m = dagfs.mount([dir_spec(src)], ready=lambda mnt: (mnt / "a.py").exists())
 
     def shows(rel, data):
-        m.wait(lambda: read_or_none(m.mnt / rel) == data, 10,
+        m.wait(lambda: read_or_none(m.mnt / rel) == data, 20,
                  what=f"{rel} = {data!r} in the mount")
 
     (src / "new" / "a" / "b").mkdir(parents=True)
@@ -677,7 +695,7 @@ def test_new_directories_are_watched(dagfs, tmp_path):
     (src / "x" / "y" / "m.py").write_bytes(b"edited\n")
     shows("x/y/m.py", b"edited\n")
     shutil.rmtree(src / "new")
-    m.wait(lambda: not (m.mnt / "new").exists(), 10, what="new/ removed")
+    m.wait(lambda: not (m.mnt / "new").exists(), 20, what="new/ removed")
 
 
 # ------------------------------------------------- composition, options
@@ -696,7 +714,7 @@ def test_two_sources_at_sub_paths(dagfs, tmp_path):
     assert (m.mnt / "team_a/x.py").read_text() == "a\n"
     (b / "y.py").write_text("b2\n")
     m.wait(lambda: read_or_none(m.mnt / "nested/team_b/y.py") == b"b2\n",
-             10, what="team_b swap")
+             20, what="team_b swap")
     assert (m.mnt / "team_a/x.py").read_text() == "a\n"
 
 

@@ -1,0 +1,559 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * provision.c - dagfs-provision: the command line, input validation,
+ * secret generation (OpenSSL), and `render` / `apply` / `--dry-run`.
+ *
+ * Secrets are read from the files given, or generated once and kept in
+ * DIR/.secrets/ (0600) so a re-run renders the same keys: upgrading must
+ * not rotate the Fernet key under encrypted connections. They are
+ * written only into 0600 files and never printed.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "provision_i.h"
+
+enum opt_kind { OPT_STR, OPT_UINT, OPT_FLAG, OPT_SOURCE };
+
+struct opt {
+	const char *name;
+	enum opt_kind kind;
+	size_t off;
+	const char *help;
+};
+
+#define O(n, k, f, h) { n, k, offsetof(struct prov, f), h }
+
+static const struct opt opts[] = {
+	O("target", OPT_STR, target, "k8s (default) or vm"),
+	O("source", OPT_SOURCE, nsources, "a dagfs source, as for dagfs mount; repeatable"),
+	O("namespace", OPT_STR, ns, "Kubernetes namespace (default airflow)"),
+	O("release", OPT_STR, release, "Helm release name (default airflow)"),
+	O("executor", OPT_STR, executor, "KubernetesExecutor (default), CeleryExecutor, LocalExecutor, CeleryKubernetesExecutor"),
+	O("image", OPT_STR, image, "dagfs image (default dagfs/dagfs:0.1.0)"),
+	O("mode", OPT_STR, mode, "fuse (default) or materialize (no privileges)"),
+	O("sidecar", OPT_STR, sidecar, "native (init container, Kubernetes >= 1.29; default) or classic"),
+	O("git-ssh-key", OPT_STR, git_ssh_key, "git SSH private key file"),
+	O("git-known-hosts", OPT_STR, git_known_hosts, "known_hosts file for the git host"),
+	O("git-password-file", OPT_STR, git_password_file, "git HTTPS password or token file"),
+	O("s3-credentials-file", OPT_STR, s3_credentials_file, "AWS shared credentials file"),
+	O("fernet-key-file", OPT_STR, fernet_key_file, "Fernet key file (default: generated)"),
+	O("webserver-secret-key-file", OPT_STR, webserver_secret_file, "webserver/API secret key file (default: generated)"),
+	O("db-password-file", OPT_STR, db_password_file, "metadata database password file (default: generated)"),
+	O("db-user", OPT_STR, db_user, "metadata database user (default airflow)"),
+	O("db-name", OPT_STR, db_name, "metadata database name (default airflow)"),
+	O("storage", OPT_STR, storage, "hostpath (default; with --node) or class (with --storage-class)"),
+	O("storage-class", OPT_STR, storage_class, "StorageClass for logs and PostgreSQL"),
+	O("host-path", OPT_STR, host_path, "hostPath base on the node (default /data/airflow)"),
+	O("node", OPT_STR, node, "node name for hostPath volumes (node affinity)"),
+	O("logs-size", OPT_STR, logs_size, "logs volume size (default 10Gi)"),
+	O("db-size", OPT_STR, db_size, "PostgreSQL volume size (default 8Gi)"),
+	O("service", OPT_STR, service, "nodeport (default) or loadbalancer"),
+	O("node-port", OPT_UINT, node_port, "NodePort of the UI, 30000-32767 (default 30080)"),
+	O("timezone", OPT_STR, timezone, "timezone, e.g. Asia/Seoul (default UTC)"),
+	O("scheduler-replicas", OPT_UINT, scheduler_replicas, "scheduler replicas (default 1)"),
+	O("dagfs-http-port", OPT_UINT, http_port, "port of dagfs /healthz and /readyz (default 8081)"),
+	O("airflow-home", OPT_STR, airflow_home, "VM: AIRFLOW_HOME (default /opt/airflow)"),
+	O("kubeconfig", OPT_STR, kubeconfig, "VM: kubeconfig for the executor (default /opt/airflow/.kube/config)"),
+	O("db-host", OPT_STR, db_host, "VM: metadata database host"),
+	O("db-port", OPT_UINT, db_port, "VM: metadata database port (default 5432)"),
+	O("webserver-port", OPT_UINT, webserver_port, "VM: API server port (default 8080)"),
+	O("dagfs-bin", OPT_STR, dagfs_bin, "VM: dagfs binary (default /usr/local/bin/dagfs)"),
+	O("airflow-bin", OPT_STR, airflow_bin, "VM: airflow binary (default /usr/local/bin/airflow)"),
+	O("dry-run", OPT_FLAG, dry_run, "print the commands apply would run, run none"),
+};
+
+static void usage(FILE *f)
+{
+	fputs("Usage: dagfs-provision render DIR [OPTION]...\n"
+	      "       dagfs-provision apply DIR [--dry-run] [OPTION]...\n"
+	      "Install Apache Airflow with dagfs serving its DAGs: render writes "
+	      "every\nmanifest, values file and secret into DIR; apply renders, "
+	      "then runs\nkubectl and helm (create or upgrade).\n\nOptions:\n",
+	      f);
+	for (size_t i = 0; i < sizeof(opts) / sizeof(*opts); i++)
+		fprintf(f, "  --%-26s %s\n", opts[i].name, opts[i].help);
+}
+
+static void defaults(struct prov *p)
+{
+	p->target = "k8s";
+	p->ns = p->release = "airflow";
+	p->executor = "KubernetesExecutor";
+	p->image = "dagfs/dagfs:0.1.0";
+	p->mode = "fuse";
+	p->sidecar = "native";
+	p->db_user = p->db_name = "airflow";
+	p->storage = "hostpath";
+	p->host_path = "/data/airflow";
+	p->logs_size = "10Gi";
+	p->db_size = "8Gi";
+	p->service = "nodeport";
+	p->node_port = 30080;
+	p->timezone = "UTC";
+	p->scheduler_replicas = 1;
+	p->http_port = 8081;
+	p->airflow_home = "/opt/airflow";
+	p->kubeconfig = "/opt/airflow/.kube/config";
+	p->db_host = "127.0.0.1";
+	p->db_port = 5432;
+	p->webserver_port = 8080;
+	p->dagfs_bin = "/usr/local/bin/dagfs";
+	p->airflow_bin = "/usr/local/bin/airflow";
+}
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("dagfs-provision: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return -1;
+}
+
+static int set_opt(struct prov *p, const struct opt *o, const char *v)
+{
+	char *end;
+	unsigned long u;
+
+	switch (o->kind) {
+	case OPT_STR:
+		*(const char **)((char *)p + o->off) = v;
+		return 0;
+	case OPT_UINT:
+		errno = 0;
+		u = strtoul(v, &end, 10);
+		if (errno || *end || end == v || u > 65535)
+			return fail("--%s: '%s' is not a number in range", o->name,
+				    v);
+		*(unsigned *)((char *)p + o->off) = (unsigned)u;
+		return 0;
+	case OPT_FLAG:
+		*(bool *)((char *)p + o->off) = true;
+		return 0;
+	case OPT_SOURCE:
+		p->source_text = realloc(p->source_text,
+					 (p->nsources + 1) * sizeof(char *));
+		if (!p->source_text)
+			return fail("out of memory");
+		p->source_text[p->nsources++] = v;
+		return 0;
+	}
+	return -1;
+}
+
+static int parse_args(struct prov *p, int argc, char **argv)
+{
+	if (argc < 3 || (strcmp(argv[1], "render") && strcmp(argv[1], "apply")))
+		return fail("expected 'render DIR' or 'apply DIR' (see --help)");
+	p->command = argv[1];
+	p->outdir = argv[2];
+	for (int i = 3; i < argc; i++) {
+		const char *a = argv[i], *eq, *v;
+		const struct opt *o = NULL;
+		size_t n;
+
+		if (strncmp(a, "--", 2))
+			return fail("unexpected argument '%s'", a);
+		eq = strchr(a, '=');
+		n = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+		for (size_t k = 0; k < sizeof(opts) / sizeof(*opts); k++)
+			if (strlen(opts[k].name) == n &&
+			    !strncmp(opts[k].name, a + 2, n))
+				o = &opts[k];
+		if (!o)
+			return fail("unknown option '%s' (see --help)", a);
+		if (o->kind == OPT_FLAG)
+			v = "1";
+		else if (eq)
+			v = eq + 1;
+		else if (i + 1 < argc)
+			v = argv[++i];
+		else
+			return fail("--%s needs a value", o->name);
+		if (set_opt(p, o, v))
+			return -1;
+	}
+	return 0;
+}
+
+static bool one_of(const char *v, const char *const *set)
+{
+	for (; *set; set++)
+		if (!strcmp(v, *set))
+			return true;
+	return false;
+}
+
+/* RFC 1123 label: what Kubernetes accepts as a namespace name. */
+static bool dns_label(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > max || !isalnum((unsigned char)s[0]) ||
+	    !isalnum((unsigned char)s[n - 1]))
+		return false;
+	for (; *s; s++)
+		if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) ||
+		      *s == '-'))
+			return false;
+	return true;
+}
+
+static bool quantity(const char *s)
+{
+	char *end;
+
+	if (strtoul(s, &end, 10) == 0 || end == s)
+		return false;
+	return one_of(end, (const char *const[]){ "Ki", "Mi", "Gi", "Ti", NULL });
+}
+
+static int check_file(const char *opt, const char *path)
+{
+	if (path && access(path, R_OK))
+		return fail("--%s: missing key file %s: %s", opt, path,
+			    strerror(errno));
+	return 0;
+}
+
+static int validate(const struct prov *p)
+{
+	static const char *const executors[] = {
+		"KubernetesExecutor", "CeleryExecutor", "LocalExecutor",
+		"CeleryKubernetesExecutor", NULL
+	};
+
+	if (!one_of(p->target, (const char *const[]){ "k8s", "vm", NULL }))
+		return fail("unknown target '%s' (expected k8s or vm)",
+			    p->target);
+	if (!one_of(p->executor, executors))
+		return fail("unknown executor '%s' (expected KubernetesExecutor, "
+			    "CeleryExecutor, LocalExecutor or "
+			    "CeleryKubernetesExecutor)", p->executor);
+	if (!dns_label(p->ns, 63))
+		return fail("invalid namespace name '%s' (lowercase letters, "
+			    "digits and '-', at most 63, starting and ending "
+			    "alphanumeric)", p->ns);
+	if (!dns_label(p->release, 53))
+		return fail("invalid release name '%s'", p->release);
+	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", NULL }))
+		return fail("unknown mode '%s' (expected fuse or materialize)",
+			    p->mode);
+	if (!one_of(p->sidecar, (const char *const[]){ "native", "classic", NULL }))
+		return fail("unknown sidecar '%s' (expected native or classic)",
+			    p->sidecar);
+	if (!one_of(p->service, (const char *const[]){ "nodeport", "loadbalancer",
+						       NULL }))
+		return fail("unknown service '%s' (expected nodeport or "
+			    "loadbalancer)", p->service);
+	if (p->node_port < 30000 || p->node_port > 32767)
+		return fail("--node-port %u out of range (30000-32767)",
+			    p->node_port);
+	if (!p->http_port || !p->webserver_port || !p->db_port)
+		return fail("port out of range (1-65535)");
+	if (!p->scheduler_replicas)
+		return fail("--scheduler-replicas must be at least 1");
+	if (!strcmp(p->storage, "hostpath")) {
+		if (!p->node || !*p->node)
+			return fail("--storage hostpath needs --node NAME (the "
+				    "node that holds the volumes)");
+		if (p->host_path[0] != '/')
+			return fail("--host-path must be absolute");
+	} else if (!strcmp(p->storage, "class")) {
+		if (!p->storage_class || !dns_label(p->storage_class, 253))
+			return fail("--storage class needs a valid "
+				    "--storage-class NAME");
+	} else {
+		return fail("unknown storage '%s' (expected hostpath or class)",
+			    p->storage);
+	}
+	if (!quantity(p->logs_size) || !quantity(p->db_size))
+		return fail("volume sizes look like 10Gi, 512Mi");
+	for (const char *c = p->timezone; *c; c++)
+		if (!isalnum((unsigned char)*c) && !strchr("_+-/", *c))
+			return fail("invalid timezone '%s'", p->timezone);
+	return check_file("git-ssh-key", p->git_ssh_key) ||
+	       check_file("git-known-hosts", p->git_known_hosts) ||
+	       check_file("git-password-file", p->git_password_file) ||
+	       check_file("s3-credentials-file", p->s3_credentials_file) ||
+	       check_file("fernet-key-file", p->fernet_key_file) ||
+	       check_file("webserver-secret-key-file", p->webserver_secret_file) ||
+	       check_file("db-password-file", p->db_password_file);
+}
+
+static int spec_add(struct source_spec *s, const char *k, const char *v)
+{
+	char **keys, **values;
+
+	if (source_spec_get(s, k))
+		return 0;
+	keys = realloc(s->keys, (s->nkeys + 1) * sizeof(char *));
+	if (keys)
+		s->keys = keys;
+	values = realloc(s->values, (s->nkeys + 1) * sizeof(char *));
+	if (values)
+		s->values = values;
+	if (!keys || !values || !(s->keys[s->nkeys] = strdup(k)))
+		return -ENOMEM;
+	if (!(s->values[s->nkeys] = strdup(v))) {
+		free(s->keys[s->nkeys]);
+		return -ENOMEM;
+	}
+	s->nkeys++;
+	return 0;
+}
+
+/* A source name from its location, as the daemon would derive one. */
+static void default_name(char *out, size_t len, const char *loc, size_t i)
+{
+	const char *b = strrchr(loc, '/');
+	size_t n = 0;
+
+	b = b && b[1] ? b + 1 : loc;
+	for (; *b && n + 1 < len && strcmp(b, ".git"); b++)
+		if (isalnum((unsigned char)*b) || *b == '-' || *b == '_')
+			out[n++] = *b;
+	out[n] = '\0';
+	if (!n)
+		snprintf(out, len, "source%zu", i + 1);
+}
+
+/* Parse the sources; point their secrets at the mounted Secret. */
+static int prepare_sources(struct prov *p)
+{
+	char err[512], name[65];
+
+	if (!p->nsources)
+		return fail("no --source given (e.g. --source "
+			    "'git:https://github.com/org/dags.git,ref=main')");
+	p->sources = calloc(p->nsources, sizeof(*p->sources));
+	if (!p->sources)
+		return fail("out of memory");
+	for (size_t i = 0; i < p->nsources; i++) {
+		struct source_spec *s;
+		bool ssh;
+		int rc = 0;
+
+		if (source_spec_parse(&p->sources[i], p->source_text[i], err,
+				      sizeof(err)))
+			return fail("--source: %s", err);
+		s = p->sources[i];
+		if (!one_of(s->type, (const char *const[]){ "git", "s3", "dir",
+							    NULL }))
+			return fail("--source: unknown source type '%s' "
+				    "(expected git, s3 or dir)", s->type);
+		if (!strcmp(s->type, "dir") && !strcmp(p->target, "k8s"))
+			return fail("--source %s: a dir source reads a local "
+				    "directory; in Kubernetes use git or s3",
+				    s->location);
+		default_name(name, sizeof(name), s->location, i);
+		rc |= spec_add(s, "name", name);
+		ssh = !strncmp(s->location, "ssh://", 6) ||
+		      (strchr(s->location, '@') && !strstr(s->location, "://"));
+		if (!strcmp(s->type, "git") && ssh && p->git_ssh_key)
+			rc |= spec_add(s, "ssh-key", PROV_SECRETS_DIR "/ssh-key");
+		if (!strcmp(s->type, "git") && ssh && p->git_known_hosts)
+			rc |= spec_add(s, "known-hosts",
+				       PROV_SECRETS_DIR "/known_hosts");
+		if (!strcmp(s->type, "git") && !ssh && p->git_password_file)
+			rc |= spec_add(s, "password-file",
+				       PROV_SECRETS_DIR "/git-password");
+		if (!strcmp(s->type, "s3") && p->s3_credentials_file)
+			rc |= spec_add(s, "credentials-file",
+				       PROV_SECRETS_DIR "/aws-credentials");
+		if (rc)
+			return fail("out of memory");
+	}
+	return 0;
+}
+
+/* Read a one-line secret from @path into @out (trailing newline cut). */
+static int read_secret(const char *path, char *out, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, out, len - 1);
+	close(fd);
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		n--;
+	if (n <= 0)
+		return -EINVAL;
+	out[n] = '\0';
+	return 0;
+}
+
+static void gen_fernet(char *out)
+{
+	unsigned char raw[32];
+
+	RAND_bytes(raw, sizeof(raw));
+	EVP_EncodeBlock((unsigned char *)out, raw, sizeof(raw));
+	for (char *c = out; *c; c++) /* URL-safe alphabet, as Fernet wants */
+		*c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+	OPENSSL_cleanse(raw, sizeof(raw));
+}
+
+static void gen_hex(char *out, size_t bytes)
+{
+	unsigned char raw[64];
+
+	RAND_bytes(raw, (int)bytes);
+	for (size_t i = 0; i < bytes; i++)
+		sprintf(out + 2 * i, "%02x", raw[i]);
+	OPENSSL_cleanse(raw, sizeof(raw));
+}
+
+/*
+ * A secret from --FILE, else from DIR/.secrets/NAME of an earlier run,
+ * else generated and kept there (0600).
+ */
+static int secret(const struct prov *p, const char *given, const char *name,
+		  char *out, size_t len, int kind)
+{
+	char kept[4096];
+	int fd;
+
+	if (given)
+		return read_secret(given, out, len) ?
+			       fail("secret file %s is unreadable or empty",
+				    given) :
+			       0;
+	snprintf(kept, sizeof(kept), "%s/.secrets/%s", p->outdir, name);
+	if (!read_secret(kept, out, len))
+		return 0;
+	if (kind == 0)
+		gen_fernet(out);
+	else
+		gen_hex(out, kind);
+	fd = open(kept, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, out, strlen(out)) != (ssize_t)strlen(out)) {
+		if (fd >= 0)
+			close(fd);
+		return fail("%s: %s", kept, strerror(errno));
+	}
+	close(fd);
+	return 0;
+}
+
+static int prepare_secrets(struct prov *p)
+{
+	char dir[4096];
+
+	if ((mkdir(p->outdir, 0755) && errno != EEXIST))
+		return fail("%s: %s", p->outdir, strerror(errno));
+	snprintf(dir, sizeof(dir), "%s/.secrets", p->outdir);
+	if ((mkdir(dir, 0700) && errno != EEXIST) || chmod(dir, 0700))
+		return fail("%s: %s", dir, strerror(errno));
+	return secret(p, p->fernet_key_file, "fernet-key", p->fernet,
+		      sizeof(p->fernet), 0) ||
+	       secret(p, p->webserver_secret_file, "webserver-secret-key",
+		      p->websecret, sizeof(p->websecret), 16) ||
+	       secret(p, p->db_password_file, "db-password", p->dbpass,
+		      sizeof(p->dbpass), 24);
+}
+
+/* Print (dry run) or run one command; its arguments hold no secrets. */
+static int run(const struct prov *p, const char *const argv[])
+{
+	int status;
+	pid_t pid;
+
+	for (int i = 0; argv[i]; i++)
+		printf("%s%s", i ? " " : "+ ", argv[i]);
+	putchar('\n');
+	fflush(stdout);
+	if (p->dry_run)
+		return 0;
+	pid = fork();
+	if (pid < 0)
+		return fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		execvp(argv[0], (char *const *)argv);
+		fprintf(stderr, "dagfs-provision: %s: %s\n", argv[0],
+			strerror(errno));
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status))
+		return fail("'%s' failed; fix the cause and run apply again "
+			    "(it creates or upgrades)", argv[0]);
+	return 0;
+}
+
+static int apply(const struct prov *p)
+{
+	char f[6][4096];
+	static const char *const files[] = { "namespace.yaml", "storage.yaml",
+					     "secrets.yaml", "dagfs-config.yaml",
+					     "values.yaml", "install.sh" };
+
+	for (int i = 0; i < 6; i++)
+		snprintf(f[i], sizeof(f[i]), "%s/%s", p->outdir, files[i]);
+	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0], NULL }) ||
+	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1], NULL }) ||
+	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+				    "-f", f[2], NULL }) ||
+	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+				    "-f", f[3], NULL }))
+		return -1;
+	if (!strcmp(p->target, "vm"))
+		return run(p, (const char *const[]){ "sh", f[5], NULL });
+	return run(p, (const char *const[]){
+			      "helm", "upgrade", "--install", p->release,
+			      "airflow", "--repo", "https://airflow.apache.org",
+			      "--version", PROV_CHART_VERSION, "--namespace",
+			      p->ns, "--values", f[4], "--wait",
+			      "--timeout", "20m", NULL });
+}
+
+int main(int argc, char **argv)
+{
+	struct prov p = { 0 };
+	int rc;
+
+	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		usage(stdout);
+		return 0;
+	}
+	defaults(&p);
+	log_setup(LOG_LVL_ERR, false);
+	if (parse_args(&p, argc, argv) || validate(&p) || prepare_sources(&p) ||
+	    prepare_secrets(&p))
+		return 2;
+	rc = !strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p);
+	OPENSSL_cleanse(p.fernet, sizeof(p.fernet));
+	OPENSSL_cleanse(p.websecret, sizeof(p.websecret));
+	OPENSSL_cleanse(p.dbpass, sizeof(p.dbpass));
+	if (rc)
+		return 1;
+	printf("rendered %s target into %s (chart %s, Airflow %s, %s mode)\n",
+	       p.target, p.outdir, PROV_CHART_VERSION, PROV_AIRFLOW_VERSION,
+	       p.mode);
+	if (!strcmp(p.command, "apply") && apply(&p))
+		return 1;
+	for (size_t i = 0; i < p.nsources; i++)
+		source_spec_free(p.sources[i]);
+	free(p.sources);
+	free(p.source_text);
+	return 0;
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * provision_i.h - private to k8s/: the options of dagfs-provision and the
+ * renderers of the Kubernetes and VM targets. No daemon logic lives here:
+ * sources are only parsed (sync.h's parser) to be checked and written out.
+ */
+#ifndef DAGFS_PROVISION_I_H
+#define DAGFS_PROVISION_I_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "sync.h"
+
+#define PROV_CHART_VERSION "1.18.0"
+#define PROV_AIRFLOW_VERSION "3.0.2"
+#define PROV_SECRETS_DIR "/etc/dagfs/secrets"
+
+/** Everything the command line says; strings are borrowed from argv. */
+struct prov {
+	const char *command; /* render, apply */
+	const char *outdir;
+	bool dry_run;
+	const char *target; /* k8s, vm */
+	const char *ns, *release, *image, *mode, *sidecar, *executor;
+	const char *git_ssh_key, *git_known_hosts, *git_password_file;
+	const char *s3_credentials_file;
+	const char *fernet_key_file, *webserver_secret_file, *db_password_file;
+	const char *db_user, *db_name;
+	const char *storage, *storage_class, *host_path, *node;
+	const char *logs_size, *db_size;
+	const char *service, *timezone;
+	unsigned node_port, scheduler_replicas, http_port;
+	/* VM target */
+	const char *airflow_home, *kubeconfig, *db_host, *dagfs_bin;
+	const char *airflow_bin;
+	unsigned db_port, webserver_port;
+
+	size_t nsources;
+	struct source_spec **sources;
+	const char **source_text;
+
+	/* filled by prov_secrets(): never printed */
+	char fernet[64], websecret[64], dbpass[80];
+};
+
+/** Write @s as a double-quoted YAML scalar. */
+void y_str(FILE *f, const char *s);
+/** Open @dir/@name for writing with @mode (0600 for secrets). */
+FILE *prov_open(const struct prov *p, const char *name, int mode);
+/** Close, reporting a write error; 0 or -1. */
+int prov_close(FILE *f, const char *name);
+
+/** The dagfs config file (INI) for the sidecar, from the sources. */
+void prov_dagfs_conf(FILE *f, const struct prov *p);
+/**
+ * The dagfs container at @indent spaces, as a list item ("- name: dagfs").
+ * @native: a native sidecar (restartPolicy Always); @oneshot: the init
+ * container that materialises one pinned revision and exits.
+ */
+void prov_dagfs_container(FILE *f, const struct prov *p, int indent,
+			  bool native, bool oneshot);
+/** Volumes the dagfs container needs, list items at @indent. */
+void prov_dagfs_volumes(FILE *f, const struct prov *p, int indent);
+/** The DAG folder as Airflow containers see it. */
+const char *prov_dags_folder(const struct prov *p);
+/** A KubernetesExecutor pod template with dagfs (@oneshot: pinned). */
+void prov_pod_template(FILE *f, const struct prov *p, bool oneshot);
+
+/** What both targets put in the cluster: namespace, storage, the dagfs
+ *  ConfigMap and the secrets. */
+int prov_render_cluster(const struct prov *p) WUR;
+int prov_render_k8s(const struct prov *p) WUR;
+int prov_render_vm(const struct prov *p) WUR;
+
+#endif

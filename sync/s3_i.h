@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * s3_i.h - private to the s3 source: key sanitising, XML responses,
+ * credentials and signed requests. Split so each parser can be fuzzed
+ * alone.
+ */
+#ifndef DAGFS_S3_I_H
+#define DAGFS_S3_I_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sync.h"
+
+/* ------------------------------------------------------------ s3_key.c */
+
+/**
+ * Map object @key (@klen bytes, may hold NUL) under @prefix to a snapshot
+ * path in @out. Returns 0 (a file), 1 (a directory: the key ended in
+ * '/'), 2 (the prefix itself: nothing to serve) or -EINVAL for a hostile
+ * key ("..", ".", empty segments, leading '/', control characters, NUL,
+ * over NAME_MAX or PATH_MAX) with the reason in @why.
+ */
+int s3_key_to_path(const char *key, size_t klen, const char *prefix, char *out,
+		   size_t outlen, const char **why) WUR;
+
+/** Percent-encode @s (RFC 3986 unreserved kept; '/' kept if @keep_slash). */
+int s3_uri_encode(char *out, size_t outlen, const char *s, bool keep_slash) WUR;
+
+/* ------------------------------------------------------------ s3_xml.c */
+
+struct s3_object {
+	char *key;
+	size_t klen;
+	char etag[80]; /* without quotes */
+	uint64_t size;
+	int64_t mtime_ns;
+};
+
+struct s3_page {
+	struct s3_object *v;
+	size_t n, cap;
+	bool truncated;
+	bool url_encoded; /* the page's keys came with encoding-type=url */
+	char *next_token;
+};
+
+/** Parse one ListObjectsV2 response; appends to @out. -EBADMSG if bad. */
+int s3_list_parse(struct s3_page *out, const char *xml, size_t len) WUR;
+void s3_page_free(struct s3_page *p);
+
+/** Code and Message of an S3 <Error> body (empty strings if none). */
+void s3_error_parse(const char *xml, size_t len, char *code, size_t clen,
+		    char *msg, size_t mlen);
+
+/** "2026-11-24T09:57:34.147Z" to nanoseconds; -EINVAL if malformed. */
+int s3_time_parse(const char *s, int64_t *out) WUR;
+
+struct s3_creds {
+	char access_key[128];
+	char secret_key[256];
+	char token[4096];
+	int64_t expires_ns; /* 0: never */
+	char origin[64];    /* "environment", "credentials file", ... */
+};
+
+/** Credentials from an STS AssumeRoleWithWebIdentity response. */
+int s3_sts_parse(struct s3_creds *out, const char *xml, size_t len) WUR;
+
+/* ---------------------------------------------------------- s3_creds.c */
+
+struct s3_cred_opts {
+	const char *credentials_file; /* credentials-file=, else env/home */
+	const char *profile;	      /* profile=, else AWS_PROFILE/default */
+	const char *sts_endpoint;     /* stand-ins in tests; else AWS */
+	const char *imds_endpoint;
+	const char *region;
+	const char *ca_file;
+};
+
+/**
+ * Resolve credentials in the usual AWS order: environment, shared
+ * credentials file, web identity (STS), instance metadata (IMDSv2).
+ * -ENOENT with a reason in @err if none is found. Never logs secrets.
+ */
+int s3_creds_get(struct s3_creds *out, const struct s3_cred_opts *o, char *err,
+		 size_t errlen) WUR;
+
+/** Credentials from the instance metadata service's JSON. */
+int s3_imds_parse(struct s3_creds *out, const char *json) WUR;
+
+/** Parse a shared credentials file's @profile from @text. */
+int s3_creds_parse_file(struct s3_creds *out, const char *text,
+			const char *profile) WUR;
+
+#endif

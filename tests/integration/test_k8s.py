@@ -1,0 +1,337 @@
+# SPDX-License-Identifier: Apache-2.0
+"""dagfs-provision and the pod layout, offline: golden renders, every
+rendered document against the Kubernetes 1.31 and Airflow chart 1.18.0
+schemas (../shared/schemas/validate.py), input validation, secrets
+hygiene, `apply` through kubectl/helm STAND-INS that record their
+arguments (there is no cluster here), and a pod simulated with real
+mount namespaces: dagfs as the sidecar mounting into a shared directory,
+two "containers" with slave propagation reading through it, the sidecar
+killed and restarted, the containers reading again without a restart.
+"""
+
+import base64
+import os
+import pathlib
+import shutil
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, build_dir, skip_or_fail, wait_for
+
+SCHEMAS = REPO.parent / "shared" / "schemas"
+VALIDATE = SCHEMAS / "validate.py"
+GOLDEN = REPO / "tests" / "fixtures" / "k8s-golden"
+PY = "/usr/bin/python3"
+
+
+def provision():
+    p = build_dir() / "k8s" / "dagfs-provision"
+    if not p.exists():
+        skip_or_fail(f"{p} not built")
+    return p
+
+
+@pytest.fixture
+def secrets(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    files = {
+        "key": "-----BEGIN OPENSSH PRIVATE KEY-----\nKEYMATERIAL-ssh\n",
+        "kh": "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+        "fernet": "SECRETFERNETAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+        "web": "SECRETWEB0123456789abcdef01234567\n",
+        "db": "SECRETDBPASS42\n",
+        "aws": "[default]\naws_access_key_id = AKIASECRET\naws_secret_access_key = SECRETAWSKEY\n",
+    }
+    for k, v in files.items():
+        (d / k).write_text(v)
+    return d
+
+
+def run_prov(*args, env=None, check=True):
+    r = subprocess.run([str(provision()), *map(str, args)], capture_output=True,
+                       text=True, env=env)
+    if check and r.returncode != 0:
+        raise AssertionError(f"dagfs-provision {args}: {r.stderr}")
+    return r
+
+
+def fixed_args(sec):
+    return ["--git-ssh-key", sec / "key", "--git-known-hosts", sec / "kh",
+            "--fernet-key-file", sec / "fernet", "--webserver-secret-key-file",
+            sec / "web", "--db-password-file", sec / "db"]
+
+
+VARIANTS = {
+    "fuse-native-hostpath": ["--node", "node-1", "--timezone", "Asia/Seoul",
+                             "--scheduler-replicas", "2"],
+    "materialize-classic-class": ["--mode", "materialize", "--sidecar",
+                                  "classic", "--storage", "class",
+                                  "--storage-class", "standard",
+                                  "--service", "loadbalancer"],
+}
+
+
+def validate(*files, airflow_values=False, merge=False):
+    cmd = [PY, str(VALIDATE), "-q"]
+    if merge:
+        cmd += ["--merge-defaults"]
+    if airflow_values:
+        cmd += ["--airflow-values"]
+    r = subprocess.run(cmd + [str(f) for f in files], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_k8s_render_matches_golden_and_schemas(tmp_path, secrets, variant):
+    out = tmp_path / "out"
+    run_prov("render", out, "--source",
+             "git:git@github.com:org/dags.git,ref=main,subpath=dags",
+             "--source", "s3:airflow-dags/team-b/,region=eu-west-1,at=team_b",
+             *fixed_args(secrets), *VARIANTS[variant])
+    docs = ["namespace.yaml", "storage.yaml", "secrets.yaml",
+            "dagfs-config.yaml", "pod-template.yaml",
+            "pod-template-pinned.yaml"]
+    validate(*(out / d for d in docs))
+    validate(out / "values.yaml", airflow_values=True)
+    validate(out / "values.yaml", airflow_values=True, merge=True)
+    golden = GOLDEN / variant
+    if os.environ.get("DAGFS_UPDATE_GOLDEN"):
+        golden.mkdir(parents=True, exist_ok=True)
+        for d in docs + ["values.yaml"]:
+            shutil.copy(out / d, golden / d)
+    for d in docs + ["values.yaml"]:
+        assert (out / d).read_text() == (golden / d).read_text(), d
+
+
+def test_k8s_values_wire_dagfs_into_every_component(tmp_path, secrets):
+    import yaml
+    out = tmp_path / "out"
+    run_prov("render", out, "--source", "git:https://example.com/d.git",
+             "--node", "n1", *fixed_args(secrets))
+    v = yaml.safe_load((out / "values.yaml").read_text())
+    assert v["dags"]["gitSync"]["enabled"] is False
+    assert v["dags"]["persistence"]["enabled"] is False
+    assert v["executor"] == "KubernetesExecutor"
+    for comp in ("scheduler", "apiServer", "dagProcessor", "triggerer"):
+        side = v[comp]["extraInitContainers"][0]
+        assert side["restartPolicy"] == "Always"
+        assert side["startupProbe"]["httpGet"]["path"] == "/readyz"
+        prop = {m["name"]: m.get("mountPropagation")
+                for m in side["volumeMounts"]}
+        assert prop["dags"] == "Bidirectional"
+        air = {m["name"]: m for m in v[comp]["extraVolumeMounts"]}
+        assert air["dags"]["mountPropagation"] == "HostToContainer"
+    tpl = yaml.safe_load(v["podTemplate"])
+    assert tpl["spec"]["initContainers"][0]["restartPolicy"] == "Always"
+    pinned = yaml.safe_load((out / "pod-template-pinned.yaml").read_text())
+    init = pinned["spec"]["initContainers"][0]
+    assert "restartPolicy" not in init and "sync" in init["command"]
+    assert not init["securityContext"].get("privileged")
+    conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
+    assert "password-file" not in conf["data"]["dagfs.conf"]
+
+
+def test_vm_render(tmp_path, secrets):
+    out = tmp_path / "vm"
+    run_prov("render", out, "--target", "vm", "--source",
+             "git:git@github.com:org/dags.git", "--db-host", "10.0.0.5",
+             "--namespace", "airflow-tasks", "--storage", "class",
+             "--storage-class", "standard", *fixed_args(secrets))
+    for f in ("dagfs.service", "airflow-api-server.service",
+              "airflow-scheduler.service", "airflow-dag-processor.service",
+              "limits.conf", "airflow.cfg", "airflow.env", "install.sh",
+              "dagfs.conf", "pod-template.yaml"):
+        assert (out / f).exists(), f
+    unit = (out / "dagfs.service").read_text()
+    assert "mount --config /etc/dagfs/dagfs.conf" in unit
+    assert "/opt/airflow/dags" in unit
+    assert "Requires=dagfs.service" in (out / "airflow-scheduler.service").read_text()
+    cfg = (out / "airflow.cfg").read_text()
+    for key in ("dags_folder = /opt/airflow/dags", "executor = KubernetesExecutor",
+                "pod_template_file = /opt/airflow/pod-template.yaml",
+                "namespace = airflow-tasks", "config_file = "):
+        assert key in cfg
+    assert "useradd --system --uid 50000 --gid 100" in (out / "install.sh").read_text()
+    assert stat.S_IMODE((out / "airflow.env").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "secrets").stat().st_mode) == 0o700
+    validate(out / "pod-template.yaml", out / "namespace.yaml",
+             out / "storage.yaml", out / "secrets.yaml")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "SequentialExecutor"], "unknown executor 'SequentialExecutor'"),
+    (["--git-ssh-key", "/nonexistent/key"], "missing key file /nonexistent/key"),
+    (["--node-port", "80"], "out of range"),
+    (["--node-port", "99999"], "not a number in range"),
+    (["--namespace", "Airflow_NS"], "invalid namespace name 'Airflow_NS'"),
+    (["--mode", "nfs"], "unknown mode 'nfs'"),
+    (["--storage", "hostpath", "--node", ""], "needs --node"),
+    (["--source", "ftp:x"], "unknown source type 'ftp'"),
+    (["--source", "dir:/srv/dags"], "in Kubernetes use git or s3"),
+    (["--bogus"], "unknown option '--bogus'"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    base = ["render", tmp_path / "out", "--node", "n1"]
+    if "--source" not in args:
+        base += ["--source", "git:https://example.com/d.git"]
+    r = run_prov(*base, *args, check=False)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not (tmp_path / "out" / "values.yaml").exists()
+
+
+def test_generated_secrets_are_kept_private_and_stable(tmp_path):
+    out = tmp_path / "out"
+    args = ["render", out, "--source", "git:https://example.com/d.git",
+            "--node", "n1"]
+    r1 = run_prov(*args)
+    kept = {f.name: f.read_text() for f in (out / ".secrets").iterdir()}
+    fernet = base64.urlsafe_b64decode(kept["fernet-key"])
+    assert len(fernet) == 32
+    assert len(bytes.fromhex(kept["webserver-secret-key"])) == 16
+    for f in (out / ".secrets").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "secrets.yaml").stat().st_mode) == 0o600
+    r2 = run_prov(*args)  # a re-run reuses them: no key rotation on upgrade
+    assert kept == {f.name: f.read_text() for f in (out / ".secrets").iterdir()}
+    for r in (r1, r2):
+        for v in kept.values():
+            assert v not in r.stdout and v not in r.stderr
+
+
+def stand_ins(tmp_path):
+    """kubectl and helm STAND-INS: they record their arguments and exit 0."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for tool in ("kubectl", "helm", "sh"):
+        if tool == "sh":
+            continue
+        p = bin_dir / tool
+        p.write_text(f"#!/bin/sh\n# stand-in for {tool}: records, runs nothing\n"
+                     f"echo \"{tool} $*\" >> {log}\n")
+        p.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    return env, log
+
+
+def test_apply_with_stand_ins_is_idempotent(tmp_path, secrets):
+    env, log = stand_ins(tmp_path)
+    out = tmp_path / "out"
+    args = ["apply", out, "--source", "git:https://example.com/d.git",
+            "--node", "n1", *fixed_args(secrets)]
+    run_prov(*args, env=env)
+    first = log.read_text().splitlines()
+    assert first[0] == f"kubectl apply -f {out}/namespace.yaml"
+    assert f"kubectl apply -n airflow -f {out}/secrets.yaml" in first
+    helm = [c for c in first if c.startswith("helm ")]
+    assert helm == [f"helm upgrade --install airflow airflow --repo "
+                    f"https://airflow.apache.org --version 1.18.0 --namespace "
+                    f"airflow --values {out}/values.yaml --wait --timeout 20m"]
+    run_prov(*args, env=env)  # a re-run upgrades the same way
+    assert log.read_text().splitlines() == first * 2
+    secret = (secrets / "db").read_text().strip()
+    assert secret not in log.read_text()
+
+
+def test_dry_run_prints_and_runs_nothing(tmp_path, secrets):
+    env, log = stand_ins(tmp_path)
+    r = run_prov("apply", tmp_path / "out", "--dry-run", "--source",
+                 "git:https://example.com/d.git", "--node", "n1",
+                 *fixed_args(secrets), env=env)
+    assert "+ helm upgrade --install airflow" in r.stdout
+    assert "+ kubectl apply -f" in r.stdout
+    assert not log.exists()
+
+
+# ------------------------------------------------------- pod simulation
+
+CONTAINER = r"""
+import os, subprocess, sys
+base = sys.argv[1]
+subprocess.run(["mount", "--make-rslave", base], check=True)
+print("ready", flush=True)
+for line in sys.stdin:
+    path = os.path.join(base, line.strip())
+    try:
+        with open(path) as f:
+            print("ok " + f.read().replace("\n", "|"), flush=True)
+    except OSError as e:
+        print(f"err {e.errno}", flush=True)
+"""
+
+
+class Container:
+    """A process in its own mount namespace, slave to the pod's volume:
+    what an Airflow container with mountPropagation HostToContainer is."""
+
+    def __init__(self, base):
+        self.p = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "unchanged", PY, "-c",
+             CONTAINER, str(base)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "ready"
+
+    def read(self, rel):
+        self.p.stdin.write(rel + "\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=10)
+
+
+def sidecar(base, src, cache, log):
+    """dagfs in its own mount namespace whose copy of the volume stays
+    shared with the pod (Bidirectional)."""
+    dagfs = build_dir() / "sidecar" / "dagfs"
+    return subprocess.Popen(
+        ["unshare", "-m", "--propagation", "unchanged", str(dagfs), "mount",
+         "--cache", str(cache), "--source", f"dir:{src},name=dags",
+         "--allow-other", str(base / "mnt")], stderr=open(log, "ab"))
+
+
+def test_pod_simulation_sidecar_restart(tmp_path):
+    if not os.path.exists("/dev/fuse") or shutil.which("unshare") is None:
+        skip_or_fail("needs /dev/fuse and unshare")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "dag.py").write_text("revision 1\n")
+    base = tmp_path / "pod-volume"  # the emptyDir on the node
+    (base / "mnt").mkdir(parents=True)
+    subprocess.run(["mount", "--bind", base, base], check=True)
+    subprocess.run(["mount", "--make-rshared", base], check=True)
+    containers, side = [], None
+    try:
+        containers = [Container(base), Container(base)]
+        side = sidecar(base, src, tmp_path / "cache", tmp_path / "side.log")
+        for c in containers:
+            wait_for(lambda: c.read("mnt/dag.py") == "ok revision 1|",
+                     timeout=20, what="container reads through the sidecar")
+        side.kill()  # the sidecar crashes: the mount is dead
+        side.wait()
+        for c in containers:  # pages already read may still be cached
+            assert c.read("mnt/never-looked-up.py") == "err 107"  # ENOTCONN
+        (src / "dag.py").write_text("revision 2\n")
+        side = sidecar(base, src, tmp_path / "cache", tmp_path / "side.log")
+        for c in containers:  # the same processes, not restarted
+            wait_for(lambda: c.read("mnt/dag.py") == "ok revision 2|",
+                     timeout=20, what="container reads after the restart")
+    finally:
+        if side and side.poll() is None:
+            side.send_signal(signal.SIGTERM)
+            try:
+                side.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                side.kill()
+        for c in containers:
+            c.close()
+        subprocess.run(["umount", "-R", "-l", str(base)])
