@@ -25,6 +25,7 @@
 
 static const struct source_ops *const source_types[] = {
 	&source_dir_ops,
+	&source_git_ops,
 	&source_s3_ops,
 };
 

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * git_i.h - private to the git source (git.c, git_remote.c, git_tree.c):
+ * its state, the remote side (connect, ref listing, fetch, credentials,
+ * host keys) and the tree side (blob map, snapshot building).
+ *
+ * Nothing here is used outside sync/. libgit2 owns the git_ prefix, so
+ * our symbols use gitsrc_.
+ */
+#ifndef DAGFS_GIT_I_H
+#define DAGFS_GIT_I_H
+
+#include <git2.h>
+#include <limits.h>
+
+#include "source_i.h"
+
+#define GITSRC_REFNAME_MAX 1024
+
+/**
+ * Persistent map git blob id -> (content hash, size), so an unchanged
+ * blob is never read or hashed again. Kept in memory as an open-addressed
+ * table and on disk as an append-only file of fixed-size checksummed
+ * records (<cache>/git/<name>/blobmap). Used by the source's thread only.
+ */
+struct gitsrc_blobmap {
+	int fd;
+	size_t n, cap; /* cap is a power of two, or 0 */
+	struct gitsrc_blobrec *v;
+};
+
+struct gitsrc_blobrec {
+	git_oid oid;
+	struct dhash h;
+	uint64_t size;
+	bool used;
+};
+
+/** Where an ssh URL points, for the known_hosts check. */
+struct gitsrc_url {
+	bool ssh;
+	char host[256];
+	char user[128]; /* "" if the URL names none */
+	int port;       /* 22 unless given */
+};
+
+/** The source's state (src->priv). Used by the source's thread only. */
+struct gitsrc {
+	struct source *src;
+	const char *url;         /* borrowed from src->spec */
+	const char *ref;         /* NULL: the remote's HEAD */
+	bool pinned;             /* ref is a full commit id */
+	git_oid pin;
+	char *subpath;           /* "" for the whole repository */
+	bool submodules;
+	const char *ssh_key;     /* paths, borrowed from src->spec */
+	const char *ssh_pass_file;
+	const char *known_hosts;
+	const char *username;
+	const char *password_file;
+	const char *token_file;
+	bool insecure;           /* no host key check */
+	char dir[PATH_MAX];      /* <cache>/git/<name> */
+	git_repository *repo;
+	struct gitsrc_blobmap map;
+};
+
+/**
+ * One remote operation's callback state: what our callbacks decided, so
+ * the error translation can say why rather than libgit2's generic text.
+ */
+struct gitsrc_cb {
+	struct gitsrc *g;
+	struct gitsrc_url url;
+	int cred_tries;
+	char why[256]; /* "" unless a callback refused */
+};
+
+/* ------------------------------------------------------- git.c */
+
+/**
+ * The one place libgit2 errors become a negative errno and a one-line
+ * message "git source NAME: @doing: cause" in @err. @cb may be NULL.
+ * Never includes credentials.
+ */
+int gitsrc_fail(struct gitsrc *g, const struct gitsrc_cb *cb, int rc,
+		const char *doing, char *err, size_t errlen);
+
+/* ------------------------------------------------ git_remote.c */
+
+/** Split @url into host, port and user if it is an ssh URL (scp-like too). */
+int gitsrc_url_parse(struct gitsrc_url *out, const char *url) WUR;
+
+/**
+ * Check a raw ssh host key (wire format) against the known_hosts @file
+ * for @host (and [host]:port when @port is not 22). Returns 0 if a line
+ * matches, -ENOENT if no line names the host with this key, -EKEYREJECTED
+ * if the host is listed with other keys of this type or the key is revoked,
+ * -errno if the file cannot be read. A reason goes to @why.
+ */
+int gitsrc_known_hosts_check(const char *file, const char *host, int port,
+			     const unsigned char *key, size_t keylen, char *why,
+			     size_t whylen) WUR;
+
+/**
+ * Create an anonymous remote for @url in @repo and connect it for fetch
+ * with our credential and host-key callbacks. @cb must outlive the remote.
+ * Returns 0 or a libgit2 error code.
+ */
+int gitsrc_connect(git_remote **out, struct gitsrc_cb *cb, git_repository *repo,
+		   const char *url) WUR;
+
+/**
+ * Find @ref on the connected remote: NULL for HEAD, a branch, a tag or a
+ * full ref name. Sets the ref's full name (into @name), its object id
+ * @tip and the commit it peels to @commit. GIT_ENOTFOUND if absent.
+ */
+int gitsrc_ls_find(git_remote *r, const char *ref, char *name, size_t namelen,
+		   git_oid *tip, git_oid *commit) WUR;
+
+/**
+ * Download what @refspecs name over the connected @r (negotiating with
+ * every local ref). Counts the bytes and objects fetched on the source.
+ * Returns 0 or a libgit2 error code.
+ */
+int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
+		    size_t n) WUR;
+
+/* ------------------------------------------------ git_stream.c */
+
+/** Route libgit2's TCP streams through ours (time limits, keepalive). */
+int gitsrc_stream_register(void) WUR;
+/** Time limit of this thread's next connections: connect and each read. */
+void gitsrc_stream_timeout(int ms);
+
+/* -------------------------------------------------- git_tree.c */
+
+/** Load (creating if needed) the blob map at @path. */
+int gitsrc_blobmap_open(struct gitsrc_blobmap *m, const char *path) WUR;
+void gitsrc_blobmap_close(struct gitsrc_blobmap *m);
+/** The record for @oid, or NULL. Borrowed until the next add. */
+const struct gitsrc_blobrec *gitsrc_blobmap_get(const struct gitsrc_blobmap *m,
+						const git_oid *oid);
+/** Remember @oid -> @h, @size (in memory, and appended to the file). */
+int gitsrc_blobmap_add(struct gitsrc_blobmap *m, const git_oid *oid,
+		       const struct dhash *h, uint64_t size) WUR;
+
+/**
+ * Build the snapshot of @commit (at g->subpath): store every blob not yet
+ * stored, mtimes kept from @prev for unchanged content, else the commit
+ * time. Returns 0 with *out, or -errno with a message in @err.
+ */
+int gitsrc_build(struct gitsrc *g, git_commit *commit, const struct snap *prev,
+		 struct snap **out, char *err, size_t errlen) WUR;
+
+/**
+ * The url= of the .gitmodules section (text @text of @n bytes) whose
+ * path= is @path, into @out. Returns false if there is none.
+ */
+bool gitsrc_gitmodules_url(char *out, size_t len, const char *text, size_t n,
+			   const char *path);
+
+/**
+ * Make sure @commit is in the repository for submodule @url: open or
+ * create its bare repository under the source's cache directory and fetch
+ * its branches and tags if the commit is missing. *out is freed by the
+ * caller with git_repository_free().
+ */
+int gitsrc_submodule_repo(git_repository **out, struct gitsrc *g,
+			  const char *url, const git_oid *commit, char *err,
+			  size_t errlen) WUR;
+
+#endif
