@@ -30,6 +30,7 @@ struct fs_slot {
 	size_t atlen;	   /* strlen(at) */
 	char *source;	   /* source name for logs; immutable */
 	struct snap *snap; /* fs->slot_lock; NULL before the first swap */
+	uint32_t epoch;	   /* fs->slot_lock; swaps of this slot */
 };
 
 /** What a mount path is in the current view. */
@@ -46,6 +47,7 @@ struct fs_res {
 	int slot;	   /* FS_EMPTY, FS_ENTRY */
 	struct snap *snap; /* FS_ENTRY */
 	uint32_t idx;	   /* FS_ENTRY: entry index in @snap */
+	uint32_t epoch;	   /* FS_EMPTY, FS_ENTRY: the slot's, with @snap */
 };
 
 /*
@@ -120,8 +122,9 @@ void fs_res_drop(struct fs_res *r);
 const struct snap_entry *fs_res_entry(const struct fs_res *r);
 /** True if @r is a directory of any kind. */
 bool fs_res_is_dir(const struct fs_res *r);
-/** Current snapshot of @slot with a new reference, or NULL. */
-struct snap *fs_slot_snap(struct fs *fs, int slot);
+/** Current snapshot of @slot with a new reference, or NULL; its epoch
+ * in @epoch if not NULL. */
+struct snap *fs_slot_snap(struct fs *fs, int slot, uint32_t *epoch);
 /** True if @snap is still @slot's current snapshot. */
 bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap);
 /**

@@ -260,6 +260,7 @@ void fs_swap(struct fs *fs, int slot, struct snap *snap)
 	pthread_mutex_lock(&fs->lock);
 	pthread_mutex_lock(&fs->slot_lock);
 	__atomic_store_n(&fs->slots[slot].snap, snap, __ATOMIC_RELEASE);
+	fs->slots[slot].epoch++;
 	pthread_mutex_unlock(&fs->slot_lock);
 	fs_inodes_move(fs, slot, snap);
 	plan_dirs(&sw);
