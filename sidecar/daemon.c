@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "sidecar_i.h"
@@ -58,6 +59,7 @@ static void *sig_main(void *arg)
 		}
 		log_notice(TAG, "%s: unmounting %s", strsignal(sig),
 			   t->ctx->mountpoint);
+		sd_notify(0, "STOPPING=1");
 		fs_exit(t->ctx->fs);
 		fs_unmount(t->ctx->fs);
 	}
@@ -82,6 +84,7 @@ static void on_publish(struct source *src, struct snap *snap, void *payload)
 	log_debug(TAG, "serving %s revision %s at /%s", source_name(src),
 		  snap->rev, source_at(src));
 	status_writer_kick(s->ctx);
+	endpoints_published(s->ctx);
 }
 
 /* Build every source; nothing is started. Errors name where it was set. */
@@ -189,11 +192,6 @@ static int sources_start(struct dagfs_ctx *ctx)
 /* Options that are parsed and checked but whose feature is not built. */
 static void warn_not_built(const struct dagfs_config *c)
 {
-	if (c->http && *c->http)
-		log_warn(TAG, "http=%s: the HTTP endpoints are not built yet; "
-			      "nothing listens there", c->http);
-	if (c->webhook_secret_file)
-		log_warn(TAG, "webhook-secret-file: no webhook yet; ignored");
 	if (c->show_meta)
 		log_warn(TAG, "show-meta: no .dagfs directory yet; ignored");
 }
@@ -224,6 +222,7 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 
 static void ctx_free(struct dagfs_ctx *ctx)
 {
+	endpoints_stop(ctx);
 	for (size_t i = 0; i < ctx->n; i++)
 		source_stop(ctx->src[i].src);
 	status_writer_stop(ctx);
@@ -287,9 +286,13 @@ int cmd_mount(const struct dagfs_config *c)
 	if (!rc && (rc = status_writer_start(&ctx)))
 		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
 	if (!rc)
-		rc = sources_start(&ctx);
+		rc = endpoints_start(&ctx);
 	if (!rc)
+		rc = sources_start(&ctx);
+	if (!rc) {
+		endpoints_published(&ctx); /* a cache may serve every source */
 		rc = serve(&ctx, &set);
+	}
 out:
 	ctx_free(&ctx);
 	return rc ? 1 : 0;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "fs.h"
+#include "http_i.h"
 #include "sync.h"
 
 #ifndef DAGFS_VERSION
@@ -260,7 +261,21 @@ struct dagfs_ctx {
 	struct sc_source *src;
 
 	struct status_writer *status;
+
+	const char *materialize; /* DIR in materialise mode, else NULL */
+	struct http *http;	 /* NULL when http= is off */
+	bool notified;		 /* systemd told READY=1; atomic */
+	int64_t usage_at;	 /* ctx->lock: store usage cache */
+	uint64_t usage_blobs, usage_bytes;
 };
+
+/* -------------------------------------------------------- endpoints */
+
+/** Serve http= if set; one line on stderr on failure. */
+int endpoints_start(struct dagfs_ctx *ctx) WUR;
+void endpoints_stop(struct dagfs_ctx *ctx);
+/** After a publication: READY=1 to systemd once every source has one. */
+void endpoints_published(struct dagfs_ctx *ctx);
 
 /* ------------------------------------------------------------ status */
 

@@ -377,7 +377,14 @@ struct source_status {
 	unsigned max_failures; /* unhealthy past this */
 	char error[512];       /* last error, "" if none */
 	uint64_t syncs, bytes_fetched, objects_fetched;
+	/* sync durations: counts per SOURCE_DURATION_BUCKETS bound (the
+	 * last is +Inf), their sum in seconds */
+	uint64_t dur_buckets[11];
+	double dur_sum;
 };
+
+/** Upper bounds (seconds) of the sync duration histogram buckets. */
+extern const double source_duration_bounds[10];
 void source_get_status(struct source *src, struct source_status *out);
 
 /**
