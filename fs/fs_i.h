@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fs_i.h - private to fs/: the view (slots and path resolution), the inode
- * table, and the handler table shared by view.c, inode.c, ops.c and
- * mount.c. Nothing outside fs/ includes it.
+ * table, and the handler table shared by view.c, inode.c, swap.c, ops.c
+ * and mount.c. Nothing outside fs/ includes it.
  */
 #ifndef DAGFS_FS_I_H
 #define DAGFS_FS_I_H
@@ -70,7 +70,8 @@ struct fs_inode {
 	char *path;	       /* directories: mount path; immutable */
 	struct snap *snap;     /* files, links: fs->lock */
 	uint32_t idx;	       /* files, links: entry index; fs->lock */
-	int64_t mtime_floor;   /* directories: see view.c; fs->lock */
+	int64_t mtime_floor;   /* directories: see swap.c; written under
+				* fs->lock, read atomically */
 	uint64_t inval_gen;    /* directories: last swap that queued it;
 				* fs->lock */
 	bool verified;	       /* files: blob checked once; fs->lock */
@@ -86,7 +87,7 @@ struct fs {
 	struct fs_opts o;
 	int64_t start_ns; /* mtime of made-up directories */
 
-	pthread_mutex_t slot_lock; /* slots[].snap */
+	pthread_mutex_t slot_lock; /* slots[].snap and .epoch */
 	struct fs_slot *slots;	   /* fixed once mounted */
 	int nslots;
 
@@ -150,10 +151,13 @@ static inline bool fs_seq_stable(struct fs *fs, uint64_t seq)
 
 /* inode.c */
 
+/** Allocate the empty inode table; -ENOMEM. */
 int fs_table_init(struct fs *fs) __attribute__((warn_unused_result));
 /** Free every inode (unmounted only). */
 void fs_table_free(struct fs *fs);
+/** The inode behind a nodeid the kernel holds (borrowed). */
 struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t nodeid);
+/** The nodeid the kernel knows @ino by. */
 fuse_ino_t fs_nodeid(struct fs *fs, const struct fs_inode *ino);
 /** st_ino of what @r names at mount path @path. */
 uint64_t fs_key(const char *path, const struct fs_res *r);
