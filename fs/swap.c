@@ -90,13 +90,14 @@ static void on_diff(const struct snap *a, int ai, const struct snap *b,
 	struct swap *sw = payload;
 	const struct snap_entry *ea = ai >= 0 ? &a->e[ai] : NULL;
 	const struct snap_entry *eb = bi >= 0 ? &b->e[bi] : NULL;
-	const char *rel = (ea ? ea : eb)->path;
+	const char *rel;
 	struct change *c;
 	size_t len;
 	void *v;
 
-	if (sw->err)
+	if (sw->err || (!ea && !eb))
 		return;
+	rel = (ea ? ea : eb)->path;
 	v = grow(sw->c, &sw->capc, sw->nc, sizeof(*c), &sw->err);
 	if (!v)
 		return;
