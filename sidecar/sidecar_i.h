@@ -31,6 +31,7 @@ enum cfg_cmd {
 	CMD_MOUNT = 1,
 	CMD_CHECK = 2,
 	CMD_STATUS = 4,
+	CMD_SYNC = 8,
 };
 
 /** Where an option's value came from; later origins win. */
@@ -53,6 +54,7 @@ enum cfg_type {
 	CFG_ADDR,     /* ADDR:PORT, or empty for off */
 	CFG_DURATION, /* 250ms, 10s, 2m, 1h or bare seconds */
 	CFG_SOURCE,   /* a source spec; every occurrence adds one */
+	CFG_LIST,     /* text; every occurrence adds a line */
 };
 
 /** One row of the option table: it drives file, environment, flags, help. */
@@ -94,6 +96,10 @@ struct dagfs_config {
 	unsigned max_failures;
 	bool show_meta;
 	char *webhook_secret_file;
+	char *materialize; /* DIR: materialise mode instead of FUSE */
+	int grace_ms;	   /* materialise: old revisions kept this long */
+	bool once;	   /* dagfs sync --once */
+	char *revision;	   /* NAME=REV lines: pinned revisions */
 	int status_interval_ms;
 	unsigned threads;
 	bool fuse_debug;
@@ -305,6 +311,19 @@ int cmd_mount(const struct dagfs_config *c);
  * healthy and the daemon is writing, 1 if not, 2 without a status file.
  */
 int cmd_status(const struct dagfs_config *c);
+
+/**
+ * `dagfs sync --once --materialize DIR [--revision NAME=REV]...`: build
+ * DIR/current once (pinned revisions from the cache, or fetched) and
+ * exit: 0, or 1 with a one-line reason.
+ */
+int cmd_sync(const struct dagfs_config *c);
+
+/**
+ * Materialise mode: compose every source's current snapshot into
+ * DIR/.revs/<id>, point DIR/current at it, prune retired revisions.
+ */
+void materialize_all(struct dagfs_ctx *ctx);
 
 /**
  * `dagfs check-config`: add the sources' own errors to @errs (those of

@@ -661,6 +661,27 @@ static void *source_thread(void *arg)
 	return NULL;
 }
 
+int source_sync_once(struct source *src, struct snap **out, char *err,
+		     size_t errlen)
+{
+	struct snap *cached;
+	int rc;
+
+	if (!pub_load_current(src->store, src->name, &cached)) {
+		publish_to_reader(src, cached);
+		snap_unref(cached);
+	}
+	rc = attempt(src, err, errlen);
+	if (rc)
+		return rc;
+	*out = source_current(src);
+	if (!*out) {
+		snprintf(err, errlen, "%s: nothing published", src->tag);
+		return -ENOENT;
+	}
+	return 0;
+}
+
 int source_start(struct source *src, source_publish_fn cb, void *payload)
 {
 	struct snap *cached;

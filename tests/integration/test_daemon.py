@@ -133,3 +133,108 @@ def test_kill_9_and_restart_over_the_dead_mount(dagfs, tmp_path):
     m2 = dagfs.mount([f"dir:{src},name=local"], mnt=m.mnt, cache=m.cache,
                      ready=lambda mnt: (mnt / "a.py").read_text() == "two\n")
     assert "dead FUSE mount" in m2.stderr_text()
+
+
+def write_revision(src, i, names=("a.py", "sub/b.py", "sub/deep/c.py")):
+    for n in names:
+        p = src / n
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(f"revision {i}\n" * 50)
+        tmp.rename(p)
+
+
+def test_materialize_mode_swaps_atomically(dagfs, tmp_path):
+    import threading
+    src = tmp_path / "src"
+    src.mkdir()
+    write_revision(src, 0)
+    out = tmp_path / "out"
+    import subprocess
+    from conftest import dagfs_binary
+    proc = subprocess.Popen([str(dagfs_binary()), "mount", "--materialize",
+                             str(out), "--cache", str(tmp_path / "cache"),
+                             "--grace", "1s", "--source",
+                             f"dir:{src},name=local,debounce=100ms"],
+                            stderr=open(tmp_path / "log", "w"))
+    try:
+        wait_for(lambda: (out / "current" / "a.py").exists(), timeout=20,
+                 what="first revision materialised")
+        materialize_swaps(src, out)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def materialize_swaps(src, out):
+    import threading
+    errors, seen, stop = [], [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                cur = os.readlink(out / "current")
+            except OSError as e:
+                errors.append(f"current missing: {e}")
+                continue
+            root = out / cur
+            try:
+                revs = {(root / n).read_text().split("\n")[0]
+                        for n in ("a.py", "sub/b.py", "sub/deep/c.py")}
+            except OSError:
+                continue  # retired and pruned under us after the grace
+            if len(revs) != 1:
+                errors.append(f"mixed revisions in {cur}: {revs}")
+            seen.append(revs.pop())
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(1, 16):
+            write_revision(src, i)
+            wait_for(lambda: (out / "current" / "a.py").read_text()
+                     .startswith(f"revision {i}\n"), timeout=20,
+                     what=f"revision {i} current")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:5]
+    assert len(set(seen)) >= 10
+    time.sleep(1.5)
+    write_revision(src, 99)
+    wait_for(lambda: (out / "current" / "a.py").read_text()
+             .startswith("revision 99\n"), timeout=20, what="last revision")
+    revs = [p for p in (out / ".revs").iterdir() if not p.name.endswith(".retired")]
+    assert len(revs) <= 3, revs  # retired revisions are pruned after the grace
+
+
+def test_sync_once_and_pinned_revision(dagfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("first\n")
+    cache = tmp_path / "cache"
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "o1"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local"])
+    assert r.returncode == 0, r.stderr
+    first_rev = r.stdout.split()[1]
+    assert (tmp_path / "o1" / "current" / "a.py").read_text() == "first\n"
+    (src / "a.py").write_text("second\n")
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "o2"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local"])
+    assert r.returncode == 0 and (tmp_path / "o2" / "current" / "a.py").read_text() == "second\n"
+    # a worker pinned to the revision the scheduler saw
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "o3"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local",
+                   "--revision", f"local={first_rev}"])
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o3" / "current" / "a.py").read_text() == "first\n"
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "o4"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local",
+                   "--revision", "local=dir-0000000000"])
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "not in the cache" in r.stderr
+    r = dagfs.run(["sync", "--materialize", str(tmp_path / "o5"),
+                   "--source", f"dir:{src}"])
+    assert r.returncode == 1 and "needs --once" in r.stderr
