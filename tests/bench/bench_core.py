@@ -42,6 +42,7 @@ import gen_corpus  # noqa: E402
 from conftest import Dagfs, drop_caches, proc_status  # noqa: E402
 
 TARGETS = {}
+opts_min_idle = 0.0     # --min-idle
 
 
 def register(name, cls):
@@ -144,6 +145,29 @@ def ensure_corpus(workdir, files, seed):
     return corpus
 
 
+def _cpu_idle(interval=1.0):
+    """Fraction of CPU time idle over @interval seconds (/proc/stat)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    i0, t0 = snap()
+    time.sleep(interval)
+    i1, t1 = snap()
+    return (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(min_idle, timeout=120):
+    """On a shared machine, wait (up to @timeout s) until other work
+    leaves at least @min_idle of the CPUs idle; returns the idle seen."""
+    deadline, idle = time.monotonic() + timeout, 0.0
+    while min_idle > 0 and time.monotonic() < deadline:
+        idle = _cpu_idle()
+        if idle >= min_idle:
+            break
+    return idle
+
+
 def timed_scan(path, compile_py):
     st = airflow_scan.scan(str(path), compile_py)
     if st["errors"]:
@@ -158,11 +182,13 @@ def measure(targets, mode, warm_runs):
     res, shapes = {}, {}
     for t in targets:
         t.fresh()
+        wait_quiet(opts_min_idle)
         if not drop_caches():
             raise RuntimeError("cannot drop caches (run as root)")
         cold, shapes[t.name] = timed_scan(t.path, compile_py)
         res[t.name] = (cold, [])
     for _ in range(warm_runs):
+        wait_quiet(opts_min_idle)
         for t in targets:
             s, _ = timed_scan(t.path, compile_py)
             res[t.name][1].append(s)
@@ -228,12 +254,17 @@ def main():
                     "median of every warm scan (for noisy machines)")
     ap.add_argument("--workdir", default="/var/tmp/dagfs-bench")
     ap.add_argument("--targets", default="native,dagfs")
+    ap.add_argument("--min-idle", type=float, default=0.8,
+                    help="before each measurement wait (up to 2 min) until "
+                    "this fraction of CPU time is idle; 0 to not wait")
     ap.add_argument("--plugin", action="append", default=[])
     ap.add_argument("--dagfs-arg", dest="dagfs_args", action="append",
                     default=[], help="extra option for dagfs mount")
     ap.add_argument("--out", help="also write the Markdown here")
     ap.add_argument("--json", help="also write raw figures here")
     opts = ap.parse_args()
+    global opts_min_idle
+    opts_min_idle = opts.min_idle
     sys.modules.setdefault("bench_core", sys.modules[__name__])
     for p in opts.plugin:
         importlib.import_module(p)
