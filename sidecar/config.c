@@ -16,7 +16,7 @@
 
 #define OFF(f) offsetof(struct dagfs_config, f)
 #define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC)
-#define ALL (CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC)
+#define ALL (CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK)
 
 /*
  * One row per option: name, type, field, default, commands, placeholder,
@@ -76,6 +76,8 @@ static const struct cfg_option options[] = {
 	OPT("revision", CFG_LIST, revision, NULL, CMD_SYNC, "NAME=REV",
 	    "sync: serve this retained or fetchable revision of source NAME; "
 	    "repeatable"),
+	OPT("repair", CFG_BOOL, repair, "false", CMD_FSCK, NULL,
+	    "fsck: remove what is broken (the next sync fetches it again)"),
 	OPT("json", CFG_BOOL, json, "false", CMD_STATUS, NULL,
 	    "print JSON instead of a table"),
 };
@@ -601,6 +603,7 @@ static const char *cmd_name(unsigned cmd)
 	return cmd == CMD_MOUNT ? "mount" :
 	       cmd == CMD_CHECK ? "check-config" :
 	       cmd == CMD_SYNC	? "sync" :
+	       cmd == CMD_FSCK	? "fsck" :
 				  "status";
 }
 

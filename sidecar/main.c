@@ -33,6 +33,10 @@ static const struct command commands[] = {
 	  "Materialise the sources once into DIR (DIR/current -> .revs/<id>),\n"
 	  "optionally at pinned revisions, and exit: for init containers and\n"
 	  "CI. Exit status 0, or 1 with a one-line reason." },
+	{ "fsck", CMD_FSCK, "fsck [--cache DIR] [--repair]",
+	  "Verify every blob against its name and every snapshot against its\n"
+	  "checksum and blobs. Exit status 0 clean, 1 errors repaired, 4\n"
+	  "errors found (run with --repair, daemon stopped), 8 on failure." },
 	{ "check-config", CMD_CHECK,
 	  "check-config --config FILE [OPTION]...",
 	  "Check a configuration as mount would (each source is built against\n"
@@ -113,11 +117,14 @@ static int run(const struct command *cmd, int argc, char **argv)
 		status = cmd_check_config(&c, &errs);
 	} else if (rc) {
 		cfg_errors_print(&errs, stderr);
-		status = cmd->cmd == CMD_STATUS ? 2 : 1;
+		status = cmd->cmd == CMD_STATUS ? 2 :
+			 cmd->cmd == CMD_FSCK	? 8 :
+						  1;
 	} else {
 		log_setup(c.log_level, c.log_json);
 		status = cmd->cmd == CMD_MOUNT ? cmd_mount(&c) :
 			 cmd->cmd == CMD_SYNC  ? cmd_sync(&c) :
+			 cmd->cmd == CMD_FSCK  ? cmd_fsck(&c) :
 						 cmd_status(&c);
 	}
 	config_free(&c);

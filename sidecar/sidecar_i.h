@@ -32,6 +32,7 @@ enum cfg_cmd {
 	CMD_CHECK = 2,
 	CMD_STATUS = 4,
 	CMD_SYNC = 8,
+	CMD_FSCK = 16,
 };
 
 /** Where an option's value came from; later origins win. */
@@ -99,6 +100,7 @@ struct dagfs_config {
 	char *materialize; /* DIR: materialise mode instead of FUSE */
 	int grace_ms;	   /* materialise: old revisions kept this long */
 	bool once;	   /* dagfs sync --once */
+	bool repair;	   /* dagfs fsck --repair */
 	char *revision;	   /* NAME=REV lines: pinned revisions */
 	int status_interval_ms;
 	unsigned threads;
@@ -318,6 +320,9 @@ int cmd_status(const struct dagfs_config *c);
  * exit: 0, or 1 with a one-line reason.
  */
 int cmd_sync(const struct dagfs_config *c);
+
+/** `dagfs fsck --cache DIR [--repair]`; e2fsck exit statuses. */
+int cmd_fsck(const struct dagfs_config *c);
 
 /**
  * Materialise mode: compose every source's current snapshot into
