@@ -6,6 +6,21 @@
  * the snapshot of its commit (git_tree.c). The revision id is the commit
  * id in hex.
  *
+ * Semantics an operator relies on:
+ * - ref= a branch, a tag (followed if it moves) or a full commit id (a pin:
+ *   once present it is never fetched again); default the remote's HEAD.
+ * - A force-push simply moves to the new commit; a deleted ref or an
+ *   unreachable remote fails the sync, and the loop keeps serving the
+ *   last good snapshot.
+ * - mtime of a file or link: the commit time of the revision in which
+ *   dagfs first saw that content at that path (kept from the previous
+ *   snapshot while the content is unchanged). On the very first sync of
+ *   a source every entry gets the served commit's time: dagfs does not
+ *   walk history. A directory's mtime is the newest of its entries'.
+ * - Only the wanted ref is fetched; every fetch negotiates with all local
+ *   refs, so later fetches are incremental. libgit2 1.5 cannot fetch
+ *   shallow: the first fetch brings the whole history of that ref.
+ *
  * Polling, backoff, health and publication belong to source.c; this file
  * only answers "build me the current revision". libgit2 errors become a
  * one-line message in exactly one place, gitsrc_fail().
