@@ -334,11 +334,19 @@ static int git_sync(struct source *src, const char *prev_rev,
 	t0 = mono_ns();
 	rc = gitsrc_build(g, c, prev, out, err, errlen);
 	snap_unref(prev);
-	if (!rc)
-		log_debug(src->tag, "built the snapshot of %s in %.1f ms",
-			  git_oid_tostr_s(&want), (double)(mono_ns() - t0) / 1e6);
 	git_commit_free(c);
-	return rc ? rc : 1;
+	if (rc)
+		return rc;
+	log_debug(src->tag, "built the snapshot of %s in %.1f ms",
+		  git_oid_tostr_s(&want), (double)(mono_ns() - t0) / 1e6);
+	rc = gitsrc_pack_tidy(g);
+	if (rc) {
+		snap_unref(*out);
+		*out = NULL;
+		return gitsrc_fail(g, NULL, rc, "reopening after a repack", err,
+				   errlen);
+	}
+	return 1;
 }
 
 static void git_fini(struct source *src)
