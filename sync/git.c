@@ -176,7 +176,10 @@ static int fetch_all(struct gitsrc_cb *cb, git_repository *repo,
 	return rc ? gitsrc_fail(cb->g, cb, rc, what, err, errlen) : 0;
 }
 
-/* Point TIP_REF at @tip so the next fetch sends it as a "have". */
+/*
+ * Point TIP_REF at @tip: the next fetch sends it as a "have", and a
+ * repack keeps everything it reaches.
+ */
 static int keep_tip(struct gitsrc *g, const git_oid *tip)
 {
 	git_reference *ref;
@@ -238,6 +241,8 @@ static int poll_ref(struct gitsrc *g, const char *prev_rev, git_oid *out,
 			rc = keep_tip(g, &tip);
 		if (!rc)
 			rc = peel_commit(g->repo, &tip, out);
+	} else {
+		rc = keep_tip(g, out); /* keeps it reachable for repacks */
 	}
 out:
 	git_remote_free(r);
@@ -323,6 +328,8 @@ static int git_sync(struct source *src, const char *prev_rev,
 				 src->tag, hex);
 			return -ENOENT;
 		}
+		if ((rc = keep_tip(g, &want)))
+			return gitsrc_fail(g, NULL, rc, "pinning", err, errlen);
 	} else if ((rc = poll_ref(g, prev_rev, &want, err, errlen))) {
 		return rc < 0 ? rc : 0;
 	}
