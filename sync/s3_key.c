@@ -29,8 +29,10 @@ int s3_key_to_path(const char *key, size_t klen, const char *prefix, char *out,
 	if (rel[n - 1] == '/') {
 		dir = 1;
 		n--;
-		if (n == 0)
-			return 2;
+		if (n == 0) {
+			*why = "empty path segment or leading '/'";
+			return -EINVAL;
+		}
 	}
 	if (n >= outlen || n >= PATH_MAX) {
 		*why = "longer than PATH_MAX";

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <expat.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,9 +115,14 @@ int s3_time_parse(const char *s, int64_t *out)
 				frac += (*rest - '0') * scale;
 			}
 	}
+	time_t t;
+
 	if (strcmp(rest, "Z") && strcmp(rest, "+00:00") && *rest)
 		return -EINVAL;
-	*out = (int64_t)timegm(&tm) * 1000000000 + frac;
+	t = timegm(&tm);
+	if (t < 0 || t >= INT64_MAX / 1000000000) /* 1970 to 2262: ns fit */
+		return -EINVAL;
+	*out = (int64_t)t * 1000000000 + frac;
 	return 0;
 }
 
