@@ -36,6 +36,7 @@
 #include "git_i.h"
 
 #define TIP_REF "refs/dagfs/tip"
+#define PACKS_MAX 64 /* one pack per fetch; repack past this */
 
 static const char *const git_keys[] = {
 	"ref",	       "subpath",	"submodules",
@@ -330,8 +331,13 @@ static int git_sync(struct source *src, const char *prev_rev,
 		}
 		if ((rc = keep_tip(g, &want)))
 			return gitsrc_fail(g, NULL, rc, "pinning", err, errlen);
-	} else if ((rc = poll_ref(g, prev_rev, &want, err, errlen))) {
-		return rc < 0 ? rc : 0;
+	} else if ((rc = poll_ref(g, prev_rev, &want, err, errlen)) < 0) {
+		return rc;
+	} else if (rc) {
+		/* nothing new: a quiet moment to tidy the cached repository */
+		rc = gitsrc_pack_tidy(g, PACKS_MAX);
+		return rc ? gitsrc_fail(g, NULL, rc, "reopening after a "
+					"repack", err, errlen) : 0;
 	}
 	rc = git_commit_lookup(&c, g->repo, &want);
 	if (rc)
@@ -346,13 +352,6 @@ static int git_sync(struct source *src, const char *prev_rev,
 		return rc;
 	log_debug(src->tag, "built the snapshot of %s in %.1f ms",
 		  git_oid_tostr_s(&want), (double)(mono_ns() - t0) / 1e6);
-	rc = gitsrc_pack_tidy(g);
-	if (rc) {
-		snap_unref(*out);
-		*out = NULL;
-		return gitsrc_fail(g, NULL, rc, "reopening after a repack", err,
-				   errlen);
-	}
 	return 1;
 }
 

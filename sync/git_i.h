@@ -129,11 +129,11 @@ int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
 /* -------------------------------------------------- git_pack.c */
 
 /**
- * If the cached repository holds too many packs, rewrite what our refs
- * reach into one pack and reopen g->repo. Returns 0, or a libgit2 error
- * if the repository could not be reopened.
+ * If the cached repository holds more than @max_packs packs, rewrite what
+ * our refs reach into one pack and reopen g->repo. Returns 0, or a
+ * libgit2 error if the repository could not be reopened.
  */
-int gitsrc_pack_tidy(struct gitsrc *g) WUR;
+int gitsrc_pack_tidy(struct gitsrc *g, int max_packs) WUR;
 
 /* ------------------------------------------------ git_stream.c */
 

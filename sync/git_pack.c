@@ -3,11 +3,14 @@
  * git_pack.c - keeps the cached bare repository compact. Every fetch adds
  * one pack file and libgit2 1.5 has no gc, so a busy branch polled for
  * months would leave thousands of packs, each one more index to search on
- * every object lookup. Past GITSRC_PACKS_MAX packs, everything reachable
- * from our refs is written into one new pack and the old packs go.
+ * every object lookup. Past a number of packs, everything reachable from
+ * our refs is written into one new pack and the old packs go.
  *
- * Runs in the source's thread between syncs, with the repository closed
- * and reopened around the removal; nothing else uses the repository.
+ * Runs in the source's thread on a poll that found nothing new (so it
+ * delays no revision already known), with the repository closed and
+ * reopened around the removal; nothing else uses the repository. libgit2
+ * searches deltas afresh, so this costs seconds on a big history: it is
+ * rare by design.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -17,8 +20,6 @@
 #include <unistd.h>
 
 #include "git_i.h"
-
-#define GITSRC_PACKS_MAX 32
 
 /* Count the packs in @dir; with @keep, remove every pack but @keep. */
 static int packs(const char *dir, const char *keep)
@@ -71,7 +72,7 @@ static int write_pack(git_repository *repo, const char *dir, char *name,
 	return rc;
 }
 
-int gitsrc_pack_tidy(struct gitsrc *g)
+int gitsrc_pack_tidy(struct gitsrc *g, int max_packs)
 {
 	char dir[PATH_MAX + 32], path[PATH_MAX + 16], name[GIT_OID_HEXSZ + 1];
 	int64_t t0 = mono_ns();
@@ -80,7 +81,7 @@ int gitsrc_pack_tidy(struct gitsrc *g)
 	snprintf(path, sizeof(path), "%s/repo.git", g->dir);
 	snprintf(dir, sizeof(dir), "%s/objects/pack", path);
 	n = packs(dir, NULL);
-	if (n <= GITSRC_PACKS_MAX)
+	if (n <= max_packs)
 		return 0;
 	rc = write_pack(g->repo, dir, name, sizeof(name));
 	if (rc) {
