@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fs_i.h - private to fs/: the view (slots and path resolution), the inode
- * table, and the handler table shared by view.c, inode.c, ops.c and
- * mount.c. Nothing outside fs/ includes it.
+ * table, and the handler table shared by view.c, inode.c, swap.c, ops.c
+ * and mount.c. Nothing outside fs/ includes it.
  */
 #ifndef DAGFS_FS_I_H
 #define DAGFS_FS_I_H
@@ -30,6 +30,7 @@ struct fs_slot {
 	size_t atlen;	   /* strlen(at) */
 	char *source;	   /* source name for logs; immutable */
 	struct snap *snap; /* fs->slot_lock; NULL before the first swap */
+	uint32_t epoch;	   /* fs->slot_lock; swaps of this slot */
 };
 
 /** What a mount path is in the current view. */
@@ -46,6 +47,7 @@ struct fs_res {
 	int slot;	   /* FS_EMPTY, FS_ENTRY */
 	struct snap *snap; /* FS_ENTRY */
 	uint32_t idx;	   /* FS_ENTRY: entry index in @snap */
+	uint32_t epoch;	   /* FS_EMPTY, FS_ENTRY: the slot's, with @snap */
 };
 
 /*
@@ -68,7 +70,8 @@ struct fs_inode {
 	char *path;	       /* directories: mount path; immutable */
 	struct snap *snap;     /* files, links: fs->lock */
 	uint32_t idx;	       /* files, links: entry index; fs->lock */
-	int64_t mtime_floor;   /* directories: see view.c; fs->lock */
+	int64_t mtime_floor;   /* directories: see swap.c; written under
+				* fs->lock, read atomically */
 	uint64_t inval_gen;    /* directories: last swap that queued it;
 				* fs->lock */
 	bool verified;	       /* files: blob checked once; fs->lock */
@@ -84,7 +87,7 @@ struct fs {
 	struct fs_opts o;
 	int64_t start_ns; /* mtime of made-up directories */
 
-	pthread_mutex_t slot_lock; /* slots[].snap */
+	pthread_mutex_t slot_lock; /* slots[].snap and .epoch */
 	struct fs_slot *slots;	   /* fixed once mounted */
 	int nslots;
 
@@ -120,8 +123,9 @@ void fs_res_drop(struct fs_res *r);
 const struct snap_entry *fs_res_entry(const struct fs_res *r);
 /** True if @r is a directory of any kind. */
 bool fs_res_is_dir(const struct fs_res *r);
-/** Current snapshot of @slot with a new reference, or NULL. */
-struct snap *fs_slot_snap(struct fs *fs, int slot);
+/** Current snapshot of @slot with a new reference, or NULL; its epoch
+ * in @epoch if not NULL. */
+struct snap *fs_slot_snap(struct fs *fs, int slot, uint32_t *epoch);
 /** True if @snap is still @slot's current snapshot. */
 bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap);
 /**
@@ -147,10 +151,13 @@ static inline bool fs_seq_stable(struct fs *fs, uint64_t seq)
 
 /* inode.c */
 
+/** Allocate the empty inode table; -ENOMEM. */
 int fs_table_init(struct fs *fs) __attribute__((warn_unused_result));
 /** Free every inode (unmounted only). */
 void fs_table_free(struct fs *fs);
+/** The inode behind a nodeid the kernel holds (borrowed). */
 struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t nodeid);
+/** The nodeid the kernel knows @ino by. */
 fuse_ino_t fs_nodeid(struct fs *fs, const struct fs_inode *ino);
 /** st_ino of what @r names at mount path @path. */
 uint64_t fs_key(const char *path, const struct fs_res *r);

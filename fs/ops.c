@@ -431,6 +431,22 @@ static void listing_entry(struct listing *l, off_t pos, const char *path,
 							S_IFREG;
 }
 
+/*
+ * The offset the kernel hands back to continue after position @pos - 1:
+ * the position, tagged with the epoch of the tree the handle lists.
+ *
+ * The kernel's readdir cache is filled by whichever open handle reads at
+ * the offset where the cache ends, and it trusts all handles of a
+ * directory to list the same thing. A handle opened before a swap keeps
+ * listing the old tree; with the epoch in the offset its entries can
+ * never continue a cache that a handle on the new tree began, nor the
+ * reverse, so the cache never holds a listing that mixes two trees.
+ */
+static off_t listing_off(const struct fs_dirh *dh, off_t pos)
+{
+	return (off_t)(dh->res.epoch & 0x7fffffff) << 32 | pos;
+}
+
 /* Add position @pos; false once the buffer is full. */
 static bool listing_add(struct listing *l, off_t pos)
 {
@@ -453,17 +469,17 @@ static bool listing_add(struct listing *l, off_t pos)
 		fs_res_drop(&r);
 	if (l->plus)
 		fuse_add_direntry_plus(l->req, l->buf + l->used, room, name,
-				       &e, pos + 1);
+				       &e, listing_off(l->dh, pos + 1));
 	else
 		fuse_add_direntry(l->req, l->buf + l->used, room, name,
-				  &e.attr, pos + 1);
+				  &e.attr, listing_off(l->dh, pos + 1));
 	l->used += need;
 	return true;
 }
 
-static void listing_send(struct listing *l, off_t off)
+static void listing_fill(struct listing *l, off_t off)
 {
-	off_t end;
+	off_t end = 2 + (off_t)l->dh->n;
 
 	/* A handle read after a swap goes on listing its own tree, so one
 	 * listing never mixes two revisions, but it must not plant that
@@ -472,23 +488,20 @@ static void listing_send(struct listing *l, off_t off)
 	l->link = l->plus && !(fs_seq_begin(l->fs) & 1) &&
 		  (l->dh->res.kind != FS_ENTRY ||
 		   fs_slot_current(l->fs, l->dh->res.slot, l->dh->res.snap));
-	end = 2 + (off_t)l->dh->n;
 	for (off_t pos = off; pos < end && listing_add(l, pos); pos++)
 		;
-	if (fuse_reply_buf(l->req, l->buf, l->used) == -ENOENT)
-		for (size_t i = 0; i < l->ncounted; i++)
-			fs_inode_forget(l->fs, l->counted[i], 1);
 }
 
 static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi, bool plus)
 {
 	struct fs *fs = fs_of(req);
+	struct fs_dirh *dh = (struct fs_dirh *)(uintptr_t)fi->fh;
 	struct listing l = {
 		.req = req,
 		.fs = fs,
 		.dir = fs_inode_of(fs, ino),
-		.dh = (struct fs_dirh *)(uintptr_t)fi->fh,
+		.dh = dh,
 		.plus = plus,
 		.size = size,
 	};
@@ -501,16 +514,21 @@ static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		goto out;
 	}
-	pthread_mutex_lock(&l.dh->lock);
+	pthread_mutex_lock(&dh->lock);
 	/* Offset 0 starts a listing (opendir or rewinddir): take the tree as
 	 * it is now, not as it was at opendir (see swap.c). */
-	if (off == 0 && !dirh_fresh(fs, l.dh))
-		rc = dirh_capture(fs, l.dir, l.dh);
+	if (off == 0 && !dirh_fresh(fs, dh))
+		rc = dirh_capture(fs, l.dir, dh);
+	if (!rc)
+		listing_fill(&l, off & 0xffffffff);
+	pthread_mutex_unlock(&dh->lock);
+	/* Reply last: once the kernel has the answer it may release the
+	 * handle at any moment, on another thread. */
 	if (rc)
 		fuse_reply_err(req, -rc);
-	else
-		listing_send(&l, off);
-	pthread_mutex_unlock(&l.dh->lock);
+	else if (fuse_reply_buf(req, l.buf, l.used) == -ENOENT)
+		for (size_t i = 0; i < l.ncounted; i++)
+			fs_inode_forget(fs, l.counted[i], 1);
 out:
 	free(l.buf);
 	free(l.counted);
@@ -538,7 +556,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 	(void)ino;
 	for (int i = 0; i < fs->nslots; i++) {
-		struct snap *s = fs_slot_snap(fs, i);
+		struct snap *s = fs_slot_snap(fs, i, NULL);
 
 		for (uint32_t j = 0; s && j < s->n; j++)
 			sv.f_blocks += (s->e[j].size + 4095) / 4096;

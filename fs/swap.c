@@ -90,13 +90,14 @@ static void on_diff(const struct snap *a, int ai, const struct snap *b,
 	struct swap *sw = payload;
 	const struct snap_entry *ea = ai >= 0 ? &a->e[ai] : NULL;
 	const struct snap_entry *eb = bi >= 0 ? &b->e[bi] : NULL;
-	const char *rel = (ea ? ea : eb)->path;
+	const char *rel;
 	struct change *c;
 	size_t len;
 	void *v;
 
-	if (sw->err)
+	if (sw->err || (!ea && !eb))
 		return;
+	rel = (ea ? ea : eb)->path;
 	v = grow(sw->c, &sw->capc, sw->nc, sizeof(*c), &sw->err);
 	if (!v)
 		return;
@@ -260,6 +261,7 @@ void fs_swap(struct fs *fs, int slot, struct snap *snap)
 	pthread_mutex_lock(&fs->lock);
 	pthread_mutex_lock(&fs->slot_lock);
 	__atomic_store_n(&fs->slots[slot].snap, snap, __ATOMIC_RELEASE);
+	fs->slots[slot].epoch++;
 	pthread_mutex_unlock(&fs->slot_lock);
 	fs_inodes_move(fs, slot, snap);
 	plan_dirs(&sw);

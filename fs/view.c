@@ -114,12 +114,14 @@ int fs_path_join(char *buf, size_t len, const char *dir, const char *name)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-struct snap *fs_slot_snap(struct fs *fs, int slot)
+struct snap *fs_slot_snap(struct fs *fs, int slot, uint32_t *epoch)
 {
 	struct snap *s;
 
 	pthread_mutex_lock(&fs->slot_lock);
 	s = snap_ref(fs->slots[slot].snap);
+	if (epoch)
+		*epoch = fs->slots[slot].epoch;
 	pthread_mutex_unlock(&fs->slot_lock);
 	return s;
 }
@@ -154,7 +156,7 @@ bool fs_res_is_dir(const struct fs_res *r)
 static void resolve_in_slot(struct fs *fs, int slot, const char *rel,
 			    struct fs_res *out)
 {
-	struct snap *s = fs_slot_snap(fs, slot);
+	struct snap *s = fs_slot_snap(fs, slot, &out->epoch);
 	int idx;
 
 	out->slot = slot;

@@ -15,8 +15,8 @@
 #include "sidecar_i.h"
 
 #define OFF(f) offsetof(struct dagfs_config, f)
-#define DAEMON (CMD_MOUNT | CMD_CHECK)
-#define ALL (CMD_MOUNT | CMD_CHECK | CMD_STATUS)
+#define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC)
+#define ALL (CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC)
 
 /*
  * One row per option: name, type, field, default, commands, placeholder,
@@ -66,6 +66,16 @@ static const struct cfg_option options[] = {
 	      "most idle FUSE worker threads"),
 	OPT("fuse-debug", CFG_BOOL, fuse_debug, "false", DAEMON, NULL,
 	    "log every FUSE request (very verbose)"),
+	OPT("materialize", CFG_STR, materialize, NULL, DAEMON, "DIR",
+	    "no FUSE: publish each revision as DIR/current -> .revs/<id>, "
+	    "hard links into the cache"),
+	OPT("grace", CFG_DURATION, grace_ms, "60s", DAEMON, "DURATION",
+	    "materialise mode: how long a replaced revision stays on disk"),
+	OPT("once", CFG_BOOL, once, "false", CMD_SYNC, NULL,
+	    "sync: materialise once and exit"),
+	OPT("revision", CFG_LIST, revision, NULL, CMD_SYNC, "NAME=REV",
+	    "sync: serve this retained or fetchable revision of source NAME; "
+	    "repeatable"),
 	OPT("json", CFG_BOOL, json, "false", CMD_STATUS, NULL,
 	    "print JSON instead of a table"),
 };
@@ -234,6 +244,16 @@ static int parse_value(const struct cfg_option *o, void *p, const char *v,
 	switch (o->type) {
 	case CFG_STR:
 		return set_str(p, v);
+	case CFG_LIST: {
+		char **field = p, *joined;
+
+		if (asprintf(&joined, "%s%s%s", *field ? *field : "",
+			     *field ? "\n" : "", v) < 0)
+			return -ENOMEM;
+		free(*field);
+		*field = joined;
+		return 0;
+	}
 	case CFG_ADDR:
 		rc = parse_addr(v, err, errlen);
 		return rc ? rc : set_str(p, v);
@@ -488,7 +508,8 @@ void config_free(struct dagfs_config *c)
 	for (size_t i = 0; i < NOPTIONS; i++) {
 		const struct cfg_option *o = &options[i];
 
-		if (o->type == CFG_STR || o->type == CFG_ADDR)
+		if (o->type == CFG_STR || o->type == CFG_ADDR ||
+		    o->type == CFG_LIST)
 			free(*(char **)((char *)c + o->offset));
 	}
 	for (size_t i = 0; i < c->nsources; i++) {
@@ -578,7 +599,9 @@ struct flag {
 static const char *cmd_name(unsigned cmd)
 {
 	return cmd == CMD_MOUNT ? "mount" :
-	       cmd == CMD_CHECK ? "check-config" : "status";
+	       cmd == CMD_CHECK ? "check-config" :
+	       cmd == CMD_SYNC	? "sync" :
+				  "status";
 }
 
 /* One argument starting with "--"; may consume the next. */
@@ -770,6 +793,7 @@ void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,
 
 	switch (o->type) {
 	case CFG_STR:
+	case CFG_LIST:
 	case CFG_ADDR:
 		snprintf(buf, len, "%s",
 			 *(char *const *)p && **(char *const *)p ?

@@ -17,6 +17,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "sidecar_i.h"
@@ -58,6 +60,7 @@ static void *sig_main(void *arg)
 		}
 		log_notice(TAG, "%s: unmounting %s", strsignal(sig),
 			   t->ctx->mountpoint);
+		sd_notify(0, "STOPPING=1");
 		fs_exit(t->ctx->fs);
 		fs_unmount(t->ctx->fs);
 	}
@@ -78,10 +81,14 @@ static void on_publish(struct source *src, struct snap *snap, void *payload)
 {
 	struct sc_source *s = payload;
 
-	fs_swap(s->ctx->fs, s->slot, snap);
+	if (s->ctx->materialize)
+		materialize_all(s->ctx);
+	else
+		fs_swap(s->ctx->fs, s->slot, snap);
 	log_debug(TAG, "serving %s revision %s at /%s", source_name(src),
 		  snap->rev, source_at(src));
 	status_writer_kick(s->ctx);
+	endpoints_published(s->ctx);
 }
 
 /* Build every source; nothing is started. Errors name where it was set. */
@@ -189,13 +196,32 @@ static int sources_start(struct dagfs_ctx *ctx)
 /* Options that are parsed and checked but whose feature is not built. */
 static void warn_not_built(const struct dagfs_config *c)
 {
-	if (c->http && *c->http)
-		log_warn(TAG, "http=%s: the HTTP endpoints are not built yet; "
-			      "nothing listens there", c->http);
-	if (c->webhook_secret_file)
-		log_warn(TAG, "webhook-secret-file: no webhook yet; ignored");
 	if (c->show_meta)
 		log_warn(TAG, "show-meta: no .dagfs directory yet; ignored");
+}
+
+/* Materialise mode: no mount to serve, only signals to wait for. */
+static int serve_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
+{
+	int sig;
+
+	log_notice(TAG, "materialising %zu source%s into %s/current (dagfs %s, "
+		   "cache %s)", ctx->n, ctx->n == 1 ? "" : "s", ctx->materialize,
+		   DAGFS_VERSION, ctx->cfg->cache);
+	for (;;) {
+		if (sigwait(set, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			log_warn(TAG, "SIGHUP: reloading the configuration is "
+				      "not supported yet; restart to apply it");
+			continue;
+		}
+		if (sig != SIGUSR2) {
+			log_notice(TAG, "%s: stopping", strsignal(sig));
+			sd_notify(0, "STOPPING=1");
+			return 0;
+		}
+	}
 }
 
 /* Serve until a signal or an unmount; 0 for a clean end. */
@@ -224,6 +250,7 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 
 static void ctx_free(struct dagfs_ctx *ctx)
 {
+	endpoints_stop(ctx);
 	for (size_t i = 0; i < ctx->n; i++)
 		source_stop(ctx->src[i].src);
 	status_writer_stop(ctx);
@@ -251,6 +278,33 @@ static int open_cache(struct dagfs_ctx *ctx)
 	return rc;
 }
 
+static int mount_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
+{
+	int rc;
+
+	ctx->materialize = ctx->cfg->materialize;
+	if (mkdir(ctx->materialize, 0755) && errno != EEXIST) {
+		fprintf(stderr, "dagfs: --materialize %s: %s\n",
+			ctx->materialize, strerror(errno));
+		rc = -errno;
+		goto out;
+	}
+	rc = open_cache(ctx);
+	if (!rc)
+		rc = sources_create(ctx);
+	if (!rc && (rc = status_writer_start(ctx)))
+		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
+	if (!rc)
+		rc = endpoints_start(ctx);
+	if (!rc)
+		rc = sources_start(ctx);
+	if (!rc)
+		rc = serve_materialized(ctx, set);
+out:
+	ctx_free(ctx);
+	return rc ? 1 : 0;
+}
+
 int cmd_mount(const struct dagfs_config *c)
 {
 	struct dagfs_ctx ctx = { .cfg = c };
@@ -258,14 +312,19 @@ int cmd_mount(const struct dagfs_config *c)
 	sigset_t set;
 	int rc;
 
-	if (c->npos != 1) {
-		fprintf(stderr, "dagfs: mount needs one MOUNTPOINT, got %d "
-				"(see dagfs mount --help)\n", c->npos);
+	if (c->npos != (c->materialize ? 0 : 1)) {
+		fprintf(stderr, "dagfs: mount needs %s, got %d argument%s "
+				"(see dagfs mount --help)\n",
+			c->materialize ? "no MOUNTPOINT with --materialize" :
+					 "one MOUNTPOINT",
+			c->npos, c->npos == 1 ? "" : "s");
 		return 1;
 	}
 	pthread_mutex_init(&ctx.lock, NULL);
 	signals_block(&set);
 	warn_not_built(c);
+	if (c->materialize)
+		return mount_materialized(&ctx, &set);
 	ctx.mountpoint = realpath(c->pos[0], NULL);
 	if (!ctx.mountpoint) {
 		fprintf(stderr, "dagfs: mountpoint %s: %s\n", c->pos[0],
@@ -287,9 +346,13 @@ int cmd_mount(const struct dagfs_config *c)
 	if (!rc && (rc = status_writer_start(&ctx)))
 		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
 	if (!rc)
-		rc = sources_start(&ctx);
+		rc = endpoints_start(&ctx);
 	if (!rc)
+		rc = sources_start(&ctx);
+	if (!rc) {
+		endpoints_published(&ctx); /* a cache may serve every source */
 		rc = serve(&ctx, &set);
+	}
 out:
 	ctx_free(&ctx);
 	return rc ? 1 : 0;

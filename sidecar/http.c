@@ -159,9 +159,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
 		status = http->h.healthz(http->h.payload, &body);
 	else if (!strcmp(url, "/readyz"))
 		status = http->h.readyz(http->h.payload, &body);
-	else if (!strcmp(url, "/metrics"))
-		return reply(c, http->h.metrics(http->h.payload, &body), body,
+	else if (!strcmp(url, "/metrics")) {
+		status = http->h.metrics(http->h.payload, &body);
+		return reply(c, status, body,
 			     "text/plain; version=0.0.4; charset=utf-8");
+	}
 	else
 		return reply(c, 404, text("not found\n"), "text/plain");
 	return reply(c, status, body, "text/plain");
@@ -270,9 +272,9 @@ int http_start(struct http **out, const char *addr, const char *secret_file,
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	http->d = MHD_start_daemon(
-		flags, 0, NULL, NULL, handle, http, MHD_OPTION_SOCK_ADDR,
-		(struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, completed,
-		NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		flags, 0, NULL, NULL, handle, http, MHD_OPTION_EXTERNAL_LOGGER,
+		mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
 		MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT,
 		64u, MHD_OPTION_END);
 	if (!http->d) {

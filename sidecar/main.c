@@ -28,6 +28,11 @@ static const struct command commands[] = {
 	  "Show each source's revision, last success, staleness and last\n"
 	  "error from <cache>/status.json. Exit status 0 if all are healthy,\n"
 	  "1 if one is not (or the daemon stopped), 2 without a status file." },
+	{ "sync", CMD_SYNC,
+	  "sync --once --materialize DIR [--revision NAME=REV]... [OPTION]...",
+	  "Materialise the sources once into DIR (DIR/current -> .revs/<id>),\n"
+	  "optionally at pinned revisions, and exit: for init containers and\n"
+	  "CI. Exit status 0, or 1 with a one-line reason." },
 	{ "check-config", CMD_CHECK,
 	  "check-config --config FILE [OPTION]...",
 	  "Check a configuration as mount would (each source is built against\n"
@@ -75,7 +80,7 @@ static void sources_help(FILE *f)
 static void command_help(FILE *f, const struct command *c)
 {
 	fprintf(f, "Usage: dagfs %s\n%s\n", c->synopsis, c->about);
-	if (c->cmd & (CMD_MOUNT | CMD_CHECK))
+	if (c->cmd & (CMD_MOUNT | CMD_CHECK | CMD_SYNC))
 		sources_help(f);
 	else
 		fputc('\n', f);
@@ -111,7 +116,9 @@ static int run(const struct command *cmd, int argc, char **argv)
 		status = cmd->cmd == CMD_STATUS ? 2 : 1;
 	} else {
 		log_setup(c.log_level, c.log_json);
-		status = cmd->cmd == CMD_MOUNT ? cmd_mount(&c) : cmd_status(&c);
+		status = cmd->cmd == CMD_MOUNT ? cmd_mount(&c) :
+			 cmd->cmd == CMD_SYNC  ? cmd_sync(&c) :
+						 cmd_status(&c);
 	}
 	config_free(&c);
 	cfg_errors_clear(&errs);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "fs.h"
+#include "http_i.h"
 #include "sync.h"
 
 #ifndef DAGFS_VERSION
@@ -30,6 +31,7 @@ enum cfg_cmd {
 	CMD_MOUNT = 1,
 	CMD_CHECK = 2,
 	CMD_STATUS = 4,
+	CMD_SYNC = 8,
 };
 
 /** Where an option's value came from; later origins win. */
@@ -52,6 +54,7 @@ enum cfg_type {
 	CFG_ADDR,     /* ADDR:PORT, or empty for off */
 	CFG_DURATION, /* 250ms, 10s, 2m, 1h or bare seconds */
 	CFG_SOURCE,   /* a source spec; every occurrence adds one */
+	CFG_LIST,     /* text; every occurrence adds a line */
 };
 
 /** One row of the option table: it drives file, environment, flags, help. */
@@ -93,6 +96,10 @@ struct dagfs_config {
 	unsigned max_failures;
 	bool show_meta;
 	char *webhook_secret_file;
+	char *materialize; /* DIR: materialise mode instead of FUSE */
+	int grace_ms;	   /* materialise: old revisions kept this long */
+	bool once;	   /* dagfs sync --once */
+	char *revision;	   /* NAME=REV lines: pinned revisions */
 	int status_interval_ms;
 	unsigned threads;
 	bool fuse_debug;
@@ -260,7 +267,21 @@ struct dagfs_ctx {
 	struct sc_source *src;
 
 	struct status_writer *status;
+
+	const char *materialize; /* DIR in materialise mode, else NULL */
+	struct http *http;	 /* NULL when http= is off */
+	bool notified;		 /* systemd told READY=1; atomic */
+	int64_t usage_at;	 /* ctx->lock: store usage cache */
+	uint64_t usage_blobs, usage_bytes;
 };
+
+/* -------------------------------------------------------- endpoints */
+
+/** Serve http= if set; one line on stderr on failure. */
+int endpoints_start(struct dagfs_ctx *ctx) WUR;
+void endpoints_stop(struct dagfs_ctx *ctx);
+/** After a publication: READY=1 to systemd once every source has one. */
+void endpoints_published(struct dagfs_ctx *ctx);
 
 /* ------------------------------------------------------------ status */
 
@@ -290,6 +311,19 @@ int cmd_mount(const struct dagfs_config *c);
  * healthy and the daemon is writing, 1 if not, 2 without a status file.
  */
 int cmd_status(const struct dagfs_config *c);
+
+/**
+ * `dagfs sync --once --materialize DIR [--revision NAME=REV]...`: build
+ * DIR/current once (pinned revisions from the cache, or fetched) and
+ * exit: 0, or 1 with a one-line reason.
+ */
+int cmd_sync(const struct dagfs_config *c);
+
+/**
+ * Materialise mode: compose every source's current snapshot into
+ * DIR/.revs/<id>, point DIR/current at it, prune retired revisions.
+ */
+void materialize_all(struct dagfs_ctx *ctx);
 
 /**
  * `dagfs check-config`: add the sources' own errors to @errs (those of

@@ -310,6 +310,38 @@ static int load_checked(struct store *st, const char *source, const char *id,
 	return 0;
 }
 
+int pub_find_rev(struct store *st, const char *source, const char *rev,
+		 struct snap **out)
+{
+	char srcdir[PATH_MAX];
+	size_t rl = strlen(rev);
+	struct hist *h;
+	int n, rc = -ENOENT;
+
+	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
+		     source))
+		return -ENAMETOOLONG;
+	h = malloc(HIST_MAX * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	n = hist_list(srcdir, h);
+	for (int i = 0; i < n && rc; i++) {
+		struct snap *s;
+
+		if (load_checked(st, source, h[i].id, &s))
+			continue;
+		if (!strcmp(s->rev, rev) ||
+		    (rl >= 7 && !strncmp(s->rev, rev, rl))) {
+			*out = s;
+			rc = 0;
+		} else {
+			snap_unref(s);
+		}
+	}
+	free(h);
+	return rc;
+}
+
 int pub_load_current(struct store *st, const char *source, struct snap **out)
 {
 	char srcdir[PATH_MAX], id[DHASH_HEX] = "";

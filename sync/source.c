@@ -584,6 +584,20 @@ static int attempt(struct source *src, char *err, size_t errlen)
 	return 0;
 }
 
+const double source_duration_bounds[10] = { 0.05, 0.1, 0.25, 0.5, 1,
+					    2.5,  5,   10,	 30,  60 };
+
+/* Count one attempt's duration; src->lock held. */
+static void duration_observe(struct source_status *st, double s)
+{
+	size_t i = 0;
+
+	while (i < 10 && s > source_duration_bounds[i])
+		i++;
+	st->dur_buckets[i]++;
+	st->dur_sum += s;
+}
+
 static int next_delay_ms(const struct source *src, unsigned failures)
 {
 	double d = src->period_ms;
@@ -607,6 +621,7 @@ static void *source_thread(void *arg)
 
 	for (;;) {
 		unsigned failures;
+		int64_t t0;
 		int rc;
 
 		pthread_mutex_lock(&src->lock);
@@ -616,9 +631,11 @@ static void *source_thread(void *arg)
 		}
 		src->kicked = false;
 		pthread_mutex_unlock(&src->lock);
+		t0 = mono_ns();
 		rc = attempt(src, err, sizeof(err));
 		pthread_mutex_lock(&src->lock);
 		src->st.syncs++;
+		duration_observe(&src->st, (double)(mono_ns() - t0) / 1e9);
 		if (rc) {
 			failures = ++src->st.failures;
 			snprintf(src->st.error, sizeof(src->st.error), "%s", err);
@@ -642,6 +659,27 @@ static void *source_thread(void *arg)
 			source_poll_wake(src, -1, next_delay_ms(src, failures));
 	}
 	return NULL;
+}
+
+int source_sync_once(struct source *src, struct snap **out, char *err,
+		     size_t errlen)
+{
+	struct snap *cached;
+	int rc;
+
+	if (!pub_load_current(src->store, src->name, &cached)) {
+		publish_to_reader(src, cached);
+		snap_unref(cached);
+	}
+	rc = attempt(src, err, errlen);
+	if (rc)
+		return rc;
+	*out = source_current(src);
+	if (!*out) {
+		snprintf(err, errlen, "%s: nothing published", src->tag);
+		return -ENOENT;
+	}
+	return 0;
 }
 
 int source_start(struct source *src, source_publish_fn cb, void *payload)

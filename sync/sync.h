@@ -265,6 +265,13 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep) WUR;
 int pub_load_current(struct store *st, const char *source,
 		     struct snap **out) WUR;
 
+/**
+ * Find a retained snapshot of @source whose revision is @rev, or starts
+ * with it when @rev has at least 7 characters (short git ids).
+ */
+int pub_find_rev(struct store *st, const char *source, const char *rev,
+		 struct snap **out) WUR;
+
 /** Load snapshot @id (any retained one) of @source. */
 int pub_load(struct store *st, const char *id, struct snap **out) WUR;
 
@@ -356,6 +363,14 @@ int source_new(struct source **out, const struct source_spec *spec,
  * once, then start polling in a thread of its own.
  */
 int source_start(struct source *src, source_publish_fn cb, void *payload) WUR;
+/**
+ * One sync in the caller's thread (one-shot mode): publish what the
+ * remote has now and return it in *@out (a new reference). Fails with a
+ * one-line reason in @err. Not with source_start().
+ */
+int source_sync_once(struct source *src, struct snap **out, char *err,
+		     size_t errlen) WUR;
+
 /** Stop the thread; safe if never started. */
 void source_stop(struct source *src);
 void source_free(struct source *src);
@@ -377,7 +392,14 @@ struct source_status {
 	unsigned max_failures; /* unhealthy past this */
 	char error[512];       /* last error, "" if none */
 	uint64_t syncs, bytes_fetched, objects_fetched;
+	/* sync durations: counts per SOURCE_DURATION_BUCKETS bound (the
+	 * last is +Inf), their sum in seconds */
+	uint64_t dur_buckets[11];
+	double dur_sum;
 };
+
+/** Upper bounds (seconds) of the sync duration histogram buckets. */
+extern const double source_duration_bounds[10];
 void source_get_status(struct source *src, struct source_status *out);
 
 /**

@@ -301,6 +301,60 @@ def test_no_torn_reads_monotonic_revisions(dagfs, fast_dir):
     assert final == sorted(rev_name(i, nrev) for i in range(N_NAMES))
 
 
+def lister(mnt, seed, seconds, out):
+    """List, stat and read in a tight loop; report mismatches."""
+    rng, bad, n = random.Random(seed), [], 0
+    want = {f"d{k}": sorted(f"f{i:04d}.py" for i in range(k * 40 + 1))
+            for k in range(6)}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and len(bad) < 10:
+        d = rng.choice(sorted(want))
+        try:
+            got = sorted(os.listdir(os.path.join(mnt, d)))
+            if got != want[d]:
+                bad.append(f"{d}: {len(got)} names, want {len(want[d])}")
+            name = rng.choice(got)
+            with open(os.path.join(mnt, d, name), "rb") as f:
+                if f.read() != name.encode():
+                    bad.append(f"{d}/{name}: wrong bytes")
+        except OSError as e:
+            bad.append(f"{d}: {e!r}")
+        n += 1
+    out.put((seed, n, bad))
+
+
+def test_concurrent_listings(dagfs, tmp_path):
+    """Many short-lived directory handles at once (opendir, readdir,
+    releasedir racing on the daemon's workers)."""
+    src = tmp_path / "src"
+    for k in range(6):
+        (src / f"d{k}").mkdir(parents=True)
+        for i in range(k * 40 + 1):
+            (src / f"d{k}" / f"f{i:04d}.py").write_text(f"f{i:04d}.py")
+    m = dagfs.mount([dir_spec(src)], ready=lambda mnt: len(os.listdir(mnt / "d5")) == 201)
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=lister, args=(str(m.mnt), k, 4, out))
+             for k in range(8)]
+    for p in procs:
+        p.start()
+    results = []
+    for _ in procs:
+        try:
+            results.append(out.get(timeout=60))
+        except Exception:  # noqa: BLE001 - a reader hung in the mount
+            break
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        p.join(5)
+    m.check_alive()
+    assert len(results) == len(procs), "a reader hung in the mount"
+    bad = [f"reader {s}: {b}" for s, _, bs in results for b in bs]
+    assert not bad, "\n".join(bad[:20])
+    assert sum(n for _, n, _ in results) > 100
+
+
 # ------------------------------------------------------ open across swaps
 
 def test_open_file_keeps_bytes_across_swaps(dagfs, tmp_path):

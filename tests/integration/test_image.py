@@ -19,38 +19,54 @@ def runtime_packages():
     return set(m.group(1).split())
 
 
-def linked_packages(binary):
+def package_of(lib):
+    real = subprocess.run(["readlink", "-f", lib], capture_output=True,
+                          text=True).stdout.strip()
+    for path in (real, lib):  # usr-merge: either path may be the owned one
+        r = subprocess.run(["dpkg", "-S", path], capture_output=True,
+                           text=True)
+        if r.returncode == 0:
+            return r.stdout.split(":")[0]
+    raise AssertionError(f"no package owns {lib}")
+
+
+def ldd_libs(binary):
     out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True,
                          check=True).stdout
-    pkgs = set()
-    for line in out.splitlines():
-        m = re.search(r"=> (\S+)", line)
-        if not m:
-            continue
-        real = subprocess.run(["readlink", "-f", m.group(1)],
-                              capture_output=True, text=True).stdout.strip()
-        r = subprocess.run(["dpkg", "-S", real], capture_output=True,
-                           text=True)
-        if r.returncode != 0:  # usr-merge: the package owns the /lib path
-            r = subprocess.run(["dpkg", "-S", m.group(1)],
-                               capture_output=True, text=True)
-        pkg = r.stdout.split(":")[0]
-        if pkg and pkg != "libc6":
-            pkgs.add(pkg)
-    return pkgs
+    return {m.group(1): m.group(2) for m in
+            re.finditer(r"^\s*(\S+) => (\S+)", out, re.M)}
+
+
+def needed(binary):
+    out = subprocess.run(["objdump", "-p", str(binary)], capture_output=True,
+                         text=True, check=True).stdout
+    return set(re.findall(r"NEEDED\s+(\S+)", out))
+
+
+def closure(packages):
+    out = subprocess.run(
+        ["apt-cache", "depends", "--recurse", "--no-recommends",
+         "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces",
+         "--no-enhances", *sorted(packages)], capture_output=True, text=True,
+        check=True).stdout
+    return {l.strip().split(":")[0] for l in out.splitlines()
+            if l and not l.startswith(" ")}
 
 
 def test_runtime_packages_match_ldd():
     binary = build_dir() / "sidecar" / "dagfs"
     if not binary.exists():
         skip_or_fail(f"{binary} not built")
-    linked = linked_packages(binary)
+    libs = ldd_libs(binary)
     listed = runtime_packages()
-    assert linked - listed == set(), f"missing in the image: {linked - listed}"
-    unneeded = listed - linked - EXTRA
-    # only sources not compiled into this build may be listed unused
-    assert unneeded <= {"libgit2-1.5", "libcurl4", "libssl3", "libexpat1",
-                        "libmicrohttpd12", "libsystemd0"}, unneeded
+    direct = {package_of(libs[n]) for n in needed(binary) if n in libs}
+    direct.discard("libc6")
+    # what the binary links directly is listed, and nothing else is
+    assert direct == listed - EXTRA, (direct, listed)
+    # and every library ldd resolves comes with them through apt
+    have = closure(listed)
+    missing = {package_of(p) for p in libs.values()} - have - {"libc6"}
+    assert not missing, f"ldd needs packages apt would not install: {missing}"
 
 
 def test_dockerfile_is_multi_stage_with_entrypoint_and_healthcheck():

@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * materialize.c - dagfs without FUSE: `mount --materialize DIR` keeps
+ * DIR/current pointing at a plain tree of the current revisions (hard
+ * links into the cache), and `sync --once` does it once and exits, at
+ * pinned revisions if asked. The layout is git-sync's --link: Airflow's
+ * dags_folder is DIR/current, swapped by one rename().
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sidecar_i.h"
+
+#define TAG "materialize"
+
+void materialize_all(struct dagfs_ctx *ctx)
+{
+	struct snap **snaps = calloc(ctx->n, sizeof(*snaps));
+	const char **ats = calloc(ctx->n, sizeof(*ats));
+	char id[DHASH_HEX];
+	int rc = -ENOMEM;
+
+	pthread_mutex_lock(&ctx->lock); /* one composition at a time */
+	if (snaps && ats) {
+		bool all = true;
+
+		for (size_t i = 0; i < ctx->n; i++) {
+			snaps[i] = source_current(ctx->src[i].src);
+			ats[i] = source_at(ctx->src[i].src);
+			all &= snaps[i] != NULL;
+		}
+		/* never a tree with a source missing: wait for all */
+		rc = all ? mat_compose(ctx->store, snaps, ats, ctx->n,
+				       ctx->materialize, id) :
+			   -EAGAIN;
+		if (rc == -EAGAIN)
+			goto out;
+		if (!rc)
+			rc = mat_publish(ctx->materialize, id);
+	}
+	if (rc)
+		log_err(TAG, "%s: %s; the previous revision stays current",
+			ctx->materialize, strerror(-rc));
+	else if (mat_prune(ctx->materialize, id, ctx->cfg->grace_ms / 1000) > 0)
+		log_info(TAG, "removed revisions retired over %d s ago",
+			 ctx->cfg->grace_ms / 1000);
+out:
+	pthread_mutex_unlock(&ctx->lock);
+	for (size_t i = 0; snaps && i < ctx->n; i++)
+		snap_unref(snaps[i]);
+	free(snaps);
+	free(ats);
+}
+
+/* The pinned revision of @name in the NAME=REV lines, or NULL. */
+static const char *pinned(const char *lines, const char *name, char *buf,
+			  size_t len)
+{
+	size_t nl = strlen(name);
+
+	for (const char *l = lines; l && *l;) {
+		const char *end = strchr(l, '\n');
+		size_t ll = end ? (size_t)(end - l) : strlen(l);
+
+		if (ll > nl + 1 && !strncmp(l, name, nl) && l[nl] == '=' &&
+		    ll - nl - 1 < len) {
+			memcpy(buf, l + nl + 1, ll - nl - 1);
+			buf[ll - nl - 1] = '\0';
+			return buf;
+		}
+		l = end ? end + 1 : NULL;
+	}
+	return NULL;
+}
+
+/* Every NAME in --revision names a configured source. */
+static int check_pins(const struct dagfs_config *c, struct source **src)
+{
+	for (const char *l = c->revision; l && *l;) {
+		const char *eq = strchr(l, '='), *end = strchr(l, '\n');
+		size_t nl = eq ? (size_t)(eq - l) : 0;
+		bool found = false;
+
+		for (size_t i = 0; eq && i < c->nsources; i++)
+			found |= strlen(source_name(src[i])) == nl &&
+				 !strncmp(source_name(src[i]), l, nl);
+		if (!found) {
+			fprintf(stderr, "dagfs: --revision %.*s: expected NAME=REV "
+				"with NAME a configured source\n",
+				(int)(end ? end - l : (long)strlen(l)), l);
+			return -EINVAL;
+		}
+		l = end ? end + 1 : NULL;
+	}
+	return 0;
+}
+
+/* A pinned revision: from the cache, else (git) fetched by commit id. */
+static int snap_pinned(struct store *st, struct source **srcp,
+		       const struct cfg_source *cs, const char *rev,
+		       struct snap **out, char *err, size_t errlen)
+{
+	struct source_spec spec = cs->spec;
+	const char *name = source_name(*srcp);
+	char **keys, **values;
+	int rc;
+
+	if (!pub_find_rev(st, name, rev, out))
+		return 0;
+	if (strcmp(spec.type, "git")) {
+		snprintf(err, errlen, "source %s: revision %s is not in the cache",
+			 name, rev);
+		return -ENOENT;
+	}
+	/* the same source with ref=REV: a pinned commit never moves */
+	keys = calloc(spec.nkeys + 1, sizeof(*keys));
+	values = calloc(spec.nkeys + 1, sizeof(*values));
+	if (!keys || !values) {
+		free(keys);
+		free(values);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < spec.nkeys; i++) {
+		bool ref = !strcmp(spec.keys[i], "ref");
+
+		keys[i] = spec.keys[i];
+		values[i] = ref ? (char *)rev : spec.values[i];
+	}
+	if (!source_spec_get(&spec, "ref")) {
+		keys[spec.nkeys] = (char *)"ref";
+		values[spec.nkeys++] = (char *)rev;
+	}
+	spec.keys = keys;
+	spec.values = values;
+	source_free(*srcp);
+	*srcp = NULL;
+	rc = source_new(srcp, &spec, st, err, errlen);
+	free(keys);
+	free(values);
+	return rc ? rc : source_sync_once(*srcp, out, err, errlen);
+}
+
+int cmd_sync(const struct dagfs_config *c)
+{
+	struct source **src = calloc(c->nsources, sizeof(*src));
+	struct snap **snaps = calloc(c->nsources, sizeof(*snaps));
+	const char **ats = calloc(c->nsources, sizeof(*ats));
+	struct store *st = NULL;
+	char err[1024], id[DHASH_HEX], rev[256];
+	int rc = 0;
+
+	if (!c->once || !c->materialize || c->npos) {
+		fprintf(stderr, "dagfs: sync needs --once and --materialize DIR "
+			"(a continuous materialise is dagfs mount --materialize "
+			"DIR)\n");
+		rc = -EINVAL;
+		goto out;
+	}
+	if (!src || !snaps || !ats) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = store_open(&st, c->cache, false);
+	if (rc) {
+		fprintf(stderr, "dagfs: cache %s: %s\n", c->cache,
+			rc == -EBUSY ? "in use by another dagfs process" :
+				       strerror(-rc));
+		goto out;
+	}
+	for (size_t i = 0; !rc && i < c->nsources; i++) {
+		rc = source_new(&src[i], &c->sources[i].spec, st, err, sizeof(err));
+		if (rc)
+			fprintf(stderr, "dagfs: %s: %s\n", c->sources[i].origin, err);
+	}
+	if (!rc)
+		rc = check_pins(c, src);
+	for (size_t i = 0; !rc && i < c->nsources; i++) {
+		const char *pin = pinned(c->revision, source_name(src[i]), rev,
+					 sizeof(rev));
+
+		rc = pin ? snap_pinned(st, &src[i], &c->sources[i], pin,
+				       &snaps[i], err, sizeof(err)) :
+			   source_sync_once(src[i], &snaps[i], err, sizeof(err));
+		if (rc)
+			fprintf(stderr, "dagfs: %s\n", err);
+		else
+			ats[i] = source_at(src[i]);
+	}
+	if (!rc) {
+		rc = mat_compose(st, snaps, ats, c->nsources, c->materialize, id);
+		if (!rc)
+			rc = mat_publish(c->materialize, id);
+		if (rc)
+			fprintf(stderr, "dagfs: materialising into %s: %s\n",
+				c->materialize, strerror(-rc));
+	}
+	if (!rc) {
+		for (size_t i = 0; i < c->nsources; i++)
+			printf("%s %s\n", source_name(src[i]), snaps[i]->rev);
+		printf("%s/current -> .revs/%s\n", c->materialize, id);
+	}
+out:
+	for (size_t i = 0; snaps && src && i < c->nsources; i++) {
+		snap_unref(snaps[i]);
+		source_free(src[i]);
+	}
+	free(src);
+	free(snaps);
+	free(ats);
+	store_close(st);
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,240 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The production daemon: HTTP health, readiness, metrics and the signed
+webhook; the validate= publish gate; kill -9 and restart over the dead
+mount."""
+
+import hashlib
+import hmac
+import os
+import shutil
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+
+from conftest import wait_for
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(port, path, method="GET", data=None, headers=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 method=method, data=data,
+                                 headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_readiness_flips_with_failures_and_recovers(dagfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x\n")
+    port = free_port()
+    m = dagfs.mount([f"dir:{src},name=local,period=200ms,max-failures=2"],
+                    args=["--http", f"127.0.0.1:{port}"],
+                    ready=lambda mnt: (mnt / "a.py").exists())
+    assert http(port, "/healthz")[0] == 200
+    wait_for(lambda: http(port, "/readyz")[0] == 200, what="ready")
+    moved = tmp_path / "moved"
+    src.rename(moved)
+    wait_for(lambda: http(port, "/readyz")[0] == 503, timeout=20,
+             what="not ready after max-failures")
+    code, body = http(port, "/readyz")
+    assert "too many failures" in body
+    assert (m.mnt / "a.py").read_text() == "x\n"  # last good still served
+    assert http(port, "/healthz")[0] == 200
+    moved.rename(src)
+    wait_for(lambda: http(port, "/readyz")[0] == 200, timeout=30,
+             what="ready again")
+
+
+def test_metrics(dagfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x\n")
+    port = free_port()
+    dagfs.mount([f"dir:{src},name=local"], args=["--http", f"127.0.0.1:{port}"],
+                ready=lambda mnt: (mnt / "a.py").exists())
+    code, text = http(port, "/metrics")
+    assert code == 200
+    for name in ("dagfs_source_revision_info{source=\"local\",revision=\"dir-",
+                 "dagfs_source_last_success_timestamp_seconds{source=\"local\"}",
+                 "dagfs_source_consecutive_failures{source=\"local\"} 0",
+                 "dagfs_sync_duration_seconds_bucket{source=\"local\",le=\"+Inf\"}",
+                 "dagfs_source_fetched_bytes_total{source=\"local\"} 2",
+                 "dagfs_store_blobs 1"):
+        assert name in text, name
+
+
+def test_webhook_signatures(dagfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x\n")
+    secret = tmp_path / "secret"
+    secret.write_text("hook-secret\n")
+    port = free_port()
+    m = dagfs.mount([f"dir:{src},name=local,period=1h"],
+                    args=["--http", f"127.0.0.1:{port}",
+                          "--webhook-secret-file", str(secret)],
+                    ready=lambda mnt: (mnt / "a.py").exists())
+    body = b'{"ref": "refs/heads/main"}'
+    good = "sha256=" + hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
+    bad = "sha256=" + hmac.new(b"wrong", body, hashlib.sha256).hexdigest()
+    assert http(port, "/sync", "POST", body)[0] == 401
+    assert http(port, "/sync", "POST", body, {"X-Hub-Signature-256": bad})[0] == 401
+    assert http(port, "/sync", "POST", body,
+                {"X-Hub-Signature-256": "sha256=zz"})[0] == 401
+    assert http(port, "/sync?source=nope", "POST", body,
+                {"X-Hub-Signature-256": good})[0] == 404
+    (src / "b.py").write_text("new\n")  # the watcher would see this too;
+    code, _ = http(port, "/sync?source=local", "POST", body,
+                   {"X-Hub-Signature-256": good})
+    assert code == 202
+    m.wait(lambda: (m.mnt / "b.py").exists(), what="the kicked sync")
+    assert "hook-secret" not in m.stderr_text()
+
+
+def test_publish_gate_rejects_a_syntax_error(dagfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.py").write_text("x = 1\n")
+    m = dagfs.mount([f"dir:{src},name=local,debounce=100ms,"
+                     "validate=python3 -m compileall -q"],
+                    ready=lambda mnt: (mnt / "good.py").exists())
+    (src / "bad.py").write_text("def broken(:\n")
+    m.wait(lambda: "refused" in m.stderr_text(), timeout=20,
+           what="the gate refusing the revision")
+    assert not (m.mnt / "bad.py").exists()
+    assert (m.mnt / "good.py").read_text() == "x = 1\n"
+    line = [l for l in m.stderr_text().splitlines() if "refused" in l][0]
+    assert "validate command failed" in line and "bad.py" in line
+    (src / "bad.py").write_text("def fixed():\n    pass\n")
+    m.wait(lambda: (m.mnt / "bad.py").exists(), timeout=20,
+           what="the fixed revision published")
+
+
+def test_kill_9_and_restart_over_the_dead_mount(dagfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("one\n")
+    m = dagfs.mount([f"dir:{src},name=local"],
+                    ready=lambda mnt: (mnt / "a.py").exists())
+    m.signal(signal.SIGKILL)
+    m.wait_exit()
+    (src / "a.py").write_text("two\n")
+    m2 = dagfs.mount([f"dir:{src},name=local"], mnt=m.mnt, cache=m.cache,
+                     ready=lambda mnt: (mnt / "a.py").read_text() == "two\n")
+    assert "dead FUSE mount" in m2.stderr_text()
+
+
+def write_revision(src, i, names=("a.py", "sub/b.py", "sub/deep/c.py")):
+    for n in names:
+        p = src / n
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(f"revision {i}\n" * 50)
+        tmp.rename(p)
+
+
+def test_materialize_mode_swaps_atomically(dagfs, tmp_path):
+    import threading
+    src = tmp_path / "src"
+    src.mkdir()
+    write_revision(src, 0)
+    out = tmp_path / "out"
+    import subprocess
+    from conftest import dagfs_binary
+    proc = subprocess.Popen([str(dagfs_binary()), "mount", "--materialize",
+                             str(out), "--cache", str(tmp_path / "cache"),
+                             "--grace", "1s", "--source",
+                             f"dir:{src},name=local,debounce=100ms"],
+                            stderr=open(tmp_path / "log", "w"))
+    try:
+        wait_for(lambda: (out / "current" / "a.py").exists(), timeout=20,
+                 what="first revision materialised")
+        materialize_swaps(src, out)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def materialize_swaps(src, out):
+    import threading
+    errors, seen, stop = [], [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                cur = os.readlink(out / "current")
+            except OSError as e:
+                errors.append(f"current missing: {e}")
+                continue
+            root = out / cur
+            try:
+                revs = {(root / n).read_text().split("\n")[0]
+                        for n in ("a.py", "sub/b.py", "sub/deep/c.py")}
+            except OSError:
+                continue  # retired and pruned under us after the grace
+            if len(revs) != 1:
+                errors.append(f"mixed revisions in {cur}: {revs}")
+            seen.append(revs.pop())
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(1, 16):
+            write_revision(src, i)
+            wait_for(lambda: (out / "current" / "a.py").read_text()
+                     .startswith(f"revision {i}\n"), timeout=20,
+                     what=f"revision {i} current")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:5]
+    assert len(set(seen)) >= 10
+    time.sleep(1.5)
+    write_revision(src, 99)
+    wait_for(lambda: (out / "current" / "a.py").read_text()
+             .startswith("revision 99\n"), timeout=20, what="last revision")
+    revs = [p for p in (out / ".revs").iterdir() if not p.name.endswith(".retired")]
+    assert len(revs) <= 3, revs  # retired revisions are pruned after the grace
+
+
+def test_sync_once_and_pinned_revision(dagfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("first\n")
+    cache = tmp_path / "cache"
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "o1"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local"])
+    assert r.returncode == 0, r.stderr
+    first_rev = r.stdout.split()[1]
+    assert (tmp_path / "o1" / "current" / "a.py").read_text() == "first\n"
+    (src / "a.py").write_text("second\n")
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "o2"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local"])
+    assert r.returncode == 0 and (tmp_path / "o2" / "current" / "a.py").read_text() == "second\n"
+    # a worker pinned to the revision the scheduler saw
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "o3"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local",
+                   "--revision", f"local={first_rev}"])
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o3" / "current" / "a.py").read_text() == "first\n"
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "o4"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local",
+                   "--revision", "local=dir-0000000000"])
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "not in the cache" in r.stderr
+    r = dagfs.run(["sync", "--materialize", str(tmp_path / "o5"),
+                   "--source", f"dir:{src}"])
+    assert r.returncode == 1 and "needs --once" in r.stderr
