@@ -238,3 +238,19 @@ def test_sync_once_and_pinned_revision(dagfs, tmp_path):
     r = dagfs.run(["sync", "--materialize", str(tmp_path / "o5"),
                    "--source", f"dir:{src}"])
     assert r.returncode == 1 and "needs --once" in r.stderr
+
+
+def test_changed_options_rebuild_the_cached_revision(dagfs, tmp_path):
+    """A revision id names the remote's state, not the options applied to
+    it: after a restart with another option the cached tree is served at
+    once and then rebuilt, not kept as "unchanged"."""
+    src = tmp_path / "src"
+    (src / "keep").mkdir(parents=True)
+    (src / "keep" / "a.py").write_text("x\n")
+    (src / "other.py").write_text("y\n")
+    m = dagfs.mount([f"dir:{src},name=local"],
+                    ready=lambda mnt: (mnt / "other.py").exists())
+    m.stop()
+    m2 = dagfs.mount([f"dir:{src},name=local,validate=true"], cache=m.cache,
+                     ready=lambda mnt: (mnt / "other.py").exists())
+    m2.wait(lambda: "options changed" in m2.stderr_text(), what="rebuild")
