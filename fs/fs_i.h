@@ -112,6 +112,8 @@ struct fs {
 	unsigned conn_id;    /* /sys/fs/fuse/connections/<id>; 0 if unknown */
 	int mounted;	     /* atomic */
 	int looping;	     /* atomic: fs_loop is serving */
+
+	struct fs_stats stats; /* relaxed atomics (ops.c) */
 };
 
 /* view.c */
@@ -147,6 +149,12 @@ static inline uint64_t fs_seq_begin(struct fs *fs)
 static inline bool fs_seq_stable(struct fs *fs, uint64_t seq)
 {
 	return !(seq & 1) && __atomic_load_n(&fs->seq, __ATOMIC_ACQUIRE) == seq;
+}
+
+/** Count one request of kind @op. */
+static inline void fs_count(struct fs *fs, enum fs_op op)
+{
+	__atomic_fetch_add(&fs->stats.ops[op], 1, __ATOMIC_RELAXED);
 }
 
 /* inode.c */

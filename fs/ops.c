@@ -25,9 +25,44 @@ struct fs_dirh {
 	uint32_t n;	      /* children */
 };
 
+const char *const fs_op_names[FS_OP_COUNT] = {
+	[FS_OP_LOOKUP] = "lookup",	   [FS_OP_GETATTR] = "getattr",
+	[FS_OP_READLINK] = "readlink",	   [FS_OP_OPEN] = "open",
+	[FS_OP_READ] = "read",		   [FS_OP_OPENDIR] = "opendir",
+	[FS_OP_READDIR] = "readdir",	   [FS_OP_STATFS] = "statfs",
+	[FS_OP_GETXATTR] = "getxattr",	   [FS_OP_LISTXATTR] = "listxattr",
+	[FS_OP_WRITE_REFUSED] = "write_refused", [FS_OP_OTHER] = "other",
+};
+
 static struct fs *fs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+void fs_get_stats(struct fs *fs, struct fs_stats *out)
+{
+	for (int i = 0; i < FS_OP_COUNT; i++) {
+		out->ops[i] = __atomic_load_n(&fs->stats.ops[i],
+					      __ATOMIC_RELAXED);
+		out->errors[i] = __atomic_load_n(&fs->stats.errors[i],
+						 __ATOMIC_RELAXED);
+	}
+}
+
+/* Answer request @req of kind @op with error @err (counted). */
+static void reply_err(fuse_req_t req, enum fs_op op, int err)
+{
+	struct fs *fs = fs_of(req);
+
+	__atomic_fetch_add(&fs->stats.errors[op], 1, __ATOMIC_RELAXED);
+	fuse_reply_err(req, err);
+}
+
+/* Refuse a write-type request: EROFS, counted as FS_OP_WRITE_REFUSED. */
+static void refuse(fuse_req_t req)
+{
+	fs_count(fs_of(req), FS_OP_WRITE_REFUSED);
+	reply_err(req, FS_OP_WRITE_REFUSED, EROFS);
 }
 
 /*
@@ -84,12 +119,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char path[FS_PATH_MAX];
 	struct fs_res r;
 
+	fs_count(fs, FS_OP_LOOKUP);
 	if (dir->type != SNAP_DIR) {
-		fuse_reply_err(req, ENOTDIR);
+		reply_err(req, FS_OP_LOOKUP, ENOTDIR);
 		return;
 	}
 	if (fs_path_join(path, sizeof(path), dir->path, name)) {
-		fuse_reply_err(req, ENAMETOOLONG);
+		reply_err(req, FS_OP_LOOKUP, ENAMETOOLONG);
 		return;
 	}
 	fs_resolve(fs, path, &r);
@@ -103,7 +139,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	ino = fs_inode_get(fs, path, &r);
 	if (!ino) {
 		fs_res_drop(&r);
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, FS_OP_LOOKUP, ENOMEM);
 		return;
 	}
 	entry_fill(fs, ino, &r, timeout_for(fs, seq), &e);
@@ -116,6 +152,7 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct fs *fs = fs_of(req);
 
+	fs_count(fs, FS_OP_OTHER);
 	fs_inode_forget(fs, fs_inode_of(fs, ino), nlookup);
 	fuse_reply_none(req);
 }
@@ -125,6 +162,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 {
 	struct fs *fs = fs_of(req);
 
+	fs_count(fs, FS_OP_OTHER);
 	for (size_t i = 0; i < count; i++)
 		fs_inode_forget(fs, fs_inode_of(fs, forgets[i].ino),
 				forgets[i].nlookup);
@@ -139,9 +177,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	int rc;
 
 	(void)fi;
+	fs_count(fs, FS_OP_GETATTR);
 	rc = fs_getattr(fs, fs_inode_of(fs, ino), &st);
 	if (rc)
-		fuse_reply_err(req, -rc);
+		reply_err(req, FS_OP_GETATTR, -rc);
 	else
 		fuse_reply_attr(req, &st, FS_TIMEOUT);
 }
@@ -152,8 +191,9 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct fs_inode *i = fs_inode_of(fs, ino);
 	struct snap *s;
 
+	fs_count(fs, FS_OP_READLINK);
 	if (i->type != SNAP_LINK) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, FS_OP_READLINK, EINVAL);
 		return;
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -176,12 +216,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs *fs = fs_of(req);
 	struct fs_inode *i = fs_inode_of(fs, ino);
 
-	if (i->type != SNAP_FILE) {
-		fuse_reply_err(req, i->type == SNAP_DIR ? EISDIR : ELOOP);
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		refuse(req);
 		return;
 	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS);
+	fs_count(fs, FS_OP_OPEN);
+	if (i->type != SNAP_FILE) {
+		reply_err(req, FS_OP_OPEN, i->type == SNAP_DIR ? EISDIR : ELOOP);
 		return;
 	}
 	if (fs->no_open) {
@@ -232,14 +273,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int fd;
 
 	(void)fi;
+	fs_count(fs, FS_OP_READ);
 	if (i->type != SNAP_FILE) {
-		fuse_reply_err(req, EISDIR);
+		reply_err(req, FS_OP_READ, EISDIR);
 		return;
 	}
 	fd = blob_open(fs, i);
 	if (fd < 0) {
 		log_debug("fs", "read: blob: %s", strerror(-fd));
-		fuse_reply_err(req, EIO);
+		reply_err(req, FS_OP_READ, EIO);
 		return;
 	}
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -320,20 +362,21 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct fs_dirh *dh;
 	int rc;
 
+	fs_count(fs, FS_OP_OPENDIR);
 	if (dir->type != SNAP_DIR) {
-		fuse_reply_err(req, ENOTDIR);
+		reply_err(req, FS_OP_OPENDIR, ENOTDIR);
 		return;
 	}
 	dh = calloc(1, sizeof(*dh));
 	if (!dh) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, FS_OP_OPENDIR, ENOMEM);
 		return;
 	}
 	rc = dirh_capture(fs, dir, dh);
 	if (rc) {
 		dirh_reset(dh);
 		free(dh);
-		fuse_reply_err(req, -rc);
+		reply_err(req, FS_OP_OPENDIR, -rc);
 		return;
 	}
 	pthread_mutex_init(&dh->lock, NULL);
@@ -357,6 +400,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	struct fs_dirh *dh = (struct fs_dirh *)(uintptr_t)fi->fh;
 
 	(void)ino;
+	fs_count(fs_of(req), FS_OP_OTHER);
 	handle_del(fs_of(req), &dh->h);
 	dirh_free(dh);
 	fuse_reply_err(req, 0);
@@ -508,10 +552,11 @@ static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t min = fuse_add_direntry(req, NULL, 0, "x", NULL, 0);
 	int rc = 0;
 
+	fs_count(fs, FS_OP_READDIR);
 	l.buf = malloc(size + 1);
 	l.counted = malloc((size / min + 1) * sizeof(*l.counted));
 	if (!l.buf || !l.counted) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, FS_OP_READDIR, ENOMEM);
 		goto out;
 	}
 	pthread_mutex_lock(&dh->lock);
@@ -525,7 +570,7 @@ static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* Reply last: once the kernel has the answer it may release the
 	 * handle at any moment, on another thread. */
 	if (rc)
-		fuse_reply_err(req, -rc);
+		reply_err(req, FS_OP_READDIR, -rc);
 	else if (fuse_reply_buf(req, l.buf, l.used) == -ENOENT)
 		for (size_t i = 0; i < l.ncounted; i++)
 			fs_inode_forget(fs, l.counted[i], 1);
@@ -555,6 +600,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 			      .f_namemax = NAME_MAX };
 
 	(void)ino;
+	fs_count(fs, FS_OP_STATFS);
 	for (int i = 0; i < fs->nslots; i++) {
 		struct snap *s = fs_slot_snap(fs, i, NULL);
 
@@ -576,12 +622,14 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	(void)ino;
 	(void)name;
 	(void)size;
+	fs_count(fs_of(req), FS_OP_GETXATTR);
 	fuse_reply_err(req, ENODATA);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	(void)ino;
+	fs_count(fs_of(req), FS_OP_LISTXATTR);
 	if (size == 0)
 		fuse_reply_xattr(req, 0);
 	else
@@ -604,6 +652,7 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
 	(void)in_buf;
 	(void)in_bufsz;
 	(void)out_bufsz;
+	fs_count(fs_of(req), FS_OP_OTHER);
 	fuse_reply_err(req, ENOTTY);
 }
 
@@ -633,7 +682,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 #define EROFS_OP(name, ...)                                                    \
 	static void name(fuse_req_t req, __VA_ARGS__)                          \
 	{                                                                      \
-		fuse_reply_err(req, EROFS);                                    \
+		refuse(req);                                                   \
 	}
 
 #pragma GCC diagnostic push
