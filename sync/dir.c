@@ -27,6 +27,7 @@
 	 IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF |             \
 	 IN_ONLYDIR | IN_DONT_FOLLOW)
 #define SCAN_TRIES 3
+#define RACY_NS (2LL * 1000000000) /* well above any timestamp granularity */
 
 /* What the last scan knew of a file, to skip rehashing it. */
 struct seen {
@@ -36,6 +37,7 @@ struct seen {
 	ino_t ino;
 	dev_t dev;
 	struct dhash hash;
+	bool racy; /* modified too close to the scan to trust the stat */
 };
 
 struct seen_list {
@@ -56,6 +58,7 @@ struct scan {
 	struct snap_builder *b;
 	struct seen_list next;
 	char path[PATH_MAX]; /* relative path being scanned */
+	int64_t started_ns;  /* wall clock at the start of the scan */
 	bool unstable;
 	int err;
 	char *errmsg;
@@ -140,9 +143,17 @@ static int scan_file(struct scan *sc, int dfd, const char *name,
 	struct stat after;
 	int fd, rc;
 
-	if (old && old->size == s.size && old->mtime_ns == s.mtime_ns &&
-	    old->ino == s.ino && old->dev == s.dev &&
-	    store_has(sc->src->store, &old->hash)) {
+	/*
+	 * The "racy git" problem: timestamps are coarse and inode numbers are
+	 * reused, so a file rewritten (tmp + rename) with the same size
+	 * within the clock's granularity can stat exactly like the file it
+	 * replaced. A stat is only trusted if the file had been still for a
+	 * while when it was last hashed.
+	 */
+	s.racy = s.mtime_ns > sc->started_ns - RACY_NS;
+	if (old && !old->racy && old->size == s.size &&
+	    old->mtime_ns == s.mtime_ns && old->ino == s.ino &&
+	    old->dev == s.dev && store_has(sc->src->store, &old->hash)) {
 		s.hash = old->hash;
 	} else {
 		fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -280,6 +291,7 @@ static int scan_once(struct source *src, struct scan *sc)
 	struct stat st;
 	int fd, rc;
 
+	sc->started_ns = now_ns();
 	fd = open(ds->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st)) {
 		rc = -errno;
