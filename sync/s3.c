@@ -348,11 +348,18 @@ static int map_cmp(const void *a, const void *b)
 		      ((const struct s3_entry *)b)->key);
 }
 
-static const struct s3_entry *map_find(const struct s3_src *s, const char *key)
+/* Entry of @key among the first @n (sorted) entries of @m, or NULL. */
+static struct s3_entry *map_find_in(struct s3_entry *m, size_t n,
+				    const char *key)
 {
 	struct s3_entry k = { .key = (char *)key };
 
-	return s->nmap ? bsearch(&k, s->map, s->nmap, sizeof(k), map_cmp) : NULL;
+	return n ? bsearch(&k, m, n, sizeof(k), map_cmp) : NULL;
+}
+
+static const struct s3_entry *map_find(const struct s3_src *s, const char *key)
+{
+	return map_find_in(s->map, s->nmap, key);
 }
 
 static void map_free(struct s3_entry *m, size_t n)
@@ -861,12 +868,15 @@ static void map_remember(struct s3_src *s, const struct job *jobs, size_t n)
 	if (!v)
 		return;
 	s->map = v;
-	for (size_t i = 0; i < n; i++) {
+	/* New entries go past the sorted part that map_find searches (a
+	 * listing names each key once); one sort at the end. */
+	for (size_t i = 0, sorted = s->nmap; i < n; i++) {
 		const struct s3_object *o = jobs[i].o;
-		struct s3_entry *e = (struct s3_entry *)map_find(s, o->key);
+		struct s3_entry *e;
 
 		if (jobs[i].attempt != -1)
 			continue;
+		e = map_find_in(s->map, sorted, o->key);
 		if (!e) {
 			e = &s->map[s->nmap];
 			*e = (struct s3_entry){ .key = strdup(o->key) };
@@ -878,9 +888,8 @@ static void map_remember(struct s3_src *s, const struct job *jobs, size_t n)
 		e->size = o->size;
 		e->mtime_ns = o->mtime_ns;
 		e->hash = jobs[i].hash;
-		/* keep sorted for map_find as we go */
-		qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
 	}
+	qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
 	if (map_save(s))
 		log_warn("s3", "could not save %s", s->map_path);
 }
