@@ -124,10 +124,22 @@ static int backoff_ms(int attempt)
 
 /* --------------------------------------------------------- requests */
 
-static struct curl_slist *sign_headers(struct s3_src *s)
+/* SHA-256 of an empty request body: what a listing's signature covers. */
+#define S3_EMPTY_SHA256                                                        \
+	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+/*
+ * curl 7.88 signs x-amz-content-sha256 but does not add it, and S3 (AWS
+ * and RGW) answers 403 without it: @payload is UNSIGNED-PAYLOAD for
+ * object GETs, S3_EMPTY_SHA256 for listings.
+ */
+static struct curl_slist *sign_headers(struct s3_src *s, const char *payload)
 {
-	struct curl_slist *h = curl_slist_append(
-		NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+	char line[128];
+	struct curl_slist *h;
+
+	snprintf(line, sizeof(line), "x-amz-content-sha256: %s", payload);
+	h = curl_slist_append(NULL, line);
 
 	if (h && s->creds.token[0]) {
 		size_t n = strlen(s->creds.token) + 32;
@@ -242,11 +254,11 @@ static size_t header_cb(char *line, size_t sz, size_t n, void *ud)
 
 /* A small signed GET into memory, retried; returns 0 or -errno + @err. */
 static int get_small(struct source *src, const char *url, const char *what,
-		     struct membody *out, struct hdrs *h, char *err,
-		     size_t errlen)
+		     const char *payload, struct membody *out, struct hdrs *h,
+		     char *err, size_t errlen)
 {
 	struct s3_src *s = src->priv;
-	struct curl_slist *hl = sign_headers(s);
+	struct curl_slist *hl = sign_headers(s, payload);
 	CURL *e = curl_easy_init();
 	int rc = -EIO;
 
@@ -324,8 +336,8 @@ static int list_all(struct source *src, struct s3_page *pg, char *err,
 		if (!rc)
 			rc = make_url(s, url, 8192, NULL, query);
 		if (!rc)
-			rc = get_small(src, url, "listing", &body, &h, err,
-				       errlen);
+			rc = get_small(src, url, "listing", S3_EMPTY_SHA256,
+				       &body, &h, err, errlen);
 		if (!rc) {
 			rc = s3_list_parse(pg, body.p, body.len);
 			if (rc)
@@ -658,7 +670,7 @@ static int download(struct source *src, struct job *jobs, size_t n, char *err,
 	int rc = 0;
 
 	d.m = curl_multi_init();
-	d.hl = sign_headers(s);
+	d.hl = sign_headers(s, "UNSIGNED-PAYLOAD");
 	d.retry = calloc(n ? n : 1, sizeof(*d.retry));
 	if (!xs || !d.m || !d.hl || !d.retry)
 		rc = -ENOMEM;
@@ -764,7 +776,8 @@ static int marker_rev(struct source *src, char *rev, size_t len, char *err,
 	snprintf(key, sizeof(key), "%s%s", s->prefix, s->marker);
 	rc = make_url(s, url, sizeof(url), key, NULL);
 	if (!rc)
-		rc = get_small(src, url, "marker", &body, &h, err, errlen);
+		rc = get_small(src, url, "marker", "UNSIGNED-PAYLOAD", &body,
+			       &h, err, errlen);
 	free(body.p);
 	if (rc == -ENOENT)
 		snprintf(err, errlen, "%s: marker s3://%s/%s not found: nothing "
