@@ -5,6 +5,12 @@
  * fs/ is kernel-facing glue only: inode table, low-level handlers and
  * kernel cache invalidation. It never fetches, hashes or parses; it reads
  * snapshots and opens blobs through sync.h.
+ *
+ * The root also holds a read-only .dagfs directory (see fs/README.md):
+ * status.json, changes/<source> of each source's last swap, and
+ * revs/<source>/<revision>/ serving any retained snapshot. Every entry
+ * answers the user.dagfs.source, .revision and (files) .hash extended
+ * attributes.
  */
 #ifndef DAGFS_FS_H
 #define DAGFS_FS_H
@@ -75,7 +81,9 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out);
  * Reserve the sub-path @at ("" is the root) for a source; returns the slot
  * number, or -EEXIST if it overlaps another slot ("" overlaps everything,
  * "a" overlaps "a/b"), -EINVAL if @at is not a clean relative path
- * (snap_path_check) or the view is mounted. Add every slot before the
+ * (snap_path_check), is .dagfs or below it (the metadata directory
+ * always wins over the root slot's own .dagfs, which is hidden), or the
+ * view is mounted. Add every slot before the
  * first fs_swap() and fs_mount(); @source names the slot in logs. The
  * directories above a slot are made up (mode 0555); a slot without a
  * snapshot yet is an empty directory.
