@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +300,22 @@ static int scan_once(struct source *src, struct scan *sc)
 	return scan_dir(sc, fd);
 }
 
+static void drain(int fd)
+{
+	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/* Whether an inotify event is waiting: the tree changed since the drain. */
+static bool tree_changed(const struct dir_src *ds)
+{
+	struct pollfd p = { .fd = ds->ifd, .events = POLLIN };
+
+	return ds->ifd >= 0 && poll(&p, 1, 0) > 0;
+}
+
 static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 		    char *err, size_t errlen)
 {
@@ -307,18 +325,37 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 	int rc, tries = 0;
 	struct scan sc;
 
+	/*
+	 * A listing is only published if the tree stood still for the whole
+	 * scan: an inotify event pending at its end means something changed
+	 * between two files read (a half-written revision), so it is thrown
+	 * away and, after the debounce of quiet, scanned again. Events are
+	 * drained before each scan, so only changes during it count. After
+	 * SCAN_TRIES the sync fails and the loop retries: serving the
+	 * previous listing beats publishing a torn one.
+	 */
 	do {
 		memset(&sc, 0, sizeof(sc));
 		sc.src = src;
 		sc.ds = ds;
 		sc.errmsg = err;
 		sc.errlen = errlen;
+		drain(ds->ifd);
 		rc = scan_once(src, &sc);
-		if (rc || !sc.unstable || ++tries >= SCAN_TRIES)
+		if (!rc && tree_changed(ds))
+			sc.unstable = true;
+		if (rc || !sc.unstable)
 			break;
 		snap_builder_free(sc.b);
 		seen_free(&sc.next);
+		if (++tries >= SCAN_TRIES) {
+			snprintf(err, errlen, "%s: %s kept changing during %d "
+				 "scans; retrying", src->tag, ds->root, tries);
+			return -EAGAIN;
+		}
 		log_info(src->tag, "files changed during the scan; rescanning");
+		while (source_poll_wake(src, ds->ifd, ds->debounce_ms))
+			drain(ds->ifd);
 	} while (1);
 	if (rc) {
 		snap_builder_free(sc.b);
@@ -348,14 +385,6 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 	}
 	*out = s;
 	return 1;
-}
-
-static void drain(int fd)
-{
-	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
-
-	while (read(fd, buf, sizeof(buf)) > 0)
-		;
 }
 
 static void dir_wait(struct source *src, int timeout_ms)
