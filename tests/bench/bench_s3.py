@@ -12,6 +12,7 @@ present it through dagfs (s3 source), s3fs-fuse and rclone mount.
 """
 
 import argparse
+import atexit
 import os
 import pathlib
 import shutil
@@ -35,6 +36,7 @@ def rgw():
     global _rgw
     if _rgw is None:
         _rgw = Rgw().start()
+        atexit.register(_rgw.stop)  # also when loaded as a plugin
     return _rgw
 
 
@@ -270,14 +272,10 @@ def main():
     o = ap.parse_args()
     wd = pathlib.Path(o.workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    try:
-        if o.what == "sync":
-            bench_sync(o.files, wd)
-        else:
-            bench_latency(o.puts, wd, o.cap)
-    finally:
-        if _rgw:
-            _rgw.stop()
+    if o.what == "sync":
+        bench_sync(o.files, wd)
+    else:
+        bench_latency(o.puts, wd, o.cap)
 
 
 if __name__ == "__main__":
