@@ -579,6 +579,8 @@ static void s3_fini(struct source *src)
 	if (!s)
 		return;
 	map_free(s->map, s->nmap);
+	curl_easy_cleanup(s->e);
+	curl_multi_cleanup(s->m);
 	free(s->bucket);
 	free(s->prefix);
 	free(s->endpoint);
@@ -610,6 +612,8 @@ static int s3_init(struct source *src, char *err, size_t errlen)
 		rc = -ENAMETOOLONG;
 	if (!rc)
 		rc = mkdirs_for(s->map_path);
+	if (!rc && (!(s->e = curl_easy_init()) || !(s->m = curl_multi_init())))
+		rc = -ENOMEM;
 	if (rc) {
 		if (rc != -EINVAL && !err[0])
 			snprintf(err, errlen, "%s: %s", src->tag, strerror(-rc));

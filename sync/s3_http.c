@@ -203,21 +203,22 @@ static size_t header_cb(char *line, size_t sz, size_t n, void *ud)
 	return len;
 }
 
-/* A small signed GET into memory, retried; returns 0 or -errno + @err. */
+/*
+ * A small signed GET into memory on the source's kept-alive handle,
+ * retried; returns 0 or -errno + @err.
+ */
 int s3_get_small(struct source *src, const char *url, const char *what,
 		 const char *payload, struct membody *out, struct hdrs *h,
 		 char *err, size_t errlen)
 {
 	struct s3_src *s = src->priv;
 	struct curl_slist *hl = sign_headers(s, payload);
-	CURL *e = curl_easy_init();
+	CURL *e = s->e;
 	int rc = -EIO;
 
-	if (!e || !hl) {
-		curl_easy_cleanup(e);
-		curl_slist_free_all(hl);
+	if (!hl)
 		return -ENOMEM;
-	}
+	curl_easy_reset(e);
 	for (int attempt = 1;; attempt++) {
 		long status = 0;
 		CURLcode cc;
@@ -244,7 +245,6 @@ int s3_get_small(struct source *src, const char *url, const char *what,
 		}
 		usleep((useconds_t)backoff_ms(attempt) * 1000);
 	}
-	curl_easy_cleanup(e);
 	curl_slist_free_all(hl);
 	return rc;
 }
@@ -462,7 +462,7 @@ int s3_download(struct source *src, struct job *jobs, size_t n, char *err,
 	struct xfer *xs = calloc(nx ? nx : 1, sizeof(*xs));
 	int rc = 0;
 
-	d.m = curl_multi_init();
+	d.m = s->m; /* its connection cache outlives the round */
 	d.hl = sign_headers(s, "UNSIGNED-PAYLOAD");
 	d.retry = calloc(n ? n : 1, sizeof(*d.retry));
 	if (!xs || !d.m || !d.hl || !d.retry)
@@ -475,6 +475,7 @@ int s3_download(struct source *src, struct job *jobs, size_t n, char *err,
 			rc = -ENOMEM;
 	}
 	curl_multi_setopt(d.m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)nx);
+	curl_multi_setopt(d.m, CURLMOPT_MAXCONNECTS, s->parallel);
 	while (!rc && d.left && !d.fatal) {
 		CURLMsg *msg;
 		int running, q;
@@ -510,6 +511,5 @@ int s3_download(struct source *src, struct job *jobs, size_t n, char *err,
 	free(xs);
 	free(d.retry);
 	curl_slist_free_all(d.hl);
-	curl_multi_cleanup(d.m);
 	return rc ? rc : d.fatal;
 }

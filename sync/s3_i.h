@@ -117,6 +117,9 @@ struct s3_src {
 	struct s3_entry *map;
 	size_t nmap;
 	char map_path[PATH_MAX];
+	/* kept across polls so connections stay alive (source thread) */
+	CURL *e;  /* listings, the marker */
+	CURLM *m; /* downloads */
 };
 
 /* A response body kept in memory (listings, error bodies). */
