@@ -29,11 +29,6 @@
 #include "s3_i.h"
 #include "source_i.h"
 
-#define S3_TRIES 6
-#define S3_BACKOFF_MS 200
-#define S3_BACKOFF_MAX_MS 10000
-#define ERRBODY_MAX 4096
-
 struct s3_entry { /* one known key: the persistent map */
 	char *key;
 	char etag[80];
@@ -42,249 +37,10 @@ struct s3_entry { /* one known key: the persistent map */
 	struct dhash hash;
 };
 
-struct s3_src {
-	char *bucket, *prefix, *endpoint, *region, *marker, *ca_file;
-	bool virtual_host;
-	long parallel;
-	struct s3_cred_opts co;
-	struct s3_creds creds; /* source thread only */
-	char sigv4[96];
-	char marker_etag[80]; /* of the published revision */
-	struct s3_entry *map;
-	size_t nmap;
-	char map_path[PATH_MAX];
-};
-
 static const char *const s3_keys[] = {
 	"endpoint", "region", "addressing", "ca-file", "marker", "profile",
 	"parallel", "credentials-file", "sts-endpoint", "imds-endpoint", NULL
 };
-
-/* ------------------------------------------------------------- errors */
-
-/*
- * The one place that turns curl results, HTTP statuses and S3 error
- * bodies into a message: names the source and the cause, never a secret
- * or a signed URL.
- */
-static int s3_fail(struct source *src, char *err, size_t errlen,
-		   const char *what, CURLcode cc, long status,
-		   const char *body, size_t blen)
-{
-	char code[128] = "", msg[256] = "";
-	const char *hint = "";
-
-	if (cc != CURLE_OK) {
-		snprintf(err, errlen, "%s: %s: %s", src->tag, what,
-			 curl_easy_strerror(cc));
-		return cc == CURLE_PEER_FAILED_VERIFICATION ||
-				       cc == CURLE_SSL_CACERT_BADFILE ?
-			       -EPERM :
-			       -EIO;
-	}
-	if (body && blen)
-		s3_error_parse(body, blen, code, sizeof(code), msg, sizeof(msg));
-	if (!strcmp(code, "SignatureDoesNotMatch"))
-		hint = " (check the secret key)";
-	else if (!strcmp(code, "InvalidAccessKeyId"))
-		hint = " (check the access key)";
-	else if (!strcmp(code, "NoSuchBucket"))
-		hint = " (the bucket does not exist)";
-	else if (!strcmp(code, "AccessDenied"))
-		hint = " (the credentials may not read this bucket)";
-	snprintf(err, errlen, "%s: %s: HTTP %ld%s%s%s%s%s", src->tag, what,
-		 status, code[0] ? " " : "", code, msg[0] ? ": " : "", msg,
-		 hint);
-	return status == 403 || status == 401 ? -EACCES :
-	       status == 404			? -ENOENT :
-						  -EIO;
-}
-
-static bool retryable(CURLcode cc, long status)
-{
-	if (cc == CURLE_OK)
-		return status >= 500 || status == 429 || status == 408;
-	return cc == CURLE_COULDNT_CONNECT || cc == CURLE_RECV_ERROR ||
-	       cc == CURLE_SEND_ERROR || cc == CURLE_PARTIAL_FILE ||
-	       cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_GOT_NOTHING ||
-	       cc == CURLE_HTTP2 || cc == CURLE_HTTP2_STREAM ||
-	       cc == CURLE_COULDNT_RESOLVE_HOST;
-}
-
-static int backoff_ms(int attempt)
-{
-	long d = S3_BACKOFF_MS;
-
-	for (int i = 1; i < attempt && d < S3_BACKOFF_MAX_MS; i++)
-		d *= 2;
-	if (d > S3_BACKOFF_MAX_MS)
-		d = S3_BACKOFF_MAX_MS;
-	return (int)(d / 2 + random() % (d / 2 + 1)); /* jitter */
-}
-
-/* --------------------------------------------------------- requests */
-
-static struct curl_slist *sign_headers(struct s3_src *s)
-{
-	struct curl_slist *h = curl_slist_append(
-		NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-
-	if (h && s->creds.token[0]) {
-		size_t n = strlen(s->creds.token) + 32;
-		char *t = malloc(n);
-		struct curl_slist *h2 = NULL;
-
-		if (t) {
-			snprintf(t, n, "x-amz-security-token: %s", s->creds.token);
-			h2 = curl_slist_append(h, t);
-			memset(t, 0, n);
-			free(t);
-		}
-		if (!h2) {
-			curl_slist_free_all(h);
-			return NULL;
-		}
-	}
-	return h;
-}
-
-static void easy_setup(struct s3_src *s, CURL *e, const char *url,
-		       struct curl_slist *h)
-{
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(e, CURLOPT_AWS_SIGV4, s->sigv4);
-	curl_easy_setopt(e, CURLOPT_USERNAME, s->creds.access_key);
-	curl_easy_setopt(e, CURLOPT_PASSWORD, s->creds.secret_key);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L);
-	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 30L);
-	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	if (s->ca_file)
-		curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
-}
-
-/* "https://host:port/base" + bucket (+ "/" + encoded key, or "?" query). */
-static int make_url(struct s3_src *s, char *out, size_t cap, const char *key,
-		    const char *query)
-{
-	char *ekey = NULL;
-	const char *sep = strstr(s->endpoint, "://");
-	int rc, n;
-
-	if (key) {
-		ekey = malloc(3 * strlen(key) + 1);
-		if (!ekey || s3_uri_encode(ekey, 3 * strlen(key) + 1, key, true)) {
-			free(ekey);
-			return -ENAMETOOLONG;
-		}
-	}
-	if (s->virtual_host && sep)
-		n = snprintf(out, cap, "%.*s%s.%s/%s%s%s",
-			     (int)(sep + 3 - s->endpoint), s->endpoint,
-			     s->bucket, sep + 3, ekey ? ekey : "",
-			     query ? "?" : "", query ? query : "");
-	else
-		n = snprintf(out, cap, "%s/%s%s%s%s%s", s->endpoint, s->bucket,
-			     ekey ? "/" : "", ekey ? ekey : "",
-			     query ? "?" : "", query ? query : "");
-	rc = n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
-	free(ekey);
-	return rc;
-}
-
-struct membody {
-	char *p;
-	size_t len;
-};
-
-static size_t body_write(char *data, size_t sz, size_t n, void *ud)
-{
-	struct membody *m = ud;
-	char *p;
-
-	if (m->len + sz * n > (64u << 20))
-		return 0;
-	p = realloc(m->p, m->len + sz * n + 1);
-	if (!p)
-		return 0;
-	memcpy(p + m->len, data, sz * n);
-	m->p = p;
-	m->len += sz * n;
-	m->p[m->len] = '\0';
-	return sz * n;
-}
-
-struct hdrs {
-	char etag[80];
-};
-
-static size_t header_cb(char *line, size_t sz, size_t n, void *ud)
-{
-	struct hdrs *h = ud;
-	size_t len = sz * n;
-
-	if (len > 5 && !strncasecmp(line, "etag:", 5)) {
-		const char *v = line + 5;
-		size_t k;
-
-		while (*v == ' ' || *v == '"')
-			v++;
-		k = strcspn(v, "\"\r\n");
-		if (k < sizeof(h->etag)) {
-			memcpy(h->etag, v, k);
-			h->etag[k] = '\0';
-		}
-	}
-	return len;
-}
-
-/* A small signed GET into memory, retried; returns 0 or -errno + @err. */
-static int get_small(struct source *src, const char *url, const char *what,
-		     struct membody *out, struct hdrs *h, char *err,
-		     size_t errlen)
-{
-	struct s3_src *s = src->priv;
-	struct curl_slist *hl = sign_headers(s);
-	CURL *e = curl_easy_init();
-	int rc = -EIO;
-
-	if (!e || !hl) {
-		curl_easy_cleanup(e);
-		curl_slist_free_all(hl);
-		return -ENOMEM;
-	}
-	for (int attempt = 1;; attempt++) {
-		long status = 0;
-		CURLcode cc;
-
-		free(out->p);
-		out->p = NULL;
-		out->len = 0;
-		memset(h, 0, sizeof(*h));
-		easy_setup(s, e, url, hl);
-		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_write);
-		curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
-		curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-		curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
-		cc = curl_easy_perform(e);
-		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-		if (cc == CURLE_OK && status == 200) {
-			rc = 0;
-			break;
-		}
-		if (!retryable(cc, status) || attempt >= S3_TRIES) {
-			rc = s3_fail(src, err, errlen, what, cc, status, out->p,
-				     out->len);
-			break;
-		}
-		usleep((useconds_t)backoff_ms(attempt) * 1000);
-	}
-	curl_easy_cleanup(e);
-	curl_slist_free_all(hl);
-	return rc;
-}
 
 /* ------------------------------------------------------------ listing */
 
@@ -322,10 +78,11 @@ static int list_all(struct source *src, struct s3_page *pg, char *err,
 			      pg->next_token ? etok : "",
 			      pg->next_token ? "&" : "", epre);
 		if (!rc)
-			rc = make_url(s, url, 8192, NULL, query);
+			rc = s3_make_url(s, url, 8192, NULL, query);
 		if (!rc)
-			rc = get_small(src, url, "listing", &body, &h, err,
-				       errlen);
+			rc = s3_get_small(src, url, "listing",
+					  S3_EMPTY_SHA256, &body, &h, err,
+					  errlen);
 		if (!rc) {
 			rc = s3_list_parse(pg, body.p, body.len);
 			if (rc)
@@ -348,11 +105,18 @@ static int map_cmp(const void *a, const void *b)
 		      ((const struct s3_entry *)b)->key);
 }
 
-static const struct s3_entry *map_find(const struct s3_src *s, const char *key)
+/* Entry of @key among the first @n (sorted) entries of @m, or NULL. */
+static struct s3_entry *map_find_in(struct s3_entry *m, size_t n,
+				    const char *key)
 {
 	struct s3_entry k = { .key = (char *)key };
 
-	return s->nmap ? bsearch(&k, s->map, s->nmap, sizeof(k), map_cmp) : NULL;
+	return n ? bsearch(&k, m, n, sizeof(k), map_cmp) : NULL;
+}
+
+static const struct s3_entry *map_find(const struct s3_src *s, const char *key)
+{
+	return map_find_in(s->map, s->nmap, key);
 }
 
 static void map_free(struct s3_entry *m, size_t n)
@@ -430,278 +194,6 @@ static int map_save(struct s3_src *s)
 	return rc;
 }
 
-/* ---------------------------------------------------------- downloads */
-
-struct job {
-	const struct s3_object *o;
-	struct dhash hash;
-	int attempt;
-	int64_t not_before; /* monotonic ns */
-};
-
-struct xfer {
-	struct source *src;
-	CURL *e;
-	struct job *job;
-	struct store_txn *txn;
-	EVP_MD_CTX *md5;
-	uint64_t got;
-	long status;
-	int werr;
-	struct hdrs h;
-	struct membody errbody;
-};
-
-struct dl {
-	struct source *src;
-	CURLM *m;
-	struct curl_slist *hl;
-	struct job *jobs;
-	size_t njobs, next;
-	struct job **retry; /* due at job->not_before */
-	size_t nretry;
-	size_t left;
-	int fatal;
-	char *err;
-	size_t errlen;
-};
-
-static size_t xfer_write(char *data, size_t sz, size_t n, void *ud)
-{
-	struct xfer *x = ud;
-	size_t len = sz * n;
-
-	if (!x->status)
-		curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &x->status);
-	if (x->status != 200) { /* an error body: keep its start */
-		size_t room = ERRBODY_MAX - x->errbody.len;
-
-		body_write(data, 1, len < room ? len : room, &x->errbody);
-		return len;
-	}
-	if (x->got + len > x->job->o->size) {
-		x->werr = -EFBIG; /* longer than listed: it changed */
-		return 0;
-	}
-	x->werr = store_txn_write(x->txn, data, len);
-	if (x->werr)
-		return 0;
-	EVP_DigestUpdate(x->md5, data, len);
-	x->got += len;
-	return len;
-}
-
-static bool etag_is_md5(const char *etag)
-{
-	size_t n = 0;
-
-	for (; etag[n]; n++)
-		if (!isxdigit((unsigned char)etag[n]))
-			return false;
-	return n == 32;
-}
-
-static int xfer_start(struct dl *d, struct xfer *x, struct job *j)
-{
-	struct s3_src *s = d->src->priv;
-	char url[8192];
-	int rc;
-
-	x->job = j;
-	x->got = 0;
-	x->status = 0;
-	x->werr = 0;
-	memset(&x->h, 0, sizeof(x->h));
-	free(x->errbody.p);
-	memset(&x->errbody, 0, sizeof(x->errbody));
-	rc = make_url(s, url, sizeof(url), j->o->key, NULL);
-	if (!rc)
-		rc = store_txn_begin(d->src->store, &x->txn);
-	if (rc)
-		return rc;
-	EVP_DigestInit_ex(x->md5, EVP_md5(), NULL);
-	curl_easy_reset(x->e);
-	easy_setup(s, x->e, url, d->hl);
-	curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, xfer_write);
-	curl_easy_setopt(x->e, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(x->e, CURLOPT_HEADERFUNCTION, header_cb);
-	curl_easy_setopt(x->e, CURLOPT_HEADERDATA, &x->h);
-	curl_easy_setopt(x->e, CURLOPT_PRIVATE, x);
-	return curl_multi_add_handle(d->m, x->e) == CURLM_OK ? 0 : -ENOMEM;
-}
-
-/* Verify a finished 200 body; 0, -EAGAIN (changed: fail the round) or
- * -EIO (damaged in transit: retry). */
-static int xfer_check(struct dl *d, struct xfer *x)
-{
-	const struct s3_object *o = x->job->o;
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	char hex[2 * EVP_MAX_MD_SIZE + 1];
-
-	if (x->h.etag[0] && strcmp(x->h.etag, o->etag)) {
-		snprintf(d->err, d->errlen, "%s: %s changed during the sync; "
-			 "nothing published, it is fetched next round",
-			 d->src->tag, o->key);
-		return -EAGAIN;
-	}
-	if (x->got != o->size) {
-		log_warn(d->src->tag, "%s: %llu bytes, listed %llu; retrying",
-			 o->key, (unsigned long long)x->got,
-			 (unsigned long long)o->size);
-		return -EIO;
-	}
-	EVP_DigestFinal_ex(x->md5, md, &mdlen);
-	for (unsigned i = 0; i < mdlen; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	if (etag_is_md5(o->etag) && strcasecmp(hex, o->etag)) {
-		log_warn(d->src->tag, "%s: MD5 does not match its ETag; "
-			 "retrying", o->key);
-		return -EIO;
-	}
-	return 0;
-}
-
-static void xfer_done(struct dl *d, struct xfer *x, CURLcode cc)
-{
-	struct job *j = x->job;
-	int rc = -EIO;
-
-	curl_multi_remove_handle(d->m, x->e);
-	curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &x->status);
-	if (cc == CURLE_WRITE_ERROR && x->werr && x->werr != -EFBIG) {
-		snprintf(d->err, d->errlen, "%s: storing %s: %s", d->src->tag,
-			 j->o->key, strerror(-x->werr));
-		d->fatal = x->werr; /* the cache, not the network: no retry */
-	}
-	if (cc == CURLE_WRITE_ERROR && x->werr == -EFBIG)
-		cc = CURLE_OK, x->status = 200; /* judged by xfer_check */
-	if (cc == CURLE_OK && x->status == 200) {
-		rc = x->werr == -EFBIG ? -EAGAIN : xfer_check(d, x);
-		if (rc == -EAGAIN && x->werr == -EFBIG)
-			snprintf(d->err, d->errlen, "%s: %s changed during the "
-				 "sync; nothing published", d->src->tag,
-				 j->o->key);
-		if (!rc) {
-			rc = store_txn_commit(x->txn, &j->hash, NULL, NULL);
-			x->txn = NULL;
-			if (!rc) {
-				source_count_fetch(d->src, x->got, 1);
-				d->left--;
-				x->job = NULL;
-				return;
-			}
-			snprintf(d->err, d->errlen, "%s: storing %s: %s",
-				 d->src->tag, j->o->key, strerror(-rc));
-			d->fatal = rc;
-		}
-	}
-	store_txn_abort(x->txn);
-	x->txn = NULL;
-	x->job = NULL;
-	if (d->fatal)
-		return;
-	if (rc == -EAGAIN || (cc == CURLE_OK && x->status == 404)) {
-		if (rc != -EAGAIN)
-			snprintf(d->err, d->errlen, "%s: %s was deleted during "
-				 "the sync; nothing published", d->src->tag,
-				 j->o->key);
-		d->fatal = -EAGAIN;
-	} else if ((rc == -EIO && cc == CURLE_OK && x->status == 200) ||
-		   retryable(cc, x->status)) {
-		if (++j->attempt >= S3_TRIES) {
-			d->fatal = s3_fail(d->src, d->err, d->errlen, j->o->key,
-					   cc, x->status, x->errbody.p,
-					   x->errbody.len);
-			return;
-		}
-		j->not_before = mono_ns() + (int64_t)backoff_ms(j->attempt) *
-						    1000000;
-		d->retry[d->nretry++] = j;
-	} else {
-		d->fatal = s3_fail(d->src, d->err, d->errlen, j->o->key, cc,
-				   x->status, x->errbody.p, x->errbody.len);
-	}
-}
-
-/* The next job that may start now, or NULL. */
-static struct job *next_job(struct dl *d)
-{
-	int64_t now = mono_ns();
-
-	for (size_t i = 0; i < d->nretry; i++) {
-		if (d->retry[i]->not_before <= now) {
-			struct job *j = d->retry[i];
-
-			d->retry[i] = d->retry[--d->nretry];
-			return j;
-		}
-	}
-	return d->next < d->njobs ? &d->jobs[d->next++] : NULL;
-}
-
-static int download(struct source *src, struct job *jobs, size_t n, char *err,
-		    size_t errlen)
-{
-	struct s3_src *s = src->priv;
-	size_t nx = (size_t)s->parallel < n ? (size_t)s->parallel : n;
-	struct dl d = { .src = src, .jobs = jobs, .njobs = n, .left = n,
-			.err = err, .errlen = errlen };
-	struct xfer *xs = calloc(nx ? nx : 1, sizeof(*xs));
-	int rc = 0;
-
-	d.m = curl_multi_init();
-	d.hl = sign_headers(s);
-	d.retry = calloc(n ? n : 1, sizeof(*d.retry));
-	if (!xs || !d.m || !d.hl || !d.retry)
-		rc = -ENOMEM;
-	for (size_t i = 0; !rc && i < nx; i++) {
-		xs[i].src = src;
-		xs[i].e = curl_easy_init();
-		xs[i].md5 = EVP_MD_CTX_new();
-		if (!xs[i].e || !xs[i].md5)
-			rc = -ENOMEM;
-	}
-	curl_multi_setopt(d.m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)nx);
-	while (!rc && d.left && !d.fatal) {
-		CURLMsg *msg;
-		int running, q;
-
-		for (size_t i = 0; i < nx && !rc; i++) {
-			struct job *j;
-
-			if (xs[i].job || !(j = next_job(&d)))
-				continue;
-			rc = xfer_start(&d, &xs[i], j);
-		}
-		curl_multi_perform(d.m, &running);
-		while ((msg = curl_multi_info_read(d.m, &q))) {
-			struct xfer *x;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
-					  (char **)&x);
-			xfer_done(&d, x, msg->data.result);
-		}
-		if (d.left && !d.fatal)
-			curl_multi_poll(d.m, NULL, 0, 50, NULL);
-	}
-	for (size_t i = 0; xs && i < nx; i++) {
-		if (xs[i].job)
-			curl_multi_remove_handle(d.m, xs[i].e);
-		store_txn_abort(xs[i].txn);
-		curl_easy_cleanup(xs[i].e);
-		EVP_MD_CTX_free(xs[i].md5);
-		free(xs[i].errbody.p);
-	}
-	free(xs);
-	free(d.retry);
-	curl_slist_free_all(d.hl);
-	curl_multi_cleanup(d.m);
-	return rc ? rc : d.fatal;
-}
-
 /* ------------------------------------------------------------- source */
 
 static int creds_fresh(struct source *src, char *err, size_t errlen)
@@ -755,9 +247,10 @@ static int marker_rev(struct source *src, char *rev, size_t len, char *err,
 	int rc;
 
 	snprintf(key, sizeof(key), "%s%s", s->prefix, s->marker);
-	rc = make_url(s, url, sizeof(url), key, NULL);
+	rc = s3_make_url(s, url, sizeof(url), key, NULL);
 	if (!rc)
-		rc = get_small(src, url, "marker", &body, &h, err, errlen);
+		rc = s3_get_small(src, url, "marker", "UNSIGNED-PAYLOAD",
+				  &body, &h, err, errlen);
 	free(body.p);
 	if (rc == -ENOENT)
 		snprintf(err, errlen, "%s: marker s3://%s/%s not found: nothing "
@@ -835,7 +328,7 @@ static int fetch_missing(struct source *src, struct job *jobs, size_t n,
 	}
 	if (nf) {
 		log_info(src->tag, "fetching %zu of %zu objects", nf, n);
-		rc = download(src, f, nf, err, errlen);
+		rc = s3_download(src, f, nf, err, errlen);
 	}
 	/* Hashes of what arrived, even when the round failed: the caller
 	 * remembers them so the next round fetches only the rest. */
@@ -861,12 +354,15 @@ static void map_remember(struct s3_src *s, const struct job *jobs, size_t n)
 	if (!v)
 		return;
 	s->map = v;
-	for (size_t i = 0; i < n; i++) {
+	/* New entries go past the sorted part that map_find searches (a
+	 * listing names each key once); one sort at the end. */
+	for (size_t i = 0, sorted = s->nmap; i < n; i++) {
 		const struct s3_object *o = jobs[i].o;
-		struct s3_entry *e = (struct s3_entry *)map_find(s, o->key);
+		struct s3_entry *e;
 
 		if (jobs[i].attempt != -1)
 			continue;
+		e = map_find_in(s->map, sorted, o->key);
 		if (!e) {
 			e = &s->map[s->nmap];
 			*e = (struct s3_entry){ .key = strdup(o->key) };
@@ -878,9 +374,8 @@ static void map_remember(struct s3_src *s, const struct job *jobs, size_t n)
 		e->size = o->size;
 		e->mtime_ns = o->mtime_ns;
 		e->hash = jobs[i].hash;
-		/* keep sorted for map_find as we go */
-		qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
 	}
+	qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
 	if (map_save(s))
 		log_warn("s3", "could not save %s", s->map_path);
 }
@@ -1084,6 +579,8 @@ static void s3_fini(struct source *src)
 	if (!s)
 		return;
 	map_free(s->map, s->nmap);
+	curl_easy_cleanup(s->e);
+	curl_multi_cleanup(s->m);
 	free(s->bucket);
 	free(s->prefix);
 	free(s->endpoint);
@@ -1115,6 +612,8 @@ static int s3_init(struct source *src, char *err, size_t errlen)
 		rc = -ENAMETOOLONG;
 	if (!rc)
 		rc = mkdirs_for(s->map_path);
+	if (!rc && (!(s->e = curl_easy_init()) || !(s->m = curl_multi_init())))
+		rc = -ENOMEM;
 	if (rc) {
 		if (rc != -EINVAL && !err[0])
 			snprintf(err, errlen, "%s: %s", src->tag, strerror(-rc));

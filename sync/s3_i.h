@@ -8,6 +8,7 @@
 #define DAGFS_S3_I_H
 
 #include <curl/curl.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -94,5 +95,82 @@ int s3_imds_parse(struct s3_creds *out, const char *json) WUR;
 /** Parse a shared credentials file's @profile from @text. */
 int s3_creds_parse_file(struct s3_creds *out, const char *text,
 			const char *profile) WUR;
+
+/* ----------------------------------------------------------- s3_http.c */
+
+struct source;
+struct s3_entry;
+
+/* SHA-256 of an empty request body: what a listing's signature covers. */
+#define S3_EMPTY_SHA256                                                        \
+	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+/* A source's settings and state; used by its thread only. */
+struct s3_src {
+	char *bucket, *prefix, *endpoint, *region, *marker, *ca_file;
+	bool virtual_host;
+	long parallel;
+	struct s3_cred_opts co;
+	struct s3_creds creds; /* source thread only */
+	char sigv4[96];
+	char marker_etag[80]; /* of the published revision */
+	struct s3_entry *map;
+	size_t nmap;
+	char map_path[PATH_MAX];
+	/* kept across polls so connections stay alive (source thread) */
+	CURL *e;  /* listings, the marker */
+	CURLM *m; /* downloads */
+};
+
+/* A response body kept in memory (listings, error bodies). */
+struct membody {
+	char *p;
+	size_t len;
+};
+
+/* Response headers we read. */
+struct hdrs {
+	char etag[80];
+};
+
+/* One object to fetch; on success @hash names its blob. */
+struct job {
+	const struct s3_object *o;
+	struct dhash hash;
+	int attempt;
+	int64_t not_before; /* monotonic ns */
+};
+
+/**
+ * Translate a curl result @cc, HTTP @status and S3 error body into one
+ * line in @err naming the source and the cause (never a secret or a
+ * signed URL). Returns -EACCES, -ENOENT, -EPERM (TLS) or -EIO.
+ */
+int s3_fail(struct source *src, char *err, size_t errlen, const char *what,
+	    CURLcode cc, long status, const char *body, size_t blen) WUR;
+
+/**
+ * URL of @key (NULL: the bucket) with @query (may be NULL) for the
+ * source's endpoint and addressing. -ENAMETOOLONG if it does not fit.
+ */
+int s3_make_url(struct s3_src *s, char *out, size_t cap, const char *key,
+		const char *query) WUR;
+
+/**
+ * A signed GET of @url into memory, retried with backoff; @payload is
+ * the x-amz-content-sha256 value. 0, or -errno with @err from s3_fail.
+ * The caller frees out->p whatever the result.
+ */
+int s3_get_small(struct source *src, const char *url, const char *what,
+		 const char *payload, struct membody *out, struct hdrs *h,
+		 char *err, size_t errlen) WUR;
+
+/**
+ * Fetch @n objects, up to s->parallel at once on one curl multi handle,
+ * into the store; each job's hash is set when its object arrived intact
+ * (zero otherwise). 0 when all arrived, else -errno with @err.
+ */
+int s3_download(struct source *src, struct job *jobs, size_t n, char *err,
+		size_t errlen) WUR;
 
 #endif

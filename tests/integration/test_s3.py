@@ -9,6 +9,7 @@ import datetime
 import os
 import pathlib
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -293,3 +294,41 @@ def test_credentials_file_and_profile(dagfs, rgw, bucket, tmp_path):
     assert served(m.mnt) == want(FILES)
     assert SECRET_KEY not in m.stderr_text()
     assert SECRET_KEY not in pathlib.Path(f"/proc/{m.pid}/cmdline").read_text()
+
+
+def self_signed(tmp):
+    key, crt = tmp / "tls.key", tmp / "tls.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(crt), "-days", "1",
+                    "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    return crt, ctx
+
+
+def test_tls_is_verified_and_ca_file_trusts(dagfs, rgw, bucket, tmp_path):
+    """HTTPS (the fault proxy terminating TLS in front of the gateway):
+    an unknown certificate is refused with a clear error, ca-file= trusts
+    it."""
+    upload(rgw, bucket, FILES)
+    crt, ctx = self_signed(tmp_path)
+    proxy = FaultProxy(rgw.port, ssl_context=ctx).start()
+    env = {k: v for k, v in ENV.items()
+           if k not in ("CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")}
+    https = f"https://127.0.0.1:{proxy.port}"
+    try:
+        m = dagfs.mount([spec(rgw, bucket, endpoint=https, name="tls")],
+                        env=env)
+        m.wait(lambda: "s3 source tls" in m.stderr_text() and
+               "certificate" in m.stderr_text().lower(), timeout=20,
+               what="the certificate error in the log")
+        assert os.listdir(m.mnt) == []
+        m.stop()
+        m = dagfs.mount([spec(rgw, bucket, endpoint=https, name="tls",
+                              ca_file=crt)], env=env,
+                        ready=lambda mnt: (mnt / "a.py").exists())
+        assert served(m.mnt) == want(FILES)
+    finally:
+        proxy.stop()

@@ -8,6 +8,9 @@ response body, or stalls, following a cyclic plan:
     p.start(); ... url = f"http://127.0.0.1:{p.port}" ...; p.stop()
     p.counts  # {"pass": n, "500": n, ...}
 
+With `ssl_context=` (an ssl.SSLContext with the server's certificate) it
+terminates TLS, so it is also the HTTPS front of a plain-HTTP server.
+
 Each request is proxied on a connection of its own (it asks the upstream
 for `Connection: close`), so a fault never leaks into the next request.
 """
@@ -22,12 +25,14 @@ FAULTS = ("pass", "500", "503", "reset", "truncate", "stall")
 
 
 class FaultProxy:
-    def __init__(self, upstream_port, plan=("pass",), stall_s=3.0):
+    def __init__(self, upstream_port, plan=("pass",), stall_s=3.0,
+                 ssl_context=None):
         for f in plan:
             assert f in FAULTS, f
         self.upstream_port = upstream_port
         self.plan = list(plan)
         self.stall_s = stall_s
+        self.ssl_context = ssl_context
         self.counts = collections.Counter()
         self.requests = []  # request lines, e.g. "GET /bucket?list-type=2"
         self.n = 0
@@ -62,7 +67,8 @@ class FaultProxy:
     async def _handle(self, reader, writer):
         try:
             req = await self._read_request(reader)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError,
+                OSError):
             writer.close()
             return
         fault = self._next_fault()
@@ -106,7 +112,7 @@ class FaultProxy:
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
             server = self._loop.run_until_complete(asyncio.start_server(
-                self._handle, "127.0.0.1", 0))
+                self._handle, "127.0.0.1", 0, ssl=self.ssl_context))
             self.port = server.sockets[0].getsockname()[1]
             self._server = server
             ready.set()

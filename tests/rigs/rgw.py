@@ -56,6 +56,10 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon warn on pool no redundancy = false
 paxos propose interval = 0.05
+# a killed gateway leaves watches that block its successor until they time
+# out (30 s by default); clients ping them every objecter tick
+osd client watch timeout = 5
+objecter tick interval = 1
 run dir = {d}/run
 log file = {d}/log/$name.log
 admin socket = {d}/run/$name.asok
