@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,7 @@ static const struct opt opts[] = {
 	O("timezone", OPT_STR, timezone, "timezone, e.g. Asia/Seoul (default UTC)"),
 	O("scheduler-replicas", OPT_UINT, scheduler_replicas, "scheduler replicas (default 1)"),
 	O("dagfs-http-port", OPT_UINT, http_port, "port of dagfs /healthz and /readyz (default 8081)"),
+	O("pin-url", OPT_STR, pin_url, "where pinned workers read the scheduler's revisions (default its dagfs /metrics through the " PROV_PIN_SERVICE " Service)"),
 	O("airflow-home", OPT_STR, airflow_home, "VM: AIRFLOW_HOME (default /opt/airflow)"),
 	O("kubeconfig", OPT_STR, kubeconfig, "VM: kubeconfig for the executor (default /opt/airflow/.kube/config)"),
 	O("db-host", OPT_STR, db_host, "VM: metadata database host"),
@@ -286,6 +288,10 @@ static int validate(const struct prov *p)
 	}
 	if (!quantity(p->logs_size) || !quantity(p->db_size))
 		return fail("volume sizes look like 10Gi, 512Mi");
+	if (p->pin_url && strncmp(p->pin_url, "http://", 7) &&
+	    strncmp(p->pin_url, "https://", 8))
+		return fail("--pin-url '%s' is not an http:// or https:// URL",
+			    p->pin_url);
 	for (const char *c = p->timezone; *c; c++)
 		if (!isalnum((unsigned char)*c) && !strchr("_+-/", *c))
 			return fail("invalid timezone '%s'", p->timezone);
@@ -335,6 +341,17 @@ static void default_name(char *out, size_t len, const char *loc, size_t i)
 		snprintf(out, len, "source%zu", i + 1);
 }
 
+/* A source name goes into INI sections, shell words and sed patterns. */
+static bool source_name_ok(const char *s)
+{
+	if (!*s || strlen(s) > 64)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
+			return false;
+	return true;
+}
+
 /* Parse the sources; point their secrets at the mounted Secret. */
 static int prepare_sources(struct prov *p)
 {
@@ -365,6 +382,10 @@ static int prepare_sources(struct prov *p)
 				    s->location);
 		default_name(name, sizeof(name), s->location, i);
 		rc |= spec_add(s, "name", name);
+		if (!rc && !source_name_ok(source_spec_get(s, "name")))
+			return fail("--source %s: invalid name '%s' (letters, "
+				    "digits, '.', '_' and '-')", s->location,
+				    source_spec_get(s, "name"));
 		ssh = !strncmp(s->location, "ssh://", 6) ||
 		      (strchr(s->location, '@') && !strstr(s->location, "://"));
 		if (!strcmp(s->type, "git") && ssh && p->git_ssh_key)
@@ -402,25 +423,29 @@ static int read_secret(const char *path, char *out, size_t len)
 	return 0;
 }
 
-static void gen_fernet(char *out)
+static int gen_fernet(char *out)
 {
 	unsigned char raw[32];
 
-	RAND_bytes(raw, sizeof(raw));
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		return -EIO;
 	EVP_EncodeBlock((unsigned char *)out, raw, sizeof(raw));
 	for (char *c = out; *c; c++) /* URL-safe alphabet, as Fernet wants */
 		*c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
 	OPENSSL_cleanse(raw, sizeof(raw));
+	return 0;
 }
 
-static void gen_hex(char *out, size_t bytes)
+static int gen_hex(char *out, size_t bytes)
 {
 	unsigned char raw[64];
 
-	RAND_bytes(raw, (int)bytes);
+	if (RAND_bytes(raw, (int)bytes) != 1)
+		return -EIO;
 	for (size_t i = 0; i < bytes; i++)
 		sprintf(out + 2 * i, "%02x", raw[i]);
 	OPENSSL_cleanse(raw, sizeof(raw));
+	return 0;
 }
 
 /*
@@ -441,10 +466,8 @@ static int secret(const struct prov *p, const char *given, const char *name,
 	snprintf(kept, sizeof(kept), "%s/.secrets/%s", p->outdir, name);
 	if (!read_secret(kept, out, len))
 		return 0;
-	if (kind == 0)
-		gen_fernet(out);
-	else
-		gen_hex(out, kind);
+	if ((kind == 0 ? gen_fernet(out) : gen_hex(out, (size_t)kind)))
+		return fail("%s: the OpenSSL random generator failed", name);
 	fd = open(kept, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 || write(fd, out, strlen(out)) != (ssize_t)strlen(out)) {
 		if (fd >= 0)
@@ -502,12 +525,13 @@ static int run(const struct prov *p, const char *const argv[])
 
 static int apply(const struct prov *p)
 {
-	char f[6][4096];
+	char f[7][4096];
 	static const char *const files[] = { "namespace.yaml", "storage.yaml",
 					     "secrets.yaml", "dagfs-config.yaml",
-					     "values.yaml", "install.sh" };
+					     "values.yaml", "install.sh",
+					     "dagfs-service.yaml" };
 
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 7; i++)
 		snprintf(f[i], sizeof(f[i]), "%s/%s", p->outdir, files[i]);
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1], NULL }) ||
@@ -518,6 +542,9 @@ static int apply(const struct prov *p)
 		return -1;
 	if (!strcmp(p->target, "vm"))
 		return run(p, (const char *const[]){ "sh", f[5], NULL });
+	if (run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
+				    f[6], NULL }))
+		return -1;
 	return run(p, (const char *const[]){
 			      "helm", "upgrade", "--install", p->release,
 			      "airflow", "--repo", "https://airflow.apache.org",
@@ -540,6 +567,12 @@ int main(int argc, char **argv)
 	if (parse_args(&p, argc, argv) || validate(&p) || prepare_sources(&p) ||
 	    prepare_secrets(&p))
 		return 2;
+	if (!p.pin_url) {
+		snprintf(p.pin_url_buf, sizeof(p.pin_url_buf),
+			 "http://%s-%s.%s.svc:%u/metrics", p.release,
+			 PROV_PIN_SERVICE, p.ns, p.http_port);
+		p.pin_url = p.pin_url_buf;
+	}
 	rc = !strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p);
 	OPENSSL_cleanse(p.fernet, sizeof(p.fernet));
 	OPENSSL_cleanse(p.websecret, sizeof(p.websecret));

@@ -274,6 +274,30 @@ static int render_templates(const struct prov *p)
 	return 0;
 }
 
+/*
+ * The schedulers' dagfs, reachable by the pinned workers: only ready
+ * schedulers are endpoints, so a worker never pins to a revision that a
+ * scheduler has not published. The target port is a number: a name
+ * would have to be declared on a main container, and dagfs may be a
+ * native sidecar (an init container).
+ */
+static int render_pin_service(const struct prov *p)
+{
+	FILE *f = prov_open(p, "dagfs-service.yaml", 0644);
+
+	if (!f)
+		return -1;
+	fprintf(f, "apiVersion: v1\nkind: Service\nmetadata:\n"
+		   "  name: %s-%s\n  namespace: %s\n"
+		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision}\n"
+		   "spec:\n  type: ClusterIP\n"
+		   "  selector: {tier: airflow, component: scheduler, release: %s}\n"
+		   "  ports:\n  - {name: dagfs-http, port: %u, targetPort: %u}\n",
+		p->release, PROV_PIN_SERVICE, p->ns, p->release, p->http_port,
+		p->http_port);
+	return prov_close(f, "dagfs-service.yaml");
+}
+
 int prov_render_cluster(const struct prov *p)
 {
 	return render_base(p) || render_secrets(p) ? -1 : 0;
@@ -281,7 +305,8 @@ int prov_render_cluster(const struct prov *p)
 
 int prov_render_k8s(const struct prov *p)
 {
-	if (prov_render_cluster(p) || render_values(p) || render_templates(p))
+	if (prov_render_cluster(p) || render_values(p) || render_templates(p) ||
+	    render_pin_service(p))
 		return -1;
 	return 0;
 }
