@@ -523,6 +523,19 @@ static int run(const struct prov *p, const char *const argv[])
 	return 0;
 }
 
+/* hostPath volumes: their owners must be set before PostgreSQL starts. */
+static int wait_volumes(const struct prov *p)
+{
+	char job[128];
+
+	if (strcmp(p->storage, "hostpath"))
+		return 0;
+	snprintf(job, sizeof(job), "job/%s-dagfs-volumes", p->release);
+	return run(p, (const char *const[]){ "kubectl", "wait", "-n", p->ns,
+					     "--for=condition=complete", job,
+					     "--timeout=5m", NULL });
+}
+
 static int apply(const struct prov *p)
 {
 	char f[7][4096];
@@ -535,6 +548,7 @@ static int apply(const struct prov *p)
 		snprintf(f[i], sizeof(f[i]), "%s/%s", p->outdir, files[i]);
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1], NULL }) ||
+	    wait_volumes(p) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
 				    "-f", f[2], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,

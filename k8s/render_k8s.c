@@ -137,6 +137,39 @@ static void volume_pair(FILE *f, const struct prov *p, const char *what,
 		fprintf(f, "  volumeName: %s\n", pv);
 }
 
+/*
+ * hostPath volumes are created by the kubelet as root 0755, which neither
+ * Airflow (uid 50000, gid 0) nor the chart's PostgreSQL (Bitnami, uid
+ * 1001) can write; the hand-made setups ran `chmod 777` on the node. A
+ * Job on that node gives each directory to its owner instead. It deletes
+ * itself after a while, and `install -d` is idempotent, so a re-run of
+ * apply simply runs it again.
+ */
+static void volume_job(FILE *f, const struct prov *p)
+{
+	fprintf(f, "---\napiVersion: batch/v1\nkind: Job\nmetadata:\n"
+		   "  name: %s-dagfs-volumes\n  namespace: %s\n"
+		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision}\n"
+		   "spec:\n  ttlSecondsAfterFinished: 600\n  backoffLimit: 4\n"
+		   "  template:\n    spec:\n      restartPolicy: OnFailure\n"
+		   "      nodeSelector: {kubernetes.io/hostname: ",
+		p->release, p->ns);
+	y_str(f, p->node);
+	fputs("}\n      containers:\n      - name: prepare\n        image: ", f);
+	y_str(f, p->image);
+	fputs("\n        command: [\"/bin/sh\", \"-c\", \"install -d -o 50000 "
+	      "-g 0 -m 0775 /volumes/logs && install -d -o 1001 -g 1001 -m "
+	      "0750 /volumes/postgresql\"]\n"
+	      "        securityContext: {runAsUser: 0, "
+	      "allowPrivilegeEscalation: false, capabilities: {drop: [ALL], "
+	      "add: [CHOWN, DAC_OVERRIDE, FOWNER]}}\n"
+	      "        volumeMounts: [{name: volumes, mountPath: /volumes}]\n"
+	      "      volumes:\n      - name: volumes\n"
+	      "        hostPath: {path: ", f);
+	y_str(f, p->host_path);
+	fputs(", type: DirectoryOrCreate}\n", f);
+}
+
 static int render_base(const struct prov *p)
 {
 	FILE *f = prov_open(p, "namespace.yaml", 0644);
@@ -153,6 +186,8 @@ static int render_base(const struct prov *p)
 		return -1;
 	volume_pair(f, p, "logs", p->logs_size, "ReadWriteMany");
 	volume_pair(f, p, "postgresql", p->db_size, "ReadWriteOnce");
+	if (!strcmp(p->storage, "hostpath"))
+		volume_job(f, p);
 	if (prov_close(f, "storage.yaml"))
 		return -1;
 	f = prov_open(p, "dagfs-config.yaml", 0644);

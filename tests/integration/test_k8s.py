@@ -245,6 +245,11 @@ def test_apply_with_stand_ins_is_idempotent(tmp_path, secrets):
     assert helm == [f"helm upgrade --install airflow airflow --repo "
                     f"https://airflow.apache.org --version 1.18.0 --namespace "
                     f"airflow --values {out}/values.yaml --wait --timeout 20m"]
+    # hostPath volumes get their owners (50000, PostgreSQL's 1001) first
+    wait = ("kubectl wait -n airflow --for=condition=complete "
+            "job/airflow-dagfs-volumes --timeout=5m")
+    assert first.index(f"kubectl apply -f {out}/storage.yaml") < \
+        first.index(wait) < first.index(helm[0])
     run_prov(*args, env=env)  # a re-run upgrades the same way
     assert log.read_text().splitlines() == first * 2
     secret = (secrets / "db").read_text().strip()
