@@ -32,6 +32,7 @@ struct prov {
 	const char *storage, *storage_class, *host_path, *node;
 	const char *logs_size, *db_size;
 	const char *service, *timezone;
+	const char *worker; /* sidecar, pinned: the chart's podTemplate */
 	const char *pin_url; /* the scheduler's dagfs /metrics */
 	char pin_url_buf[512];
 	unsigned node_port, scheduler_replicas, http_port;

@@ -283,7 +283,7 @@ static int render_values(const struct prov *p)
 	t = open_memstream(&tpl, &len);
 	if (!t)
 		return -1;
-	prov_pod_template(t, p, false);
+	prov_pod_template(t, p, !strcmp(p->worker, "pinned"));
 	fclose(t);
 	fputs("podTemplate: |\n", f);
 	for (char *l = strtok(tpl, "\n"); l; l = strtok(NULL, "\n"))

@@ -76,7 +76,8 @@ VARIANTS = {
     "fuse-native-hostpath": ["--node", "node-1", "--timezone", "Asia/Seoul",
                              "--scheduler-replicas", "2"],
     "materialize-classic-class": ["--mode", "materialize", "--sidecar",
-                                  "classic", "--storage", "class",
+                                  "classic", "--worker", "pinned",
+                                  "--storage", "class",
                                   "--storage-class", "standard",
                                   "--service", "loadbalancer"],
 }
@@ -178,6 +179,7 @@ def test_vm_render(tmp_path, secrets):
     (["--node-port", "99999"], "not a number in range"),
     (["--namespace", "Airflow_NS"], "invalid namespace name 'Airflow_NS'"),
     (["--mode", "nfs"], "unknown mode 'nfs'"),
+    (["--worker", "celery"], "unknown worker 'celery'"),
     (["--storage", "hostpath", "--node", ""], "needs --node"),
     (["--source", "ftp:x"], "unknown source type 'ftp'"),
     (["--source", "dir:/srv/dags"], "in Kubernetes use git or s3"),
