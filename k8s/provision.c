@@ -357,6 +357,50 @@ static bool source_name_ok(const char *s)
 	return true;
 }
 
+/* @a and @b (sub-paths without leading or trailing '/') overlap. */
+static bool at_overlap(const char *a, size_t la, const char *b, size_t lb)
+{
+	size_t n = la < lb ? la : lb;
+
+	if (!la || !lb)
+		return true;
+	return !strncmp(a, b, n) && (la == lb || (la > lb ? a : b)[n] == '/');
+}
+
+static const char *at_trim(const struct source_spec *s, size_t *len)
+{
+	const char *at = source_spec_get(s, "at");
+
+	if (!at)
+		at = "";
+	while (*at == '/')
+		at++;
+	*len = strlen(at);
+	while (*len && at[*len - 1] == '/')
+		(*len)--;
+	return at;
+}
+
+/* The daemon refuses overlapping sub-paths: say so before rendering. */
+static int check_overlap(const struct prov *p)
+{
+	for (size_t i = 0; i < p->nsources; i++)
+		for (size_t j = 0; j < i; j++) {
+			size_t li, lj;
+			const char *ai = at_trim(p->sources[i], &li);
+			const char *aj = at_trim(p->sources[j], &lj);
+
+			if (at_overlap(ai, li, aj, lj))
+				return fail("--source %s: at=/%.*s overlaps "
+					    "source %s (at=/%.*s); give each "
+					    "source its own at=",
+					    p->sources[i]->location, (int)li, ai,
+					    source_spec_get(p->sources[j], "name"),
+					    (int)lj, aj);
+		}
+	return 0;
+}
+
 /* Parse the sources; point their secrets at the mounted Secret. */
 static int prepare_sources(struct prov *p)
 {
@@ -407,7 +451,7 @@ static int prepare_sources(struct prov *p)
 		if (rc)
 			return fail("out of memory");
 	}
-	return 0;
+	return check_overlap(p);
 }
 
 /* Read a one-line secret from @path into @out (trailing newline cut). */

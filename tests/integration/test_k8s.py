@@ -94,11 +94,34 @@ def validate(*files, airflow_values=False, merge=False):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def check_config(out, tmp_path):
+    """The daemon itself accepts the dagfs.conf of the ConfigMap."""
+    import yaml
+    dagfs = build_dir() / "sidecar" / "dagfs"
+    if not dagfs.exists():
+        skip_or_fail(f"{dagfs} not built")
+    conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
+    # the Secret dagfs-secrets, mounted as the sidecar would see it
+    mounted = tmp_path / "secrets-volume"
+    mounted.mkdir()
+    for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
+        if doc["metadata"]["name"] == "dagfs-secrets":
+            for key, b64 in (doc.get("data") or {}).items():
+                (mounted / key).write_bytes(base64.b64decode(b64))
+                (mounted / key).chmod(0o440)
+    path = tmp_path / "dagfs.conf"
+    path.write_text(conf["data"]["dagfs.conf"].replace(
+        "/etc/dagfs/secrets", str(mounted)))
+    r = subprocess.run([str(dagfs), "check-config", "--config", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_k8s_render_matches_golden_and_schemas(tmp_path, secrets, variant):
     out = tmp_path / "out"
     run_prov("render", out, "--source",
-             "git:git@github.com:org/dags.git,ref=main,subpath=dags",
+             "git:git@github.com:org/dags.git,ref=main,subpath=dags,at=team_a",
              "--source", "s3:airflow-dags/team-b/,region=eu-west-1,at=team_b",
              *fixed_args(secrets), *VARIANTS[variant])
     docs = ["namespace.yaml", "storage.yaml", "secrets.yaml",
@@ -107,6 +130,7 @@ def test_k8s_render_matches_golden_and_schemas(tmp_path, secrets, variant):
     validate(*(out / d for d in docs))
     validate(out / "values.yaml", airflow_values=True)
     validate(out / "values.yaml", airflow_values=True, merge=True)
+    check_config(out, tmp_path)
     golden = GOLDEN / variant
     if os.environ.get("DAGFS_UPDATE_GOLDEN"):
         golden.mkdir(parents=True, exist_ok=True)
@@ -183,6 +207,10 @@ def test_vm_render(tmp_path, secrets):
     (["--storage", "hostpath", "--node", ""], "needs --node"),
     (["--source", "ftp:x"], "unknown source type 'ftp'"),
     (["--source", "dir:/srv/dags"], "in Kubernetes use git or s3"),
+    (["--source", "git:https://e.com/a.git", "--source",
+      "git:https://e.com/b.git,at=b"], "at=/b overlaps source a (at=/)"),
+    (["--source", "git:https://e.com/a.git,at=x/", "--source",
+      "git:https://e.com/b.git,at=/x/y"], "at=/x/y overlaps source a (at=/x)"),
     (["--bogus"], "unknown option '--bogus'"),
     (["--pin-url", "ftp://x"], "is not an http:// or https:// URL"),
     (["--source", "git:https://e.com/d.git,name=a b"], "invalid name 'a b'"),
