@@ -138,11 +138,15 @@ static int render_install(const struct prov *p)
 		   "airflow-scheduler.service airflow-dag-processor.service "
 		   "/etc/systemd/system/\n"
 		   "systemctl daemon-reload\n"
+		   "# the metadata database schema: create or upgrade\n"
+		   "(set -a; . /etc/airflow/airflow.env; AIRFLOW_HOME=%s; "
+		   "export AIRFLOW_HOME; exec runuser -u airflow -- %s db "
+		   "migrate)\n"
 		   "systemctl enable --now dagfs.service airflow-scheduler.service "
 		   "airflow-dag-processor.service airflow-api-server.service\n",
 		p->airflow_home, p->airflow_home, p->airflow_home, p->airflow_home,
 		PROV_SECRETS_DIR, PROV_SECRETS_DIR, p->airflow_home,
-		p->airflow_home);
+		p->airflow_home, p->airflow_home, p->airflow_bin);
 	return prov_close(f, "install.sh");
 }
 

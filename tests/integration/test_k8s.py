@@ -189,7 +189,10 @@ def test_vm_render(tmp_path, secrets):
                 "pod_template_file = /opt/airflow/pod-template.yaml",
                 "namespace = airflow-tasks", "config_file = "):
         assert key in cfg
-    assert "useradd --system --uid 50000 --gid 100" in (out / "install.sh").read_text()
+    install = (out / "install.sh").read_text()
+    assert "useradd --system --uid 50000 --gid 100" in install
+    assert "airflow db migrate" in install
+    assert subprocess.run(["sh", "-n", str(out / "install.sh")]).returncode == 0
     assert stat.S_IMODE((out / "airflow.env").stat().st_mode) == 0o600
     assert stat.S_IMODE((out / "secrets").stat().st_mode) == 0o700
     validate(out / "pod-template.yaml", out / "namespace.yaml",
