@@ -197,6 +197,17 @@ def test_vm_render(tmp_path, secrets):
     assert stat.S_IMODE((out / "secrets").stat().st_mode) == 0o700
     validate(out / "pod-template.yaml", out / "namespace.yaml",
              out / "storage.yaml", out / "secrets.yaml")
+    golden = GOLDEN / "vm"
+    files = ["dagfs.service", "airflow-api-server.service",
+             "airflow-scheduler.service", "airflow-dag-processor.service",
+             "limits.conf", "airflow.cfg", "install.sh", "dagfs.conf",
+             "pod-template.yaml", "storage.yaml"]
+    if os.environ.get("DAGFS_UPDATE_GOLDEN"):
+        golden.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy(out / f, golden / f)
+    for f in files:
+        assert (out / f).read_text() == (golden / f).read_text(), f
 
 
 @pytest.mark.parametrize("args, message", [
