@@ -21,11 +21,45 @@ struct fs_opts {
 	bool allow_other;
 	bool debug;
 	unsigned threads; /* max idle worker threads */
+	bool show_meta;	  /* list .dagfs in the root (lookups always work) */
 };
 
 #define FS_OPTS_INIT                                                           \
 	{ .uid = 0, .gid = 0, .umask = 022, .allow_other = false,              \
-	  .debug = false, .threads = 10 }
+	  .debug = false, .threads = 10, .show_meta = false }
+
+/** Kinds of FUSE requests, as counted by fs_get_stats(). */
+enum fs_op {
+	FS_OP_LOOKUP,
+	FS_OP_GETATTR,
+	FS_OP_READLINK,
+	FS_OP_OPEN,
+	FS_OP_READ,
+	FS_OP_OPENDIR,
+	FS_OP_READDIR, /* readdir and readdirplus */
+	FS_OP_STATFS,
+	FS_OP_GETXATTR,
+	FS_OP_LISTXATTR,
+	FS_OP_WRITE_REFUSED, /* every request answered EROFS */
+	FS_OP_OTHER,	     /* forget, releasedir, ioctl, init... */
+};
+
+#define FS_OP_COUNT (FS_OP_OTHER + 1)
+
+/** Metric label of each enum fs_op ("lookup", "write_refused"...). */
+extern const char *const fs_op_names[FS_OP_COUNT];
+
+/**
+ * Requests served since fs_new(), and those answered with an error.
+ * Answers that only say "not here" are not errors: negative lookups,
+ * ENODATA for an absent extended attribute, ENOTTY to ioctl and ENOSYS
+ * to open (the kernel then opens files itself). Every EROFS answer is
+ * counted as one request and one error of FS_OP_WRITE_REFUSED.
+ */
+struct fs_stats {
+	uint64_t ops[FS_OP_COUNT];
+	uint64_t errors[FS_OP_COUNT];
+};
 
 struct fs;
 
@@ -33,11 +67,17 @@ struct fs;
 int fs_new(struct fs **out, struct store *st, const struct fs_opts *o) WUR;
 void fs_free(struct fs *fs);
 
+/** Copy the request counters (relaxed reads: each is exact, the set is
+ * not a snapshot). Thread-safe. */
+void fs_get_stats(struct fs *fs, struct fs_stats *out);
+
 /**
  * Reserve the sub-path @at ("" is the root) for a source; returns the slot
  * number, or -EEXIST if it overlaps another slot ("" overlaps everything,
  * "a" overlaps "a/b"), -EINVAL if @at is not a clean relative path
- * (snap_path_check) or the view is mounted. Add every slot before the
+ * (snap_path_check), is .dagfs or below it (the metadata directory
+ * always wins over the root slot's own .dagfs, which is hidden), or the
+ * view is mounted. Add every slot before the
  * first fs_swap() and fs_mount(); @source names the slot in logs. The
  * directories above a slot are made up (mode 0555); a slot without a
  * snapshot yet is an empty directory.

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "fs.h"
@@ -24,6 +25,15 @@
  * shorter than PATH_MAX (snap_path_check). */
 #define FS_PATH_MAX (2 * PATH_MAX + 2)
 
+/* The read-only metadata directory in the root (meta.c). */
+#define FS_META ".dagfs"
+#define FS_META_LEN 6
+
+/* Slot numbers of inodes that belong to no slot: entries of a pinned
+ * revision under .dagfs/revs/ and files generated under .dagfs/. */
+#define FS_SLOT_REV (-1)
+#define FS_SLOT_META (-2)
+
 /** One source's place in the view. */
 struct fs_slot {
 	char *at;	   /* sub-path, "" for the root; immutable */
@@ -31,6 +41,9 @@ struct fs_slot {
 	char *source;	   /* source name for logs; immutable */
 	struct snap *snap; /* fs->slot_lock; NULL before the first swap */
 	uint32_t epoch;	   /* fs->slot_lock; swaps of this slot */
+	char *changes;	   /* fs->slot_lock; "A|M|D path" lines of the last
+			    * swap, NULL before the first */
+	int64_t swapped_ns; /* fs->slot_lock; when the last swap was made */
 };
 
 /** What a mount path is in the current view. */
@@ -38,16 +51,22 @@ enum fs_kind {
 	FS_NONE = 0, /* nothing */
 	FS_SYNTH,    /* ancestor of a slot: a directory made up by fs/ */
 	FS_EMPTY,    /* a slot's root before its first snapshot */
-	FS_ENTRY,    /* an entry of a slot's snapshot */
+	FS_ENTRY,    /* an entry of a slot's snapshot, or of a pinned
+		      * revision's (slot FS_SLOT_REV) */
+	FS_META_DIR, /* a directory made up under .dagfs */
+	FS_META_FILE, /* a file generated under .dagfs */
 };
 
 /** A resolved path; FS_ENTRY holds a reference on @snap. */
 struct fs_res {
 	enum fs_kind kind;
-	int slot;	   /* FS_EMPTY, FS_ENTRY */
+	int slot;	   /* FS_EMPTY, FS_ENTRY; FS_SLOT_META for a file */
 	struct snap *snap; /* FS_ENTRY */
 	uint32_t idx;	   /* FS_ENTRY: entry index in @snap */
 	uint32_t epoch;	   /* FS_EMPTY, FS_ENTRY: the slot's, with @snap */
+	char *data;	   /* FS_META_FILE: its bytes (owned) */
+	size_t len;	   /* FS_META_FILE */
+	int64_t mtime_ns;  /* FS_META_FILE */
 };
 
 /*
@@ -71,7 +90,10 @@ struct fs_inode {
 	struct snap *snap;     /* files, links: fs->lock */
 	uint32_t idx;	       /* files, links: entry index; fs->lock */
 	int64_t mtime_floor;   /* directories: see swap.c; written under
-				* fs->lock, read atomically */
+				* fs->lock, read atomically. Files under
+				* .dagfs: their mtime; immutable */
+	char *data;	       /* files under .dagfs: bytes; immutable */
+	size_t len;	       /* files under .dagfs; immutable */
 	uint64_t inval_gen;    /* directories: last swap that queued it;
 				* fs->lock */
 	bool verified;	       /* files: blob checked once; fs->lock */
@@ -112,6 +134,13 @@ struct fs {
 	unsigned conn_id;    /* /sys/fs/fuse/connections/<id>; 0 if unknown */
 	int mounted;	     /* atomic */
 	int looping;	     /* atomic: fs_loop is serving */
+
+	struct fs_stats stats; /* relaxed atomics (ops.c) */
+
+	pthread_mutex_t rev_lock; /* revs */
+	struct fs_rev *revs;	  /* loaded pinned revisions, newest use
+				   * first (meta.c) */
+	int meta_shadowed;	  /* atomic: logged a root .dagfs entry */
 };
 
 /* view.c */
@@ -137,6 +166,28 @@ int fs_synth_children(struct fs *fs, const char *path, char ***out);
  * into @buf; -ENAMETOOLONG if it does not fit. */
 int fs_path_join(char *buf, size_t len, const char *dir, const char *name);
 
+/* meta.c */
+
+/** True if mount path @path is .dagfs or below it. */
+static inline bool fs_is_meta(const char *path)
+{
+	return !strncmp(path, FS_META, FS_META_LEN) &&
+	       (!path[FS_META_LEN] || path[FS_META_LEN] == '/');
+}
+
+/** Resolve @path, under .dagfs (fs_resolve() does it for any path). */
+void fs_meta_resolve(struct fs *fs, const char *path, struct fs_res *out);
+/**
+ * Names of the children of FS_META_DIR @path, sorted, malloc'd (as
+ * fs_synth_children). Returns the count or -errno.
+ */
+int fs_meta_children(struct fs *fs, const char *path, char ***out);
+/** Record the changes of a swap of @slot and forget its loaded revisions;
+ * takes @changes (malloc'd lines, NULL if unknown). */
+void fs_meta_swapped(struct fs *fs, int slot, char *changes);
+/** Free the loaded revisions. */
+void fs_meta_free(struct fs *fs);
+
 /** Swap sequence at the start of a request. */
 static inline uint64_t fs_seq_begin(struct fs *fs)
 {
@@ -147,6 +198,12 @@ static inline uint64_t fs_seq_begin(struct fs *fs)
 static inline bool fs_seq_stable(struct fs *fs, uint64_t seq)
 {
 	return !(seq & 1) && __atomic_load_n(&fs->seq, __ATOMIC_ACQUIRE) == seq;
+}
+
+/** Count one request of kind @op. */
+static inline void fs_count(struct fs *fs, enum fs_op op)
+{
+	__atomic_fetch_add(&fs->stats.ops[op], 1, __ATOMIC_RELAXED);
 }
 
 /* inode.c */
@@ -179,6 +236,9 @@ void fs_attr_entry(struct fs *fs, uint64_t key, const struct snap_entry *e,
 /** Attributes of directory @dir, currently resolved as @r. */
 void fs_attr_dir(struct fs *fs, const struct fs_inode *dir,
 		 const struct fs_res *r, struct stat *st);
+/** Attributes of a file generated under .dagfs. */
+void fs_attr_meta(struct fs *fs, uint64_t key, size_t len, int64_t mtime_ns,
+		  struct stat *st);
 /** Attributes of any inode; -ENOENT for a directory that is gone. */
 int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
 	__attribute__((warn_unused_result));

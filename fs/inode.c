@@ -29,6 +29,7 @@ static void inode_free(struct fs_inode *ino)
 {
 	snap_unref(ino->snap);
 	free(ino->path);
+	free(ino->data);
 	free(ino);
 }
 
@@ -83,9 +84,14 @@ uint64_t fs_key(const char *path, const struct fs_res *r)
 		return FUSE_ROOT_ID;
 	if (fs_res_is_dir(r))
 		return hash64(path, strlen(path));
-	e = fs_res_entry(r);
 	memset(&k, 0, sizeof(k));
 	k.path = hash64(path, strlen(path));
+	if (r->kind == FS_META_FILE) {
+		k.size = r->len;
+		dhash_buf(&k.content, r->data, r->len);
+		return hash64(&k, sizeof(k));
+	}
+	e = fs_res_entry(r);
 	k.size = e->size;
 	k.mtime = e->mtime_ns;
 	k.mode = e->mode;
@@ -115,8 +121,11 @@ static bool inode_is(const struct fs_inode *ino, uint64_t key,
 		return false;
 	if (fs_res_is_dir(r))
 		return ino->type == SNAP_DIR && !strcmp(ino->path, path);
-	return ino->type != SNAP_DIR && ino->slot == r->slot &&
-	       entry_same(&ino->snap->e[ino->idx], fs_res_entry(r));
+	if (ino->type == SNAP_DIR || ino->slot != r->slot)
+		return false;
+	if (r->kind == FS_META_FILE)
+		return ino->len == r->len && !memcmp(ino->data, r->data, r->len);
+	return entry_same(&ino->snap->e[ino->idx], fs_res_entry(r));
 }
 
 static void table_grow(struct fs *fs)
@@ -155,6 +164,17 @@ static struct fs_inode *inode_new(uint64_t key, const char *path,
 			free(ino);
 			return NULL;
 		}
+	} else if (r->kind == FS_META_FILE) {
+		ino->type = SNAP_FILE;
+		ino->slot = FS_SLOT_META;
+		ino->data = malloc(r->len ? r->len : 1);
+		if (!ino->data) {
+			free(ino);
+			return NULL;
+		}
+		memcpy(ino->data, r->data, r->len);
+		ino->len = r->len;
+		ino->mtime_floor = r->mtime_ns;
 	} else {
 		ino->type = fs_res_entry(r)->type;
 		ino->slot = r->slot;
@@ -187,8 +207,8 @@ struct fs_inode *fs_inode_get(struct fs *fs, const char *path,
 				table_grow(fs);
 		}
 	}
-	if (ino && ino->type != SNAP_DIR && ino->snap != r->snap &&
-	    fs_slot_current(fs, r->slot, r->snap)) {
+	if (ino && r->kind == FS_ENTRY && ino->type != SNAP_DIR &&
+	    ino->snap != r->snap && fs_slot_current(fs, r->slot, r->snap)) {
 		/* made from a tree that was current then: catch up (swap.c) */
 		snap_unref(ino->snap);
 		ino->snap = snap_ref(r->snap);
@@ -315,10 +335,27 @@ void fs_attr_dir(struct fs *fs, const struct fs_inode *dir,
 		attr_times(st, floor);
 }
 
+void fs_attr_meta(struct fs *fs, uint64_t key, size_t len, int64_t mtime_ns,
+		  struct stat *st)
+{
+	struct snap_entry made = {
+		.type = SNAP_FILE,
+		.mode = 0444,
+		.size = len,
+		.mtime_ns = mtime_ns,
+	};
+
+	fs_attr_entry(fs, key, &made, st);
+}
+
 int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
 {
 	struct fs_res r;
 
+	if (ino->slot == FS_SLOT_META) {
+		fs_attr_meta(fs, ino->key, ino->len, ino->mtime_floor, st);
+		return 0;
+	}
 	if (ino->type != SNAP_DIR) {
 		pthread_mutex_lock(&fs->lock);
 		fs_attr_entry(fs, ino->key, &ino->snap->e[ino->idx], st);

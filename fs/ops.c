@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ops.c - the FUSE low-level handlers: lookup, attributes, links, open
- * and read of blobs, directory listings, and EROFS for every write.
+ * and read of blobs (and of the files generated under .dagfs), directory
+ * listings, the user.dagfs.* extended attributes, and EROFS for every
+ * write. Every request is counted (fs_get_stats).
  *
  * Each handler replies exactly once. This is the read path: nothing here
  * logs above debug, and nothing blocks on anything but the local store.
@@ -21,13 +23,49 @@ struct fs_dirh {
 	struct fs_handle h;
 	pthread_mutex_t lock; /* readdir calls on one handle */
 	struct fs_res res;    /* the directory, FS_ENTRY holds a snapshot */
-	char **names;	      /* FS_SYNTH: children */
+	char **names;	      /* FS_SYNTH, FS_META_DIR: children */
 	uint32_t n;	      /* children */
+	bool meta;	      /* the root, listing .dagfs first */
+};
+
+const char *const fs_op_names[FS_OP_COUNT] = {
+	[FS_OP_LOOKUP] = "lookup",	   [FS_OP_GETATTR] = "getattr",
+	[FS_OP_READLINK] = "readlink",	   [FS_OP_OPEN] = "open",
+	[FS_OP_READ] = "read",		   [FS_OP_OPENDIR] = "opendir",
+	[FS_OP_READDIR] = "readdir",	   [FS_OP_STATFS] = "statfs",
+	[FS_OP_GETXATTR] = "getxattr",	   [FS_OP_LISTXATTR] = "listxattr",
+	[FS_OP_WRITE_REFUSED] = "write_refused", [FS_OP_OTHER] = "other",
 };
 
 static struct fs *fs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+void fs_get_stats(struct fs *fs, struct fs_stats *out)
+{
+	for (int i = 0; i < FS_OP_COUNT; i++) {
+		out->ops[i] = __atomic_load_n(&fs->stats.ops[i],
+					      __ATOMIC_RELAXED);
+		out->errors[i] = __atomic_load_n(&fs->stats.errors[i],
+						 __ATOMIC_RELAXED);
+	}
+}
+
+/* Answer request @req of kind @op with error @err (counted). */
+static void reply_err(fuse_req_t req, enum fs_op op, int err)
+{
+	struct fs *fs = fs_of(req);
+
+	__atomic_fetch_add(&fs->stats.errors[op], 1, __ATOMIC_RELAXED);
+	fuse_reply_err(req, err);
+}
+
+/* Refuse a write-type request: EROFS, counted as FS_OP_WRITE_REFUSED. */
+static void refuse(fuse_req_t req)
+{
+	fs_count(fs_of(req), FS_OP_WRITE_REFUSED);
+	reply_err(req, FS_OP_WRITE_REFUSED, EROFS);
 }
 
 /*
@@ -71,8 +109,23 @@ static void entry_fill(struct fs *fs, struct fs_inode *ino,
 	e->entry_timeout = timeout;
 	if (ino->type == SNAP_DIR)
 		fs_attr_dir(fs, ino, r, &e->attr);
+	else if (r->kind == FS_META_FILE)
+		fs_attr_meta(fs, ino->key, r->len, r->mtime_ns, &e->attr);
 	else
 		fs_attr_entry(fs, ino->key, fs_res_entry(r), &e->attr);
+}
+
+/*
+ * How long the kernel may keep name @path resolved as @r. Under .dagfs
+ * only a pinned revision's entries never change: the rest is looked up
+ * anew at every use, and each generated file's content is a new inode.
+ */
+static double entry_timeout(struct fs *fs, uint64_t seq, const char *path,
+			    const struct fs_res *r)
+{
+	if (fs_is_meta(path) && r->kind != FS_ENTRY)
+		return 0;
+	return timeout_for(fs, seq);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -84,29 +137,30 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char path[FS_PATH_MAX];
 	struct fs_res r;
 
+	fs_count(fs, FS_OP_LOOKUP);
 	if (dir->type != SNAP_DIR) {
-		fuse_reply_err(req, ENOTDIR);
+		reply_err(req, FS_OP_LOOKUP, ENOTDIR);
 		return;
 	}
 	if (fs_path_join(path, sizeof(path), dir->path, name)) {
-		fuse_reply_err(req, ENAMETOOLONG);
+		reply_err(req, FS_OP_LOOKUP, ENAMETOOLONG);
 		return;
 	}
 	fs_resolve(fs, path, &r);
 	if (r.kind == FS_NONE) {
 		/* a negative entry, cached like the others: swaps drop it */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = timeout_for(fs, seq);
+		e.entry_timeout = entry_timeout(fs, seq, path, &r);
 		fuse_reply_entry(req, &e);
 		return;
 	}
 	ino = fs_inode_get(fs, path, &r);
 	if (!ino) {
 		fs_res_drop(&r);
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, FS_OP_LOOKUP, ENOMEM);
 		return;
 	}
-	entry_fill(fs, ino, &r, timeout_for(fs, seq), &e);
+	entry_fill(fs, ino, &r, entry_timeout(fs, seq, path, &r), &e);
 	fs_res_drop(&r);
 	if (fuse_reply_entry(req, &e) == -ENOENT)
 		fs_inode_forget(fs, ino, 1); /* interrupted: never counted */
@@ -116,6 +170,7 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct fs *fs = fs_of(req);
 
+	fs_count(fs, FS_OP_OTHER);
 	fs_inode_forget(fs, fs_inode_of(fs, ino), nlookup);
 	fuse_reply_none(req);
 }
@@ -125,6 +180,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 {
 	struct fs *fs = fs_of(req);
 
+	fs_count(fs, FS_OP_OTHER);
 	for (size_t i = 0; i < count; i++)
 		fs_inode_forget(fs, fs_inode_of(fs, forgets[i].ino),
 				forgets[i].nlookup);
@@ -139,9 +195,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	int rc;
 
 	(void)fi;
+	fs_count(fs, FS_OP_GETATTR);
 	rc = fs_getattr(fs, fs_inode_of(fs, ino), &st);
 	if (rc)
-		fuse_reply_err(req, -rc);
+		reply_err(req, FS_OP_GETATTR, -rc);
 	else
 		fuse_reply_attr(req, &st, FS_TIMEOUT);
 }
@@ -152,8 +209,9 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct fs_inode *i = fs_inode_of(fs, ino);
 	struct snap *s;
 
+	fs_count(fs, FS_OP_READLINK);
 	if (i->type != SNAP_LINK) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, FS_OP_READLINK, EINVAL);
 		return;
 	}
 	pthread_mutex_lock(&fs->lock);
@@ -176,12 +234,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fs *fs = fs_of(req);
 	struct fs_inode *i = fs_inode_of(fs, ino);
 
-	if (i->type != SNAP_FILE) {
-		fuse_reply_err(req, i->type == SNAP_DIR ? EISDIR : ELOOP);
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		refuse(req);
 		return;
 	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS);
+	fs_count(fs, FS_OP_OPEN);
+	if (i->type != SNAP_FILE) {
+		reply_err(req, FS_OP_OPEN, i->type == SNAP_DIR ? EISDIR : ELOOP);
 		return;
 	}
 	if (fs->no_open) {
@@ -232,14 +291,22 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int fd;
 
 	(void)fi;
+	fs_count(fs, FS_OP_READ);
 	if (i->type != SNAP_FILE) {
-		fuse_reply_err(req, EISDIR);
+		reply_err(req, FS_OP_READ, EISDIR);
+		return;
+	}
+	if (i->slot == FS_SLOT_META) {
+		/* generated under .dagfs: immutable bytes of the inode */
+		off = off < (off_t)i->len ? off : (off_t)i->len;
+		fuse_reply_buf(req, i->data + off,
+			       size < i->len - off ? size : i->len - off);
 		return;
 	}
 	fd = blob_open(fs, i);
 	if (fd < 0) {
 		log_debug("fs", "read: blob: %s", strerror(-fd));
-		fuse_reply_err(req, EIO);
+		reply_err(req, FS_OP_READ, EIO);
 		return;
 	}
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -293,12 +360,16 @@ static int dirh_capture(struct fs *fs, const struct fs_inode *dir,
 	}
 	if (dh->res.kind == FS_ENTRY) {
 		dh->n = fs_res_entry(&dh->res)->child_count;
-	} else if (dh->res.kind == FS_SYNTH) {
-		n = fs_synth_children(fs, dir->path, &dh->names);
+	} else if (dh->res.kind == FS_SYNTH || dh->res.kind == FS_META_DIR) {
+		n = dh->res.kind == FS_SYNTH ?
+			    fs_synth_children(fs, dir->path, &dh->names) :
+			    fs_meta_children(fs, dir->path, &dh->names);
 		if (n < 0)
 			return n;
 		dh->n = (uint32_t)n;
 	}
+	dh->meta = !*dir->path && fs->o.show_meta;
+	dh->n += dh->meta;
 	return 0;
 }
 
@@ -309,6 +380,8 @@ static bool dirh_fresh(struct fs *fs, const struct fs_dirh *dh)
 		return false;
 	if (dh->res.kind == FS_SYNTH)
 		return true; /* slots never move */
+	if (dh->res.kind == FS_META_DIR)
+		return false; /* revisions come and go */
 	return fs_slot_current(fs, dh->res.slot, dh->res.snap);
 }
 
@@ -320,30 +393,32 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct fs_dirh *dh;
 	int rc;
 
+	fs_count(fs, FS_OP_OPENDIR);
 	if (dir->type != SNAP_DIR) {
-		fuse_reply_err(req, ENOTDIR);
+		reply_err(req, FS_OP_OPENDIR, ENOTDIR);
 		return;
 	}
 	dh = calloc(1, sizeof(*dh));
 	if (!dh) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, FS_OP_OPENDIR, ENOMEM);
 		return;
 	}
 	rc = dirh_capture(fs, dir, dh);
 	if (rc) {
 		dirh_reset(dh);
 		free(dh);
-		fuse_reply_err(req, -rc);
+		reply_err(req, FS_OP_OPENDIR, -rc);
 		return;
 	}
 	pthread_mutex_init(&dh->lock, NULL);
 	handle_add(fs, &dh->h);
 	fi->fh = (uintptr_t)dh;
-	fi->cache_readdir = 1;
+	/* .dagfs listings are never cached: no swap invalidates them */
+	fi->cache_readdir = dh->res.kind != FS_META_DIR;
 	/* keep the kernel's listing unless a swap's invalidation of it is
 	 * still on its way (swap.c) */
 	pthread_mutex_lock(&fs->lock);
-	fi->keep_cache = dir->inval_gen <= fs->done_gen;
+	fi->keep_cache = fi->cache_readdir && dir->inval_gen <= fs->done_gen;
 	pthread_mutex_unlock(&fs->lock);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		handle_del(fs, &dh->h);
@@ -357,6 +432,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	struct fs_dirh *dh = (struct fs_dirh *)(uintptr_t)fi->fh;
 
 	(void)ino;
+	fs_count(fs_of(req), FS_OP_OTHER);
 	handle_del(fs_of(req), &dh->h);
 	dirh_free(dh);
 	fuse_reply_err(req, 0);
@@ -378,17 +454,25 @@ struct listing {
 
 /*
  * Name, mount path and resolution of position @pos: 0 is ".", 1 "..",
- * then the children. The resolution is borrowed from the handle for a
- * snapshot directory and owned (drop it) for a made-up one.
+ * then .dagfs if listed, then the children. The resolution is borrowed
+ * from the handle for a snapshot entry and owned (*@owned: drop it)
+ * otherwise. The root slot's own .dagfs resolves to nothing (skipped).
  */
 static const char *listing_at(struct listing *l, off_t pos, char *path,
-			      struct fs_res *r)
+			      struct fs_res *r, bool *owned)
 {
 	const struct fs_dirh *dh = l->dh;
 	const char *name;
 	char *slash;
 
 	memset(r, 0, sizeof(*r));
+	*owned = pos >= 2 && (dh->res.kind != FS_ENTRY || (dh->meta && pos == 2));
+	if (dh->meta && pos == 2) {
+		snprintf(path, FS_PATH_MAX, "%s", FS_META);
+		fs_resolve(l->fs, path, r);
+		return FS_META;
+	}
+	pos -= dh->meta && pos > 2;
 	if (pos < 2) {
 		snprintf(path, FS_PATH_MAX, "%s", l->dir->path);
 		slash = strrchr(path, '/');
@@ -402,6 +486,8 @@ static const char *listing_at(struct listing *l, off_t pos, char *path,
 		r->idx = fs_res_entry(&dh->res)->child_first + (uint32_t)(pos - 2);
 		name = fs_res_entry(r)->name;
 		fs_path_join(path, FS_PATH_MAX, l->dir->path, name);
+		if (!*l->dir->path && !strcmp(name, FS_META))
+			r->kind = FS_NONE;
 		return name;
 	}
 	name = dh->names[pos - 2];
@@ -426,7 +512,8 @@ static void listing_entry(struct listing *l, off_t pos, const char *path,
 	}
 	e->attr.st_ino = fs_key(path, r);
 	se = r->kind == FS_ENTRY ? fs_res_entry(r) : NULL;
-	e->attr.st_mode = !se || se->type == SNAP_DIR ? S_IFDIR :
+	e->attr.st_mode = r->kind == FS_META_FILE	      ? S_IFREG :
+			  !se || se->type == SNAP_DIR ? S_IFDIR :
 			  se->type == SNAP_LINK	      ? S_IFLNK :
 							S_IFREG;
 }
@@ -453,8 +540,8 @@ static bool listing_add(struct listing *l, off_t pos)
 	char path[FS_PATH_MAX];
 	struct fuse_entry_param e;
 	struct fs_res r;
-	const char *name = listing_at(l, pos, path, &r);
-	bool owned = l->dh->res.kind == FS_SYNTH && pos >= 2;
+	bool owned;
+	const char *name = listing_at(l, pos, path, &r, &owned);
 	size_t room = l->size - l->used, need;
 
 	need = l->plus ? fuse_add_direntry_plus(l->req, NULL, 0, name, NULL, 0) :
@@ -486,6 +573,7 @@ static void listing_fill(struct listing *l, off_t off)
 	 * tree's names in the kernel's dentry cache: no nodeids then, nor
 	 * while a swap is invalidating (swap.c). */
 	l->link = l->plus && !(fs_seq_begin(l->fs) & 1) &&
+		  l->dh->res.kind != FS_META_DIR &&
 		  (l->dh->res.kind != FS_ENTRY ||
 		   fs_slot_current(l->fs, l->dh->res.slot, l->dh->res.snap));
 	for (off_t pos = off; pos < end && listing_add(l, pos); pos++)
@@ -508,10 +596,11 @@ static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t min = fuse_add_direntry(req, NULL, 0, "x", NULL, 0);
 	int rc = 0;
 
+	fs_count(fs, FS_OP_READDIR);
 	l.buf = malloc(size + 1);
 	l.counted = malloc((size / min + 1) * sizeof(*l.counted));
 	if (!l.buf || !l.counted) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, FS_OP_READDIR, ENOMEM);
 		goto out;
 	}
 	pthread_mutex_lock(&dh->lock);
@@ -525,7 +614,7 @@ static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* Reply last: once the kernel has the answer it may release the
 	 * handle at any moment, on another thread. */
 	if (rc)
-		fuse_reply_err(req, -rc);
+		reply_err(req, FS_OP_READDIR, -rc);
 	else if (fuse_reply_buf(req, l.buf, l.used) == -ENOENT)
 		for (size_t i = 0; i < l.ncounted; i++)
 			fs_inode_forget(fs, l.counted[i], 1);
@@ -555,6 +644,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 			      .f_namemax = NAME_MAX };
 
 	(void)ino;
+	fs_count(fs, FS_OP_STATFS);
 	for (int i = 0; i < fs->nslots; i++) {
 		struct snap *s = fs_slot_snap(fs, i, NULL);
 
@@ -566,26 +656,116 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* ------------------------------------------------- extended attributes */
+
+/* The user.dagfs.* values of an inode; "" when it has none. */
+struct xattrs {
+	char source[256];
+	char rev[256];
+	char hash[DHASH_HEX];
+};
+
+static const char *const xattr_names[] = {
+	"user.dagfs.source", "user.dagfs.revision", "user.dagfs.hash",
+};
+
+static void xattrs_fill(struct xattrs *x, const struct snap *s,
+			const struct snap_entry *e)
+{
+	snprintf(x->source, sizeof(x->source), "%s", s->source);
+	snprintf(x->rev, sizeof(x->rev), "%s", s->rev);
+	if (e->type == SNAP_FILE)
+		dhash_hex(x->hash, &e->hash);
+}
+
 /*
- * Extended attributes: none yet. The daemon exposes per-file metadata
- * (user.dagfs.*) here; until then every name is absent and the list empty.
+ * Entries of a snapshot (the current ones and pinned revisions) have a
+ * source and a revision, files a hash too; a slot without a snapshot yet
+ * has its source only; made-up directories and .dagfs have none.
  */
+static void xattrs_of(struct fs *fs, const struct fs_inode *ino,
+		      struct xattrs *x)
+{
+	struct fs_res r;
+	struct snap *s;
+	uint32_t idx;
+
+	memset(x, 0, sizeof(*x));
+	if (ino->type != SNAP_DIR) {
+		if (ino->slot == FS_SLOT_META)
+			return;
+		pthread_mutex_lock(&fs->lock);
+		s = snap_ref(ino->snap);
+		idx = ino->idx;
+		pthread_mutex_unlock(&fs->lock);
+		xattrs_fill(x, s, &s->e[idx]);
+		snap_unref(s);
+		return;
+	}
+	fs_resolve(fs, ino->path, &r);
+	if (r.kind == FS_ENTRY)
+		xattrs_fill(x, r.snap, fs_res_entry(&r));
+	else if (r.kind == FS_EMPTY)
+		snprintf(x->source, sizeof(x->source), "%s",
+			 fs->slots[r.slot].source);
+	fs_res_drop(&r);
+}
+
+static const char *xattr_value(const struct xattrs *x, int i)
+{
+	return i == 0 ? x->source : i == 1 ? x->rev : x->hash;
+}
+
+/* Reply @len bytes of @buf, or their size to a size query (@size 0). */
+static void reply_xattr(fuse_req_t req, enum fs_op op, const char *buf,
+			size_t len, size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		reply_err(req, op, ERANGE);
+	else
+		fuse_reply_buf(req, buf, len);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
-	(void)ino;
-	(void)name;
-	(void)size;
-	fuse_reply_err(req, ENODATA);
+	struct fs *fs = fs_of(req);
+	const char *v = NULL;
+	struct xattrs x;
+
+	fs_count(fs, FS_OP_GETXATTR);
+	if (strncmp(name, "user.dagfs.", 11)) {
+		fuse_reply_err(req, ENODATA); /* not ours: not an error */
+		return;
+	}
+	xattrs_of(fs, fs_inode_of(fs, ino), &x);
+	for (int i = 0; i < 3 && !v; i++)
+		if (!strcmp(name, xattr_names[i]))
+			v = xattr_value(&x, i);
+	if (!v || !*v)
+		fuse_reply_err(req, ENODATA);
+	else
+		reply_xattr(req, FS_OP_GETXATTR, v, strlen(v), size);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	(void)ino;
-	if (size == 0)
-		fuse_reply_xattr(req, 0);
-	else
-		fuse_reply_buf(req, NULL, 0);
+	struct fs *fs = fs_of(req);
+	char list[64];
+	size_t len = 0;
+	struct xattrs x;
+
+	fs_count(fs, FS_OP_LISTXATTR);
+	xattrs_of(fs, fs_inode_of(fs, ino), &x);
+	for (int i = 0; i < 3; i++) {
+		if (!*xattr_value(&x, i))
+			continue;
+		memcpy(list + len, xattr_names[i], strlen(xattr_names[i]) + 1);
+		len += strlen(xattr_names[i]) + 1;
+	}
+	reply_xattr(req, FS_OP_LISTXATTR, list, len, size);
 }
 
 /*
@@ -604,6 +784,7 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
 	(void)in_buf;
 	(void)in_bufsz;
 	(void)out_bufsz;
+	fs_count(fs_of(req), FS_OP_OTHER);
 	fuse_reply_err(req, ENOTTY);
 }
 
@@ -633,7 +814,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 #define EROFS_OP(name, ...)                                                    \
 	static void name(fuse_req_t req, __VA_ARGS__)                          \
 	{                                                                      \
-		fuse_reply_err(req, EROFS);                                    \
+		refuse(req);                                                   \
 	}
 
 #pragma GCC diagnostic push

@@ -7,6 +7,7 @@
  * not fetch, hash or parse anything: the diff comes from snap_diff().
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,6 +66,9 @@ struct swap {
 	size_t nc, capc;
 	struct note *n;
 	size_t nn, capn;
+	FILE *lines; /* .dagfs/changes/<source> (meta.c), or NULL */
+	char *text;
+	size_t tlen;
 	int err;
 };
 
@@ -113,6 +117,10 @@ static void on_diff(const struct snap *a, int ai, const struct snap *b,
 	c->dirish = (ea && ea->type == SNAP_DIR) || (eb && eb->type == SNAP_DIR);
 	c->named = !ea || !eb || ea->type != eb->type || ea->type != SNAP_DIR;
 	sw->nc++;
+	/* a directory whose children changed is not a change of its own */
+	if (sw->lines && *rel && c->named)
+		fprintf(sw->lines, "%c %s\n", !ea ? 'A' : !eb ? 'D' : 'M',
+			c->path);
 }
 
 static void queue(struct swap *sw, fuse_ino_t parent, fuse_ino_t node,
@@ -242,6 +250,17 @@ static void notify(struct swap *sw)
 	pthread_rwlock_unlock(&fs->notify_lock);
 }
 
+/* Say once that the root slot's own .dagfs is hidden by the metadata. */
+static void shadowed(struct fs *fs, const struct fs_slot *slot,
+		     const struct snap *snap)
+{
+	if (slot->atlen || !snap || snap_lookup(snap, FS_META) < 0 ||
+	    __atomic_exchange_n(&fs->meta_shadowed, 1, __ATOMIC_RELAXED))
+		return;
+	log_warn("fs", "source %s: its /%s is hidden by dagfs' metadata "
+		 "directory of that name", slot->source, FS_META);
+}
+
 void fs_swap(struct fs *fs, int slot, struct snap *snap)
 {
 	struct swap sw = { .fs = fs, .slot = &fs->slots[slot], .new = snap };
@@ -249,7 +268,13 @@ void fs_swap(struct fs *fs, int slot, struct snap *snap)
 	pthread_mutex_lock(&fs->swap_lock);
 	snap_ref(snap);
 	sw.old = fs->slots[slot].snap; /* only fs_swap writes it */
+	sw.lines = open_memstream(&sw.text, &sw.tlen);
 	snap_diff(sw.old, snap, on_diff, &sw);
+	if (sw.lines && fclose(sw.lines)) {
+		free(sw.text);
+		sw.text = NULL;
+	}
+	shadowed(fs, sw.slot, snap);
 
 	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
 	pthread_mutex_lock(&fs->lock);
@@ -266,6 +291,13 @@ void fs_swap(struct fs *fs, int slot, struct snap *snap)
 	fs_inodes_move(fs, slot, snap);
 	plan_dirs(&sw);
 	pthread_mutex_unlock(&fs->lock);
+	/* the same revision again (a restart's cached one) changes nothing */
+	if (sw.err || (sw.old && snap && !strcmp(sw.old->id, snap->id))) {
+		free(sw.text);
+		sw.text = NULL;
+	}
+	if (sw.err || !sw.old || !snap || strcmp(sw.old->id, snap->id))
+		fs_meta_swapped(fs, slot, sw.text);
 	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
 	notify(&sw);
 	pthread_mutex_lock(&fs->lock);

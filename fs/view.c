@@ -36,6 +36,7 @@ int fs_new(struct fs **out, struct store *st, const struct fs_opts *o)
 	pthread_mutex_init(&fs->slot_lock, NULL);
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->swap_lock, NULL);
+	pthread_mutex_init(&fs->rev_lock, NULL);
 	pthread_rwlock_init(&fs->notify_lock, NULL);
 	*out = fs;
 	return 0;
@@ -51,13 +52,16 @@ void fs_free(struct fs *fs)
 	free(fs->mountpoint);
 	fs_handles_free(fs);
 	fs_table_free(fs);
+	fs_meta_free(fs);
 	for (int i = 0; i < fs->nslots; i++) {
 		snap_unref(fs->slots[i].snap);
+		free(fs->slots[i].changes);
 		free(fs->slots[i].at);
 		free(fs->slots[i].source);
 	}
 	free(fs->slots);
 	pthread_rwlock_destroy(&fs->notify_lock);
+	pthread_mutex_destroy(&fs->rev_lock);
 	pthread_mutex_destroy(&fs->swap_lock);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->slot_lock);
@@ -81,7 +85,7 @@ int fs_add_slot(struct fs *fs, const char *at, const char *source)
 	size_t len = strlen(at);
 	struct fs_slot *v, *s;
 
-	if (fs->se || (len && snap_path_check(at, len)))
+	if (fs->se || (len && snap_path_check(at, len)) || fs_is_meta(at))
 		return -EINVAL;
 	for (int i = 0; i < fs->nslots; i++) {
 		s = &fs->slots[i];
@@ -129,7 +133,10 @@ struct snap *fs_slot_snap(struct fs *fs, int slot, uint32_t *epoch)
 bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap)
 {
 	/* A pointer comparison only: @snap is referenced by the caller, so
-	 * its address cannot be reused by a newer snapshot. */
+	 * its address cannot be reused by a newer snapshot. A pinned
+	 * revision never changes: always current. */
+	if (slot < 0)
+		return true;
 	return __atomic_load_n(&fs->slots[slot].snap, __ATOMIC_ACQUIRE) ==
 	       snap;
 }
@@ -138,6 +145,8 @@ void fs_res_drop(struct fs_res *r)
 {
 	snap_unref(r->snap);
 	r->snap = NULL;
+	free(r->data);
+	r->data = NULL;
 	r->kind = FS_NONE;
 }
 
@@ -150,7 +159,7 @@ bool fs_res_is_dir(const struct fs_res *r)
 {
 	if (r->kind == FS_ENTRY)
 		return fs_res_entry(r)->type == SNAP_DIR;
-	return r->kind != FS_NONE;
+	return r->kind != FS_NONE && r->kind != FS_META_FILE;
 }
 
 static void resolve_in_slot(struct fs *fs, int slot, const char *rel,
@@ -179,6 +188,10 @@ void fs_resolve(struct fs *fs, const char *path, struct fs_res *out)
 	size_t len = strlen(path);
 	const struct fs_slot *s;
 
+	if (fs_is_meta(path)) {
+		fs_meta_resolve(fs, path, out);
+		return;
+	}
 	memset(out, 0, sizeof(*out));
 	for (int i = 0; i < fs->nslots; i++) {
 		s = &fs->slots[i];

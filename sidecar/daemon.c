@@ -142,6 +142,7 @@ static int view_create(struct dagfs_ctx *ctx)
 	o.allow_other = c->allow_other;
 	o.debug = c->fuse_debug;
 	o.threads = c->threads;
+	o.show_meta = c->show_meta;
 	rc = fs_new(&ctx->fs, ctx->store, &o);
 	if (rc) {
 		fprintf(stderr, "dagfs: creating the view: %s\n", strerror(-rc));
@@ -191,13 +192,6 @@ static int sources_start(struct dagfs_ctx *ctx)
 		}
 	}
 	return 0;
-}
-
-/* Options that are parsed and checked but whose feature is not built. */
-static void warn_not_built(const struct dagfs_config *c)
-{
-	if (c->show_meta)
-		log_warn(TAG, "show-meta: no .dagfs directory yet; ignored");
 }
 
 /* Materialise mode: no mount to serve, only signals to wait for. */
@@ -322,7 +316,6 @@ int cmd_mount(const struct dagfs_config *c)
 	}
 	pthread_mutex_init(&ctx.lock, NULL);
 	signals_block(&set);
-	warn_not_built(c);
 	if (c->materialize)
 		return mount_materialized(&ctx, &set);
 	ctx.mountpoint = realpath(c->pos[0], NULL);

@@ -226,6 +226,26 @@ static void store_metrics(FILE *f, struct dagfs_ctx *ctx)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
+/* FUSE request counters; none in materialise mode (no mount). */
+static void fuse_metrics(FILE *f, struct dagfs_ctx *ctx)
+{
+	struct fs_stats st;
+
+	if (!ctx->fs)
+		return;
+	fs_get_stats(ctx->fs, &st);
+	metric_head(f, "fuse_requests_total", "counter",
+		    "FUSE requests served, by operation.");
+	for (int i = 0; i < FS_OP_COUNT; i++)
+		fprintf(f, "dagfs_fuse_requests_total{op=\"%s\"} %llu\n",
+			fs_op_names[i], (unsigned long long)st.ops[i]);
+	metric_head(f, "fuse_errors_total", "counter",
+		    "FUSE requests answered with an error, by operation.");
+	for (int i = 0; i < FS_OP_COUNT; i++)
+		fprintf(f, "dagfs_fuse_errors_total{op=\"%s\"} %llu\n",
+			fs_op_names[i], (unsigned long long)st.errors[i]);
+}
+
 static int h_metrics(void *payload, char **body)
 {
 	struct dagfs_ctx *ctx = payload;
@@ -253,6 +273,7 @@ static int h_metrics(void *payload, char **body)
 		   "Objects (files, blobs) fetched from the remote.", m_objects);
 	histogram(f, ctx);
 	store_metrics(f, ctx);
+	fuse_metrics(f, ctx);
 	fclose(f);
 	return 200;
 }

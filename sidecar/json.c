@@ -123,7 +123,15 @@ static int parse_number(struct jp *jp, struct json *j)
 	j->num = strtod(buf, &end);
 	if (*end)
 		return -EINVAL;
-	j->i = strpbrk(buf, ".eE") ? (int64_t)j->num : strtoll(buf, NULL, 10);
+	/* a double past int64_t's range has no integer value: clamp it */
+	if (!strpbrk(buf, ".eE"))
+		j->i = strtoll(buf, NULL, 10);
+	else if (j->num >= (double)INT64_MAX)
+		j->i = INT64_MAX;
+	else if (j->num <= (double)INT64_MIN)
+		j->i = INT64_MIN;
+	else
+		j->i = (int64_t)j->num;
 	j->type = JSON_NUM;
 	jp->p += n;
 	return 0;

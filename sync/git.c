@@ -6,6 +6,21 @@
  * the snapshot of its commit (git_tree.c). The revision id is the commit
  * id in hex.
  *
+ * Semantics an operator relies on:
+ * - ref= a branch, a tag (followed if it moves) or a full commit id (a pin:
+ *   once present it is never fetched again); default the remote's HEAD.
+ * - A force-push simply moves to the new commit; a deleted ref or an
+ *   unreachable remote fails the sync, and the loop keeps serving the
+ *   last good snapshot.
+ * - mtime of a file or link: the commit time of the revision in which
+ *   dagfs first saw that content at that path (kept from the previous
+ *   snapshot while the content is unchanged). On the very first sync of
+ *   a source every entry gets the served commit's time: dagfs does not
+ *   walk history. A directory's mtime is the newest of its entries'.
+ * - Only the wanted ref is fetched; every fetch negotiates with all local
+ *   refs, so later fetches are incremental. libgit2 1.5 cannot fetch
+ *   shallow: the first fetch brings the whole history of that ref.
+ *
  * Polling, backoff, health and publication belong to source.c; this file
  * only answers "build me the current revision". libgit2 errors become a
  * one-line message in exactly one place, gitsrc_fail().
@@ -21,6 +36,7 @@
 #include "git_i.h"
 
 #define TIP_REF "refs/dagfs/tip"
+#define PACKS_MAX 64 /* one pack per fetch; repack past this */
 
 static const char *const git_keys[] = {
 	"ref",	       "subpath",	"submodules",
@@ -161,7 +177,10 @@ static int fetch_all(struct gitsrc_cb *cb, git_repository *repo,
 	return rc ? gitsrc_fail(cb->g, cb, rc, what, err, errlen) : 0;
 }
 
-/* Point TIP_REF at @tip so the next fetch sends it as a "have". */
+/*
+ * Point TIP_REF at @tip: the next fetch sends it as a "have", and a
+ * repack keeps everything it reaches.
+ */
 static int keep_tip(struct gitsrc *g, const git_oid *tip)
 {
 	git_reference *ref;
@@ -223,6 +242,8 @@ static int poll_ref(struct gitsrc *g, const char *prev_rev, git_oid *out,
 			rc = keep_tip(g, &tip);
 		if (!rc)
 			rc = peel_commit(g->repo, &tip, out);
+	} else {
+		rc = keep_tip(g, out); /* keeps it reachable for repacks */
 	}
 out:
 	git_remote_free(r);
@@ -308,8 +329,15 @@ static int git_sync(struct source *src, const char *prev_rev,
 				 src->tag, hex);
 			return -ENOENT;
 		}
-	} else if ((rc = poll_ref(g, prev_rev, &want, err, errlen))) {
-		return rc < 0 ? rc : 0;
+		if ((rc = keep_tip(g, &want)))
+			return gitsrc_fail(g, NULL, rc, "pinning", err, errlen);
+	} else if ((rc = poll_ref(g, prev_rev, &want, err, errlen)) < 0) {
+		return rc;
+	} else if (rc) {
+		/* nothing new: a quiet moment to tidy the cached repository */
+		rc = gitsrc_pack_tidy(g, PACKS_MAX);
+		return rc ? gitsrc_fail(g, NULL, rc, "reopening after a "
+					"repack", err, errlen) : 0;
 	}
 	rc = git_commit_lookup(&c, g->repo, &want);
 	if (rc)
@@ -319,11 +347,12 @@ static int git_sync(struct source *src, const char *prev_rev,
 	t0 = mono_ns();
 	rc = gitsrc_build(g, c, prev, out, err, errlen);
 	snap_unref(prev);
-	if (!rc)
-		log_debug(src->tag, "built the snapshot of %s in %.1f ms",
-			  git_oid_tostr_s(&want), (double)(mono_ns() - t0) / 1e6);
 	git_commit_free(c);
-	return rc ? rc : 1;
+	if (rc)
+		return rc;
+	log_debug(src->tag, "built the snapshot of %s in %.1f ms",
+		  git_oid_tostr_s(&want), (double)(mono_ns() - t0) / 1e6);
+	return 1;
 }
 
 static void git_fini(struct source *src)

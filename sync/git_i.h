@@ -126,6 +126,15 @@ int gitsrc_ls_find(git_remote *r, const char *ref, char *name, size_t namelen,
 int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
 		    size_t n) WUR;
 
+/* -------------------------------------------------- git_pack.c */
+
+/**
+ * If the cached repository holds more than @max_packs packs, rewrite what
+ * our refs reach into one pack and reopen g->repo. Returns 0, or a
+ * libgit2 error if the repository could not be reopened.
+ */
+int gitsrc_pack_tidy(struct gitsrc *g, int max_packs) WUR;
+
 /* ------------------------------------------------ git_stream.c */
 
 /** Route libgit2's TCP streams through ours (time limits, keepalive). */

@@ -342,6 +342,53 @@ int pub_find_rev(struct store *st, const char *source, const char *rev,
 	return rc;
 }
 
+static void strv_free(char **v, int n)
+{
+	while (n-- > 0)
+		free(v[n]);
+	free(v);
+}
+
+int pub_list_revs(struct store *st, const char *source, char ***out)
+{
+	char srcdir[PATH_MAX], **v;
+	struct hist *h;
+	int n, k = 0;
+
+	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
+		     source))
+		return -ENAMETOOLONG;
+	h = malloc(HIST_MAX * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	n = hist_list(srcdir, h);
+	v = n >= 0 ? calloc(n ? n : 1, sizeof(*v)) : NULL;
+	if (!v) {
+		free(h);
+		return n < 0 ? n : -ENOMEM;
+	}
+	for (int i = 0; i < n; i++) {
+		struct snap *s;
+		bool dup = false;
+
+		if (load_checked(st, source, h[i].id, &s))
+			continue;
+		for (int j = 0; j < k && !dup; j++)
+			dup = !strcmp(v[j], s->rev);
+		if (!dup)
+			v[k] = strdup(s->rev);
+		snap_unref(s);
+		if (!dup && !v[k++]) {
+			strv_free(v, k);
+			free(h);
+			return -ENOMEM;
+		}
+	}
+	free(h);
+	*out = v;
+	return k;
+}
+
 int pub_load_current(struct store *st, const char *source, struct snap **out)
 {
 	char srcdir[PATH_MAX], id[DHASH_HEX] = "";

@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "source_i.h"
 
@@ -682,6 +684,48 @@ int source_sync_once(struct source *src, struct snap **out, char *err,
 	return 0;
 }
 
+/*
+ * Whether the cached snapshot was built from the same specification. A
+ * revision id names what the remote holds (a commit), not what dagfs made
+ * of it (subpath=, submodules=...): after a change the cached snapshot is
+ * still served, but the first sync must rebuild rather than answer
+ * "unchanged". The digest lives in sources/<name>/spec.
+ */
+static bool spec_unchanged(struct source *src)
+{
+	const struct source_spec *sp = src->spec;
+	char path[PATH_MAX], want[32], have[32] = "";
+	uint64_t acc = XXH64(sp->type, strlen(sp->type), 0) ^
+		       XXH64(sp->location, strlen(sp->location), 1);
+	ssize_t n = -1;
+	int fd;
+
+	for (size_t i = 0; i < sp->nkeys; i++) /* in any order */
+		acc += XXH64(sp->keys[i], strlen(sp->keys[i]), 2) ^
+		       XXH64(sp->values[i], strlen(sp->values[i]), 3);
+	snprintf(want, sizeof(want), "%016llx", (unsigned long long)acc);
+	if (path_fmt(path, sizeof(path), "%s/sources/%s", store_dir(src->store),
+		     src->name))
+		return false;
+	mkdir(path, 0755);
+	strcat(path, "/spec");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, have, sizeof(have) - 1);
+		close(fd);
+	}
+	have[n > 0 ? n : 0] = '\0';
+	if (!strcmp(have, want))
+		return true;
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		if (write(fd, want, strlen(want)) < 0)
+			log_warn(src->tag, "%s: %s", path, strerror(errno));
+		close(fd);
+	}
+	return false;
+}
+
 int source_start(struct source *src, source_publish_fn cb, void *payload)
 {
 	struct snap *cached;
@@ -693,6 +737,15 @@ int source_start(struct source *src, source_publish_fn cb, void *payload)
 		log_info(src->tag, "serving cached revision %s", cached->rev);
 		publish_to_reader(src, cached);
 		snap_unref(cached);
+		if (!spec_unchanged(src)) {
+			log_info(src->tag, "options changed since the cached "
+				 "revision: rebuilding it");
+			pthread_mutex_lock(&src->lock);
+			src->st.rev[0] = '\0';
+			pthread_mutex_unlock(&src->lock);
+		}
+	} else {
+		spec_unchanged(src); /* records the digest */
 	}
 	rc = -pthread_create(&src->thread, NULL, source_thread, src);
 	if (!rc)

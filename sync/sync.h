@@ -272,6 +272,13 @@ int pub_load_current(struct store *st, const char *source,
 int pub_find_rev(struct store *st, const char *source, const char *rev,
 		 struct snap **out) WUR;
 
+/**
+ * Revisions of the retained, intact snapshots of @source, newest first,
+ * each once. *@out is a malloc'd array of malloc'd strings (free each and
+ * the array). Returns the count or -errno.
+ */
+int pub_list_revs(struct store *st, const char *source, char ***out) WUR;
+
 /** Load snapshot @id (any retained one) of @source. */
 int pub_load(struct store *st, const char *id, struct snap **out) WUR;
 

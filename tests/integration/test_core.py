@@ -502,14 +502,21 @@ def _check_refused(dagfs, argv, mnt, patterns, prefix=(), timeout=20):
     """Run dagfs with @argv (as another user through @prefix): it must
     exit non-zero with one line on stderr matching every pattern, and
     leave nothing mounted. Returns that line."""
-    before = {m[0] for m in mounts()}
+    # only mounts under this test's own directories count: other tests
+    # (and other people's) may mount elsewhere at the same time
+    roots = (str(dagfs.base) + "/", str(pathlib.Path(mnt).parent) + "/")
+
+    def ours():
+        return {m[0] for m in mounts() if m[0].startswith(roots)}
+
+    before = ours()
     if prefix:
         r = subprocess.run(list(prefix) + [str(dagfs_binary())] + list(argv),
                            capture_output=True, text=True, timeout=timeout,
                            stdin=subprocess.DEVNULL)
     else:
         r = dagfs.run(argv, timeout=timeout)
-    new = {m[0] for m in mounts()} - before
+    new = ours() - before
     for p in new:
         subprocess.run(["fusermount3", "-u", "-z", p], check=False)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]

@@ -3,9 +3,11 @@
 webhook; the validate= publish gate; kill -9 and restart over the dead
 mount."""
 
+import errno
 import hashlib
 import hmac
 import os
+import re
 import shutil
 import signal
 import socket
@@ -61,8 +63,9 @@ def test_metrics(dagfs, tmp_path):
     src.mkdir()
     (src / "a.py").write_text("x\n")
     port = free_port()
-    dagfs.mount([f"dir:{src},name=local"], args=["--http", f"127.0.0.1:{port}"],
-                ready=lambda mnt: (mnt / "a.py").exists())
+    m = dagfs.mount([f"dir:{src},name=local"],
+                    args=["--http", f"127.0.0.1:{port}"],
+                    ready=lambda mnt: (mnt / "a.py").exists())
     code, text = http(port, "/metrics")
     assert code == 200
     for name in ("dagfs_source_revision_info{source=\"local\",revision=\"dir-",
@@ -72,6 +75,29 @@ def test_metrics(dagfs, tmp_path):
                  "dagfs_source_fetched_bytes_total{source=\"local\"} 2",
                  "dagfs_store_blobs 1"):
         assert name in text, name
+    # FUSE counters: reads through the mount show up
+    assert (m.mnt / "a.py").read_text() == "x\n"
+    try:
+        os.mkdir(m.mnt / "new")
+    except OSError as e:
+        assert e.errno == errno.EROFS
+    else:
+        raise AssertionError("mkdir on the mount succeeded")
+    _, text = http(port, "/metrics")
+    assert "# TYPE dagfs_fuse_requests_total counter" in text
+    assert "# TYPE dagfs_fuse_errors_total counter" in text
+    counts = {x.group(1, 2): int(x.group(3)) for x in re.finditer(
+        r'^dagfs_fuse_(requests|errors)_total\{op="([a-z_]+)"\} (\d+)$',
+        text, re.M)}
+    assert counts[("requests", "lookup")] >= 1
+    assert counts[("requests", "read")] >= 1
+    # the mount is read-only (MS_RDONLY): the kernel refuses the mkdir
+    # itself, so the write_refused counter only has to be there
+    for op in ("lookup", "getattr", "readlink", "open", "read", "opendir",
+               "readdir", "statfs", "getxattr", "listxattr", "write_refused",
+               "other"):
+        assert ("requests", op) in counts and ("errors", op) in counts, op
+    assert counts[("errors", "read")] == 0
 
 
 def test_webhook_signatures(dagfs, tmp_path):
@@ -238,3 +264,19 @@ def test_sync_once_and_pinned_revision(dagfs, tmp_path):
     r = dagfs.run(["sync", "--materialize", str(tmp_path / "o5"),
                    "--source", f"dir:{src}"])
     assert r.returncode == 1 and "needs --once" in r.stderr
+
+
+def test_changed_options_rebuild_the_cached_revision(dagfs, tmp_path):
+    """A revision id names the remote's state, not the options applied to
+    it: after a restart with another option the cached tree is served at
+    once and then rebuilt, not kept as "unchanged"."""
+    src = tmp_path / "src"
+    (src / "keep").mkdir(parents=True)
+    (src / "keep" / "a.py").write_text("x\n")
+    (src / "other.py").write_text("y\n")
+    m = dagfs.mount([f"dir:{src},name=local"],
+                    ready=lambda mnt: (mnt / "other.py").exists())
+    m.stop()
+    m2 = dagfs.mount([f"dir:{src},name=local,validate=true"], cache=m.cache,
+                     ready=lambda mnt: (mnt / "other.py").exists())
+    m2.wait(lambda: "options changed" in m2.stderr_text(), what="rebuild")

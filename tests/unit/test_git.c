@@ -442,6 +442,54 @@ static void test_git__dir_mtime_moves_only_with_its_content(void)
 	rig_close(&r);
 }
 
+static int count_packs(void)
+{
+	char cmd[4096];
+	int n = -1;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "ls %s/cache/git/t/repo.git/objects/pack/"
+		 " | grep -c '\\.pack$'", dir);
+	p = popen(cmd, "r");
+	if (p && fscanf(p, "%d", &n) != 1)
+		n = -1;
+	if (p)
+		pclose(p);
+	return n;
+}
+
+static void test_git__repack_keeps_repository_whole(void)
+{
+	struct rig r;
+	struct snap *s = NULL;
+	char text[32];
+	int most = 0;
+
+	CHECK(!repo_fresh());
+	CHECK(!write_file("keep.py", "kept\n", 0644));
+	CHECK(!rig_open(&r, ""));
+	for (int i = 0; i < 40; i++) {
+		snprintf(text, sizeof(text), "%d\n", i);
+		CHECK(!write_file("n.txt", text, 0644));
+		CHECK(!commit_push(1000000000 + i, "next"));
+		CHECK(rig_sync(&r, &s) == 1);
+		CHECK(content_is(r.st, entry(s, "n.txt"), text));
+		snap_unref(s);
+		if (count_packs() > most)
+			most = count_packs();
+	}
+	CHECK(most >= 40);
+	CHECK(!gitsrc_pack_tidy(r.src->priv, 32));
+	CHECK(count_packs() == 1);
+	CHECK(rig_sync(&r, &s) == 0); /* the repository is whole */
+	rig_close(&r);
+	CHECK(!rig_open(&r, ""));
+	CHECK(rig_sync(&r, &s) == 1 && content_is(r.st, entry(s, "keep.py"),
+						  "kept\n"));
+	snap_unref(s);
+	rig_close(&r);
+}
+
 static void test_git__bad_options(void)
 {
 	struct rig r;
@@ -469,6 +517,8 @@ static const struct harness_case cases[] = {
 	  test_git__submodules_off_and_recursive },
 	{ "test_git__dir_mtime_moves_only_with_its_content",
 	  test_git__dir_mtime_moves_only_with_its_content },
+	{ "test_git__repack_keeps_repository_whole",
+	  test_git__repack_keeps_repository_whole },
 	{ "test_git__bad_options", test_git__bad_options },
 	{ NULL, NULL },
 };
