@@ -619,7 +619,7 @@ static int apply(const struct prov *p)
 int main(int argc, char **argv)
 {
 	struct prov p = { 0 };
-	int rc;
+	int rc = 2;
 
 	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		usage(stdout);
@@ -629,27 +629,29 @@ int main(int argc, char **argv)
 	log_setup(LOG_LVL_ERR, false);
 	if (parse_args(&p, argc, argv) || validate(&p) || prepare_sources(&p) ||
 	    prepare_secrets(&p))
-		return 2;
+		goto out;
 	if (!p.pin_url) {
 		snprintf(p.pin_url_buf, sizeof(p.pin_url_buf),
 			 "http://%s-%s.%s.svc:%u/metrics", p.release,
 			 PROV_PIN_SERVICE, p.ns, p.http_port);
 		p.pin_url = p.pin_url_buf;
 	}
-	rc = !strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p);
-	OPENSSL_cleanse(p.fernet, sizeof(p.fernet));
-	OPENSSL_cleanse(p.websecret, sizeof(p.websecret));
-	OPENSSL_cleanse(p.dbpass, sizeof(p.dbpass));
-	if (rc)
-		return 1;
+	rc = 1;
+	if (!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p))
+		goto out;
 	printf("rendered %s target into %s (chart %s, Airflow %s, %s mode)\n",
 	       p.target, p.outdir, PROV_CHART_VERSION, PROV_AIRFLOW_VERSION,
 	       p.mode);
 	if (!strcmp(p.command, "apply") && apply(&p))
-		return 1;
-	for (size_t i = 0; i < p.nsources; i++)
+		goto out;
+	rc = 0;
+out:
+	OPENSSL_cleanse(p.fernet, sizeof(p.fernet));
+	OPENSSL_cleanse(p.websecret, sizeof(p.websecret));
+	OPENSSL_cleanse(p.dbpass, sizeof(p.dbpass));
+	for (size_t i = 0; p.sources && i < p.nsources; i++)
 		source_spec_free(p.sources[i]);
 	free(p.sources);
 	free(p.source_text);
-	return 0;
+	return rc;
 }
