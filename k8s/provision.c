@@ -575,12 +575,18 @@ static int run(const struct prov *p, const char *const argv[])
 /* hostPath volumes: their owners must be set before PostgreSQL starts. */
 static int wait_volumes(const struct prov *p)
 {
-	char job[128];
+	char job[128], file[4096];
 
 	if (strcmp(p->storage, "hostpath"))
 		return 0;
 	snprintf(job, sizeof(job), "job/%s-dagfs-volumes", p->release);
-	return run(p, (const char *const[]){ "kubectl", "wait", "-n", p->ns,
+	snprintf(file, sizeof(file), "%s/volumes-job.yaml", p->outdir);
+	return run(p, (const char *const[]){ "kubectl", "delete", "-n", p->ns,
+					     "-f", file, "--ignore-not-found",
+					     "--wait", NULL }) ||
+	       run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+					     "-f", file, NULL }) ||
+	       run(p, (const char *const[]){ "kubectl", "wait", "-n", p->ns,
 					     "--for=condition=complete", job,
 					     "--timeout=5m", NULL });
 }

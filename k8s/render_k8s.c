@@ -142,12 +142,13 @@ static void volume_pair(FILE *f, const struct prov *p, const char *what,
  * Airflow (uid 50000, gid 0) nor the chart's PostgreSQL (Bitnami, uid
  * 1001) can write; the hand-made setups ran `chmod 777` on the node. A
  * Job on that node gives each directory to its owner instead. It deletes
- * itself after a while, and `install -d` is idempotent, so a re-run of
- * apply simply runs it again.
+ * itself after a while; apply deletes it first anyway (a Job's template
+ * cannot be changed in place) and `install -d` is idempotent, so a re-run
+ * simply runs it again.
  */
 static void volume_job(FILE *f, const struct prov *p)
 {
-	fprintf(f, "---\napiVersion: batch/v1\nkind: Job\nmetadata:\n"
+	fprintf(f, "apiVersion: batch/v1\nkind: Job\nmetadata:\n"
 		   "  name: %s-dagfs-volumes\n  namespace: %s\n"
 		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision}\n"
 		   "spec:\n  ttlSecondsAfterFinished: 600\n  backoffLimit: 4\n"
@@ -186,10 +187,16 @@ static int render_base(const struct prov *p)
 		return -1;
 	volume_pair(f, p, "logs", p->logs_size, "ReadWriteMany");
 	volume_pair(f, p, "postgresql", p->db_size, "ReadWriteOnce");
-	if (!strcmp(p->storage, "hostpath"))
-		volume_job(f, p);
 	if (prov_close(f, "storage.yaml"))
 		return -1;
+	if (!strcmp(p->storage, "hostpath")) {
+		f = prov_open(p, "volumes-job.yaml", 0644);
+		if (!f)
+			return -1;
+		volume_job(f, p);
+		if (prov_close(f, "volumes-job.yaml"))
+			return -1;
+	}
 	f = prov_open(p, "dagfs-config.yaml", 0644);
 	if (!f)
 		return -1;

@@ -127,6 +127,8 @@ def test_k8s_render_matches_golden_and_schemas(tmp_path, secrets, variant):
     docs = ["namespace.yaml", "storage.yaml", "secrets.yaml",
             "dagfs-config.yaml", "dagfs-service.yaml", "pod-template.yaml",
             "pod-template-pinned.yaml"]
+    if (out / "volumes-job.yaml").exists():
+        docs.append("volumes-job.yaml")
     validate(*(out / d for d in docs))
     validate(out / "values.yaml", airflow_values=True)
     validate(out / "values.yaml", airflow_values=True, merge=True)
@@ -292,7 +294,11 @@ def test_apply_with_stand_ins_is_idempotent(tmp_path, secrets):
     # hostPath volumes get their owners (50000, PostgreSQL's 1001) first
     wait = ("kubectl wait -n airflow --for=condition=complete "
             "job/airflow-dagfs-volumes --timeout=5m")
+    job = f"{out}/volumes-job.yaml"
     assert first.index(f"kubectl apply -f {out}/storage.yaml") < \
+        first.index(f"kubectl delete -n airflow -f {job} --ignore-not-found "
+                    "--wait") < \
+        first.index(f"kubectl apply -n airflow -f {job}") < \
         first.index(wait) < first.index(helm[0])
     run_prov(*args, env=env)  # a re-run upgrades the same way
     assert log.read_text().splitlines() == first * 2
