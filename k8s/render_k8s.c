@@ -275,7 +275,14 @@ static int render_values(const struct prov *p)
 		   "dags:\n  gitSync:\n    enabled: false\n"
 		   "  persistence:\n    enabled: false\n"
 		   "logs:\n  persistence:\n    enabled: true\n"
-		   "    existingClaim: %s-logs\n",
+		   "    existingClaim: %s-logs\n"
+		   "# apply runs helm --wait: migrations as post-install hooks "
+		   "would wait for\n# pods that wait for the migrations (the "
+		   "chart's documented setting)\n"
+		   "migrateDatabaseJob:\n  useHelmHooks: false\n"
+		   "  applyCustomEnv: false\n"
+		   "createUserJob:\n  useHelmHooks: false\n"
+		   "  applyCustomEnv: false\n",
 		p->executor, PROV_AIRFLOW_VERSION, PROV_AIRFLOW_VERSION,
 		p->db_user, p->db_name, p->release, p->release);
 	fprintf(f, "env:\n- name: TZ\n  value: ");

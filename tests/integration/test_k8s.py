@@ -151,6 +151,8 @@ def test_k8s_values_wire_dagfs_into_every_component(tmp_path, secrets):
     assert v["dags"]["gitSync"]["enabled"] is False
     assert v["dags"]["persistence"]["enabled"] is False
     assert v["executor"] == "KubernetesExecutor"
+    for job in ("migrateDatabaseJob", "createUserJob"):  # helm --wait
+        assert v[job]["useHelmHooks"] is False
     for comp in ("scheduler", "apiServer", "dagProcessor", "triggerer"):
         side = v[comp]["extraInitContainers"][0]
         assert side["restartPolicy"] == "Always"
