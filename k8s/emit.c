@@ -11,6 +11,7 @@
  * no privilege: dagfs writes /dags/current -> .revs/<id> into the
  * emptyDir, Airflow reads /opt/airflow/dags/current.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -36,6 +37,21 @@ void y_str(FILE *f, const char *s)
 			fputc(c, f);
 	}
 	fputc('"', f);
+}
+
+void prov_url_escape(char *out, size_t len, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s && n + 4 < len; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (isalnum(c) || strchr("-._~", c))
+			out[n++] = (char)c;
+		else
+			n += (size_t)snprintf(out + n, len - n, "%%%02X", c);
+	}
+	out[n] = '\0';
 }
 
 FILE *prov_open(const struct prov *p, const char *name, int mode)

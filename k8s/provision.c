@@ -220,6 +220,17 @@ static bool dns_label(const char *s, size_t max)
 	return true;
 }
 
+/* A PostgreSQL identifier that needs no quoting anywhere. */
+static bool sql_name(const char *s)
+{
+	if (!*s || strlen(s) > 63 || isdigit((unsigned char)*s))
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_')
+			return false;
+	return true;
+}
+
 static bool quantity(const char *s)
 {
 	char *end;
@@ -255,6 +266,10 @@ static int validate(const struct prov *p)
 		return fail("invalid namespace name '%s' (lowercase letters, "
 			    "digits and '-', at most 63, starting and ending "
 			    "alphanumeric)", p->ns);
+	if (!sql_name(p->db_user) || !sql_name(p->db_name))
+		return fail("invalid database user or name '%s'/'%s' (letters, "
+			    "digits and '_', at most 63)", p->db_user,
+			    p->db_name);
 	if (!dns_label(p->release, 53))
 		return fail("invalid release name '%s'", p->release);
 	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", NULL }))

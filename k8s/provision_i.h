@@ -51,6 +51,8 @@ struct prov {
 
 /** Write @s as a double-quoted YAML scalar. */
 void y_str(FILE *f, const char *s);
+/** Percent-encode @s for the user or password part of a URL into @out. */
+void prov_url_escape(char *out, size_t len, const char *s);
 /** Open @dir/@name for writing with @mode (0600 for secrets). */
 FILE *prov_open(const struct prov *p, const char *name, int mode);
 /** Close, reporting a write error; 0 or -1. */

@@ -60,7 +60,7 @@ static int secret_file(FILE *f, const char *key, const char *path)
 
 static int render_secrets(const struct prov *p)
 {
-	char conn[512];
+	char conn[1024], user[256], pass[256];
 	FILE *f = prov_open(p, "secrets.yaml", 0600);
 	int rc = 0;
 
@@ -75,8 +75,11 @@ static int render_secrets(const struct prov *p)
 		    strlen(p->websecret));
 	secret_head(f, p, "airflow-api-secret");
 	secret_item(f, "api-secret-key", p->websecret, strlen(p->websecret));
+	prov_url_escape(user, sizeof(user), p->db_user);
+	prov_url_escape(pass, sizeof(pass), p->dbpass);
 	snprintf(conn, sizeof(conn), "postgresql://%s:%s@%s-postgresql.%s:5432/%s",
-		 p->db_user, p->dbpass, p->release, p->ns, p->db_name);
+		 user, pass, p->release, p->ns, p->db_name);
+	OPENSSL_cleanse(pass, sizeof(pass));
 	secret_head(f, p, "airflow-metadata");
 	secret_item(f, "connection", conn, strlen(conn));
 	OPENSSL_cleanse(conn, sizeof(conn));

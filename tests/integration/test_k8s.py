@@ -222,6 +222,7 @@ def test_vm_render(tmp_path, secrets):
     (["--namespace", "Airflow_NS"], "invalid namespace name 'Airflow_NS'"),
     (["--mode", "nfs"], "unknown mode 'nfs'"),
     (["--worker", "celery"], "unknown worker 'celery'"),
+    (["--db-user", "air flow"], "invalid database user or name"),
     (["--storage", "hostpath", "--node", ""], "needs --node"),
     (["--source", "ftp:x"], "unknown source type 'ftp'"),
     (["--source", "dir:/srv/dags"], "in Kubernetes use git or s3"),
@@ -261,6 +262,24 @@ def test_generated_secrets_are_kept_private_and_stable(tmp_path):
     for r in (r1, r2):
         for v in kept.values():
             assert v not in r.stdout and v not in r.stderr
+
+
+def test_database_password_is_url_escaped(tmp_path):
+    import urllib.parse
+    import yaml
+    pw = tmp_path / "pw"
+    pw.write_text("p@ss:w/rd%#\n")
+    out = tmp_path / "out"
+    run_prov("render", out, "--source", "git:https://example.com/d.git",
+             "--node", "n1", "--db-password-file", pw)
+    for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
+        if doc["metadata"]["name"] == "airflow-metadata":
+            url = base64.b64decode(doc["data"]["connection"]).decode()
+        if doc["metadata"]["name"] == "airflow-postgresql-auth":
+            assert base64.b64decode(doc["data"]["password"]) == b"p@ss:w/rd%#"
+    u = urllib.parse.urlsplit(url)
+    assert urllib.parse.unquote(u.password) == "p@ss:w/rd%#"
+    assert u.hostname == "airflow-postgresql.airflow" and u.path == "/airflow"
 
 
 def stand_ins(tmp_path):
