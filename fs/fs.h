@@ -5,6 +5,12 @@
  * fs/ is kernel-facing glue only: inode table, low-level handlers and
  * kernel cache invalidation. It never fetches, hashes or parses; it reads
  * snapshots and opens blobs through sync.h.
+ *
+ * The root also holds a read-only .dagfs directory (see fs/README.md):
+ * status.json, changes/<source> of each source's last swap, and
+ * revs/<source>/<revision>/ serving any retained snapshot. Every entry
+ * answers the user.dagfs.source, .revision and (files) .hash extended
+ * attributes.
  */
 #ifndef DAGFS_FS_H
 #define DAGFS_FS_H

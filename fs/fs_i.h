@@ -175,6 +175,8 @@ static inline bool fs_is_meta(const char *path)
 	       (!path[FS_META_LEN] || path[FS_META_LEN] == '/');
 }
 
+/** True if @path is .dagfs/revs/<source>/<revision>. */
+bool fs_meta_rev_root(const char *path);
 /** Resolve @path, under .dagfs (fs_resolve() does it for any path). */
 void fs_meta_resolve(struct fs *fs, const char *path, struct fs_res *out);
 /**

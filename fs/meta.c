@@ -281,6 +281,16 @@ static void resolve_rev(struct fs *fs, const char *rel, struct fs_res *out)
 	out->idx = (uint32_t)idx;
 }
 
+bool fs_meta_rev_root(const char *path)
+{
+	const char *p = path + FS_META_LEN;
+
+	if (strncmp(p, "/revs/", 6))
+		return false;
+	p = strchr(p + 6, '/');
+	return p && p[1] && !strchr(p + 1, '/');
+}
+
 void fs_meta_resolve(struct fs *fs, const char *path, struct fs_res *out)
 {
 	const char *rel = path + FS_META_LEN;

@@ -492,7 +492,10 @@ static const char *listing_at(struct listing *l, off_t pos, char *path,
 	}
 	name = dh->names[pos - 2];
 	fs_path_join(path, FS_PATH_MAX, l->dir->path, name);
-	fs_resolve(l->fs, path, r);
+	if (dh->res.kind == FS_META_DIR && fs_meta_rev_root(path))
+		r->kind = FS_META_DIR; /* no need to load it to list it */
+	else
+		fs_resolve(l->fs, path, r);
 	return name;
 }
 

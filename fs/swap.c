@@ -250,6 +250,22 @@ static void notify(struct swap *sw)
 	pthread_rwlock_unlock(&fs->notify_lock);
 }
 
+/* Hand the lines of .dagfs/changes/<source> to meta.c: unknown after an
+ * error, and kept as they were if the same revision came again (the
+ * cached one at a restart). */
+static void record_changes(struct swap *sw, int slot)
+{
+	bool same = sw->old && sw->new && !strcmp(sw->old->id, sw->new->id);
+	bool lost = !sw->lines || fclose(sw->lines) || sw->err;
+
+	if (lost || same) {
+		free(sw->text);
+		sw->text = NULL;
+	}
+	if (!same)
+		fs_meta_swapped(sw->fs, slot, sw->text);
+}
+
 /* Say once that the root slot's own .dagfs is hidden by the metadata. */
 static void shadowed(struct fs *fs, const struct fs_slot *slot,
 		     const struct snap *snap)
@@ -270,10 +286,6 @@ void fs_swap(struct fs *fs, int slot, struct snap *snap)
 	sw.old = fs->slots[slot].snap; /* only fs_swap writes it */
 	sw.lines = open_memstream(&sw.text, &sw.tlen);
 	snap_diff(sw.old, snap, on_diff, &sw);
-	if (sw.lines && fclose(sw.lines)) {
-		free(sw.text);
-		sw.text = NULL;
-	}
 	shadowed(fs, sw.slot, snap);
 
 	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
@@ -291,13 +303,7 @@ void fs_swap(struct fs *fs, int slot, struct snap *snap)
 	fs_inodes_move(fs, slot, snap);
 	plan_dirs(&sw);
 	pthread_mutex_unlock(&fs->lock);
-	/* the same revision again (a restart's cached one) changes nothing */
-	if (sw.err || (sw.old && snap && !strcmp(sw.old->id, snap->id))) {
-		free(sw.text);
-		sw.text = NULL;
-	}
-	if (sw.err || !sw.old || !snap || strcmp(sw.old->id, snap->id))
-		fs_meta_swapped(fs, slot, sw.text);
+	record_changes(&sw, slot);
 	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
 	notify(&sw);
 	pthread_mutex_lock(&fs->lock);

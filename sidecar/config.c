@@ -716,6 +716,8 @@ int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
 		cfg_error(errs, "%s", strerror(ENOMEM));
 		return -ENOMEM;
 	}
+	c->argc = argc;
+	c->argv = argv;
 	parse_args(c, cmd, argc, argv, flags, errs);
 	if (!c->help && !c->version) {
 		load_file(c, flags, argc, envp, errs);

@@ -25,11 +25,13 @@
 
 #define TAG "daemon"
 
+extern char **environ;
+
 /*
  * Signals are blocked in every thread (the mask is set before the first
  * thread starts and inherited) and taken by one thread with sigwait(), so
- * the shutdown path may lock, log and call into libfuse. SIGUSR2 is only
- * ever sent by this process, to end that thread.
+ * the shutdown path and reload may lock, log and call into libfuse.
+ * SIGUSR2 is only ever sent by this process, to end that thread.
  */
 struct sig_thread {
 	pthread_t thread;
@@ -37,6 +39,8 @@ struct sig_thread {
 	struct dagfs_ctx *ctx;
 	atomic_int got; /* the signal that ended serving, 0 if none */
 };
+
+static void reload(struct dagfs_ctx *ctx);
 
 static void *sig_main(void *arg)
 {
@@ -49,8 +53,7 @@ static void *sig_main(void *arg)
 		if (sig == SIGUSR2)
 			return NULL;
 		if (sig == SIGHUP) {
-			log_warn(TAG, "SIGHUP: reloading the configuration is "
-				      "not supported yet; restart to apply it");
+			reload(t->ctx);
 			continue;
 		}
 		if (atomic_exchange(&t->got, sig)) {
@@ -89,6 +92,165 @@ static void on_publish(struct source *src, struct snap *snap, void *payload)
 		  snap->rev, source_at(src));
 	status_writer_kick(s->ctx);
 	endpoints_published(s->ctx);
+}
+
+/* ------------------------------------------------------------ reload */
+
+static bool spec_equal(const struct source_spec *a, const struct source_spec *b)
+{
+	if (strcmp(a->type, b->type) || strcmp(a->location, b->location) ||
+	    a->nkeys != b->nkeys)
+		return false;
+	for (size_t i = 0; i < a->nkeys; i++) {
+		const char *v = source_spec_get(b, a->keys[i]);
+
+		if (!v || strcmp(v, a->values[i]))
+			return false;
+	}
+	return true;
+}
+
+/* The running source named @name at @at, or -1. */
+static int running_index(struct dagfs_ctx *ctx, const char *name,
+			 const char *at)
+{
+	for (size_t i = 0; i < ctx->n; i++)
+		if (!strcmp(source_name(ctx->src[i].src), name) &&
+		    !strcmp(source_at(ctx->src[i].src), at))
+			return (int)i;
+	return -1;
+}
+
+/*
+ * Build every source of @c without starting it. The new set must have the
+ * running set's names and places: the view's slots are fixed once mounted.
+ */
+static int reload_build(struct dagfs_ctx *ctx, const struct dagfs_config *c,
+			struct source **fresh)
+{
+	char err[1024];
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < c->nsources; i++) {
+		rc = source_new(&fresh[i], &c->sources[i].spec, ctx->store, err,
+				sizeof(err));
+		if (rc)
+			log_err(TAG, "reload rejected: %s: %s",
+				c->sources[i].origin, err);
+	}
+	for (size_t i = 0; !rc && i < c->nsources; i++) {
+		if (c->nsources != ctx->n ||
+		    running_index(ctx, source_name(fresh[i]),
+				  source_at(fresh[i])) < 0) {
+			log_err(TAG, "reload rejected: adding, removing, renaming "
+				     "or moving (at=) sources needs a restart");
+			rc = -EINVAL;
+		}
+	}
+	return rc;
+}
+
+/* Options other than sources and logging only change at a restart. */
+static void reload_warn_options(const struct dagfs_config *old,
+				const struct dagfs_config *c)
+{
+	const struct cfg_option *opts;
+	char a[512], b[512];
+	size_t n;
+
+	opts = cfg_options(&n);
+	for (size_t i = 0; i < n; i++) {
+		if (opts[i].type == CFG_SOURCE || !strcmp(opts[i].name, "config") ||
+		    opts[i].type == CFG_LEVEL || opts[i].type == CFG_FORMAT)
+			continue;
+		cfg_format(old, &opts[i], a, sizeof(a));
+		cfg_format(c, &opts[i], b, sizeof(b));
+		if (strcmp(a, b))
+			log_warn(TAG, "reload: %s changed from %s to %s; it takes "
+				      "effect at the next start", opts[i].name,
+				 a, b);
+	}
+}
+
+/* Swap in the sources whose spec changed; free the rest of @fresh. */
+static void reload_apply(struct dagfs_ctx *ctx, const struct dagfs_config *c,
+			 struct source **fresh)
+{
+	unsigned changed = 0;
+
+	for (size_t i = 0; i < c->nsources; i++) {
+		int j = running_index(ctx, source_name(fresh[i]),
+				      source_at(fresh[i]));
+		struct sc_source *s = &ctx->src[j];
+		struct source *old = s->src;
+
+		if (spec_equal(&s->cfg->spec, &c->sources[i].spec)) {
+			source_free(fresh[i]);
+			continue;
+		}
+		/* The old thread ends before the new one may publish. */
+		source_stop(old);
+		pthread_mutex_lock(&ctx->lock);
+		ctx->retired[ctx->nretired++] = old;
+		s->src = fresh[i];
+		s->cfg = &c->sources[i];
+		pthread_mutex_unlock(&ctx->lock);
+		if (source_start(s->src, on_publish, s))
+			log_err(TAG, "reload: source %s did not start",
+				source_name(s->src));
+		changed++;
+	}
+	log_notice(TAG, "reloaded: %u source%s restarted, %zu unchanged",
+		   changed, changed == 1 ? "" : "s", c->nsources - changed);
+}
+
+/*
+ * SIGHUP: load the configuration again (file, environment, the same
+ * flags) and restart the sources whose spec changed, without unmounting.
+ * Nothing changes unless the whole new configuration is valid.
+ */
+static void reload(struct dagfs_ctx *ctx)
+{
+	struct dagfs_config *c = calloc(1, sizeof(*c));
+	struct cfg_errors errs = { 0 };
+	struct source **fresh = NULL, **retired = NULL;
+	struct dagfs_config **kept = NULL;
+	int rc;
+
+	log_notice(TAG, "SIGHUP: reloading the configuration");
+	rc = c ? config_load(c, CMD_MOUNT, ctx->cfg->argc, ctx->cfg->argv,
+			     environ, &errs) : -ENOMEM;
+	for (size_t i = 0; i < errs.n; i++)
+		log_err(TAG, "reload rejected: %s", errs.msg[i]);
+	cfg_errors_clear(&errs);
+	if (!rc && (!(fresh = calloc(c->nsources + 1, sizeof(*fresh))) ||
+		    !(retired = realloc(ctx->retired, (ctx->nretired + ctx->n) *
+							      sizeof(*retired))) ||
+		    !(kept = realloc(ctx->reloads, (ctx->nreloads + 1) *
+							   sizeof(*kept)))))
+		rc = -ENOMEM;
+	if (retired)
+		ctx->retired = retired;
+	if (kept)
+		ctx->reloads = kept;
+	if (!rc)
+		rc = reload_build(ctx, c, fresh);
+	if (rc) {
+		if (rc == -ENOMEM)
+			log_err(TAG, "reload rejected: %s", strerror(ENOMEM));
+		for (size_t i = 0; fresh && i < c->nsources; i++)
+			source_free(fresh[i]);
+		if (c)
+			config_free(c);
+		free(c);
+		free(fresh);
+		return;
+	}
+	reload_warn_options(ctx->cfg, c);
+	log_setup(c->log_level, c->log_json);
+	reload_apply(ctx, c, fresh);
+	ctx->reloads[ctx->nreloads++] = c;
+	free(fresh);
 }
 
 /* Build every source; nothing is started. Errors name where it was set. */
@@ -206,8 +368,7 @@ static int serve_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 		if (sigwait(set, &sig))
 			continue;
 		if (sig == SIGHUP) {
-			log_warn(TAG, "SIGHUP: reloading the configuration is "
-				      "not supported yet; restart to apply it");
+			reload(ctx);
 			continue;
 		}
 		if (sig != SIGUSR2) {
@@ -253,6 +414,14 @@ static void ctx_free(struct dagfs_ctx *ctx)
 	fs_free(ctx->fs);
 	for (size_t i = 0; i < ctx->n; i++)
 		source_free(ctx->src[i].src);
+	for (size_t i = 0; i < ctx->nretired; i++)
+		source_free(ctx->retired[i]);
+	free(ctx->retired);
+	for (size_t i = 0; i < ctx->nreloads; i++) {
+		config_free(ctx->reloads[i]);
+		free(ctx->reloads[i]);
+	}
+	free(ctx->reloads);
 	free(ctx->src);
 	store_close(ctx->store);
 	free(ctx->mountpoint);

@@ -99,6 +99,13 @@ static const struct command *command_find(const char *name)
 	return NULL;
 }
 
+static int run(const struct command *cmd, int argc, char **argv);
+
+static int run_mount(int argc, char **argv)
+{
+	return run(command_find("mount"), argc, argv);
+}
+
 static int run(const struct command *cmd, int argc, char **argv)
 {
 	struct cfg_errors errs = { 0 };
@@ -150,6 +157,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	cmd = command_find(argv[1]);
+	if (!cmd && argc >= 3 && argv[1][0] != '-')
+		return fstab_main(argc, argv, run_mount); /* mount.fuse3 */
 	if (!cmd) {
 		fprintf(stderr, "dagfs: unknown command '%s' (expected mount, "
 				"status or check-config; see dagfs --help)\n",

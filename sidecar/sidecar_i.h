@@ -118,6 +118,10 @@ struct dagfs_config {
 	/* positional arguments (borrowed from argv) */
 	int npos;
 	char **pos;
+
+	/* the options after the command, to load again on SIGHUP (borrowed) */
+	int argc;
+	char **argv;
 };
 
 /** The option table, @n rows. */
@@ -263,10 +267,19 @@ struct dagfs_ctx {
 	struct store *store;
 	struct fs *fs;
 
-	/* The sources. Fixed after start-up; reload will swap it under lock. */
+	/*
+	 * The sources. Their number and places are fixed after start-up; a
+	 * reload replaces a changed source's ->src and ->cfg under ctx->lock
+	 * and keeps the stopped one in @retired until exit, so a thread that
+	 * read the old pointer without the lock never touches freed memory.
+	 */
 	pthread_mutex_t lock;
 	size_t n;
 	struct sc_source *src;
+	struct source **retired;
+	size_t nretired;
+	struct dagfs_config **reloads; /* configs loaded by SIGHUP, kept */
+	size_t nreloads;
 
 	struct status_writer *status;
 
@@ -320,6 +333,13 @@ int cmd_status(const struct dagfs_config *c);
  * exit: 0, or 1 with a one-line reason.
  */
 int cmd_sync(const struct dagfs_config *c);
+
+/**
+ * `dagfs CONFIG MOUNTPOINT -o OPTS` as mount.fuse3 runs it (fstab,
+ * `mount -t fuse.dagfs`): mount in a background child via @run_mount,
+ * return 0 once mounted or the child's failure.
+ */
+int fstab_main(int argc, char **argv, int (*run_mount)(int, char **));
 
 /** `dagfs fsck --cache DIR [--repair]`; e2fsck exit statuses. */
 int cmd_fsck(const struct dagfs_config *c);

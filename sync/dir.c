@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,7 @@
 	 IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF |             \
 	 IN_ONLYDIR | IN_DONT_FOLLOW)
 #define SCAN_TRIES 3
+#define RACY_NS (2LL * 1000000000) /* well above any timestamp granularity */
 
 /* What the last scan knew of a file, to skip rehashing it. */
 struct seen {
@@ -34,6 +37,7 @@ struct seen {
 	ino_t ino;
 	dev_t dev;
 	struct dhash hash;
+	bool racy; /* modified too close to the scan to trust the stat */
 };
 
 struct seen_list {
@@ -54,6 +58,7 @@ struct scan {
 	struct snap_builder *b;
 	struct seen_list next;
 	char path[PATH_MAX]; /* relative path being scanned */
+	int64_t started_ns;  /* wall clock at the start of the scan */
 	bool unstable;
 	int err;
 	char *errmsg;
@@ -138,9 +143,17 @@ static int scan_file(struct scan *sc, int dfd, const char *name,
 	struct stat after;
 	int fd, rc;
 
-	if (old && old->size == s.size && old->mtime_ns == s.mtime_ns &&
-	    old->ino == s.ino && old->dev == s.dev &&
-	    store_has(sc->src->store, &old->hash)) {
+	/*
+	 * The "racy git" problem: timestamps are coarse and inode numbers are
+	 * reused, so a file rewritten (tmp + rename) with the same size
+	 * within the clock's granularity can stat exactly like the file it
+	 * replaced. A stat is only trusted if the file had been still for a
+	 * while when it was last hashed.
+	 */
+	s.racy = s.mtime_ns > sc->started_ns - RACY_NS;
+	if (old && !old->racy && old->size == s.size &&
+	    old->mtime_ns == s.mtime_ns && old->ino == s.ino &&
+	    old->dev == s.dev && store_has(sc->src->store, &old->hash)) {
 		s.hash = old->hash;
 	} else {
 		fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -278,6 +291,7 @@ static int scan_once(struct source *src, struct scan *sc)
 	struct stat st;
 	int fd, rc;
 
+	sc->started_ns = now_ns();
 	fd = open(ds->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st)) {
 		rc = -errno;
@@ -298,6 +312,22 @@ static int scan_once(struct source *src, struct scan *sc)
 	return scan_dir(sc, fd);
 }
 
+static void drain(int fd)
+{
+	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/* Whether an inotify event is waiting: the tree changed since the drain. */
+static bool tree_changed(const struct dir_src *ds)
+{
+	struct pollfd p = { .fd = ds->ifd, .events = POLLIN };
+
+	return ds->ifd >= 0 && poll(&p, 1, 0) > 0;
+}
+
 static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 		    char *err, size_t errlen)
 {
@@ -307,18 +337,37 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 	int rc, tries = 0;
 	struct scan sc;
 
+	/*
+	 * A listing is only published if the tree stood still for the whole
+	 * scan: an inotify event pending at its end means something changed
+	 * between two files read (a half-written revision), so it is thrown
+	 * away and, after the debounce of quiet, scanned again. Events are
+	 * drained before each scan, so only changes during it count. After
+	 * SCAN_TRIES the sync fails and the loop retries: serving the
+	 * previous listing beats publishing a torn one.
+	 */
 	do {
 		memset(&sc, 0, sizeof(sc));
 		sc.src = src;
 		sc.ds = ds;
 		sc.errmsg = err;
 		sc.errlen = errlen;
+		drain(ds->ifd);
 		rc = scan_once(src, &sc);
-		if (rc || !sc.unstable || ++tries >= SCAN_TRIES)
+		if (!rc && tree_changed(ds))
+			sc.unstable = true;
+		if (rc || !sc.unstable)
 			break;
 		snap_builder_free(sc.b);
 		seen_free(&sc.next);
+		if (++tries >= SCAN_TRIES) {
+			snprintf(err, errlen, "%s: %s kept changing during %d "
+				 "scans; retrying", src->tag, ds->root, tries);
+			return -EAGAIN;
+		}
 		log_info(src->tag, "files changed during the scan; rescanning");
+		while (source_poll_wake(src, ds->ifd, ds->debounce_ms))
+			drain(ds->ifd);
 	} while (1);
 	if (rc) {
 		snap_builder_free(sc.b);
@@ -348,14 +397,6 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 	}
 	*out = s;
 	return 1;
-}
-
-static void drain(int fd)
-{
-	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
-
-	while (read(fd, buf, sizeof(buf)) > 0)
-		;
 }
 
 static void dir_wait(struct source *src, int timeout_ms)

@@ -80,11 +80,16 @@ if ! install_packages; then
 fi
 modprobe fuse 2>/dev/null || true
 
+# pytest's own numbered temp directories are shared with any other
+# pytest on the machine, which may clean them up under our mounts
+TMPBASE=$(mktemp -d /tmp/dagfs-tests.XXXXXX)
+trap 'rm -rf "$TMPBASE" 2>/dev/null' EXIT
 run "build" build build || { echo "build failed" >&2; exit 1; }
 run "unit tests" meson test -C build --suite unit --print-errorlogs
 # shellcheck disable=SC2086
 run "integration tests" env DAGFS_BUILD=build \
-	"$PY" -m pytest -q -p no:cacheprovider tests/integration ${PYTEST_ARGS:-}
+	"$PY" -m pytest -q -p no:cacheprovider --basetemp="$TMPBASE/main" \
+	tests/integration ${PYTEST_ARGS:-}
 if [ -f tests/fuzz/run.sh ]; then
 	run "fuzz (bounded)" bash tests/fuzz/run.sh
 fi
@@ -99,7 +104,8 @@ if [ "${DAGFS_ASAN:-1}" != 0 ]; then
 		# shellcheck disable=SC2086
 		run "integration subset (sanitizers)" env DAGFS_BUILD=build-asan \
 			"$PY" -m pytest -q -p no:cacheprovider \
-			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py tests/integration/test_sidecar.py}
+			--basetemp="$TMPBASE/asan" \
+			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py tests/integration/test_sidecar.py tests/integration/test_daemon.py tests/integration/test_s3.py tests/integration/test_git.py tests/integration/test_meta.py}
 	fi
 fi
 

@@ -187,14 +187,61 @@ def test_check_config_hides_url_credentials(dagfs, tmp_path):
     assert "s3cret" not in r.stdout + r.stderr
 
 
-def test_sighup_keeps_serving(dagfs, tmp_path):
-    src = make_src(tmp_path, "src", {"a.py": "x\n"})
-    m = dagfs.mount([dir_spec(src)], ready=lambda mnt: (mnt / "a.py").exists())
+def _conf(path, **sources):
+    text = "[dagfs]\nstatus-interval = 200ms\n"
+    for name, (loc, at) in sources.items():
+        text += (f"[source {name}]\ntype = dir\nlocation = {loc}\n"
+                 f"at = {at}\ndebounce = 100ms\n")
+    path.write_text(text)
+
+
+def test_sighup_reloads_changed_sources(dagfs, tmp_path):
+    a = make_src(tmp_path, "a", {"a.py": "a\n"})
+    b = make_src(tmp_path, "b", {"b.py": "b\n"})
+    a2 = make_src(tmp_path, "a2", {"a2.py": "a2\n"})
+    conf = tmp_path / "dagfs.conf"
+    _conf(conf, ta=(a, "team_a"), tb=(b, "team_b"))
+    m = dagfs.mount([], args=["--config", str(conf)],
+                    ready=lambda mnt: (mnt / "team_b/b.py").exists()
+                    and (mnt / "team_a/a.py").exists())
+    dev = os.stat(m.mnt).st_dev
+    held = open(m.mnt / "team_b/b.py", "rb")
+
+    # A changed location takes effect without unmounting; tb is untouched.
+    _conf(conf, ta=(a2, "team_a"), tb=(b, "team_b"))
     m.signal(signal.SIGHUP)
-    wait_for(lambda: "SIGHUP" in m.stderr_text(), 5, what="SIGHUP logged")
-    time.sleep(0.2)
-    assert m.alive() and is_fuse_mounted(m.mnt)
-    assert (m.mnt / "a.py").read_text() == "x\n"
+    wait_for(lambda: (m.mnt / "team_a/a2.py").exists(), 10,
+             what="team_a from the new location")
+    assert not (m.mnt / "team_a/a.py").exists()
+    assert os.stat(m.mnt).st_dev == dev and held.read() == b"b\n"
+    assert "1 source restarted, 1 unchanged" in m.stderr_text()
+
+    # A broken file is rejected with file:line; the old set stays.
+    conf.write_text(conf.read_text().replace("[dagfs]\n",
+                                             "[dagfs]\nuid = nobody\n"))
+    m.signal(signal.SIGHUP)
+    wait_for(lambda: "reload rejected" in m.stderr_text(), 5,
+             what="rejection logged")
+    assert re.search(rf"reload rejected: {re.escape(str(conf))}:2: uid",
+                     m.stderr_text()), m.stderr_text()
+    # So is a source that does not build, or a new one (slots are fixed).
+    _conf(conf, ta=(a, "team_a"), tb=(b, "team_b"))
+    conf.write_text(conf.read_text().replace("debounce = 100ms",
+                                             "debounce = soon", 1))
+    m.signal(signal.SIGHUP)
+    wait_for(lambda: "bad debounce 'soon'" in m.stderr_text(), 5,
+             what="bad source rejected")
+    _conf(conf, ta=(a2, "team_a"), tb=(b, "team_b"), tc=(a, "team_c"))
+    m.signal(signal.SIGHUP)
+    wait_for(lambda: "needs a restart" in m.stderr_text(), 5,
+             what="new source rejected")
+    time.sleep(0.3)
+    assert m.alive() and (m.mnt / "team_a/a2.py").read_text() == "a2\n"
+    assert not (m.mnt / "team_c").exists()
+    rc, js = status_json(dagfs, m.cache)
+    assert rc == 0 and len(js["sources"]) == 2, js
+    held.close()
+    assert m.stop() == 0
 
 
 def test_json_logs(dagfs, tmp_path):

@@ -49,6 +49,9 @@ static void test_fs__slots_must_not_overlap(void)
 	CHECK(fs_add_slot(fs, "/abs", "x") == -EINVAL);
 	CHECK(fs_add_slot(fs, "a/../b", "x") == -EINVAL);
 	CHECK(fs_add_slot(fs, "trailing/", "x") == -EINVAL);
+	CHECK(fs_add_slot(fs, ".dagfs", "x") == -EINVAL);
+	CHECK(fs_add_slot(fs, ".dagfs/x", "x") == -EINVAL);
+	CHECK(fs_add_slot(fs, ".dagfsx", "x") == 3);
 	fs_free(fs);
 	store_close(st);
 
