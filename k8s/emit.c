@@ -11,6 +11,7 @@
  * no privilege: dagfs writes /dags/current -> .revs/<id> into the
  * emptyDir, Airflow reads /opt/airflow/dags/current.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -36,6 +37,21 @@ void y_str(FILE *f, const char *s)
 			fputc(c, f);
 	}
 	fputc('"', f);
+}
+
+void prov_url_escape(char *out, size_t len, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s && n + 4 < len; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (isalnum(c) || strchr("-._~", c))
+			out[n++] = (char)c;
+		else
+			n += (size_t)snprintf(out + n, len - n, "%%%02X", c);
+	}
+	out[n] = '\0';
 }
 
 FILE *prov_open(const struct prov *p, const char *name, int mode)
@@ -114,6 +130,63 @@ static void mount_item(FILE *f, int ind, const char *name, const char *path,
 	fprintf(f, "- {name: %s, mountPath: %s%s}\n", name, path, extra);
 }
 
+/*
+ * The one-shot init container pins each git source to the revision the
+ * scheduler's dagfs serves at the moment the pod starts: it reads
+ * dagfs_source_revision_info from the scheduler's /metrics (the
+ * PROV_PIN_SERVICE Service) and passes --revision NAME=COMMIT, which
+ * `dagfs sync --once` fetches by commit id into an empty cache. S3 and
+ * dir revisions cannot be fetched by id, so those sources materialise
+ * their current revision. Failing to learn a pin fails the pod, with one
+ * line saying why, rather than running a task on other code.
+ */
+static const char pin_script[] =
+	"set -eu\n"
+	"set --\n"
+	"if [ -n \"$DAGFS_PIN_SOURCES\" ]; then\n"
+	"  m=$(curl -fsS --retry 5 --retry-connrefused --retry-delay 2 "
+	"\"$DAGFS_PIN_URL\") || { echo \"dagfs-sync: cannot read the "
+	"scheduler's revisions from $DAGFS_PIN_URL\" >&2; exit 1; }\n"
+	"  for s in $DAGFS_PIN_SOURCES; do\n"
+	"    r=$(printf '%s\\n' \"$m\" | sed -n \"s/^dagfs_source_revision_info"
+	"{source=\\\"$s\\\",revision=\\\"\\([0-9a-f]*\\)\\\"}.*/\\1/p\" | "
+	"head -n 1)\n"
+	"    [ -n \"$r\" ] || { echo \"dagfs-sync: the scheduler serves no "
+	"revision of source $s yet\" >&2; exit 1; }\n"
+	"    echo \"dagfs-sync: source $s pinned to $r\" >&2\n"
+	"    set -- \"$@\" --revision \"$s=$r\"\n"
+	"  done\n"
+	"fi\n"
+	"mkdir -p /dags/.cache\n"
+	"exec dagfs sync --once --materialize /dags --config "
+	"/etc/dagfs/dagfs.conf --cache /dags/.cache \"$@\"\n";
+
+static void pinned_command(FILE *f, const struct prov *p, int ind)
+{
+	bool first = true;
+
+	pad(f, ind);
+	fputs("command: [\"/bin/sh\", \"-c\", ", f);
+	y_str(f, pin_script);
+	fputs("]\n", f);
+	pad(f, ind);
+	fputs("env:\n", f);
+	pad(f, ind);
+	fputs("- {name: DAGFS_PIN_URL, value: ", f);
+	y_str(f, p->pin_url);
+	fputs("}\n", f);
+	pad(f, ind);
+	fputs("- {name: DAGFS_PIN_SOURCES, value: \"", f);
+	for (size_t i = 0; i < p->nsources; i++) {
+		if (strcmp(p->sources[i]->type, "git"))
+			continue;
+		fprintf(f, "%s%s", first ? "" : " ",
+			source_spec_get(p->sources[i], "name"));
+		first = false;
+	}
+	fputs("\"}\n", f);
+}
+
 void prov_dagfs_container(FILE *f, const struct prov *p, int ind, bool native,
 			  bool oneshot)
 {
@@ -133,13 +206,12 @@ void prov_dagfs_container(FILE *f, const struct prov *p, int ind, bool native,
 		pad(f, ind);
 		fputs("restartPolicy: Always\n", f);
 	}
+	if (oneshot) {
+		pinned_command(f, p, ind);
+		goto tail;
+	}
 	pad(f, ind);
-	if (oneshot)
-		fprintf(f, "command: [\"dagfs\", \"sync\", \"--once\", "
-			   "\"--materialize\", \"/dags\", \"--config\", "
-			   "\"/etc/dagfs/dagfs.conf\", \"--cache\", \"%s\"]\n",
-			cache);
-	else if (fuse)
+	if (fuse)
 		fprintf(f, "command: [\"/bin/sh\", \"-c\", \"mkdir -p /dags/mnt "
 			   "&& exec dagfs mount --config /etc/dagfs/dagfs.conf "
 			   "--cache %s --http 0.0.0.0:%u --uid 50000 --gid 0 "
@@ -150,16 +222,14 @@ void prov_dagfs_container(FILE *f, const struct prov *p, int ind, bool native,
 			   "\"/dags\", \"--config\", \"/etc/dagfs/dagfs.conf\", "
 			   "\"--cache\", \"%s\", \"--http\", \"0.0.0.0:%u\"]\n",
 			cache, p->http_port);
-	if (!oneshot) {
-		pad(f, ind);
-		fprintf(f, "ports: [{name: dagfs-http, containerPort: %u}]\n",
-			p->http_port);
-		if (native) /* main containers start once DAGs are served */
-			probe(f, ind, "startupProbe", "/readyz", p->http_port, 2,
-			      300);
-		probe(f, ind, "readinessProbe", "/readyz", p->http_port, 10, 3);
-		probe(f, ind, "livenessProbe", "/healthz", p->http_port, 30, 4);
-	}
+	pad(f, ind);
+	fprintf(f, "ports: [{name: dagfs-http, containerPort: %u}]\n",
+		p->http_port);
+	if (native) /* main containers start once DAGs are served */
+		probe(f, ind, "startupProbe", "/readyz", p->http_port, 2, 300);
+	probe(f, ind, "readinessProbe", "/readyz", p->http_port, 10, 3);
+	probe(f, ind, "livenessProbe", "/healthz", p->http_port, 30, 4);
+tail:
 	pad(f, ind);
 	if (fuse) /* Bidirectional propagation is only allowed privileged */
 		fputs("securityContext: {privileged: true, runAsUser: 0}\n", f);

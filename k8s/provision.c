@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ static const struct opt opts[] = {
 	O("image", OPT_STR, image, "dagfs image (default dagfs/dagfs:0.1.0)"),
 	O("mode", OPT_STR, mode, "fuse (default) or materialize (no privileges)"),
 	O("sidecar", OPT_STR, sidecar, "native (init container, Kubernetes >= 1.29; default) or classic"),
+	O("worker", OPT_STR, worker, "worker pod template in the chart: sidecar (dagfs as native sidecar; default) or pinned (one-shot, the scheduler's revision)"),
 	O("git-ssh-key", OPT_STR, git_ssh_key, "git SSH private key file"),
 	O("git-known-hosts", OPT_STR, git_known_hosts, "known_hosts file for the git host"),
 	O("git-password-file", OPT_STR, git_password_file, "git HTTPS password or token file"),
@@ -64,6 +66,7 @@ static const struct opt opts[] = {
 	O("timezone", OPT_STR, timezone, "timezone, e.g. Asia/Seoul (default UTC)"),
 	O("scheduler-replicas", OPT_UINT, scheduler_replicas, "scheduler replicas (default 1)"),
 	O("dagfs-http-port", OPT_UINT, http_port, "port of dagfs /healthz and /readyz (default 8081)"),
+	O("pin-url", OPT_STR, pin_url, "where pinned workers read the scheduler's revisions (default its dagfs /metrics through the " PROV_PIN_SERVICE " Service)"),
 	O("airflow-home", OPT_STR, airflow_home, "VM: AIRFLOW_HOME (default /opt/airflow)"),
 	O("kubeconfig", OPT_STR, kubeconfig, "VM: kubeconfig for the executor (default /opt/airflow/.kube/config)"),
 	O("db-host", OPT_STR, db_host, "VM: metadata database host"),
@@ -94,6 +97,7 @@ static void defaults(struct prov *p)
 	p->image = "dagfs/dagfs:0.1.0";
 	p->mode = "fuse";
 	p->sidecar = "native";
+	p->worker = "sidecar";
 	p->db_user = p->db_name = "airflow";
 	p->storage = "hostpath";
 	p->host_path = "/data/airflow";
@@ -216,6 +220,17 @@ static bool dns_label(const char *s, size_t max)
 	return true;
 }
 
+/* A PostgreSQL identifier that needs no quoting anywhere. */
+static bool sql_name(const char *s)
+{
+	if (!*s || strlen(s) > 63 || isdigit((unsigned char)*s))
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_')
+			return false;
+	return true;
+}
+
 static bool quantity(const char *s)
 {
 	char *end;
@@ -251,6 +266,10 @@ static int validate(const struct prov *p)
 		return fail("invalid namespace name '%s' (lowercase letters, "
 			    "digits and '-', at most 63, starting and ending "
 			    "alphanumeric)", p->ns);
+	if (!sql_name(p->db_user) || !sql_name(p->db_name))
+		return fail("invalid database user or name '%s'/'%s' (letters, "
+			    "digits and '_', at most 63)", p->db_user,
+			    p->db_name);
 	if (!dns_label(p->release, 53))
 		return fail("invalid release name '%s'", p->release);
 	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", NULL }))
@@ -259,6 +278,9 @@ static int validate(const struct prov *p)
 	if (!one_of(p->sidecar, (const char *const[]){ "native", "classic", NULL }))
 		return fail("unknown sidecar '%s' (expected native or classic)",
 			    p->sidecar);
+	if (!one_of(p->worker, (const char *const[]){ "sidecar", "pinned", NULL }))
+		return fail("unknown worker '%s' (expected sidecar or pinned)",
+			    p->worker);
 	if (!one_of(p->service, (const char *const[]){ "nodeport", "loadbalancer",
 						       NULL }))
 		return fail("unknown service '%s' (expected nodeport or "
@@ -286,6 +308,10 @@ static int validate(const struct prov *p)
 	}
 	if (!quantity(p->logs_size) || !quantity(p->db_size))
 		return fail("volume sizes look like 10Gi, 512Mi");
+	if (p->pin_url && strncmp(p->pin_url, "http://", 7) &&
+	    strncmp(p->pin_url, "https://", 8))
+		return fail("--pin-url '%s' is not an http:// or https:// URL",
+			    p->pin_url);
 	for (const char *c = p->timezone; *c; c++)
 		if (!isalnum((unsigned char)*c) && !strchr("_+-/", *c))
 			return fail("invalid timezone '%s'", p->timezone);
@@ -335,6 +361,61 @@ static void default_name(char *out, size_t len, const char *loc, size_t i)
 		snprintf(out, len, "source%zu", i + 1);
 }
 
+/* A source name goes into INI sections, shell words and sed patterns. */
+static bool source_name_ok(const char *s)
+{
+	if (!*s || strlen(s) > 64)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
+			return false;
+	return true;
+}
+
+/* @a and @b (sub-paths without leading or trailing '/') overlap. */
+static bool at_overlap(const char *a, size_t la, const char *b, size_t lb)
+{
+	size_t n = la < lb ? la : lb;
+
+	if (!la || !lb)
+		return true;
+	return !strncmp(a, b, n) && (la == lb || (la > lb ? a : b)[n] == '/');
+}
+
+static const char *at_trim(const struct source_spec *s, size_t *len)
+{
+	const char *at = source_spec_get(s, "at");
+
+	if (!at)
+		at = "";
+	while (*at == '/')
+		at++;
+	*len = strlen(at);
+	while (*len && at[*len - 1] == '/')
+		(*len)--;
+	return at;
+}
+
+/* The daemon refuses overlapping sub-paths: say so before rendering. */
+static int check_overlap(const struct prov *p)
+{
+	for (size_t i = 0; i < p->nsources; i++)
+		for (size_t j = 0; j < i; j++) {
+			size_t li, lj;
+			const char *ai = at_trim(p->sources[i], &li);
+			const char *aj = at_trim(p->sources[j], &lj);
+
+			if (at_overlap(ai, li, aj, lj))
+				return fail("--source %s: at=/%.*s overlaps "
+					    "source %s (at=/%.*s); give each "
+					    "source its own at=",
+					    p->sources[i]->location, (int)li, ai,
+					    source_spec_get(p->sources[j], "name"),
+					    (int)lj, aj);
+		}
+	return 0;
+}
+
 /* Parse the sources; point their secrets at the mounted Secret. */
 static int prepare_sources(struct prov *p)
 {
@@ -365,6 +446,10 @@ static int prepare_sources(struct prov *p)
 				    s->location);
 		default_name(name, sizeof(name), s->location, i);
 		rc |= spec_add(s, "name", name);
+		if (!rc && !source_name_ok(source_spec_get(s, "name")))
+			return fail("--source %s: invalid name '%s' (letters, "
+				    "digits, '.', '_' and '-')", s->location,
+				    source_spec_get(s, "name"));
 		ssh = !strncmp(s->location, "ssh://", 6) ||
 		      (strchr(s->location, '@') && !strstr(s->location, "://"));
 		if (!strcmp(s->type, "git") && ssh && p->git_ssh_key)
@@ -381,7 +466,7 @@ static int prepare_sources(struct prov *p)
 		if (rc)
 			return fail("out of memory");
 	}
-	return 0;
+	return check_overlap(p);
 }
 
 /* Read a one-line secret from @path into @out (trailing newline cut). */
@@ -402,25 +487,29 @@ static int read_secret(const char *path, char *out, size_t len)
 	return 0;
 }
 
-static void gen_fernet(char *out)
+static int gen_fernet(char *out)
 {
 	unsigned char raw[32];
 
-	RAND_bytes(raw, sizeof(raw));
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		return -EIO;
 	EVP_EncodeBlock((unsigned char *)out, raw, sizeof(raw));
 	for (char *c = out; *c; c++) /* URL-safe alphabet, as Fernet wants */
 		*c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
 	OPENSSL_cleanse(raw, sizeof(raw));
+	return 0;
 }
 
-static void gen_hex(char *out, size_t bytes)
+static int gen_hex(char *out, size_t bytes)
 {
 	unsigned char raw[64];
 
-	RAND_bytes(raw, (int)bytes);
+	if (RAND_bytes(raw, (int)bytes) != 1)
+		return -EIO;
 	for (size_t i = 0; i < bytes; i++)
 		sprintf(out + 2 * i, "%02x", raw[i]);
 	OPENSSL_cleanse(raw, sizeof(raw));
+	return 0;
 }
 
 /*
@@ -441,10 +530,8 @@ static int secret(const struct prov *p, const char *given, const char *name,
 	snprintf(kept, sizeof(kept), "%s/.secrets/%s", p->outdir, name);
 	if (!read_secret(kept, out, len))
 		return 0;
-	if (kind == 0)
-		gen_fernet(out);
-	else
-		gen_hex(out, kind);
+	if ((kind == 0 ? gen_fernet(out) : gen_hex(out, (size_t)kind)))
+		return fail("%s: the OpenSSL random generator failed", name);
 	fd = open(kept, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 || write(fd, out, strlen(out)) != (ssize_t)strlen(out)) {
 		if (fd >= 0)
@@ -500,17 +587,38 @@ static int run(const struct prov *p, const char *const argv[])
 	return 0;
 }
 
+/* hostPath volumes: their owners must be set before PostgreSQL starts. */
+static int wait_volumes(const struct prov *p)
+{
+	char job[128], file[4096];
+
+	if (strcmp(p->storage, "hostpath"))
+		return 0;
+	snprintf(job, sizeof(job), "job/%s-dagfs-volumes", p->release);
+	snprintf(file, sizeof(file), "%s/volumes-job.yaml", p->outdir);
+	return run(p, (const char *const[]){ "kubectl", "delete", "-n", p->ns,
+					     "-f", file, "--ignore-not-found",
+					     "--wait", NULL }) ||
+	       run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+					     "-f", file, NULL }) ||
+	       run(p, (const char *const[]){ "kubectl", "wait", "-n", p->ns,
+					     "--for=condition=complete", job,
+					     "--timeout=5m", NULL });
+}
+
 static int apply(const struct prov *p)
 {
-	char f[6][4096];
+	char f[7][4096];
 	static const char *const files[] = { "namespace.yaml", "storage.yaml",
 					     "secrets.yaml", "dagfs-config.yaml",
-					     "values.yaml", "install.sh" };
+					     "values.yaml", "install.sh",
+					     "dagfs-service.yaml" };
 
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 7; i++)
 		snprintf(f[i], sizeof(f[i]), "%s/%s", p->outdir, files[i]);
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1], NULL }) ||
+	    wait_volumes(p) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
 				    "-f", f[2], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
@@ -518,6 +626,9 @@ static int apply(const struct prov *p)
 		return -1;
 	if (!strcmp(p->target, "vm"))
 		return run(p, (const char *const[]){ "sh", f[5], NULL });
+	if (run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
+				    f[6], NULL }))
+		return -1;
 	return run(p, (const char *const[]){
 			      "helm", "upgrade", "--install", p->release,
 			      "airflow", "--repo", "https://airflow.apache.org",
@@ -529,7 +640,7 @@ static int apply(const struct prov *p)
 int main(int argc, char **argv)
 {
 	struct prov p = { 0 };
-	int rc;
+	int rc = 2;
 
 	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		usage(stdout);
@@ -539,21 +650,29 @@ int main(int argc, char **argv)
 	log_setup(LOG_LVL_ERR, false);
 	if (parse_args(&p, argc, argv) || validate(&p) || prepare_sources(&p) ||
 	    prepare_secrets(&p))
-		return 2;
-	rc = !strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p);
-	OPENSSL_cleanse(p.fernet, sizeof(p.fernet));
-	OPENSSL_cleanse(p.websecret, sizeof(p.websecret));
-	OPENSSL_cleanse(p.dbpass, sizeof(p.dbpass));
-	if (rc)
-		return 1;
+		goto out;
+	if (!p.pin_url) {
+		snprintf(p.pin_url_buf, sizeof(p.pin_url_buf),
+			 "http://%s-%s.%s.svc:%u/metrics", p.release,
+			 PROV_PIN_SERVICE, p.ns, p.http_port);
+		p.pin_url = p.pin_url_buf;
+	}
+	rc = 1;
+	if (!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p))
+		goto out;
 	printf("rendered %s target into %s (chart %s, Airflow %s, %s mode)\n",
 	       p.target, p.outdir, PROV_CHART_VERSION, PROV_AIRFLOW_VERSION,
 	       p.mode);
 	if (!strcmp(p.command, "apply") && apply(&p))
-		return 1;
-	for (size_t i = 0; i < p.nsources; i++)
+		goto out;
+	rc = 0;
+out:
+	OPENSSL_cleanse(p.fernet, sizeof(p.fernet));
+	OPENSSL_cleanse(p.websecret, sizeof(p.websecret));
+	OPENSSL_cleanse(p.dbpass, sizeof(p.dbpass));
+	for (size_t i = 0; p.sources && i < p.nsources; i++)
 		source_spec_free(p.sources[i]);
 	free(p.sources);
 	free(p.source_text);
-	return 0;
+	return rc;
 }

@@ -15,6 +15,8 @@
 #define PROV_CHART_VERSION "1.18.0"
 #define PROV_AIRFLOW_VERSION "3.0.2"
 #define PROV_SECRETS_DIR "/etc/dagfs/secrets"
+/* The Service in front of the schedulers' dagfs, for pinned workers. */
+#define PROV_PIN_SERVICE "dagfs-scheduler"
 
 /** Everything the command line says; strings are borrowed from argv. */
 struct prov {
@@ -30,6 +32,9 @@ struct prov {
 	const char *storage, *storage_class, *host_path, *node;
 	const char *logs_size, *db_size;
 	const char *service, *timezone;
+	const char *worker; /* sidecar, pinned: the chart's podTemplate */
+	const char *pin_url; /* the scheduler's dagfs /metrics */
+	char pin_url_buf[512];
 	unsigned node_port, scheduler_replicas, http_port;
 	/* VM target */
 	const char *airflow_home, *kubeconfig, *db_host, *dagfs_bin;
@@ -46,6 +51,8 @@ struct prov {
 
 /** Write @s as a double-quoted YAML scalar. */
 void y_str(FILE *f, const char *s);
+/** Percent-encode @s for the user or password part of a URL into @out. */
+void prov_url_escape(char *out, size_t len, const char *s);
 /** Open @dir/@name for writing with @mode (0600 for secrets). */
 FILE *prov_open(const struct prov *p, const char *name, int mode);
 /** Close, reporting a write error; 0 or -1. */

@@ -60,7 +60,7 @@ static int secret_file(FILE *f, const char *key, const char *path)
 
 static int render_secrets(const struct prov *p)
 {
-	char conn[512];
+	char conn[1024], user[256], pass[256];
 	FILE *f = prov_open(p, "secrets.yaml", 0600);
 	int rc = 0;
 
@@ -75,8 +75,11 @@ static int render_secrets(const struct prov *p)
 		    strlen(p->websecret));
 	secret_head(f, p, "airflow-api-secret");
 	secret_item(f, "api-secret-key", p->websecret, strlen(p->websecret));
+	prov_url_escape(user, sizeof(user), p->db_user);
+	prov_url_escape(pass, sizeof(pass), p->dbpass);
 	snprintf(conn, sizeof(conn), "postgresql://%s:%s@%s-postgresql.%s:5432/%s",
-		 p->db_user, p->dbpass, p->release, p->ns, p->db_name);
+		 user, pass, p->release, p->ns, p->db_name);
+	OPENSSL_cleanse(pass, sizeof(pass));
 	secret_head(f, p, "airflow-metadata");
 	secret_item(f, "connection", conn, strlen(conn));
 	OPENSSL_cleanse(conn, sizeof(conn));
@@ -137,6 +140,40 @@ static void volume_pair(FILE *f, const struct prov *p, const char *what,
 		fprintf(f, "  volumeName: %s\n", pv);
 }
 
+/*
+ * hostPath volumes are created by the kubelet as root 0755, which neither
+ * Airflow (uid 50000, gid 0) nor the chart's PostgreSQL (Bitnami, uid
+ * 1001) can write; the hand-made setups ran `chmod 777` on the node. A
+ * Job on that node gives each directory to its owner instead. It deletes
+ * itself after a while; apply deletes it first anyway (a Job's template
+ * cannot be changed in place) and `install -d` is idempotent, so a re-run
+ * simply runs it again.
+ */
+static void volume_job(FILE *f, const struct prov *p)
+{
+	fprintf(f, "apiVersion: batch/v1\nkind: Job\nmetadata:\n"
+		   "  name: %s-dagfs-volumes\n  namespace: %s\n"
+		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision}\n"
+		   "spec:\n  ttlSecondsAfterFinished: 600\n  backoffLimit: 4\n"
+		   "  template:\n    spec:\n      restartPolicy: OnFailure\n"
+		   "      nodeSelector: {kubernetes.io/hostname: ",
+		p->release, p->ns);
+	y_str(f, p->node);
+	fputs("}\n      containers:\n      - name: prepare\n        image: ", f);
+	y_str(f, p->image);
+	fputs("\n        command: [\"/bin/sh\", \"-c\", \"install -d -o 50000 "
+	      "-g 0 -m 0775 /volumes/logs && install -d -o 1001 -g 1001 -m "
+	      "0750 /volumes/postgresql\"]\n"
+	      "        securityContext: {runAsUser: 0, "
+	      "allowPrivilegeEscalation: false, capabilities: {drop: [ALL], "
+	      "add: [CHOWN, DAC_OVERRIDE, FOWNER]}}\n"
+	      "        volumeMounts: [{name: volumes, mountPath: /volumes}]\n"
+	      "      volumes:\n      - name: volumes\n"
+	      "        hostPath: {path: ", f);
+	y_str(f, p->host_path);
+	fputs(", type: DirectoryOrCreate}\n", f);
+}
+
 static int render_base(const struct prov *p)
 {
 	FILE *f = prov_open(p, "namespace.yaml", 0644);
@@ -155,6 +192,14 @@ static int render_base(const struct prov *p)
 	volume_pair(f, p, "postgresql", p->db_size, "ReadWriteOnce");
 	if (prov_close(f, "storage.yaml"))
 		return -1;
+	if (!strcmp(p->storage, "hostpath")) {
+		f = prov_open(p, "volumes-job.yaml", 0644);
+		if (!f)
+			return -1;
+		volume_job(f, p);
+		if (prov_close(f, "volumes-job.yaml"))
+			return -1;
+	}
 	f = prov_open(p, "dagfs-config.yaml", 0644);
 	if (!f)
 		return -1;
@@ -233,7 +278,14 @@ static int render_values(const struct prov *p)
 		   "dags:\n  gitSync:\n    enabled: false\n"
 		   "  persistence:\n    enabled: false\n"
 		   "logs:\n  persistence:\n    enabled: true\n"
-		   "    existingClaim: %s-logs\n",
+		   "    existingClaim: %s-logs\n"
+		   "# apply runs helm --wait: migrations as post-install hooks "
+		   "would wait for\n# pods that wait for the migrations (the "
+		   "chart's documented setting)\n"
+		   "migrateDatabaseJob:\n  useHelmHooks: false\n"
+		   "  applyCustomEnv: false\n"
+		   "createUserJob:\n  useHelmHooks: false\n"
+		   "  applyCustomEnv: false\n",
 		p->executor, PROV_AIRFLOW_VERSION, PROV_AIRFLOW_VERSION,
 		p->db_user, p->db_name, p->release, p->release);
 	fprintf(f, "env:\n- name: TZ\n  value: ");
@@ -248,7 +300,7 @@ static int render_values(const struct prov *p)
 	t = open_memstream(&tpl, &len);
 	if (!t)
 		return -1;
-	prov_pod_template(t, p, false);
+	prov_pod_template(t, p, !strcmp(p->worker, "pinned"));
 	fclose(t);
 	fputs("podTemplate: |\n", f);
 	for (char *l = strtok(tpl, "\n"); l; l = strtok(NULL, "\n"))
@@ -274,6 +326,30 @@ static int render_templates(const struct prov *p)
 	return 0;
 }
 
+/*
+ * The schedulers' dagfs, reachable by the pinned workers: only ready
+ * schedulers are endpoints, so a worker never pins to a revision that a
+ * scheduler has not published. The target port is a number: a name
+ * would have to be declared on a main container, and dagfs may be a
+ * native sidecar (an init container).
+ */
+static int render_pin_service(const struct prov *p)
+{
+	FILE *f = prov_open(p, "dagfs-service.yaml", 0644);
+
+	if (!f)
+		return -1;
+	fprintf(f, "apiVersion: v1\nkind: Service\nmetadata:\n"
+		   "  name: %s-%s\n  namespace: %s\n"
+		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision}\n"
+		   "spec:\n  type: ClusterIP\n"
+		   "  selector: {tier: airflow, component: scheduler, release: %s}\n"
+		   "  ports:\n  - {name: dagfs-http, port: %u, targetPort: %u}\n",
+		p->release, PROV_PIN_SERVICE, p->ns, p->release, p->http_port,
+		p->http_port);
+	return prov_close(f, "dagfs-service.yaml");
+}
+
 int prov_render_cluster(const struct prov *p)
 {
 	return render_base(p) || render_secrets(p) ? -1 : 0;
@@ -281,7 +357,8 @@ int prov_render_cluster(const struct prov *p)
 
 int prov_render_k8s(const struct prov *p)
 {
-	if (prov_render_cluster(p) || render_values(p) || render_templates(p))
+	if (prov_render_cluster(p) || render_values(p) || render_templates(p) ||
+	    render_pin_service(p))
 		return -1;
 	return 0;
 }

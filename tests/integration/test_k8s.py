@@ -16,11 +16,17 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 
 from conftest import REPO, build_dir, skip_or_fail, wait_for
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
+from git_servers import (free_port, git_daemon, git_repo,  # noqa: E402,F401
+                         git_servers)
 
 SCHEMAS = REPO.parent / "shared" / "schemas"
 VALIDATE = SCHEMAS / "validate.py"
@@ -70,7 +76,8 @@ VARIANTS = {
     "fuse-native-hostpath": ["--node", "node-1", "--timezone", "Asia/Seoul",
                              "--scheduler-replicas", "2"],
     "materialize-classic-class": ["--mode", "materialize", "--sidecar",
-                                  "classic", "--storage", "class",
+                                  "classic", "--worker", "pinned",
+                                  "--storage", "class",
                                   "--storage-class", "standard",
                                   "--service", "loadbalancer"],
 }
@@ -87,19 +94,45 @@ def validate(*files, airflow_values=False, merge=False):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def check_config(out, tmp_path):
+    """The daemon itself accepts the dagfs.conf of the ConfigMap."""
+    import yaml
+    dagfs = build_dir() / "sidecar" / "dagfs"
+    if not dagfs.exists():
+        skip_or_fail(f"{dagfs} not built")
+    conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
+    # the Secret dagfs-secrets, mounted as the sidecar would see it
+    mounted = tmp_path / "secrets-volume"
+    mounted.mkdir()
+    for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
+        if doc["metadata"]["name"] == "dagfs-secrets":
+            for key, b64 in (doc.get("data") or {}).items():
+                (mounted / key).write_bytes(base64.b64decode(b64))
+                (mounted / key).chmod(0o440)
+    path = tmp_path / "dagfs.conf"
+    path.write_text(conf["data"]["dagfs.conf"].replace(
+        "/etc/dagfs/secrets", str(mounted)))
+    r = subprocess.run([str(dagfs), "check-config", "--config", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_k8s_render_matches_golden_and_schemas(tmp_path, secrets, variant):
     out = tmp_path / "out"
     run_prov("render", out, "--source",
-             "git:git@github.com:org/dags.git,ref=main,subpath=dags",
+             "git:git@github.com:org/dags.git,ref=main,subpath=dags,at=team_a",
              "--source", "s3:airflow-dags/team-b/,region=eu-west-1,at=team_b",
              *fixed_args(secrets), *VARIANTS[variant])
     docs = ["namespace.yaml", "storage.yaml", "secrets.yaml",
-            "dagfs-config.yaml", "pod-template.yaml",
+            "dagfs-config.yaml", "dagfs-service.yaml", "pod-template.yaml",
             "pod-template-pinned.yaml"]
+    if (out / "volumes-job.yaml").exists():
+        docs.append("volumes-job.yaml")
     validate(*(out / d for d in docs))
     validate(out / "values.yaml", airflow_values=True)
     validate(out / "values.yaml", airflow_values=True, merge=True)
+    check_config(out, tmp_path)
     golden = GOLDEN / variant
     if os.environ.get("DAGFS_UPDATE_GOLDEN"):
         golden.mkdir(parents=True, exist_ok=True)
@@ -118,6 +151,8 @@ def test_k8s_values_wire_dagfs_into_every_component(tmp_path, secrets):
     assert v["dags"]["gitSync"]["enabled"] is False
     assert v["dags"]["persistence"]["enabled"] is False
     assert v["executor"] == "KubernetesExecutor"
+    for job in ("migrateDatabaseJob", "createUserJob"):  # helm --wait
+        assert v[job]["useHelmHooks"] is False
     for comp in ("scheduler", "apiServer", "dagProcessor", "triggerer"):
         side = v[comp]["extraInitContainers"][0]
         assert side["restartPolicy"] == "Always"
@@ -131,7 +166,8 @@ def test_k8s_values_wire_dagfs_into_every_component(tmp_path, secrets):
     assert tpl["spec"]["initContainers"][0]["restartPolicy"] == "Always"
     pinned = yaml.safe_load((out / "pod-template-pinned.yaml").read_text())
     init = pinned["spec"]["initContainers"][0]
-    assert "restartPolicy" not in init and "sync" in init["command"]
+    assert "restartPolicy" not in init
+    assert "exec dagfs sync --once" in init["command"][2]
     assert not init["securityContext"].get("privileged")
     conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
     assert "password-file" not in conf["data"]["dagfs.conf"]
@@ -157,11 +193,25 @@ def test_vm_render(tmp_path, secrets):
                 "pod_template_file = /opt/airflow/pod-template.yaml",
                 "namespace = airflow-tasks", "config_file = "):
         assert key in cfg
-    assert "useradd --system --uid 50000 --gid 100" in (out / "install.sh").read_text()
+    install = (out / "install.sh").read_text()
+    assert "useradd --system --uid 50000 --gid 100" in install
+    assert "airflow db migrate" in install
+    assert subprocess.run(["sh", "-n", str(out / "install.sh")]).returncode == 0
     assert stat.S_IMODE((out / "airflow.env").stat().st_mode) == 0o600
     assert stat.S_IMODE((out / "secrets").stat().st_mode) == 0o700
     validate(out / "pod-template.yaml", out / "namespace.yaml",
              out / "storage.yaml", out / "secrets.yaml")
+    golden = GOLDEN / "vm"
+    files = ["dagfs.service", "airflow-api-server.service",
+             "airflow-scheduler.service", "airflow-dag-processor.service",
+             "limits.conf", "airflow.cfg", "install.sh", "dagfs.conf",
+             "pod-template.yaml", "storage.yaml"]
+    if os.environ.get("DAGFS_UPDATE_GOLDEN"):
+        golden.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy(out / f, golden / f)
+    for f in files:
+        assert (out / f).read_text() == (golden / f).read_text(), f
 
 
 @pytest.mark.parametrize("args, message", [
@@ -171,10 +221,18 @@ def test_vm_render(tmp_path, secrets):
     (["--node-port", "99999"], "not a number in range"),
     (["--namespace", "Airflow_NS"], "invalid namespace name 'Airflow_NS'"),
     (["--mode", "nfs"], "unknown mode 'nfs'"),
+    (["--worker", "celery"], "unknown worker 'celery'"),
+    (["--db-user", "air flow"], "invalid database user or name"),
     (["--storage", "hostpath", "--node", ""], "needs --node"),
     (["--source", "ftp:x"], "unknown source type 'ftp'"),
     (["--source", "dir:/srv/dags"], "in Kubernetes use git or s3"),
+    (["--source", "git:https://e.com/a.git", "--source",
+      "git:https://e.com/b.git,at=b"], "at=/b overlaps source a (at=/)"),
+    (["--source", "git:https://e.com/a.git,at=x/", "--source",
+      "git:https://e.com/b.git,at=/x/y"], "at=/x/y overlaps source a (at=/x)"),
     (["--bogus"], "unknown option '--bogus'"),
+    (["--pin-url", "ftp://x"], "is not an http:// or https:// URL"),
+    (["--source", "git:https://e.com/d.git,name=a b"], "invalid name 'a b'"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     base = ["render", tmp_path / "out", "--node", "n1"]
@@ -206,6 +264,24 @@ def test_generated_secrets_are_kept_private_and_stable(tmp_path):
             assert v not in r.stdout and v not in r.stderr
 
 
+def test_database_password_is_url_escaped(tmp_path):
+    import urllib.parse
+    import yaml
+    pw = tmp_path / "pw"
+    pw.write_text("p@ss:w/rd%#\n")
+    out = tmp_path / "out"
+    run_prov("render", out, "--source", "git:https://example.com/d.git",
+             "--node", "n1", "--db-password-file", pw)
+    for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
+        if doc["metadata"]["name"] == "airflow-metadata":
+            url = base64.b64decode(doc["data"]["connection"]).decode()
+        if doc["metadata"]["name"] == "airflow-postgresql-auth":
+            assert base64.b64decode(doc["data"]["password"]) == b"p@ss:w/rd%#"
+    u = urllib.parse.urlsplit(url)
+    assert urllib.parse.unquote(u.password) == "p@ss:w/rd%#"
+    assert u.hostname == "airflow-postgresql.airflow" and u.path == "/airflow"
+
+
 def stand_ins(tmp_path):
     """kubectl and helm STAND-INS: they record their arguments and exit 0."""
     bin_dir = tmp_path / "bin"
@@ -231,10 +307,20 @@ def test_apply_with_stand_ins_is_idempotent(tmp_path, secrets):
     first = log.read_text().splitlines()
     assert first[0] == f"kubectl apply -f {out}/namespace.yaml"
     assert f"kubectl apply -n airflow -f {out}/secrets.yaml" in first
+    assert f"kubectl apply -n airflow -f {out}/dagfs-service.yaml" in first
     helm = [c for c in first if c.startswith("helm ")]
     assert helm == [f"helm upgrade --install airflow airflow --repo "
                     f"https://airflow.apache.org --version 1.18.0 --namespace "
                     f"airflow --values {out}/values.yaml --wait --timeout 20m"]
+    # hostPath volumes get their owners (50000, PostgreSQL's 1001) first
+    wait = ("kubectl wait -n airflow --for=condition=complete "
+            "job/airflow-dagfs-volumes --timeout=5m")
+    job = f"{out}/volumes-job.yaml"
+    assert first.index(f"kubectl apply -f {out}/storage.yaml") < \
+        first.index(f"kubectl delete -n airflow -f {job} --ignore-not-found "
+                    "--wait") < \
+        first.index(f"kubectl apply -n airflow -f {job}") < \
+        first.index(wait) < first.index(helm[0])
     run_prov(*args, env=env)  # a re-run upgrades the same way
     assert log.read_text().splitlines() == first * 2
     secret = (secrets / "db").read_text().strip()
@@ -319,12 +405,163 @@ def test_pod_simulation_sidecar_restart(tmp_path):
         side.kill()  # the sidecar crashes: the mount is dead
         side.wait()
         for c in containers:  # pages already read may still be cached
-            assert c.read("mnt/never-looked-up.py") == "err 107"  # ENOTCONN
+            # ENOTCONN, or ECONNABORTED for a request the kill cut short
+            assert c.read("mnt/never-looked-up.py") in ("err 107", "err 103")
         (src / "dag.py").write_text("revision 2\n")
         side = sidecar(base, src, tmp_path / "cache", tmp_path / "side.log")
         for c in containers:  # the same processes, not restarted
             wait_for(lambda: c.read("mnt/dag.py") == "ok revision 2|",
                      timeout=20, what="container reads after the restart")
+    finally:
+        if side and side.poll() is None:
+            side.send_signal(signal.SIGTERM)
+            try:
+                side.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                side.kill()
+        for c in containers:
+            c.close()
+        subprocess.run(["umount", "-R", "-l", str(base)])
+
+
+# ------------------------------------------- pinned one-shot worker
+
+def pinned_init(out, root, pin_url):
+    """The rendered pinned init container, run as a process: its own
+    command and environment, with the pod's paths moved under @root."""
+    import yaml
+    pod = yaml.safe_load((out / "pod-template-pinned.yaml").read_text())
+    init = pod["spec"]["initContainers"][0]
+    conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
+    (root / "dagfs.conf").write_text(conf["data"]["dagfs.conf"])
+    script = init["command"][2]
+    script = script.replace("/etc/dagfs/dagfs.conf", str(root / "dagfs.conf"))
+    script = script.replace(" /dags", f" {root}/dags")
+    assert "/dags" not in script.replace(f"{root}/dags", "")
+    env = {e["name"]: e["value"] for e in init["env"]}
+    env["DAGFS_PIN_URL"] = pin_url
+    env["PATH"] = f"{build_dir() / 'sidecar'}:{os.environ['PATH']}"
+    return subprocess.run(init["command"][:2] + [script], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_pinned_worker_runs_the_schedulers_revision(tmp_path, git_daemon,
+                                                    git_repo):
+    """The scheduler's dagfs serves commit A; B is pushed before the task
+    pod starts; the pinned init container still materialises A."""
+    dagfs = build_dir() / "sidecar" / "dagfs"
+    if not dagfs.exists():
+        skip_or_fail(f"{dagfs} not built")
+    git_repo.write("dags/etl.py", "revision = 'A'\n")
+    first = git_repo.commit("A")
+    url = git_daemon.url(git_repo)
+    port = free_port()
+    sched = subprocess.Popen(
+        [str(dagfs), "mount", "--materialize", str(tmp_path / "sched"),
+         "--cache", str(tmp_path / "sched-cache"), "--http",
+         f"127.0.0.1:{port}", "--source", f"git:{url},name=dags,period=1h"],
+        stderr=open(tmp_path / "sched.log", "wb"))
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    try:
+        def serves_a():
+            try:
+                body = urllib.request.urlopen(metrics, timeout=2).read()
+            except OSError:
+                return False
+            return first.encode() in body
+        wait_for(serves_a, timeout=30, what="the scheduler's dagfs serves A")
+        git_repo.write("dags/etl.py", "revision = 'B'\n")
+        git_repo.commit("B")
+
+        out = tmp_path / "out"
+        run_prov("render", out, "--node", "n1", "--source",
+                 f"git:{url},name=dags", "--pin-url", "http://unused/")
+        root = tmp_path / "pod"
+        (root / "dags").mkdir(parents=True)  # the emptyDir
+        r = pinned_init(out, root, metrics)
+        assert r.returncode == 0, r.stderr
+        assert f"source dags pinned to {first}" in r.stderr
+        assert (root / "dags/current/dags/etl.py").read_text() == \
+            "revision = 'A'\n"
+
+        sched.terminate()  # the scheduler is gone: fail, saying why
+        sched.wait(timeout=15)
+        root2 = tmp_path / "pod2"
+        (root2 / "dags").mkdir(parents=True)
+        r = pinned_init(out, root2, f"http://127.0.0.1:{free_port()}/metrics")
+        assert r.returncode != 0
+        assert r.stderr.strip().splitlines()[-1].startswith(
+            "dagfs-sync: cannot read the scheduler's revisions"), r.stderr
+        assert not (root2 / "dags/current").exists()
+    finally:
+        if sched.poll() is None:
+            sched.kill()
+            sched.wait()
+
+
+def rendered_sidecar(out, base, cache, port):
+    """The FUSE sidecar exactly as values.yaml renders it for the
+    scheduler, as a process in its own mount namespace; the pod's paths
+    (/dags, /var/cache/dagfs, /etc/dagfs) moved under the test's."""
+    import yaml
+    v = yaml.safe_load((out / "values.yaml").read_text())
+    c = v["scheduler"]["extraInitContainers"][0]
+    assert c["restartPolicy"] == "Always"
+    script = c["command"][2]
+    for old, new in (("/etc/dagfs/dagfs.conf", str(out / "dagfs.conf")),
+                     ("/var/cache/dagfs", str(cache)),
+                     ("/dags/", f"{base}/")):
+        script = script.replace(old, new)
+    env = dict(os.environ,
+               PATH=f"{build_dir() / 'sidecar'}:{os.environ['PATH']}")
+    return subprocess.Popen(
+        ["unshare", "-m", "--propagation", "unchanged", *c["command"][:2],
+         script], env=env, stderr=open(out / "sidecar.log", "ab"))
+
+
+def test_pod_simulation_rendered_fuse_sidecar(tmp_path, git_daemon, git_repo):
+    """values.yaml's own sidecar command, serving a git source: the
+    containers read through it, it is killed and restarted, they read
+    the new revision without a restart; /readyz gates as the probes do."""
+    if not os.path.exists("/dev/fuse") or shutil.which("unshare") is None:
+        skip_or_fail("needs /dev/fuse and unshare")
+    git_repo.write("etl.py", "revision 1\n")
+    git_repo.commit("1")
+    port = free_port()
+    out = tmp_path / "out"
+    run_prov("render", out, "--node", "n1", "--dagfs-http-port", port,
+             "--source", f"git:{git_daemon.url(git_repo)},name=dags,"
+             "period=200ms")
+    import yaml
+    conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
+    (out / "dagfs.conf").write_text(conf["data"]["dagfs.conf"])
+    base = tmp_path / "pod-volume"
+    base.mkdir()
+    subprocess.run(["mount", "--bind", base, base], check=True)
+    subprocess.run(["mount", "--make-rshared", base], check=True)
+    containers, side = [], None
+
+    def ready():
+        try:
+            return urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
+        except OSError:
+            return False
+    try:
+        side = rendered_sidecar(out, base, tmp_path / "cache", port)
+        wait_for(ready, timeout=30, what="the sidecar's startup probe")
+        containers = [Container(base), Container(base)]
+        for c in containers:
+            assert c.read("mnt/etl.py") == "ok revision 1|"
+        side.kill()
+        side.wait()
+        git_repo.write("etl.py", "revision 2\n")
+        git_repo.commit("2")
+        side = rendered_sidecar(out, base, tmp_path / "cache", port)
+        wait_for(ready, timeout=30, what="ready again after the restart")
+        for c in containers:  # the same processes, not restarted
+            wait_for(lambda: c.read("mnt/etl.py") == "ok revision 2|",
+                     timeout=20, what="container reads revision 2")
     finally:
         if side and side.poll() is None:
             side.send_signal(signal.SIGTERM)
