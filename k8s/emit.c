@@ -138,7 +138,8 @@ static void mount_item(FILE *f, int ind, const char *name, const char *path,
  * `dagfs sync --once` fetches by commit id into an empty cache. S3 and
  * dir revisions cannot be fetched by id, so those sources materialise
  * their current revision. Failing to learn a pin fails the pod, with one
- * line saying why, rather than running a task on other code.
+ * line saying why, rather than running a task on other code. /dags/mnt
+ * links to current so the FUSE mode's dags_folder works here too.
  */
 static const char pin_script[] =
 	"set -eu\n"
@@ -158,8 +159,9 @@ static const char pin_script[] =
 	"  done\n"
 	"fi\n"
 	"mkdir -p /dags/.cache\n"
-	"exec dagfs sync --once --materialize /dags --config "
-	"/etc/dagfs/dagfs.conf --cache /dags/.cache \"$@\"\n";
+	"dagfs sync --once --materialize /dags --config "
+	"/etc/dagfs/dagfs.conf --cache /dags/.cache \"$@\"\n"
+	"ln -sfn current /dags/mnt\n";
 
 static void pinned_command(FILE *f, const struct prov *p, int ind)
 {

@@ -45,7 +45,7 @@ static const struct opt opts[] = {
 	O("image", OPT_STR, image, "dagfs image (default dagfs/dagfs:0.1.0)"),
 	O("mode", OPT_STR, mode, "fuse (default) or materialize (no privileges)"),
 	O("sidecar", OPT_STR, sidecar, "native (init container, Kubernetes >= 1.29; default) or classic"),
-	O("worker", OPT_STR, worker, "worker pod template in the chart: sidecar (dagfs as native sidecar; default) or pinned (one-shot, the scheduler's revision)"),
+	O("worker", OPT_STR, worker, "dagfs in the chart's worker pods: sidecar (native sidecar; default) or pinned (one-shot init container at the scheduler's revision)"),
 	O("git-ssh-key", OPT_STR, git_ssh_key, "git SSH private key file"),
 	O("git-known-hosts", OPT_STR, git_known_hosts, "known_hosts file for the git host"),
 	O("git-password-file", OPT_STR, git_password_file, "git HTTPS password or token file"),
@@ -281,6 +281,11 @@ static int validate(const struct prov *p)
 	if (!one_of(p->worker, (const char *const[]){ "sidecar", "pinned", NULL }))
 		return fail("unknown worker '%s' (expected sidecar or pinned)",
 			    p->worker);
+	if (!strcmp(p->worker, "pinned") &&
+	    strcmp(p->executor, "KubernetesExecutor"))
+		return fail("--worker pinned needs --executor KubernetesExecutor "
+			    "(a long-running worker would stay on one "
+			    "revision)");
 	if (!one_of(p->service, (const char *const[]){ "nodeport", "loadbalancer",
 						       NULL }))
 		return fail("unknown service '%s' (expected nodeport or "

@@ -252,11 +252,33 @@ static void component(FILE *f, const struct prov *p, const char *name)
 	}
 }
 
+/*
+ * KubernetesExecutor workers through the chart's own pod template, which
+ * brings the Airflow environment, airflow.cfg and the logs volume: dagfs
+ * goes in as workers.extraInitContainers, a native sidecar or the pinned
+ * one-shot container (which needs no privilege).
+ */
+static void workers(FILE *f, const struct prov *p)
+{
+	bool pinned = !strcmp(p->worker, "pinned");
+	struct prov q = *p;
+
+	if (pinned)
+		q.mode = "materialize";
+	fputs("workers:\n  extraInitContainers:\n", f);
+	prov_dagfs_container(f, &q, 2, !pinned, pinned);
+	fputs("  extraVolumes:\n", f);
+	prov_dagfs_volumes(f, &q, 2);
+	fprintf(f, "  extraVolumeMounts:\n"
+		   "  - {name: dags, mountPath: /opt/airflow/dags, readOnly: "
+		   "true%s}\n",
+		!strcmp(q.mode, "fuse") ? ", mountPropagation: HostToContainer" :
+					  "");
+}
+
 static int render_values(const struct prov *p)
 {
-	FILE *f = prov_open(p, "values.yaml", 0644), *t;
-	char *tpl = NULL;
-	size_t len = 0;
+	FILE *f = prov_open(p, "values.yaml", 0644);
 
 	if (!f)
 		return -1;
@@ -297,15 +319,7 @@ static int render_values(const struct prov *p)
 	fputs("\n    load_examples: \"False\"\n", f);
 	for (size_t i = 0; i < sizeof(components) / sizeof(*components); i++)
 		component(f, p, components[i]);
-	t = open_memstream(&tpl, &len);
-	if (!t)
-		return -1;
-	prov_pod_template(t, p, !strcmp(p->worker, "pinned"));
-	fclose(t);
-	fputs("podTemplate: |\n", f);
-	for (char *l = strtok(tpl, "\n"); l; l = strtok(NULL, "\n"))
-		fprintf(f, "  %s\n", l);
-	free(tpl);
+	workers(f, p);
 	return prov_close(f, "values.yaml");
 }
 

@@ -162,12 +162,14 @@ def test_k8s_values_wire_dagfs_into_every_component(tmp_path, secrets):
         assert prop["dags"] == "Bidirectional"
         air = {m["name"]: m for m in v[comp]["extraVolumeMounts"]}
         assert air["dags"]["mountPropagation"] == "HostToContainer"
-    tpl = yaml.safe_load(v["podTemplate"])
-    assert tpl["spec"]["initContainers"][0]["restartPolicy"] == "Always"
+    assert "podTemplate" not in v  # the chart's own: env, airflow.cfg, logs
+    assert v["workers"]["extraInitContainers"][0]["restartPolicy"] == "Always"
+    assert v["workers"]["extraVolumeMounts"][0]["mountPropagation"] == \
+        "HostToContainer"
     pinned = yaml.safe_load((out / "pod-template-pinned.yaml").read_text())
     init = pinned["spec"]["initContainers"][0]
     assert "restartPolicy" not in init
-    assert "exec dagfs sync --once" in init["command"][2]
+    assert "\ndagfs sync --once" in init["command"][2]
     assert not init["securityContext"].get("privileged")
     conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
     assert "password-file" not in conf["data"]["dagfs.conf"]
@@ -222,6 +224,8 @@ def test_vm_render(tmp_path, secrets):
     (["--namespace", "Airflow_NS"], "invalid namespace name 'Airflow_NS'"),
     (["--mode", "nfs"], "unknown mode 'nfs'"),
     (["--worker", "celery"], "unknown worker 'celery'"),
+    (["--worker", "pinned", "--executor", "CeleryExecutor"],
+     "--worker pinned needs --executor KubernetesExecutor"),
     (["--db-user", "air flow"], "invalid database user or name"),
     (["--storage", "hostpath", "--node", ""], "needs --node"),
     (["--source", "ftp:x"], "unknown source type 'ftp'"),
@@ -483,6 +487,8 @@ def test_pinned_worker_runs_the_schedulers_revision(tmp_path, git_daemon,
         assert f"source dags pinned to {first}" in r.stderr
         assert (root / "dags/current/dags/etl.py").read_text() == \
             "revision = 'A'\n"
+        assert (root / "dags/mnt/dags/etl.py").read_text() == \
+            "revision = 'A'\n"  # FUSE mode's dags_folder works too
 
         sched.terminate()  # the scheduler is gone: fail, saying why
         sched.wait(timeout=15)
