@@ -300,7 +300,14 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 	fprintf(f, "  containers:\n  - name: base\n    image: ");
 	y_str(f, "apache/airflow:" PROV_AIRFLOW_VERSION);
 	fprintf(f, "\n    imagePullPolicy: IfNotPresent\n    env:\n"
+		   "    - {name: AIRFLOW__CORE__EXECUTOR, value: LocalExecutor}\n"
 		   "    - {name: AIRFLOW__CORE__DAGS_FOLDER, value: %s}\n"
+		   "    - name: AIRFLOW__CORE__FERNET_KEY\n"
+		   "      valueFrom: {secretKeyRef: {name: airflow-fernet-key, "
+		   "key: fernet-key}}\n"
+		   "    - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN\n"
+		   "      valueFrom: {secretKeyRef: {name: airflow-metadata, "
+		   "key: connection}}\n"
 		   "    - {name: TZ, value: ",
 		prov_dags_folder(&q));
 	y_str(f, p->timezone);
@@ -308,10 +315,14 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		   "    - {name: dags, mountPath: /opt/airflow/dags, readOnly: "
 		   "true%s}\n"
 		   "    - {name: logs, mountPath: /opt/airflow/logs}\n"
+		   "    - {name: airflow-config, mountPath: "
+		   "/opt/airflow/airflow.cfg, subPath: airflow.cfg, readOnly: "
+		   "true}\n"
 		   "  volumes:\n",
 		fuse ? ", mountPropagation: HostToContainer" : "");
 	prov_dagfs_volumes(f, &q, 2);
 	fprintf(f, "  - {name: logs, persistentVolumeClaim: {claimName: "
-		   "%s-logs}}\n",
-		p->release);
+		   "%s-logs}}\n"
+		   "  - {name: airflow-config, configMap: {name: %s-config}}\n",
+		p->release, strcmp(p->target, "vm") ? p->release : "airflow");
 }

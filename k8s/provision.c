@@ -74,6 +74,7 @@ static const struct opt opts[] = {
 	O("webserver-port", OPT_UINT, webserver_port, "VM: API server port (default 8080)"),
 	O("dagfs-bin", OPT_STR, dagfs_bin, "VM: dagfs binary (default /usr/local/bin/dagfs)"),
 	O("airflow-bin", OPT_STR, airflow_bin, "VM: airflow binary (default /usr/local/bin/airflow)"),
+	O("api-server-url", OPT_STR, api_url, "VM: the API server as task pods reach it, e.g. http://10.0.0.120:8080 (sets execution_api_server_url)"),
 	O("dry-run", OPT_FLAG, dry_run, "print the commands apply would run, run none"),
 };
 
@@ -313,6 +314,10 @@ static int validate(const struct prov *p)
 	}
 	if (!quantity(p->logs_size) || !quantity(p->db_size))
 		return fail("volume sizes look like 10Gi, 512Mi");
+	if (p->api_url && strncmp(p->api_url, "http://", 7) &&
+	    strncmp(p->api_url, "https://", 8))
+		return fail("--api-server-url '%s' is not an http:// or "
+			    "https:// URL", p->api_url);
 	if (p->pin_url && strncmp(p->pin_url, "http://", 7) &&
 	    strncmp(p->pin_url, "https://", 8))
 		return fail("--pin-url '%s' is not an http:// or https:// URL",
@@ -629,8 +634,14 @@ static int apply(const struct prov *p)
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
 				    "-f", f[3], NULL }))
 		return -1;
-	if (!strcmp(p->target, "vm"))
-		return run(p, (const char *const[]){ "sh", f[5], NULL });
+	if (!strcmp(p->target, "vm")) {
+		char cfg[4096];
+
+		snprintf(cfg, sizeof(cfg), "%s/airflow-config.yaml", p->outdir);
+		return run(p, (const char *const[]){ "kubectl", "apply", "-n",
+					     p->ns, "-f", cfg, NULL }) ||
+		       run(p, (const char *const[]){ "sh", f[5], NULL });
+	}
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
 				    f[6], NULL }))
 		return -1;

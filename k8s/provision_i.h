@@ -38,7 +38,7 @@ struct prov {
 	unsigned node_port, scheduler_replicas, http_port;
 	/* VM target */
 	const char *airflow_home, *kubeconfig, *db_host, *dagfs_bin;
-	const char *airflow_bin;
+	const char *airflow_bin, *api_url;
 	unsigned db_port, webserver_port;
 
 	size_t nsources;

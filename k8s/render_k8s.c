@@ -77,8 +77,13 @@ static int render_secrets(const struct prov *p)
 	secret_item(f, "api-secret-key", p->websecret, strlen(p->websecret));
 	prov_url_escape(user, sizeof(user), p->db_user);
 	prov_url_escape(pass, sizeof(pass), p->dbpass);
-	snprintf(conn, sizeof(conn), "postgresql://%s:%s@%s-postgresql.%s:5432/%s",
-		 user, pass, p->release, p->ns, p->db_name);
+	if (!strcmp(p->target, "vm")) /* the VMs' database */
+		snprintf(conn, sizeof(conn), "postgresql://%s:%s@%s:%u/%s",
+			 user, pass, p->db_host, p->db_port, p->db_name);
+	else
+		snprintf(conn, sizeof(conn),
+			 "postgresql://%s:%s@%s-postgresql.%s:5432/%s", user,
+			 pass, p->release, p->ns, p->db_name);
 	OPENSSL_cleanse(pass, sizeof(pass));
 	secret_head(f, p, "airflow-metadata");
 	secret_item(f, "connection", conn, strlen(conn));

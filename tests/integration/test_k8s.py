@@ -180,7 +180,8 @@ def test_vm_render(tmp_path, secrets):
     run_prov("render", out, "--target", "vm", "--source",
              "git:git@github.com:org/dags.git", "--db-host", "10.0.0.5",
              "--namespace", "airflow-tasks", "--storage", "class",
-             "--storage-class", "standard", *fixed_args(secrets))
+             "--storage-class", "standard", "--api-server-url",
+             "http://10.0.0.120:8080", *fixed_args(secrets))
     for f in ("dagfs.service", "airflow-api-server.service",
               "airflow-scheduler.service", "airflow-dag-processor.service",
               "limits.conf", "airflow.cfg", "airflow.env", "install.sh",
@@ -201,13 +202,23 @@ def test_vm_render(tmp_path, secrets):
     assert subprocess.run(["sh", "-n", str(out / "install.sh")]).returncode == 0
     assert stat.S_IMODE((out / "airflow.env").stat().st_mode) == 0o600
     assert stat.S_IMODE((out / "secrets").stat().st_mode) == 0o700
+    assert "execution_api_server_url = http://10.0.0.120:8080/execution/" in cfg
     validate(out / "pod-template.yaml", out / "namespace.yaml",
-             out / "storage.yaml", out / "secrets.yaml")
+             out / "storage.yaml", out / "secrets.yaml",
+             out / "airflow-config.yaml")
+    import yaml
+    for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
+        if doc["metadata"]["name"] == "airflow-metadata":  # the VMs' database
+            assert b"@10.0.0.5:5432/airflow" in \
+                base64.b64decode(doc["data"]["connection"])
+    tpl = yaml.safe_load((out / "pod-template.yaml").read_text())
+    vols = {v["name"]: v for v in tpl["spec"]["volumes"]}
+    assert vols["airflow-config"]["configMap"]["name"] == "airflow-config"
     golden = GOLDEN / "vm"
     files = ["dagfs.service", "airflow-api-server.service",
              "airflow-scheduler.service", "airflow-dag-processor.service",
              "limits.conf", "airflow.cfg", "install.sh", "dagfs.conf",
-             "pod-template.yaml", "storage.yaml"]
+             "pod-template.yaml", "storage.yaml", "airflow-config.yaml"]
     if os.environ.get("DAGFS_UPDATE_GOLDEN"):
         golden.mkdir(parents=True, exist_ok=True)
         for f in files:
@@ -236,6 +247,7 @@ def test_vm_render(tmp_path, secrets):
       "git:https://e.com/b.git,at=/x/y"], "at=/x/y overlaps source a (at=/x)"),
     (["--bogus"], "unknown option '--bogus'"),
     (["--pin-url", "ftp://x"], "is not an http:// or https:// URL"),
+    (["--api-server-url", "10.0.0.1:8080"], "is not an http:// or https://"),
     (["--source", "git:https://e.com/d.git,name=a b"], "invalid name 'a b'"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
@@ -578,3 +590,17 @@ def test_pod_simulation_rendered_fuse_sidecar(tmp_path, git_daemon, git_repo):
         for c in containers:
             c.close()
         subprocess.run(["umount", "-R", "-l", str(base)])
+
+
+def test_vm_apply_dry_run(tmp_path, secrets):
+    """--dry-run only: a real run executes install.sh on this machine."""
+    env, log = stand_ins(tmp_path)
+    out = tmp_path / "vm"
+    r = run_prov("apply", out, "--target", "vm", "--dry-run", "--source",
+                 "git:https://example.com/d.git", "--storage", "class",
+                 "--storage-class", "standard", *fixed_args(secrets), env=env)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("+ ")]
+    assert f"+ kubectl apply -n airflow -f {out}/airflow-config.yaml" in lines
+    assert lines[-1] == f"+ sh {out}/install.sh"
+    assert not any(l.startswith("+ helm") for l in lines)
+    assert not log.exists()
