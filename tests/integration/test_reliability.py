@@ -26,6 +26,26 @@ from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
 CRASH_POINTS = int(os.environ.get("DAGFS_CRASH_POINTS", 60))
 
 
+def freeze(pid, timeout=10.0):
+    """SIGSTOP @pid and wait until every thread has stopped: kill()
+    returns before the stop takes effect, and a thread inside a long
+    system call (syncfs, unlink on a busy disk) runs until it returns."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{t}/stat") as f:
+                    states.append(f.read().rpartition(")")[2].split()[0])
+            except OSError:
+                pass
+        if all(s in "tT" for s in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop within {timeout}s")
+
+
 def blobs(cache):
     return [p for p in (pathlib.Path(cache) / "objects").rglob("*") if p.is_file()]
 
@@ -185,7 +205,7 @@ def test_sigkill_at_random_points(dagfs, tmp_path, points):
         # The writer is atomic only if dagfs cannot look in the middle
         # of it (a dir source publishes what was quiet for the debounce):
         # hold the daemon still while a revision is written.
-        m.signal(signal.SIGSTOP)
+        freeze(m.pid)
         write_rev(src, rev)
         m.signal(signal.SIGCONT)
         time.sleep(rng.uniform(0.0, 0.3))  # kill somewhere in the sync
@@ -243,7 +263,8 @@ def crash_rounds(dagfs, tmp_path, spec, points, publish, offline, online,
         assert tree(mnt) == files(got), f"point {point}: not one revision"
         online()
         m.wait(lambda: current(mnt) == rev, timeout=30,
-               what=f"point {point}: syncing resumes")
+               what=f"point {point}: syncing resumes; daemon log ends:\n"
+               + m.stderr_text()[-2000:])
     assert tree(mnt) == files(points)
 
 

@@ -34,6 +34,26 @@ from conftest import Dagfs, proc_status, wait_for  # noqa: E402
 FILES = 24
 
 
+def freeze(pid, timeout=10.0):
+    """SIGSTOP @pid and wait until every thread has stopped: kill()
+    returns before the stop takes effect, and a thread inside a long
+    system call (syncfs, unlink on a busy disk) runs until it returns."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{t}/stat") as f:
+                    states.append(f.read().rpartition(")")[2].split()[0])
+            except OSError:
+                pass
+        if all(s in "tT" for s in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop within {timeout}s")
+
+
 def content(rev, k):
     return f"rev {rev} file {k}\n" * (rev % 13 + k + 1)
 
@@ -53,7 +73,7 @@ def write_rev(src, rev):
 def reader(mnt, stop, out, seed):
     rng = random.Random(seed)
     n = torn = errors = back = mixed = 0
-    last = -1
+    last, last_what = -1, None
     first_err = first_back = None
     while not stop.is_set():
         try:
@@ -75,8 +95,10 @@ def reader(mnt, stop, out, seed):
             n += 1
             if rev < last:
                 back += 1
-                first_back = first_back or f"{what}: {rev} after {last}"
-            last = max(last, rev)
+                first_back = first_back or \
+                    f"{what}: {rev} after {last} ({last_what})"
+            if rev > last:
+                last, last_what = rev, what
         except (OSError, ValueError, IndexError) as e:
             errors += 1
             first_err = first_err or repr(e)
@@ -117,7 +139,7 @@ def main():
         rev += 1
         # freeze the daemon while a revision is written, so it can only
         # publish whole revisions (readers block meanwhile, a few ms)
-        m.signal(signal.SIGSTOP)
+        freeze(m.pid)
         write_rev(src, rev)
         m.signal(signal.SIGCONT)
         next_t += a.interval
