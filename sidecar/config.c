@@ -145,46 +145,6 @@ void cfg_errors_clear(struct cfg_errors *e)
 
 /* ----------------------------------------------------- value parsers */
 
-int cfg_parse_duration(const char *text, int *out)
-{
-	static const struct {
-		const char *unit;
-		double ms;
-	} units[] = { { "ms", 1 }, { "", 1000 }, { "s", 1000 },
-		      { "m", 60000 }, { "h", 3600000 } };
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(text, &end);
-	if (errno || end == text || v < 0 || *text == '-' || *text == '+')
-		return -EINVAL;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(end, units[i].unit))
-			continue;
-		v *= units[i].ms;
-		if (v > 7 * 86400000.0)
-			return -ERANGE;
-		*out = (int)v;
-		return 0;
-	}
-	return -EINVAL;
-}
-
-static int parse_boolean(const char *text, bool *out)
-{
-	static const char *const yes[] = { "1", "true", "yes", "on" };
-	static const char *const no[] = { "0", "false", "no", "off" };
-
-	for (size_t i = 0; i < 4; i++) {
-		if (!strcasecmp(text, yes[i]) || !strcasecmp(text, no[i])) {
-			*out = !strcasecmp(text, yes[i]);
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
 /* A decimal number without sign, spaces or trailing text. */
 static int parse_decimal(const char *text, unsigned long long max,
 			 unsigned long long *out)
@@ -260,7 +220,7 @@ static int parse_value(const struct cfg_option *o, void *p, const char *v,
 		rc = parse_addr(v, err, errlen);
 		return rc ? rc : set_str(p, v);
 	case CFG_BOOL:
-		if (!parse_boolean(v, p))
+		if (!parse_bool(v, p))
 			return 0;
 		snprintf(err, errlen, "expected true or false, got '%s'", v);
 		return -EINVAL;
@@ -307,7 +267,7 @@ static int parse_value(const struct cfg_option *o, void *p, const char *v,
 		snprintf(err, errlen, "expected text or json, got '%s'", v);
 		return -EINVAL;
 	case CFG_DURATION:
-		if (!cfg_parse_duration(v, p) && *(int *)p > 0)
+		if (!parse_duration_ms(v, p) && *(int *)p > 0)
 			return 0;
 		snprintf(err, errlen,
 			 "expected a duration such as 500ms, 10s, 2m, got '%s'",

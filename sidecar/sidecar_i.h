@@ -199,9 +199,6 @@ void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,
 /** Copy @url into @buf with any user:password@ replaced by "***@". */
 void cfg_redact(char *buf, size_t len, const char *url);
 
-/** Parse a duration as sources do: "250ms", "10s", "2m", "1h", "30". */
-int cfg_parse_duration(const char *text, int *out) WUR;
-
 /**
  * Check that sources named @names sit at non-overlapping sub-paths @ats
  * and that no name repeats. Returns -EINVAL with a reason in @err.

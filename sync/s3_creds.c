@@ -84,31 +84,9 @@ static char *slurp(const char *path, size_t max)
 	return buf;
 }
 
-struct membuf {
-	char *p;
-	size_t len;
-};
-
-static size_t mem_write(char *data, size_t sz, size_t n, void *ud)
-{
-	struct membuf *m = ud;
-	char *p;
-
-	if (m->len + sz * n > (1 << 20))
-		return 0;
-	p = realloc(m->p, m->len + sz * n + 1);
-	if (!p)
-		return 0;
-	memcpy(p + m->len, data, sz * n);
-	m->p = p;
-	m->len += sz * n;
-	m->p[m->len] = '\0';
-	return sz * n;
-}
-
 /* One small unsigned request; returns the HTTP status or -errno. */
 static long request(const char *method, const char *url, const char *header,
-		    const char *body, const char *ca_file, struct membuf *out)
+		    const char *body, const char *ca_file, struct membody *out)
 {
 	struct curl_slist *h = header ? curl_slist_append(NULL, header) : NULL;
 	CURL *c = curl_easy_init();
@@ -126,7 +104,7 @@ static long request(const char *method, const char *url, const char *header,
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, mem_write);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s3_body_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
 	if (curl_easy_perform(c) == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -203,7 +181,7 @@ static int from_web_identity(struct s3_creds *c, const struct s3_cred_opts *o,
 	const char *ep = o->sts_endpoint ? o->sts_endpoint :
 					   getenv("AWS_STS_ENDPOINT");
 	char *token, *body, erole[1024];
-	struct membuf m = { 0 };
+	struct membody m = { 0 };
 	size_t cap;
 	long st;
 	int rc;
@@ -302,7 +280,7 @@ static int from_imds(struct s3_creds *c, const struct s3_cred_opts *o)
 	const char *base = o->imds_endpoint ? o->imds_endpoint :
 			   getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
 	char url[1024], hdr[1024], role[256];
-	struct membuf tok = { 0 }, r = { 0 }, cr = { 0 };
+	struct membody tok = { 0 }, r = { 0 }, cr = { 0 };
 	int rc = -ENOENT;
 
 	if (!base)

@@ -166,7 +166,7 @@ int s3_make_url(struct s3_src *s, char *out, size_t cap, const char *key,
 	return rc;
 }
 
-static size_t body_write(char *data, size_t sz, size_t n, void *ud)
+size_t s3_body_write(char *data, size_t sz, size_t n, void *ud)
 {
 	struct membody *m = ud;
 	char *p;
@@ -228,7 +228,7 @@ int s3_get_small(struct source *src, const char *url, const char *what,
 		out->len = 0;
 		memset(h, 0, sizeof(*h));
 		easy_setup(s, e, url, hl);
-		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_write);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s3_body_write);
 		curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
 		curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
 		curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
@@ -288,7 +288,7 @@ static size_t xfer_write(char *data, size_t sz, size_t n, void *ud)
 	if (x->status != 200) { /* an error body: keep its start */
 		size_t room = ERRBODY_MAX - x->errbody.len;
 
-		body_write(data, 1, len < room ? len : room, &x->errbody);
+		s3_body_write(data, 1, len < room ? len : room, &x->errbody);
 		return len;
 	}
 	if (x->got + len > x->job->o->size) {

@@ -128,6 +128,9 @@ struct membody {
 	size_t len;
 };
 
+/** curl write callback appending to a struct membody (at most 64 MiB). */
+size_t s3_body_write(char *data, size_t sz, size_t n, void *ud);
+
 /* Response headers we read. */
 struct hdrs {
 	char etag[80];

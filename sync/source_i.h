@@ -80,9 +80,4 @@ int source_poll_wake(struct source *src, int extra_fd, int timeout_ms);
 /** Add to the source's fetch counters (thread-safe). */
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);
 
-/** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
-int parse_duration_ms(const char *text, int *out) WUR;
-/** Parse a boolean: 1/0, true/false, yes/no, on/off. */
-int parse_bool(const char *text, bool *out) WUR;
-
 #endif

@@ -416,6 +416,11 @@ void source_get_status(struct source *src, struct source_status *out);
 int path_fmt(char *buf, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4))) WUR;
 
+/** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
+int parse_duration_ms(const char *text, int *out) WUR;
+/** Parse a boolean: 1/0, true/false, yes/no, on/off. */
+int parse_bool(const char *text, bool *out) WUR;
+
 /** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
 int64_t now_ns(void);
 int64_t mono_ns(void);

@@ -98,7 +98,7 @@ int parse_duration_ms(const char *text, int *out)
 
 	errno = 0;
 	v = strtod(text, &end);
-	if (errno || end == text || v < 0)
+	if (errno || end == text || v < 0 || *text == '-' || *text == '+')
 		return -EINVAL;
 	if (!strcmp(end, "ms"))
 		;
