@@ -77,6 +77,21 @@ def test_fsck_clean_corrupt_repair(dagfs, tmp_path):
     assert r.returncode == 1 and not victim.exists()
     r = dagfs.run(["fsck", "--cache", str(m.cache)])
     assert r.returncode == 0, r.stdout
+    # a truncated snapshot is reported too, and repaired
+    dagfs.mount([f"dir:{src},name=local"], cache=m.cache,
+                ready=lambda mnt: (mnt / "d4.py").exists()).stop()
+    snap = (pathlib.Path(m.cache) / "sources" / "local" / "current").resolve()
+    os.chmod(snap, 0o644)
+    with open(snap, "r+b") as f:
+        f.truncate(snap.stat().st_size // 2)
+    r = dagfs.run(["fsck", "--cache", str(m.cache)])
+    assert r.returncode == 4 and snap.name in r.stdout, r.stdout
+    assert dagfs.run(["fsck", "--cache", str(m.cache), "--repair"]).returncode == 1
+    assert dagfs.run(["fsck", "--cache", str(m.cache)]).returncode == 0
+    # not a cache: an operational error, and nothing created
+    r = dagfs.run(["fsck", "--cache", str(tmp_path / "none")])
+    assert r.returncode == 8 and "not a dagfs cache" in r.stderr
+    assert not (tmp_path / "none").exists()
 
 
 def test_fsck_repair_refused_while_daemon_runs(dagfs, tmp_path):
