@@ -35,9 +35,11 @@ FILES = 24
 
 
 def freeze(pid, timeout=10.0):
-    """SIGSTOP @pid and wait until every thread has stopped: kill()
-    returns before the stop takes effect, and a thread inside a long
-    system call (syncfs, unlink on a busy disk) runs until it returns."""
+    """SIGSTOP @pid and wait until no thread can run user code: kill()
+    returns before the stop takes effect. A thread in uninterruptible
+    sleep (D) stops as its system call returns; it may be waiting on the
+    frozen process itself (a kernel invalidation waiting for a FUSE
+    request), so D counts as stopped."""
     os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -48,7 +50,7 @@ def freeze(pid, timeout=10.0):
                     states.append(f.read().rpartition(")")[2].split()[0])
             except OSError:
                 pass
-        if all(s in "tT" for s in states):
+        if all(s in "tTD" for s in states):
             return
         time.sleep(0.001)
     raise AssertionError(f"process {pid} did not stop within {timeout}s")
