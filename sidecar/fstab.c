@@ -70,6 +70,7 @@ static char **translate(int argc, char **argv, int *out_argc)
 					*c = '-';
 			v[n++] = flag;
 		}
+		free(opts);
 	}
 	v[n++] = argv[2];
 	*out_argc = n;
@@ -83,9 +84,19 @@ static bool is_fuse_mount(const char *path)
 	return !statfs(path, &sfs) && sfs.f_type == FUSE_SUPER_MAGIC;
 }
 
+/* The --flags translate() allocated (the others point into argv). */
+static void translated_free(char **v, int n)
+{
+	for (int i = 2; i < n - 1; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int wait_mounted(pid_t pid, const char *mountpoint);
+
 int fstab_main(int argc, char **argv, int (*run_mount)(int, char **))
 {
-	int nargc, status, null;
+	int nargc, null;
 	char **nargv = translate(argc, argv, &nargc);
 	pid_t pid;
 
@@ -94,6 +105,7 @@ int fstab_main(int argc, char **argv, int (*run_mount)(int, char **))
 	pid = fork();
 	if (pid < 0) {
 		perror("dagfs: fork");
+		translated_free(nargv, nargc);
 		return 1;
 	}
 	if (pid == 0) { /* the daemon: detached from mount(8)'s session */
@@ -103,15 +115,24 @@ int fstab_main(int argc, char **argv, int (*run_mount)(int, char **))
 			dup2(null, 0);
 		_exit(run_mount(nargc, nargv));
 	}
+	translated_free(nargv, nargc);
+	return wait_mounted(pid, argv[2]);
+}
+
+/* 0 once @mountpoint is a FUSE mount, else the child's failure. */
+static int wait_mounted(pid_t pid, const char *mountpoint)
+{
+	int status;
+
 	for (int i = 0; i < 600; i++) { /* up to 60 s */
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			return WIFEXITED(status) && WEXITSTATUS(status) ?
 				       WEXITSTATUS(status) :
 				       1;
-		if (is_fuse_mount(argv[2]))
+		if (is_fuse_mount(mountpoint))
 			return 0;
 		nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
 	}
-	fprintf(stderr, "dagfs: %s not mounted after 60 s\n", argv[2]);
+	fprintf(stderr, "dagfs: %s not mounted after 60 s\n", mountpoint);
 	return 1;
 }
