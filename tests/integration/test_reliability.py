@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO, skip_or_fail, wait_for
+from conftest import REPO, freeze, skip_or_fail, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "rigs"))
 from faultproxy import FaultProxy  # noqa: E402
@@ -24,28 +24,6 @@ from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
 # all (default 60 in CI; 200 for the full run), half dir, a quarter each
 # git and S3.
 CRASH_POINTS = int(os.environ.get("DAGFS_CRASH_POINTS", 60))
-
-
-def freeze(pid, timeout=10.0):
-    """SIGSTOP @pid and wait until no thread can run user code: kill()
-    returns before the stop takes effect. A thread in uninterruptible
-    sleep (D) stops as its system call returns; it may be waiting on the
-    frozen process itself (a kernel invalidation waiting for a FUSE
-    request), so D counts as stopped."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = []
-        for t in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{t}/stat") as f:
-                    states.append(f.read().rpartition(")")[2].split()[0])
-            except OSError:
-                pass
-        if all(s in "tTD" for s in states):
-            return
-        time.sleep(0.001)
-    raise AssertionError(f"process {pid} did not stop within {timeout}s")
 
 
 def blobs(cache):

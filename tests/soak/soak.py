@@ -29,31 +29,9 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from conftest import Dagfs, proc_status, wait_for  # noqa: E402
+from conftest import Dagfs, freeze, proc_status, wait_for  # noqa: E402
 
 FILES = 24
-
-
-def freeze(pid, timeout=10.0):
-    """SIGSTOP @pid and wait until no thread can run user code: kill()
-    returns before the stop takes effect. A thread in uninterruptible
-    sleep (D) stops as its system call returns; it may be waiting on the
-    frozen process itself (a kernel invalidation waiting for a FUSE
-    request), so D counts as stopped."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = []
-        for t in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{t}/stat") as f:
-                    states.append(f.read().rpartition(")")[2].split()[0])
-            except OSError:
-                pass
-        if all(s in "tTD" for s in states):
-            return
-        time.sleep(0.001)
-    raise AssertionError(f"process {pid} did not stop within {timeout}s")
 
 
 def content(rev, k):
