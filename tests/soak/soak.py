@@ -52,7 +52,7 @@ def write_rev(src, rev):
 
 def reader(mnt, stop, out, seed):
     rng = random.Random(seed)
-    n = torn = errors = back = mixed = 0
+    n = torn = errors = back = mixed = back_listing = 0
     last, last_what = -1, None
     first_err = first_back = None
     while not stop.is_set():
@@ -75,6 +75,7 @@ def reader(mnt, stop, out, seed):
             n += 1
             if rev < last:
                 back += 1
+                back_listing += what == "listing"
                 first_back = first_back or \
                     f"{what}: {rev} after {last} ({last_what})"
             if rev > last:
@@ -82,7 +83,8 @@ def reader(mnt, stop, out, seed):
         except (OSError, ValueError, IndexError) as e:
             errors += 1
             first_err = first_err or repr(e)
-    out.put((n, torn, errors, back, mixed, last, first_err, first_back))
+    out.put((n, torn, errors, back, mixed, last, first_err, first_back,
+             back_listing))
 
 
 def fds(pid):
@@ -147,7 +149,8 @@ def main():
           f"written every {a.interval * 1000:.0f} ms, newest served at the "
           f"end: {caught_up}")
     print(f"reads {reads} ({reads / a.duration:.0f}/s), torn {torn}, "
-          f"errors {errors}, backwards {back}, mixed listings {mixed}"
+          f"errors {errors}, backwards {back} ({sum(r[8] for r in res)} of "
+          f"them listings), mixed listings {mixed}"
           + (f" (first error: {errs[0]})" if errs else "")
           + (f" (e.g. {'; '.join(backs[:4])})" if backs else ""))
     print(f"daemon fds start {fd0} end {fd1}; RSS start {rss0} KiB end "
