@@ -78,17 +78,27 @@ void fs_free(struct fs *fs);
 void fs_get_stats(struct fs *fs, struct fs_stats *out);
 
 /**
- * Reserve the sub-path @at ("" is the root) for a source; returns the slot
- * number, or -EEXIST if it overlaps another slot ("" overlaps everything,
- * "a" overlaps "a/b"), -EINVAL if @at is not a clean relative path
- * (snap_path_check), is .dagfs or below it (the metadata directory
- * always wins over the root slot's own .dagfs, which is hidden), or the
- * view is mounted. Add every slot before the
- * first fs_swap() and fs_mount(); @source names the slot in logs. The
+ * Add a slot at sub-path @at ("" is the root) for a source; returns the
+ * slot number, or -EEXIST if it overlaps a slot of the view ("" overlaps
+ * everything, "a" overlaps "a/b"), -EINVAL if @at is not a clean
+ * relative path (snap_path_check) or is .dagfs or below it (the metadata
+ * directory always wins over the root slot's own .dagfs, which is
+ * hidden), -ENOSPC past FS_SLOTS_MAX (256) slots in the view's life (a
+ * slot removed and added again at the same place with the same @source
+ * is reused). @source names the slot in logs and under .dagfs. The
  * directories above a slot are made up (mode 0555); a slot without a
- * snapshot yet is an empty directory.
+ * snapshot yet is an empty directory. Thread-safe, mounted or not: when
+ * mounted, readers see the slot appear whole, as after a swap.
  */
 int fs_add_slot(struct fs *fs, const char *at, const char *source) WUR;
+
+/**
+ * Take slot @slot out of the view: its tree goes as by fs_swap(NULL),
+ * then its place and the made-up directories only it needed. Open files
+ * keep their bytes. The caller stops swapping into it first. -ENOENT if
+ * it is not in the view.
+ */
+int fs_remove_slot(struct fs *fs, int slot) WUR;
 
 /**
  * Make @snap (a new reference is taken; NULL empties the slot) the slot's

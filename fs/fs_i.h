@@ -34,8 +34,15 @@
 #define FS_SLOT_REV (-1)
 #define FS_SLOT_META (-2)
 
+/* Slots a view can hold over its life. A slot's place in fs->slots never
+ * moves and its strings are never freed while the view exists, so
+ * handlers read them without a lock; a removed slot is reused only by
+ * the same source at the same sub-path. */
+#define FS_SLOTS_MAX 256
+
 /** One source's place in the view. */
 struct fs_slot {
+	int live;	   /* atomic: part of the view (swap_lock writes) */
 	char *at;	   /* sub-path, "" for the root; immutable */
 	size_t atlen;	   /* strlen(at) */
 	char *source;	   /* source name for logs; immutable */
@@ -110,8 +117,9 @@ struct fs {
 	int64_t start_ns; /* mtime of made-up directories */
 
 	pthread_mutex_t slot_lock; /* slots[].snap and .epoch */
-	struct fs_slot *slots;	   /* fixed once mounted */
-	int nslots;
+	struct fs_slot *slots;	   /* FS_SLOTS_MAX of them, never moved */
+	int nslots;		   /* atomic: slots ever used */
+	uint64_t layout;	   /* atomic: slots added or removed */
 
 	pthread_mutex_t lock; /* the inode table and inode fields so marked */
 	struct fs_inode **buckets;
@@ -145,6 +153,18 @@ struct fs {
 
 /* view.c */
 
+/** Slots ever used; some may have left the view (fs_slot_live). */
+static inline int fs_nslots(struct fs *fs)
+{
+	return __atomic_load_n(&fs->nslots, __ATOMIC_ACQUIRE);
+}
+
+/** True if slot @i is part of the view now. */
+static inline bool fs_slot_live(struct fs *fs, int i)
+{
+	return __atomic_load_n(&fs->slots[i].live, __ATOMIC_ACQUIRE);
+}
+
 /** Resolve mount path @path; *out holds a reference to release. */
 void fs_resolve(struct fs *fs, const char *path, struct fs_res *out);
 void fs_res_drop(struct fs_res *r);
@@ -165,6 +185,17 @@ int fs_synth_children(struct fs *fs, const char *path, char ***out);
 /** Write "@dir/@name" ("@name" at the root, "@dir" for an empty name)
  * into @buf; -ENAMETOOLONG if it does not fit. */
 int fs_path_join(char *buf, size_t len, const char *dir, const char *name);
+
+/* swap.c */
+
+/**
+ * Make slot @slot (its fields set) join (@live) or leave the view, and
+ * tell the kernel which made-up directories and names changed. The slot
+ * is empty (no snapshot). fs->swap_lock held.
+ */
+void fs_relayout(struct fs *fs, int slot, bool live);
+/** fs_swap() with fs->swap_lock held. */
+void fs_swap_locked(struct fs *fs, int slot, struct snap *snap);
 
 /* meta.c */
 

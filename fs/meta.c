@@ -140,8 +140,8 @@ void fs_meta_swapped(struct fs *fs, int slot, char *changes)
 /* Slot of source @name (@len bytes), or -1. */
 static int slot_named(struct fs *fs, const char *name, size_t len)
 {
-	for (int i = 0; i < fs->nslots; i++)
-		if (strlen(fs->slots[i].source) == len &&
+	for (int i = 0, n = fs_nslots(fs); i < n; i++)
+		if (fs_slot_live(fs, i) && strlen(fs->slots[i].source) == len &&
 		    !memcmp(fs->slots[i].source, name, len))
 			return i;
 	return -1;
@@ -179,16 +179,22 @@ static void json_time(FILE *f, int64_t ns)
 /* status.json: every source's current revision; newest swap in @mtime. */
 static void status_json(struct fs *fs, FILE *f, int64_t *mtime)
 {
-	fputs("{\"sources\": {", f);
-	for (int i = 0; i < fs->nslots; i++) {
-		const struct fs_slot *sl = &fs->slots[i];
-		struct snap *s = fs_slot_snap(fs, i, NULL);
+	bool first = true;
 
+	fputs("{\"sources\": {", f);
+	for (int i = 0, n = fs_nslots(fs); i < n; i++) {
+		const struct fs_slot *sl = &fs->slots[i];
+		struct snap *s;
+
+		if (!fs_slot_live(fs, i))
+			continue;
+		s = fs_slot_snap(fs, i, NULL);
 		pthread_mutex_lock(&fs->slot_lock);
 		if (sl->swapped_ns > *mtime)
 			*mtime = sl->swapped_ns;
 		pthread_mutex_unlock(&fs->slot_lock);
-		fputs(i ? ",\n  " : "\n  ", f);
+		fputs(first ? "\n  " : ",\n  ", f);
+		first = false;
 		json_str(f, sl->source);
 		fputs(": {\"at\": ", f);
 		json_str(f, sl->at);
@@ -320,21 +326,25 @@ static int name_cmp(const void *a, const void *b)
 /* The source names (one per slot), for revs/ and changes/. */
 static int source_names(struct fs *fs, char ***out)
 {
-	char **v = calloc(fs->nslots ? fs->nslots : 1, sizeof(*v));
+	int nslots = fs_nslots(fs), n = 0;
+	char **v = calloc(nslots ? nslots : 1, sizeof(*v));
 
 	if (!v)
 		return -ENOMEM;
-	for (int i = 0; i < fs->nslots; i++) {
-		v[i] = strdup(fs->slots[i].source);
-		if (!v[i]) {
-			while (i--)
-				free(v[i]);
+	for (int i = 0; i < nslots; i++) {
+		if (!fs_slot_live(fs, i))
+			continue;
+		v[n] = strdup(fs->slots[i].source);
+		if (!v[n]) {
+			while (n--)
+				free(v[n]);
 			free(v);
 			return -ENOMEM;
 		}
+		n++;
 	}
 	*out = v;
-	return fs->nslots;
+	return n;
 }
 
 /* Keep only the names that can be directory entries. */

@@ -26,6 +26,7 @@ struct fs_dirh {
 	char **names;	      /* FS_SYNTH, FS_META_DIR: children */
 	uint32_t n;	      /* children */
 	bool meta;	      /* the root, listing .dagfs first */
+	uint64_t layout;      /* fs->layout when @res was resolved */
 };
 
 const char *const fs_op_names[FS_OP_COUNT] = {
@@ -353,6 +354,7 @@ static int dirh_capture(struct fs *fs, const struct fs_inode *dir,
 	int n;
 
 	dirh_reset(dh);
+	dh->layout = __atomic_load_n(&fs->layout, __ATOMIC_ACQUIRE);
 	fs_resolve(fs, dir->path, &dh->res);
 	if (!fs_res_is_dir(&dh->res)) {
 		fs_res_drop(&dh->res);
@@ -376,12 +378,12 @@ static int dirh_capture(struct fs *fs, const struct fs_inode *dir,
 /* True if the handle's tree is still the current one. */
 static bool dirh_fresh(struct fs *fs, const struct fs_dirh *dh)
 {
-	if (dh->res.kind == FS_NONE)
-		return false;
-	if (dh->res.kind == FS_SYNTH)
-		return true; /* slots never move */
-	if (dh->res.kind == FS_META_DIR)
+	if (dh->res.kind == FS_NONE || dh->res.kind == FS_META_DIR)
 		return false; /* revisions come and go */
+	if (dh->layout != __atomic_load_n(&fs->layout, __ATOMIC_ACQUIRE))
+		return false; /* a slot came or went */
+	if (dh->res.kind == FS_SYNTH)
+		return true;
 	return fs_slot_current(fs, dh->res.slot, dh->res.snap);
 }
 
@@ -576,9 +578,7 @@ static void listing_fill(struct listing *l, off_t off)
 	 * tree's names in the kernel's dentry cache: no nodeids then, nor
 	 * while a swap is invalidating (swap.c). */
 	l->link = l->plus && !(fs_seq_begin(l->fs) & 1) &&
-		  l->dh->res.kind != FS_META_DIR &&
-		  (l->dh->res.kind != FS_ENTRY ||
-		   fs_slot_current(l->fs, l->dh->res.slot, l->dh->res.snap));
+		  l->dh->res.kind != FS_META_DIR && dirh_fresh(l->fs, l->dh);
 	for (off_t pos = off; pos < end && listing_add(l, pos); pos++)
 		;
 }
@@ -648,8 +648,12 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 	(void)ino;
 	fs_count(fs, FS_OP_STATFS);
-	for (int i = 0; i < fs->nslots; i++) {
-		struct snap *s = fs_slot_snap(fs, i, NULL);
+	for (int i = 0, n = fs_nslots(fs); i < n; i++) {
+		struct snap *s;
+
+		if (!fs_slot_live(fs, i))
+			continue;
+		s = fs_slot_snap(fs, i, NULL);
 
 		for (uint32_t j = 0; s && j < s->n; j++)
 			sv.f_blocks += (s->e[j].size + 4095) / 4096;

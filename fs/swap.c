@@ -66,6 +66,7 @@ struct swap {
 	size_t nc, capc;
 	struct note *n;
 	size_t nn, capn;
+	bool live;   /* fs_relayout(): the slot joins the view */
 	FILE *lines; /* .dagfs/changes/<source> (meta.c), or NULL */
 	char *text;
 	size_t tlen;
@@ -225,6 +226,24 @@ static void plan_dirs(struct swap *sw)
 	}
 }
 
+/*
+ * Drop directory @node's attributes and cached listing. A getdents() that
+ * read the old tree may still be filling the kernel's listing cache: it
+ * holds the directory's lock (shared) until done, and inval_entry takes
+ * it (exclusive), so one for a name that is never cached (".") waits for
+ * such fills to land before inval_inode drops them. Without it a late
+ * fill could outlive the inval_inode under a cache stamp taken after it,
+ * and listings would show the old tree until the next swap.
+ */
+static int dir_inval(struct fs *fs, fuse_ino_t node)
+{
+	int rc = fuse_lowlevel_notify_inval_entry(fs->se, node, ".", 1);
+
+	if (rc && rc != -ENOENT)
+		return rc;
+	return fuse_lowlevel_notify_inval_inode(fs->se, node, 0, 0);
+}
+
 static void notify(struct swap *sw)
 {
 	struct fs *fs = sw->fs;
@@ -241,8 +260,7 @@ static void notify(struct swap *sw)
 			rc = fuse_lowlevel_notify_inval_entry(
 				fs->se, n->parent, n->name, strlen(n->name));
 		else
-			rc = fuse_lowlevel_notify_inval_inode(fs->se, n->node,
-							      0, 0);
+			rc = dir_inval(fs, n->node);
 		/* -ENOENT: the kernel forgot it meanwhile */
 		if (rc && rc != -ENOENT)
 			log_debug("fs", "invalidation: %s", strerror(-rc));
@@ -277,49 +295,135 @@ static void shadowed(struct fs *fs, const struct fs_slot *slot,
 		 "directory of that name", slot->source, FS_META);
 }
 
-void fs_swap(struct fs *fs, int slot, struct snap *snap)
+/*
+ * The two phases around @flip, which makes the change under fs->lock;
+ * @sw->c lists the paths that change.
+ */
+static void swap_run(struct swap *sw, void (*flip)(struct swap *sw, int slot),
+		     int slot)
 {
-	struct swap sw = { .fs = fs, .slot = &fs->slots[slot], .new = snap };
-
-	pthread_mutex_lock(&fs->swap_lock);
-	snap_ref(snap);
-	sw.old = fs->slots[slot].snap; /* only fs_swap writes it */
-	sw.lines = open_memstream(&sw.text, &sw.tlen);
-	snap_diff(sw.old, snap, on_diff, &sw);
-	shadowed(fs, sw.slot, snap);
+	struct fs *fs = sw->fs;
 
 	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
 	pthread_mutex_lock(&fs->lock);
-	plan_names(&sw);
+	plan_names(sw);
 	pthread_mutex_unlock(&fs->lock);
-	notify(&sw);
-	sw.nn = 0;
+	notify(sw);
+	sw->nn = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	pthread_mutex_lock(&fs->slot_lock);
-	__atomic_store_n(&fs->slots[slot].snap, snap, __ATOMIC_RELEASE);
-	fs->slots[slot].epoch++;
-	pthread_mutex_unlock(&fs->slot_lock);
-	fs_inodes_move(fs, slot, snap);
-	plan_dirs(&sw);
+	flip(sw, slot);
+	plan_dirs(sw);
 	pthread_mutex_unlock(&fs->lock);
-	record_changes(&sw, slot);
 	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
-	notify(&sw);
+	notify(sw);
 	pthread_mutex_lock(&fs->lock);
 	fs->done_gen = fs->swap_gen;
 	pthread_mutex_unlock(&fs->lock);
+}
 
-	if (sw.err)
+static void swap_end(struct swap *sw)
+{
+	if (sw->err)
 		log_warn("fs", "source %s: cannot list changes (%s); the kernel "
 			 "may serve old names until they expire",
-			 sw.slot->source, strerror(-sw.err));
-	log_debug("fs", "source %s: %zu paths changed", sw.slot->source,
-		  sw.nc);
-	for (size_t i = 0; i < sw.nc; i++)
-		free(sw.c[i].path);
-	free(sw.c);
-	free(sw.n);
+			 sw->slot->source, strerror(-sw->err));
+	log_debug("fs", "source %s: %zu paths changed", sw->slot->source,
+		  sw->nc);
+	for (size_t i = 0; i < sw->nc; i++)
+		free(sw->c[i].path);
+	free(sw->c);
+	free(sw->n);
+}
+
+/* The new snapshot in place, and the unchanged inodes moved to it. */
+static void flip_snap(struct swap *sw, int slot)
+{
+	struct fs *fs = sw->fs;
+
+	pthread_mutex_lock(&fs->slot_lock);
+	__atomic_store_n(&fs->slots[slot].snap, sw->new, __ATOMIC_RELEASE);
+	fs->slots[slot].epoch++;
+	pthread_mutex_unlock(&fs->slot_lock);
+	fs_inodes_move(fs, slot, sw->new);
+}
+
+void fs_swap_locked(struct fs *fs, int slot, struct snap *snap)
+{
+	struct swap sw = { .fs = fs, .slot = &fs->slots[slot], .new = snap };
+
+	if (!fs->slots[slot].live) {
+		log_debug("fs", "source %s: no longer in the view",
+			  sw.slot->source);
+		return;
+	}
+	snap_ref(snap);
+	sw.old = fs->slots[slot].snap; /* only a swap writes it */
+	sw.lines = open_memstream(&sw.text, &sw.tlen);
+	snap_diff(sw.old, snap, on_diff, &sw);
+	shadowed(fs, sw.slot, snap);
+	swap_run(&sw, flip_snap, slot);
+	record_changes(&sw, slot);
+	swap_end(&sw);
 	snap_unref(sw.old);
+}
+
+void fs_swap(struct fs *fs, int slot, struct snap *snap)
+{
+	pthread_mutex_lock(&fs->swap_lock);
+	fs_swap_locked(fs, slot, snap);
 	pthread_mutex_unlock(&fs->swap_lock);
+}
+
+/* The slot joins or leaves: readers see it whole or not at all. */
+static void flip_layout(struct swap *sw, int slot)
+{
+	struct fs *fs = sw->fs;
+
+	__atomic_store_n(&fs->slots[slot].live, sw->live, __ATOMIC_RELEASE);
+	if (slot == fs->nslots)
+		__atomic_store_n(&fs->nslots, slot + 1, __ATOMIC_RELEASE);
+	__atomic_add_fetch(&fs->layout, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Path @path changes: it appears or vanishes as a directory. */
+static void change_add(struct swap *sw, const char *path, size_t len)
+{
+	void *v = grow(sw->c, &sw->capc, sw->nc, sizeof(*sw->c), &sw->err);
+	struct change *c;
+
+	if (!v)
+		return;
+	sw->c = v;
+	c = &sw->c[sw->nc];
+	c->path = strndup(path, len);
+	if (!c->path) {
+		sw->err = -ENOMEM;
+		return;
+	}
+	c->named = c->dirish = true;
+	sw->nc++;
+}
+
+/*
+ * Every directory from the top down to the slot's root may appear or
+ * vanish, and with it a name in its parent's listing. The swap is planned
+ * as if by a slot at the root ("" keeps its inode), with no snapshots.
+ */
+void fs_relayout(struct fs *fs, int slot, bool live)
+{
+	const struct fs_slot *s = &fs->slots[slot];
+	struct fs_slot top = { .at = (char *)"", .source = s->source };
+	struct swap sw = { .fs = fs, .slot = &top, .live = live };
+	const char *p = s->at;
+
+	change_add(&sw, "", 0);
+	while (*p) {
+		p = strchrnul(p + 1, '/');
+		change_add(&sw, s->at, p - s->at);
+	}
+	swap_run(&sw, flip_layout, slot);
+	log_debug("fs", "source %s %s /%s", s->source,
+		 live ? "added at" : "removed from", s->at);
+	swap_end(&sw);
 }

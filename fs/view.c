@@ -28,8 +28,10 @@ int fs_new(struct fs **out, struct store *st, const struct fs_opts *o)
 	fs->root.type = SNAP_DIR;
 	fs->root.path = (char *)"";
 	fs->handles.next = fs->handles.prev = &fs->handles;
-	rc = fs_table_init(fs);
+	fs->slots = calloc(FS_SLOTS_MAX, sizeof(*fs->slots));
+	rc = fs->slots ? fs_table_init(fs) : -ENOMEM;
 	if (rc) {
+		free(fs->slots);
 		free(fs);
 		return rc;
 	}
@@ -80,34 +82,67 @@ static bool path_covers(const char *a, size_t alen, const char *b,
 	return blen == alen || b[alen] == '/';
 }
 
-int fs_add_slot(struct fs *fs, const char *at, const char *source)
+/* A slot for @at named @source: the removed one of that name and place,
+ * or a new one. -ENOSPC when every slot has been used. */
+static int slot_find(struct fs *fs, const char *at, const char *source)
 {
-	size_t len = strlen(at);
-	struct fs_slot *v, *s;
+	int n = fs->nslots;
+	struct fs_slot *s;
 
-	if (fs->se || (len && snap_path_check(at, len)) || fs_is_meta(at))
-		return -EINVAL;
-	for (int i = 0; i < fs->nslots; i++) {
+	for (int i = 0; i < n; i++) {
 		s = &fs->slots[i];
-		if (path_covers(s->at, s->atlen, at, len) ||
-		    path_covers(at, len, s->at, s->atlen))
-			return -EEXIST;
+		if (!s->live && !strcmp(s->at, at) && !strcmp(s->source, source))
+			return i;
 	}
-	v = realloc(fs->slots, (fs->nslots + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	fs->slots = v;
-	s = &v[fs->nslots];
-	memset(s, 0, sizeof(*s));
+	if (n == FS_SLOTS_MAX)
+		return -ENOSPC;
+	s = &fs->slots[n];
 	s->at = strdup(at);
-	s->source = strdup(source ? source : "");
+	s->source = strdup(source);
 	if (!s->at || !s->source) {
 		free(s->at);
 		free(s->source);
+		s->at = s->source = NULL;
 		return -ENOMEM;
 	}
-	s->atlen = len;
-	return fs->nslots++;
+	s->atlen = strlen(at);
+	return n;
+}
+
+int fs_add_slot(struct fs *fs, const char *at, const char *source)
+{
+	size_t len = strlen(at);
+	int slot = -EEXIST;
+
+	if ((len && snap_path_check(at, len)) || fs_is_meta(at))
+		return -EINVAL;
+	pthread_mutex_lock(&fs->swap_lock);
+	for (int i = 0; i < fs->nslots; i++) {
+		const struct fs_slot *s = &fs->slots[i];
+
+		if (s->live && (path_covers(s->at, s->atlen, at, len) ||
+				path_covers(at, len, s->at, s->atlen)))
+			goto out;
+	}
+	slot = slot_find(fs, at, source ? source : "");
+	if (slot >= 0)
+		fs_relayout(fs, slot, true);
+out:
+	pthread_mutex_unlock(&fs->swap_lock);
+	return slot;
+}
+
+int fs_remove_slot(struct fs *fs, int slot)
+{
+	pthread_mutex_lock(&fs->swap_lock);
+	if (slot < 0 || slot >= fs->nslots || !fs->slots[slot].live) {
+		pthread_mutex_unlock(&fs->swap_lock);
+		return -ENOENT;
+	}
+	fs_swap_locked(fs, slot, NULL);
+	fs_relayout(fs, slot, false);
+	pthread_mutex_unlock(&fs->swap_lock);
+	return 0;
 }
 
 int fs_path_join(char *buf, size_t len, const char *dir, const char *name)
@@ -187,15 +222,18 @@ void fs_resolve(struct fs *fs, const char *path, struct fs_res *out)
 {
 	size_t len = strlen(path);
 	const struct fs_slot *s;
+	int n;
 
 	if (fs_is_meta(path)) {
 		fs_meta_resolve(fs, path, out);
 		return;
 	}
 	memset(out, 0, sizeof(*out));
-	for (int i = 0; i < fs->nslots; i++) {
+	n = fs_nslots(fs);
+	for (int i = 0; i < n; i++) {
 		s = &fs->slots[i];
-		if (path_covers(s->at, s->atlen, path, len)) {
+		if (fs_slot_live(fs, i) &&
+		    path_covers(s->at, s->atlen, path, len)) {
 			const char *rel = path + s->atlen;
 
 			if (s->atlen && *rel == '/')
@@ -204,9 +242,10 @@ void fs_resolve(struct fs *fs, const char *path, struct fs_res *out)
 			return;
 		}
 	}
-	for (int i = 0; i < fs->nslots; i++) {
+	for (int i = 0; i < n; i++) {
 		s = &fs->slots[i];
-		if (s->atlen > len && path_covers(path, len, s->at, s->atlen)) {
+		if (s->atlen > len && fs_slot_live(fs, i) &&
+		    path_covers(path, len, s->at, s->atlen)) {
 			out->kind = FS_SYNTH;
 			return;
 		}
@@ -221,17 +260,18 @@ static int name_cmp(const void *a, const void *b)
 int fs_synth_children(struct fs *fs, const char *path, char ***out)
 {
 	size_t len = strlen(path), skip = len ? len + 1 : 0;
-	char **v = calloc(fs->nslots ? fs->nslots : 1, sizeof(*v));
-	int n = 0;
+	int nslots = fs_nslots(fs), n = 0;
+	char **v = calloc(nslots ? nslots : 1, sizeof(*v));
 
 	if (!v)
 		return -ENOMEM;
-	for (int i = 0; i < fs->nslots; i++) {
+	for (int i = 0; i < nslots; i++) {
 		const struct fs_slot *s = &fs->slots[i];
 		const char *c = s->at + skip, *end;
 		bool dup = false;
 
-		if (s->atlen <= len || !path_covers(path, len, s->at, s->atlen))
+		if (s->atlen <= len || !fs_slot_live(fs, i) ||
+		    !path_covers(path, len, s->at, s->atlen))
 			continue;
 		end = strchrnul(c, '/');
 		for (int j = 0; j < n && !dup; j++)

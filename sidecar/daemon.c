@@ -40,8 +40,6 @@ struct sig_thread {
 	atomic_int got; /* the signal that ended serving, 0 if none */
 };
 
-static void reload(struct dagfs_ctx *ctx);
-
 static void *sig_main(void *arg)
 {
 	struct sig_thread *t = arg;
@@ -80,7 +78,7 @@ static void signals_block(sigset_t *set)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static void on_publish(struct source *src, struct snap *snap, void *payload)
+void sc_on_publish(struct source *src, struct snap *snap, void *payload)
 {
 	struct sc_source *s = payload;
 
@@ -94,197 +92,96 @@ static void on_publish(struct source *src, struct snap *snap, void *payload)
 	endpoints_published(s->ctx);
 }
 
-/* ------------------------------------------------------------ reload */
+/* ------------------------------------------------------- source sets */
 
-static bool spec_equal(const struct source_spec *a, const struct source_spec *b)
+struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
+				const struct cfg_source *cfg)
 {
-	if (strcmp(a->type, b->type) || strcmp(a->location, b->location) ||
-	    a->nkeys != b->nkeys)
-		return false;
-	for (size_t i = 0; i < a->nkeys; i++) {
-		const char *v = source_spec_get(b, a->keys[i]);
+	struct sc_source *s = calloc(1, sizeof(*s)), **all;
 
-		if (!v || strcmp(v, a->values[i]))
-			return false;
+	all = s ? realloc(ctx->all, (ctx->nall + 1) * sizeof(*all)) : NULL;
+	if (!all) {
+		free(s);
+		return NULL;
 	}
-	return true;
+	ctx->all = all;
+	*s = (struct sc_source){ .ctx = ctx, .src = src, .cfg = cfg,
+				 .slot = -1 };
+	ctx->all[ctx->nall++] = s;
+	return s;
 }
 
-/* The running source named @name at @at, or -1. */
-static int running_index(struct dagfs_ctx *ctx, const char *name,
-			 const char *at)
+int sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set)
 {
-	for (size_t i = 0; i < ctx->n; i++)
-		if (!strcmp(source_name(ctx->src[i].src), name) &&
-		    !strcmp(source_at(ctx->src[i].src), at))
-			return (int)i;
-	return -1;
+	struct sc_set **sets;
+
+	sets = realloc(ctx->sets, (ctx->nsets + 1) * sizeof(*sets));
+	if (!sets) {
+		free(set);
+		return -ENOMEM;
+	}
+	ctx->sets = sets;
+	ctx->sets[ctx->nsets++] = set;
+	pthread_mutex_lock(&ctx->lock);
+	__atomic_store_n(&ctx->set, set, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&ctx->lock);
+	return 0;
 }
 
-/*
- * Build every source of @c without starting it. The new set must have the
- * running set's names and places: the view's slots are fixed once mounted.
- */
-static int reload_build(struct dagfs_ctx *ctx, const struct dagfs_config *c,
-			struct source **fresh)
+void sc_preload(struct sc_source *s)
 {
-	char err[1024];
-	int rc = 0;
+	struct snap *snap;
 
-	for (size_t i = 0; !rc && i < c->nsources; i++) {
-		rc = source_new(&fresh[i], &c->sources[i].spec, ctx->store, err,
-				sizeof(err));
-		if (rc)
-			log_err(TAG, "reload rejected: %s: %s",
-				c->sources[i].origin, err);
-	}
-	for (size_t i = 0; !rc && i < c->nsources; i++) {
-		if (c->nsources != ctx->n ||
-		    running_index(ctx, source_name(fresh[i]),
-				  source_at(fresh[i])) < 0) {
-			log_err(TAG, "reload rejected: adding, removing, renaming "
-				     "or moving (at=) sources needs a restart");
-			rc = -EINVAL;
-		}
-	}
-	return rc;
-}
-
-/* Options other than sources and logging only change at a restart. */
-static void reload_warn_options(const struct dagfs_config *old,
-				const struct dagfs_config *c)
-{
-	const struct cfg_option *opts;
-	char a[512], b[512];
-	size_t n;
-
-	opts = cfg_options(&n);
-	for (size_t i = 0; i < n; i++) {
-		if (opts[i].type == CFG_SOURCE || !strcmp(opts[i].name, "config") ||
-		    opts[i].type == CFG_LEVEL || opts[i].type == CFG_FORMAT)
-			continue;
-		cfg_format(old, &opts[i], a, sizeof(a));
-		cfg_format(c, &opts[i], b, sizeof(b));
-		if (strcmp(a, b))
-			log_warn(TAG, "reload: %s changed from %s to %s; it takes "
-				      "effect at the next start", opts[i].name,
-				 a, b);
-	}
-}
-
-/* Swap in the sources whose spec changed; free the rest of @fresh. */
-static void reload_apply(struct dagfs_ctx *ctx, const struct dagfs_config *c,
-			 struct source **fresh)
-{
-	unsigned changed = 0;
-
-	for (size_t i = 0; i < c->nsources; i++) {
-		int j = running_index(ctx, source_name(fresh[i]),
-				      source_at(fresh[i]));
-		struct sc_source *s = &ctx->src[j];
-		struct source *old = s->src;
-
-		if (spec_equal(&s->cfg->spec, &c->sources[i].spec)) {
-			source_free(fresh[i]);
-			continue;
-		}
-		/* The old thread ends before the new one may publish. */
-		source_stop(old);
-		pthread_mutex_lock(&ctx->lock);
-		ctx->retired[ctx->nretired++] = old;
-		s->src = fresh[i];
-		s->cfg = &c->sources[i];
-		pthread_mutex_unlock(&ctx->lock);
-		if (source_start(s->src, on_publish, s))
-			log_err(TAG, "reload: source %s did not start",
-				source_name(s->src));
-		changed++;
-	}
-	log_notice(TAG, "reloaded: %u source%s restarted, %zu unchanged",
-		   changed, changed == 1 ? "" : "s", c->nsources - changed);
-}
-
-/*
- * SIGHUP: load the configuration again (file, environment, the same
- * flags) and restart the sources whose spec changed, without unmounting.
- * Nothing changes unless the whole new configuration is valid.
- */
-static void reload(struct dagfs_ctx *ctx)
-{
-	struct dagfs_config *c = calloc(1, sizeof(*c));
-	struct cfg_errors errs = { 0 };
-	struct source **fresh = NULL, **retired = NULL;
-	struct dagfs_config **kept = NULL;
-	int rc;
-
-	log_notice(TAG, "SIGHUP: reloading the configuration");
-	rc = c ? config_load(c, CMD_MOUNT, ctx->cfg->argc, ctx->cfg->argv,
-			     environ, &errs) : -ENOMEM;
-	for (size_t i = 0; i < errs.n; i++)
-		log_err(TAG, "reload rejected: %s", errs.msg[i]);
-	cfg_errors_clear(&errs);
-	if (!rc && (!(fresh = calloc(c->nsources + 1, sizeof(*fresh))) ||
-		    !(retired = realloc(ctx->retired, (ctx->nretired + ctx->n) *
-							      sizeof(*retired))) ||
-		    !(kept = realloc(ctx->reloads, (ctx->nreloads + 1) *
-							   sizeof(*kept)))))
-		rc = -ENOMEM;
-	if (retired)
-		ctx->retired = retired;
-	if (kept)
-		ctx->reloads = kept;
-	if (!rc)
-		rc = reload_build(ctx, c, fresh);
-	if (rc) {
-		if (rc == -ENOMEM)
-			log_err(TAG, "reload rejected: %s", strerror(ENOMEM));
-		for (size_t i = 0; fresh && i < c->nsources; i++)
-			source_free(fresh[i]);
-		if (c)
-			config_free(c);
-		free(c);
-		free(fresh);
+	if (s->ctx->materialize ||
+	    pub_load_current(s->ctx->store, source_name(s->src), &snap))
 		return;
-	}
-	reload_warn_options(ctx->cfg, c);
-	log_setup(c->log_level, c->log_json);
-	reload_apply(ctx, c, fresh);
-	ctx->reloads[ctx->nreloads++] = c;
-	free(fresh);
+	fs_swap(s->ctx->fs, s->slot, snap);
+	log_debug(TAG, "serving cached %s revision %s at /%s",
+		  source_name(s->src), snap->rev, source_at(s->src));
+	snap_unref(snap);
 }
 
 /* Build every source; nothing is started. Errors name where it was set. */
 static int sources_create(struct dagfs_ctx *ctx)
 {
 	const struct dagfs_config *c = ctx->cfg;
+	struct sc_set *set;
 	const char **names, **ats;
 	char err[1024];
 	int rc = 0;
 
-	ctx->src = calloc(c->nsources, sizeof(*ctx->src));
-	names = calloc(c->nsources, sizeof(*names));
-	ats = calloc(c->nsources, sizeof(*ats));
-	if (!ctx->src || !names || !ats)
+	set = calloc(1, sizeof(*set) + c->nsources * sizeof(set->v[0]));
+	names = calloc(c->nsources + 1, sizeof(*names));
+	ats = calloc(c->nsources + 1, sizeof(*ats));
+	if (!set || !names || !ats)
 		rc = -ENOMEM;
 	for (size_t i = 0; !rc && i < c->nsources; i++) {
-		struct sc_source *s = &ctx->src[i];
+		const struct cfg_source *cs = &c->sources[i];
+		struct source *src;
 
-		s->ctx = ctx;
-		s->cfg = &c->sources[i];
-		rc = source_new(&s->src, &s->cfg->spec, ctx->store, err,
-				sizeof(err));
+		rc = source_new(&src, &cs->spec, ctx->store, err, sizeof(err));
 		if (rc) {
-			fprintf(stderr, "dagfs: %s: %s\n", s->cfg->origin, err);
+			fprintf(stderr, "dagfs: %s: %s\n", cs->origin, err);
 			break;
 		}
-		ctx->n++;
-		names[i] = source_name(s->src);
-		ats[i] = source_at(s->src);
+		set->v[i] = sc_source_new(ctx, src, cs);
+		if (!set->v[i]) {
+			source_free(src);
+			rc = -ENOMEM;
+			break;
+		}
+		set->n++;
+		names[i] = source_name(src);
+		ats[i] = source_at(src);
 	}
-	if (!rc && cfg_check_layout(names, ats, ctx->n, err, sizeof(err))) {
+	if (!rc && cfg_check_layout(names, ats, set->n, err, sizeof(err))) {
 		fprintf(stderr, "dagfs: %s\n", err);
 		rc = -EINVAL;
 	}
+	if (set && !rc)
+		rc = sc_set_publish(ctx, set);
+	else
+		free(set);
 	if (rc == -ENOMEM)
 		fprintf(stderr, "dagfs: %s\n", strerror(ENOMEM));
 	free(names);
@@ -295,6 +192,7 @@ static int sources_create(struct dagfs_ctx *ctx)
 static int view_create(struct dagfs_ctx *ctx)
 {
 	const struct dagfs_config *c = ctx->cfg;
+	const struct sc_set *set = sc_set_get(ctx);
 	struct fs_opts o = FS_OPTS_INIT;
 	int rc;
 
@@ -310,8 +208,8 @@ static int view_create(struct dagfs_ctx *ctx)
 		fprintf(stderr, "dagfs: creating the view: %s\n", strerror(-rc));
 		return rc;
 	}
-	for (size_t i = 0; i < ctx->n; i++) {
-		struct sc_source *s = &ctx->src[i];
+	for (size_t i = 0; i < set->n; i++) {
+		struct sc_source *s = set->v[i];
 
 		s->slot = fs_add_slot(ctx->fs, source_at(s->src),
 				      source_name(s->src));
@@ -321,31 +219,19 @@ static int view_create(struct dagfs_ctx *ctx)
 				strerror(-s->slot));
 			return s->slot;
 		}
+		/* what the cache holds is served before any thread starts */
+		sc_preload(s);
 	}
 	return 0;
 }
 
-/* Serve what the cache already holds, before any thread starts. */
-static void view_preload(struct dagfs_ctx *ctx)
-{
-	for (size_t i = 0; i < ctx->n; i++) {
-		struct sc_source *s = &ctx->src[i];
-		struct snap *snap;
-
-		if (pub_load_current(ctx->store, source_name(s->src), &snap))
-			continue;
-		fs_swap(ctx->fs, s->slot, snap);
-		log_debug(TAG, "serving cached %s revision %s at /%s",
-			  source_name(s->src), snap->rev, source_at(s->src));
-		snap_unref(snap);
-	}
-}
-
 static int sources_start(struct dagfs_ctx *ctx)
 {
-	for (size_t i = 0; i < ctx->n; i++) {
-		struct sc_source *s = &ctx->src[i];
-		int rc = source_start(s->src, on_publish, s);
+	const struct sc_set *set = sc_set_get(ctx);
+
+	for (size_t i = 0; i < set->n; i++) {
+		struct sc_source *s = set->v[i];
+		int rc = source_start(s->src, sc_on_publish, s);
 
 		if (rc) {
 			fprintf(stderr, "dagfs: source %s: cannot start: %s\n",
@@ -361,8 +247,10 @@ static int serve_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 {
 	int sig;
 
+	size_t n = sc_set_get(ctx)->n;
+
 	log_notice(TAG, "materialising %zu source%s into %s/current (dagfs %s, "
-		   "cache %s)", ctx->n, ctx->n == 1 ? "" : "s", ctx->materialize,
+		   "cache %s)", n, n == 1 ? "" : "s", ctx->materialize,
 		   DAGFS_VERSION, ctx->cfg->cache);
 	for (;;) {
 		if (sigwait(set, &sig))
@@ -390,8 +278,10 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 		fprintf(stderr, "dagfs: signal thread: %s\n", strerror(rc));
 		return -rc;
 	}
+	size_t n = sc_set_get(ctx)->n;
+
 	log_notice(TAG, "serving %zu source%s on %s (dagfs %s, cache %s)",
-		   ctx->n, ctx->n == 1 ? "" : "s", ctx->mountpoint,
+		   n, n == 1 ? "" : "s", ctx->mountpoint,
 		   DAGFS_VERSION, ctx->cfg->cache);
 	rc = fs_loop(ctx->fs);
 	if (rc)
@@ -406,23 +296,25 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 static void ctx_free(struct dagfs_ctx *ctx)
 {
 	endpoints_stop(ctx);
-	for (size_t i = 0; i < ctx->n; i++)
-		source_stop(ctx->src[i].src);
+	for (size_t i = 0; i < ctx->nall; i++)
+		source_stop(ctx->all[i]->src);
 	status_writer_stop(ctx);
 	if (ctx->fs)
 		fs_unmount(ctx->fs);
 	fs_free(ctx->fs);
-	for (size_t i = 0; i < ctx->n; i++)
-		source_free(ctx->src[i].src);
-	for (size_t i = 0; i < ctx->nretired; i++)
-		source_free(ctx->retired[i]);
-	free(ctx->retired);
+	for (size_t i = 0; i < ctx->nall; i++) {
+		source_free(ctx->all[i]->src);
+		free(ctx->all[i]);
+	}
+	free(ctx->all);
+	for (size_t i = 0; i < ctx->nsets; i++)
+		free(ctx->sets[i]);
+	free(ctx->sets);
 	for (size_t i = 0; i < ctx->nreloads; i++) {
 		config_free(ctx->reloads[i]);
 		free(ctx->reloads[i]);
 	}
 	free(ctx->reloads);
-	free(ctx->src);
 	store_close(ctx->store);
 	free(ctx->mountpoint);
 	pthread_mutex_destroy(&ctx->lock);
@@ -500,7 +392,6 @@ int cmd_mount(const struct dagfs_config *c)
 	if (!rc)
 		rc = view_create(&ctx);
 	if (!rc) {
-		view_preload(&ctx);
 		rc = fs_mount(ctx.fs, ctx.mountpoint, err, sizeof(err));
 		if (rc)
 			fprintf(stderr, "dagfs: %s\n", err);

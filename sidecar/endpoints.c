@@ -49,6 +49,7 @@ static int h_healthz(void *payload, char **body)
 static int h_readyz(void *payload, char **body)
 {
 	struct dagfs_ctx *ctx = payload;
+	const struct sc_set *set = sc_set_get(ctx);
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
@@ -56,14 +57,14 @@ static int h_readyz(void *payload, char **body)
 
 	if (!f)
 		return 500;
-	for (size_t i = 0; i < ctx->n; i++) {
+	for (size_t i = 0; i < set->n; i++) {
 		struct source_status st;
 		bool published;
-		bool ok = source_ready(&ctx->src[i], &st, &published);
+		bool ok = source_ready(set->v[i], &st, &published);
 
 		all &= ok;
 		fprintf(f, "%s %s: %s\n", ok ? "ok" : "not ready",
-			source_name(ctx->src[i].src),
+			source_name(set->v[i]->src),
 			!published ? "no revision published yet" :
 			ok	   ? st.rev :
 				     "too many failures in a row");
@@ -97,14 +98,16 @@ static void per_source(FILE *f, struct dagfs_ctx *ctx, const char *name,
 		       const char *type, const char *help,
 		       double (*get)(const struct source_status *, bool))
 {
+	const struct sc_set *set = sc_set_get(ctx);
+
 	metric_head(f, name, type, help);
-	for (size_t i = 0; i < ctx->n; i++) {
+	for (size_t i = 0; i < set->n; i++) {
 		struct source_status st;
 		bool published;
-		bool ok = source_ready(&ctx->src[i], &st, &published);
+		bool ok = source_ready(set->v[i], &st, &published);
 
 		fprintf(f, "dagfs_%s{source=\"", name);
-		label(f, source_name(ctx->src[i].src));
+		label(f, source_name(set->v[i]->src));
 		fprintf(f, "\"} %.17g\n", get(&st, ok));
 	}
 }
@@ -159,14 +162,16 @@ static double m_syncs(const struct source_status *s, bool ok)
 
 static void histogram(FILE *f, struct dagfs_ctx *ctx)
 {
+	const struct sc_set *set = sc_set_get(ctx);
+
 	metric_head(f, "sync_duration_seconds", "histogram",
 		    "Duration of sync attempts.");
-	for (size_t i = 0; i < ctx->n; i++) {
+	for (size_t i = 0; i < set->n; i++) {
 		struct source_status st;
-		const char *name = source_name(ctx->src[i].src);
+		const char *name = source_name(set->v[i]->src);
 		uint64_t cum = 0;
 
-		source_get_status(ctx->src[i].src, &st);
+		source_get_status(set->v[i]->src, &st);
 		for (size_t b = 0; b < 11; b++) {
 			cum += st.dur_buckets[b];
 			fputs("dagfs_sync_duration_seconds_bucket{source=\"", f);
@@ -190,16 +195,18 @@ static void histogram(FILE *f, struct dagfs_ctx *ctx)
 
 static void revisions(FILE *f, struct dagfs_ctx *ctx)
 {
+	const struct sc_set *set = sc_set_get(ctx);
+
 	metric_head(f, "source_revision_info", "gauge",
 		    "The revision a source serves (value 1).");
-	for (size_t i = 0; i < ctx->n; i++) {
+	for (size_t i = 0; i < set->n; i++) {
 		struct source_status st;
 
-		source_get_status(ctx->src[i].src, &st);
+		source_get_status(set->v[i]->src, &st);
 		if (!st.rev[0])
 			continue;
 		fputs("dagfs_source_revision_info{source=\"", f);
-		label(f, source_name(ctx->src[i].src));
+		label(f, source_name(set->v[i]->src));
 		fputs("\",revision=\"", f);
 		label(f, st.rev);
 		fputs("\"} 1\n", f);
@@ -281,12 +288,13 @@ static int h_metrics(void *payload, char **body)
 static int h_sync(void *payload, const char *source, char **body)
 {
 	struct dagfs_ctx *ctx = payload;
+	const struct sc_set *set = sc_set_get(ctx);
 	int kicked = 0;
 
-	for (size_t i = 0; i < ctx->n; i++) {
-		if (source && strcmp(source, source_name(ctx->src[i].src)))
+	for (size_t i = 0; i < set->n; i++) {
+		if (source && strcmp(source, source_name(set->v[i]->src)))
 			continue;
-		source_kick(ctx->src[i].src);
+		source_kick(set->v[i]->src);
 		kicked++;
 	}
 	if (!kicked) {
@@ -333,10 +341,11 @@ void endpoints_stop(struct dagfs_ctx *ctx)
 
 void endpoints_published(struct dagfs_ctx *ctx)
 {
+	const struct sc_set *set = sc_set_get(ctx);
 	bool all = true;
 
-	for (size_t i = 0; i < ctx->n && all; i++) {
-		struct snap *snap = source_current(ctx->src[i].src);
+	for (size_t i = 0; i < set->n && all; i++) {
+		struct snap *snap = source_current(set->v[i]->src);
 
 		all = snap != NULL;
 		snap_unref(snap);

@@ -17,22 +17,26 @@
 
 void materialize_all(struct dagfs_ctx *ctx)
 {
-	struct snap **snaps = calloc(ctx->n, sizeof(*snaps));
-	const char **ats = calloc(ctx->n, sizeof(*ats));
+	const struct sc_set *set;
+	struct snap **snaps = NULL;
+	const char **ats = NULL;
 	char id[DHASH_HEX];
 	int rc = -ENOMEM;
 
 	pthread_mutex_lock(&ctx->lock); /* one composition at a time */
+	set = sc_set_get(ctx);
+	snaps = calloc(set->n + 1, sizeof(*snaps));
+	ats = calloc(set->n + 1, sizeof(*ats));
 	if (snaps && ats) {
 		bool all = true;
 
-		for (size_t i = 0; i < ctx->n; i++) {
-			snaps[i] = source_current(ctx->src[i].src);
-			ats[i] = source_at(ctx->src[i].src);
+		for (size_t i = 0; i < set->n; i++) {
+			snaps[i] = source_current(set->v[i]->src);
+			ats[i] = source_at(set->v[i]->src);
 			all &= snaps[i] != NULL;
 		}
 		/* never a tree with a source missing: wait for all */
-		rc = all ? mat_compose(ctx->store, snaps, ats, ctx->n,
+		rc = all ? mat_compose(ctx->store, snaps, ats, set->n,
 				       ctx->materialize, id) :
 			   -EAGAIN;
 		if (rc == -EAGAIN)
@@ -47,9 +51,9 @@ void materialize_all(struct dagfs_ctx *ctx)
 		log_info(TAG, "removed revisions retired over %d s ago",
 			 ctx->cfg->grace_ms / 1000);
 out:
-	pthread_mutex_unlock(&ctx->lock);
-	for (size_t i = 0; snaps && i < ctx->n; i++)
+	for (size_t i = 0; snaps && i < set->n; i++)
 		snap_unref(snaps[i]);
+	pthread_mutex_unlock(&ctx->lock);
 	free(snaps);
 	free(ats);
 }

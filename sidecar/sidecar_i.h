@@ -252,6 +252,17 @@ struct sc_source {
 	int slot;
 };
 
+/**
+ * The running sources, in configuration order. A set never changes once
+ * published: a reload builds a new one and keeps the old (and every
+ * source it named) until exit, so a thread that took the pointer with
+ * sc_set_get() never touches freed memory.
+ */
+struct sc_set {
+	size_t n;
+	struct sc_source *v[];
+};
+
 struct status_writer;
 
 /**
@@ -264,17 +275,12 @@ struct dagfs_ctx {
 	struct store *store;
 	struct fs *fs;
 
-	/*
-	 * The sources. Their number and places are fixed after start-up; a
-	 * reload replaces a changed source's ->src and ->cfg under ctx->lock
-	 * and keeps the stopped one in @retired until exit, so a thread that
-	 * read the old pointer without the lock never touches freed memory.
-	 */
-	pthread_mutex_t lock;
-	size_t n;
-	struct sc_source *src;
-	struct source **retired;
-	size_t nretired;
+	pthread_mutex_t lock;	  /* publishing a set; usage; compositions */
+	struct sc_set *set;	  /* atomic: the current set (sc_set_get) */
+	struct sc_set **sets;	  /* every set published, the current last */
+	size_t nsets;
+	struct sc_source **all;	  /* every source ever built (owned) */
+	size_t nall;
 	struct dagfs_config **reloads; /* configs loaded by SIGHUP, kept */
 	size_t nreloads;
 
@@ -286,6 +292,35 @@ struct dagfs_ctx {
 	int64_t usage_at;	 /* ctx->lock: store usage cache */
 	uint64_t usage_blobs, usage_bytes;
 };
+
+/** The current set of sources (borrowed; lives until exit). */
+static inline const struct sc_set *sc_set_get(struct dagfs_ctx *ctx)
+{
+	return __atomic_load_n(&ctx->set, __ATOMIC_ACQUIRE);
+}
+
+/**
+ * Make @set (malloc'd, its sources in ctx->all) the current set; ctx
+ * owns it from here, even on failure. -ENOMEM leaves the old one.
+ */
+int sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set) WUR;
+
+/** A new source @src for @cfg in ctx->all, NULL on ENOMEM (@src kept). */
+struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
+				const struct cfg_source *cfg);
+
+/** Hand @s's publications to the view or the materialised tree. */
+void sc_on_publish(struct source *src, struct snap *snap, void *payload);
+
+/** Serve @s's cached snapshot now, before its thread starts. */
+void sc_preload(struct sc_source *s);
+
+/**
+ * SIGHUP: load the configuration again (file, environment, the same
+ * flags); add, remove and restart sources without unmounting. Nothing
+ * changes unless the whole new configuration is valid. (reload.c)
+ */
+void reload(struct dagfs_ctx *ctx);
 
 /* -------------------------------------------------------- endpoints */
 

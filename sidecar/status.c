@@ -65,6 +65,8 @@ static void put_source(FILE *f, const struct sc_source *s)
 
 static void put_status(FILE *f, struct dagfs_ctx *ctx, bool running)
 {
+	const struct sc_set *set;
+
 	fprintf(f, "{\"format\":%d,\"version\":", STATUS_FORMAT);
 	json_put_str(f, DAGFS_VERSION);
 	fprintf(f, ",\"pid\":%ld,\"running\":%s,\"mountpoint\":",
@@ -73,10 +75,11 @@ static void put_status(FILE *f, struct dagfs_ctx *ctx, bool running)
 	fprintf(f, ",\"written_ns\":%lld,\"interval_ms\":%d,\"sources\":[",
 		(long long)now_ns(), ctx->cfg->status_interval_ms);
 	pthread_mutex_lock(&ctx->lock);
-	for (size_t i = 0; i < ctx->n; i++) {
+	set = sc_set_get(ctx);
+	for (size_t i = 0; i < set->n; i++) {
 		if (i)
 			fputc(',', f);
-		put_source(f, &ctx->src[i]);
+		put_source(f, set->v[i]);
 	}
 	pthread_mutex_unlock(&ctx->lock);
 	fputs("]}\n", f);

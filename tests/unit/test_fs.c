@@ -63,6 +63,43 @@ static void test_fs__slots_must_not_overlap(void)
 	store_close(st);
 }
 
+static void test_fs__slots_come_and_go(void)
+{
+	struct store *st;
+	struct fs *fs = fresh(&st);
+	char at[32];
+	int n = 0;
+
+	CHECK(fs);
+	CHECK(fs_add_slot(fs, "teams/a", "a") == 0);
+	CHECK(fs_add_slot(fs, "teams/b", "b") == 1);
+	CHECK(fs_remove_slot(fs, 0) == 0);
+	CHECK(fs_remove_slot(fs, 0) == -ENOENT);
+	CHECK(fs_remove_slot(fs, 7) == -ENOENT);
+	/* its place is free for another source; it takes a new slot */
+	CHECK(fs_add_slot(fs, "teams/a/x", "c") == 2);
+	CHECK(fs_remove_slot(fs, 2) == 0);
+	/* the same source at the same place gets its old slot back */
+	CHECK(fs_add_slot(fs, "teams/a", "a") == 0);
+	CHECK(fs_add_slot(fs, "teams/a", "a") == -EEXIST);
+	/* the root slot overlaps every slot, then none once they are gone */
+	CHECK(fs_add_slot(fs, "", "root") == -EEXIST);
+	CHECK(fs_remove_slot(fs, 0) == 0 && fs_remove_slot(fs, 1) == 0);
+	CHECK(fs_add_slot(fs, "", "root") == 3);
+	CHECK(fs_remove_slot(fs, 3) == 0);
+	/* slots are never moved: a view uses 256 over its life (4 so far) */
+	for (int rc = 0; rc >= 0; n++) {
+		snprintf(at, sizeof(at), "s%d", n);
+		rc = fs_add_slot(fs, at, at);
+		if (rc >= 0)
+			CHECK(fs_remove_slot(fs, rc) == 0);
+		else
+			CHECK(rc == -ENOSPC && n == 256 - 4);
+	}
+	fs_free(fs);
+	store_close(st);
+}
+
 static int refused(struct fs *fs, const char *mp, const char *want)
 {
 	char err[512] = "";
@@ -149,6 +186,7 @@ int main(void)
 	static const struct harness_case cases[] = {
 		{ "test_fs__slots_must_not_overlap",
 		  test_fs__slots_must_not_overlap },
+		{ "test_fs__slots_come_and_go", test_fs__slots_come_and_go },
 		{ "test_fs__mountpoint_refused_with_reason",
 		  test_fs__mountpoint_refused_with_reason },
 		{ "test_fs__swap_keeps_one_reference",
