@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #define WUR __attribute__((warn_unused_result))
@@ -424,5 +425,20 @@ int parse_bool(const char *text, bool *out) WUR;
 /** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
 int64_t now_ns(void);
 int64_t mono_ns(void);
+
+/**
+ * Write @s to @f as a quoted JSON string: '"' and '\\' escaped, control
+ * characters as \u00XX, well-formed UTF-8 copied, and each ill-formed
+ * sequence replaced by \ufffd so the output is always valid JSON. NULL
+ * writes "".
+ */
+void json_put_str(FILE *f, const char *s);
+
+/**
+ * json_put_str into @out of @cap (at least 3) bytes, NUL-terminated.
+ * What does not fit is dropped a whole character at a time, so @out
+ * always holds a complete quoted string. Returns its length.
+ */
+size_t json_quote(char *out, size_t cap, const char *s);
 
 #endif
