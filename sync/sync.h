@@ -417,6 +417,12 @@ void source_get_status(struct source *src, struct source_status *out);
 int path_fmt(char *buf, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4))) WUR;
 
+/**
+ * mkdir -p: create @path and its missing parents with @mode (less the
+ * umask); directories that exist are left as they are. 0 or -errno.
+ */
+int mkdir_p(const char *path, mode_t mode) WUR;
+
 /** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
 int parse_duration_ms(const char *text, int *out) WUR;
 /** Parse a boolean: 1/0, true/false, yes/no, on/off. */

@@ -1,16 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * util.c - small shared helpers of sync/: hashes, clocks, the parsers
- * of durations and booleans used by every source's options, and the one
- * JSON string writer used by the log, fs/ generated files and sidecar/.
+ * util.c - small shared helpers of sync/: hashes, clocks, mkdir -p, the
+ * parsers of durations and booleans used by every source's options, and
+ * the one JSON string writer used by the log, fs/ generated files and
+ * sidecar/.
  */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -73,6 +76,23 @@ int path_fmt(char *buf, size_t len, const char *fmt, ...)
 	n = vsnprintf(buf, len, fmt, ap);
 	va_end(ap);
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+
+	if (path_fmt(buf, sizeof(buf), "%s", path))
+		return -ENAMETOOLONG;
+	for (char *p = buf; *p; p++) {
+		if (*p != '/' || p == buf)
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return mkdir(buf, mode) && errno != EEXIST ? -errno : 0;
 }
 
 static int64_t clock_ns(clockid_t id)
