@@ -149,22 +149,6 @@ static int slot_named(struct fs *fs, const char *name, size_t len)
 
 /* ------------------------------------------------------ generated files */
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 static void json_time(FILE *f, int64_t ns)
 {
 	time_t t = (time_t)(ns / 1000000000);
@@ -195,12 +179,12 @@ static void status_json(struct fs *fs, FILE *f, int64_t *mtime)
 		pthread_mutex_unlock(&fs->slot_lock);
 		fputs(first ? "\n  " : ",\n  ", f);
 		first = false;
-		json_str(f, sl->source);
+		json_put_str(f, sl->source);
 		fputs(": {\"at\": ", f);
-		json_str(f, sl->at);
+		json_put_str(f, sl->at);
 		fputs(", \"revision\": ", f);
 		if (s)
-			json_str(f, s->rev);
+			json_put_str(f, s->rev);
 		else
 			fputs("null", f);
 		fputs(", \"published\": ", f);

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * json.c - the little JSON the sidecar needs: writing strings with the
- * right escapes, and reading back the status file it wrote itself (a
- * small recursive-descent parser into a tree). Not a general-purpose
- * library: \u escapes outside the BMP pass through as two code units,
- * and nesting is capped so hostile input cannot exhaust the stack.
+ * json.c - the little JSON the sidecar reads: the status file it wrote
+ * itself (with json_put_str of sync/), parsed by a small recursive-descent
+ * parser into a tree. Not a general-purpose library: \u escapes outside
+ * the BMP pass through as two code units, and nesting is capped so
+ * hostile input cannot exhaust the stack.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -284,20 +284,4 @@ bool json_bool(const struct json *j, const char *key, bool def)
 	const struct json *v = json_get(j, key);
 
 	return v && v->type == JSON_BOOL ? v->b : def;
-}
-
-void json_put_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; s && *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
 }

@@ -239,9 +239,6 @@ const char *json_str(const struct json *j, const char *key, const char *def);
 int64_t json_int(const struct json *j, const char *key, int64_t def);
 bool json_bool(const struct json *j, const char *key, bool def);
 
-/** Write @s as a quoted JSON string. */
-void json_put_str(FILE *f, const char *s);
-
 /* ------------------------------------------------------------ daemon */
 
 /** One running source and its place in the mount. */

@@ -476,21 +476,6 @@ static int opts_auth(struct gitsrc *g, char *err, size_t errlen)
 	return 0;
 }
 
-static int mkdir_p(char *path)
-{
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) && errno != EEXIST) {
-			*p = '/';
-			return -errno;
-		}
-		*p = '/';
-	}
-	return mkdir(path, 0755) && errno != EEXIST ? -errno : 0;
-}
-
 /* Open (creating if needed) the bare repository and the blob map. */
 static int open_repo(struct gitsrc *g, char *err, size_t errlen)
 {
@@ -499,7 +484,7 @@ static int open_repo(struct gitsrc *g, char *err, size_t errlen)
 
 	snprintf(g->dir, sizeof(g->dir), "%s/git/%s", store_dir(g->src->store),
 		 g->src->name);
-	rc = mkdir_p(g->dir);
+	rc = mkdir_p(g->dir, 0755);
 	if (rc) {
 		snprintf(err, errlen, "%s: %s: %s", g->src->tag, g->dir,
 			 strerror(-rc));

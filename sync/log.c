@@ -37,27 +37,6 @@ int log_level_parse(const char *name)
 	return -EINVAL;
 }
 
-/* Append @s to @out as a JSON string body (without quotes). */
-static size_t json_escape(char *out, size_t cap, const char *s)
-{
-	size_t n = 0;
-
-	for (; *s && n + 7 < cap; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\') {
-			out[n++] = '\\';
-			out[n++] = (char)c;
-		} else if (c < 0x20) {
-			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-		} else {
-			out[n++] = (char)c;
-		}
-	}
-	out[n] = '\0';
-	return n;
-}
-
 void log_vemit(int level, const char *tag, const char *fmt, va_list ap)
 {
 	char msg[2048], line[4608], ts[96];
@@ -79,11 +58,11 @@ void log_vemit(int level, const char *tag, const char *fmt, va_list ap)
 	if (log_json) {
 		char etag[256], emsg[4096 - 256];
 
-		json_escape(etag, sizeof(etag), tag ? tag : "");
-		json_escape(emsg, sizeof(emsg), msg);
+		json_quote(etag, sizeof(etag), tag);
+		json_quote(emsg, sizeof(emsg), msg);
 		snprintf(line, sizeof(line),
-			 "{\"time\":\"%s\",\"level\":\"%s\",\"tag\":\"%s\","
-			 "\"msg\":\"%s\"}\n",
+			 "{\"time\":\"%s\",\"level\":\"%s\",\"tag\":%s,"
+			 "\"msg\":%s}\n",
 			 ts, level_names[lvl], etag, emsg);
 	} else {
 		snprintf(line, sizeof(line), "%s dagfs %s: %s%s%s\n", ts,

@@ -380,41 +380,44 @@ static void map_remember(struct s3_src *s, const struct job *jobs, size_t n)
 		log_warn("s3", "could not save %s", s->map_path);
 }
 
-static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
-		   char *err, size_t errlen)
+/*
+ * Fresh credentials, then the listing into @pg and its revision into @rev,
+ * unless nothing moved: 1 if @rev differs from @prev_rev, 0 if not (with
+ * marker=, the bucket is then not even listed), or -errno.
+ */
+static int list_if_changed(struct source *src, const char *prev_rev,
+			   struct s3_page *pg, char *rev, size_t revlen,
+			   char *err, size_t errlen)
 {
 	struct s3_src *s = src->priv;
-	struct s3_page pg = { 0 };
-	struct snap_builder *b = NULL;
-	struct s3_entry *keep = NULL;
-	struct job *jobs = NULL;
-	size_t njobs = 0, nkeep = 0;
-	char rev[160];
 	int rc;
 
 	rc = creds_fresh(src, err, errlen);
 	if (!rc && s->marker) {
-		rc = marker_rev(src, rev, sizeof(rev), err, errlen);
+		rc = marker_rev(src, rev, revlen, err, errlen);
 		if (!rc && !strcmp(rev, prev_rev))
 			return 0; /* the marker did not move: nothing to do */
 	}
 	if (!rc)
-		rc = list_all(src, &pg, err, errlen);
+		rc = list_all(src, pg, err, errlen);
 	if (rc)
-		goto out;
+		return rc;
 	if (!s->marker) {
-		listing_rev(rev, sizeof(rev), &pg);
+		listing_rev(rev, revlen, pg);
 		if (!strcmp(rev, prev_rev))
-			goto out; /* rc 0: unchanged, nothing downloaded */
+			return 0; /* unchanged, nothing downloaded */
 	}
-	rc = snap_builder_new(&b, src->name);
-	if (!rc)
-		rc = plan(src, &pg, b, &jobs, &njobs, &keep);
-	if (!rc) {
-		rc = fetch_missing(src, jobs, njobs, err, errlen);
-		if (rc)
-			map_remember(s, jobs, njobs);
-	}
+	return 1;
+}
+
+/* Add every fetched file of @jobs to @b and its map entry to @keep. */
+static int add_files(struct source *src, struct snap_builder *b,
+		     const struct job *jobs, size_t njobs,
+		     struct s3_entry *keep, size_t *nkeep)
+{
+	struct s3_src *s = src->priv;
+	int rc = 0;
+
 	for (size_t i = 0; !rc && i < njobs; i++) {
 		char path[PATH_MAX];
 		const char *why;
@@ -425,15 +428,56 @@ static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
 			continue;
 		rc = snap_builder_add_file(b, path, 0644, o->size, o->mtime_ns,
 					   &jobs[i].hash);
-		keep[nkeep] = (struct s3_entry){ .key = strdup(o->key),
-						 .size = o->size,
-						 .mtime_ns = o->mtime_ns,
-						 .hash = jobs[i].hash };
-		snprintf(keep[nkeep].etag, sizeof(keep[nkeep].etag), "%s",
+		keep[*nkeep] = (struct s3_entry){ .key = strdup(o->key),
+						  .size = o->size,
+						  .mtime_ns = o->mtime_ns,
+						  .hash = jobs[i].hash };
+		snprintf(keep[*nkeep].etag, sizeof(keep[*nkeep].etag), "%s",
 			 o->etag);
-		if (!keep[nkeep++].key)
+		if (!keep[(*nkeep)++].key)
 			rc = -ENOMEM;
 	}
+	return rc;
+}
+
+/* After a published round: @keep (now owned) is the map, and is saved. */
+static void map_replace(struct source *src, struct s3_entry *keep, size_t n)
+{
+	struct s3_src *s = src->priv;
+
+	map_free(s->map, s->nmap);
+	s->map = keep;
+	s->nmap = n;
+	qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
+	if (map_save(s))
+		log_warn(src->tag, "could not save %s; unchanged objects may be "
+			 "fetched again after a restart", s->map_path);
+}
+
+static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
+		   char *err, size_t errlen)
+{
+	struct s3_page pg = { 0 };
+	struct snap_builder *b = NULL;
+	struct s3_entry *keep = NULL;
+	struct job *jobs = NULL;
+	size_t njobs = 0, nkeep = 0;
+	char rev[160];
+	int rc;
+
+	rc = list_if_changed(src, prev_rev, &pg, rev, sizeof(rev), err, errlen);
+	if (rc <= 0)
+		goto out; /* an error, or 0: unchanged */
+	rc = snap_builder_new(&b, src->name);
+	if (!rc)
+		rc = plan(src, &pg, b, &jobs, &njobs, &keep);
+	if (!rc) {
+		rc = fetch_missing(src, jobs, njobs, err, errlen);
+		if (rc)
+			map_remember(src->priv, jobs, njobs);
+	}
+	if (!rc)
+		rc = add_files(src, b, jobs, njobs, keep, &nkeep);
 	if (rc)
 		goto out;
 	rc = snap_builder_finish(b, rev, out);
@@ -443,15 +487,9 @@ static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
 			 strerror(-rc));
 		goto out;
 	}
-	map_free(s->map, s->nmap);
-	s->map = keep;
-	s->nmap = nkeep;
+	map_replace(src, keep, nkeep);
 	keep = NULL;
 	nkeep = 0;
-	qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
-	if (map_save(s))
-		log_warn(src->tag, "could not save %s; unchanged objects may be "
-			 "fetched again after a restart", s->map_path);
 	rc = 1;
 out:
 	map_free(keep, nkeep);

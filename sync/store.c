@@ -97,10 +97,11 @@ int store_open(struct store **out, const char *dir, bool shared)
 		rc = -ENOMEM;
 		goto err;
 	}
-	if (mkdir(dir, 0755) && errno != EEXIST) {
-		rc = -errno;
+	/* every command comes here first: create a missing cache, and its
+	 * parents, private to the daemon's user */
+	rc = mkdir_p(dir, 0700);
+	if (rc)
 		goto err;
-	}
 	s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->dirfd < 0) {
 		rc = -errno;

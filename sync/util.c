@@ -1,26 +1,31 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * util.c - small shared helpers of sync/: hashes, clocks, and the parsers
- * of durations and booleans used by every source's options.
+ * util.c - small shared helpers of sync/: hashes, clocks, mkdir -p, the
+ * parsers of durations and booleans used by every source's options, and
+ * the one JSON string writer used by the log, fs/ generated files and
+ * sidecar/.
  */
+#include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <xxhash.h>
 
 #include "source_i.h"
 
+static const char hex_digits[] = "0123456789abcdef";
+
 void dhash_hex(char out[DHASH_HEX], const struct dhash *h)
 {
-	static const char digits[] = "0123456789abcdef";
-
 	for (int i = 0; i < 16; i++) {
-		out[2 * i] = digits[h->b[i] >> 4];
-		out[2 * i + 1] = digits[h->b[i] & 15];
+		out[2 * i] = hex_digits[h->b[i] >> 4];
+		out[2 * i + 1] = hex_digits[h->b[i] & 15];
 	}
 	out[32] = '\0';
 }
@@ -71,6 +76,23 @@ int path_fmt(char *buf, size_t len, const char *fmt, ...)
 	n = vsnprintf(buf, len, fmt, ap);
 	va_end(ap);
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+
+	if (path_fmt(buf, sizeof(buf), "%s", path))
+		return -ENAMETOOLONG;
+	for (char *p = buf; *p; p++) {
+		if (*p != '/' || p == buf)
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return mkdir(buf, mode) && errno != EEXIST ? -errno : 0;
 }
 
 static int64_t clock_ns(clockid_t id)
@@ -132,4 +154,104 @@ int parse_bool(const char *text, bool *out)
 		}
 	}
 	return -EINVAL;
+}
+
+/* Longest escaped form of one character: "\u001f" or "\ufffd". */
+#define JSON_CHAR_MAX 6
+
+/*
+ * 1 if @s starts a well-formed UTF-8 sequence of two to four bytes
+ * (Unicode table 3-7: no overlong forms, surrogates or code points past
+ * U+10FFFF), else 0. *@used is its length, or the length of the maximal
+ * subpart to replace by one U+FFFD, as Unicode and Python's "replace"
+ * do. Stops at the terminating NUL, which is never a continuation byte.
+ */
+static int utf8_seq(const unsigned char *s, size_t *used)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t need, i;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		need = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		need = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		need = 4;
+	else
+		need = 1; /* a stray continuation byte, C0, C1 or F5-FF */
+	if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	for (i = 1; i < need; i++, lo = 0x80, hi = 0xbf)
+		if (s[i] < lo || s[i] > hi)
+			break;
+	*used = i;
+	return need > 1 && i == need;
+}
+
+/* Escape the character at *@s into @out (no NUL) and step past it. */
+static size_t json_char(char out[JSON_CHAR_MAX], const char **s)
+{
+	const unsigned char *p = (const unsigned char *)*s;
+	size_t len = 1;
+	int valid;
+
+	if (*p < 0x80) {
+		*s += 1;
+		if (*p == '"' || *p == '\\') {
+			out[0] = '\\';
+			out[1] = (char)*p;
+			return 2;
+		}
+		if (*p < 0x20) {
+			memcpy(out, "\\u00", 4);
+			out[4] = hex_digits[*p >> 4];
+			out[5] = hex_digits[*p & 15];
+			return 6;
+		}
+		out[0] = (char)*p;
+		return 1;
+	}
+	valid = utf8_seq(p, &len);
+	*s += len;
+	if (!valid) {
+		memcpy(out, "\\ufffd", 6);
+		return 6;
+	}
+	memcpy(out, p, len);
+	return len;
+}
+
+void json_put_str(FILE *f, const char *s)
+{
+	char buf[JSON_CHAR_MAX];
+
+	fputc('"', f);
+	while (s && *s)
+		fwrite(buf, 1, json_char(buf, &s), f);
+	fputc('"', f);
+}
+
+size_t json_quote(char *out, size_t cap, const char *s)
+{
+	char buf[JSON_CHAR_MAX];
+	size_t n = 1, len;
+
+	assert(cap >= 3);
+	out[0] = '"';
+	while (s && *s) {
+		len = json_char(buf, &s);
+		if (n + len + 2 > cap) /* keep room for the quote and NUL */
+			break;
+		memcpy(out + n, buf, len);
+		n += len;
+	}
+	out[n++] = '"';
+	out[n] = '\0';
+	return n;
 }

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -269,6 +270,30 @@ def test_sync_once_and_pinned_revision(dagfs, tmp_path):
     r = dagfs.run(["sync", "--materialize", str(tmp_path / "o5"),
                    "--source", f"dir:{src}"])
     assert r.returncode == 1 and "needs --once" in r.stderr
+
+
+def test_commands_create_a_missing_cache_and_its_parents(dagfs, tmp_path):
+    """--cache PARENT/.../cache whose parents do not exist yet: sync --once
+    and mount create them and the cache, private to the user (0700), as
+    mkdir -p would; a directory that exists keeps its mode."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x\n")
+    tmp_path.chmod(0o755)
+    cache = tmp_path / "a" / "b" / "cache"
+    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "out"),
+                   "--cache", str(cache), "--source", f"dir:{src},name=local"])
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "current" / "a.py").read_text() == "x\n"
+    for d in (tmp_path / "a", tmp_path / "a" / "b", cache):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
+    m = dagfs.mount([f"dir:{src},name=local"],
+                    cache=tmp_path / "c" / "d" / "cache",
+                    ready=lambda mnt: (mnt / "a.py").exists())
+    assert (m.mnt / "a.py").read_text() == "x\n"
+    for d in (tmp_path / "c", tmp_path / "c" / "d", m.cache):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
 
 
 def test_changed_options_rebuild_the_cached_revision(dagfs, tmp_path):
