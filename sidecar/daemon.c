@@ -338,10 +338,10 @@ static int mount_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 	int rc;
 
 	ctx->materialize = ctx->cfg->materialize;
-	if (mkdir(ctx->materialize, 0755) && errno != EEXIST) {
+	rc = mkdir_p(ctx->materialize, 0755);
+	if (rc) {
 		fprintf(stderr, "dagfs: --materialize %s: %s\n",
-			ctx->materialize, strerror(errno));
-		rc = -errno;
+			ctx->materialize, strerror(-rc));
 		goto out;
 	}
 	rc = open_cache(ctx);

@@ -169,9 +169,9 @@ int mat_compose(struct store *st, struct snap *const *snaps,
 		return 0; /* already built */
 	snprintf(tmpdir, sizeof(tmpdir), "%s/.revs/.tmp-%s", dir, id_out);
 	snprintf(revdir, sizeof(revdir), "%s/.revs", dir);
-	if ((mkdir(dir, 0755) && errno != EEXIST) ||
-	    (mkdir(revdir, 0755) && errno != EEXIST))
-		return -errno;
+	rc = mkdir_p(revdir, 0755);
+	if (rc)
+		return rc;
 	mat_remove(tmpdir);
 	if (mkdir(tmpdir, 0755))
 		return -errno;

@@ -281,10 +281,11 @@ def test_commands_create_a_missing_cache_and_its_parents(dagfs, tmp_path):
     (src / "a.py").write_text("x\n")
     tmp_path.chmod(0o755)
     cache = tmp_path / "a" / "b" / "cache"
-    r = dagfs.run(["sync", "--once", "--materialize", str(tmp_path / "out"),
+    out = tmp_path / "out" / "nested"
+    r = dagfs.run(["sync", "--once", "--materialize", str(out),
                    "--cache", str(cache), "--source", f"dir:{src},name=local"])
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "out" / "current" / "a.py").read_text() == "x\n"
+    assert (out / "current" / "a.py").read_text() == "x\n"
     for d in (tmp_path / "a", tmp_path / "a" / "b", cache):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
