@@ -85,18 +85,21 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out);
  * directory always wins over the root slot's own .dagfs, which is
  * hidden), -ENOSPC past FS_SLOTS_MAX (256) slots in the view's life (a
  * slot removed and added again at the same place with the same @source
- * is reused). @source names the slot in logs and under .dagfs. The
- * directories above a slot are made up (mode 0555); a slot without a
- * snapshot yet is an empty directory. Thread-safe, mounted or not: when
- * mounted, readers see the slot appear whole, as after a swap.
+ * is reused). @source names the slot in logs and under .dagfs. @snap
+ * (a new reference is taken), if not NULL, is its tree from the start;
+ * without one the slot is an empty directory until fs_swap(). The
+ * directories above a slot are made up (mode 0555). Thread-safe, mounted
+ * or not: when mounted, readers see the slot appear whole, tree and all,
+ * as after a swap.
  */
-int fs_add_slot(struct fs *fs, const char *at, const char *source) WUR;
+int fs_add_slot(struct fs *fs, const char *at, const char *source,
+		struct snap *snap) WUR;
 
 /**
- * Take slot @slot out of the view: its tree goes as by fs_swap(NULL),
- * then its place and the made-up directories only it needed. Open files
- * keep their bytes. The caller stops swapping into it first. -ENOENT if
- * it is not in the view.
+ * Take slot @slot out of the view: its tree, its place and the made-up
+ * directories only it needed go at once (the root slot's tree goes first,
+ * as by fs_swap(NULL)). Open files keep their bytes. The caller stops
+ * swapping into it first. -ENOENT if it is not in the view.
  */
 int fs_remove_slot(struct fs *fs, int slot) WUR;
 

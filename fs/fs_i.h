@@ -189,11 +189,12 @@ int fs_path_join(char *buf, size_t len, const char *dir, const char *name);
 /* swap.c */
 
 /**
- * Make slot @slot (its fields set) join (@live) or leave the view, and
- * tell the kernel which made-up directories and names changed. The slot
- * is empty (no snapshot). fs->swap_lock held.
+ * Make slot @slot (its fields set, no snapshot) join the view with @snap
+ * (may be NULL; a reference is taken), or leave it (@live false, @snap
+ * NULL), and tell the kernel which made-up directories and names
+ * changed. fs->swap_lock held.
  */
-void fs_relayout(struct fs *fs, int slot, bool live);
+void fs_relayout(struct fs *fs, int slot, bool live, struct snap *snap);
 /** fs_swap() with fs->swap_lock held. */
 void fs_swap_locked(struct fs *fs, int slot, struct snap *snap);
 

@@ -67,6 +67,7 @@ struct swap {
 	struct note *n;
 	size_t nn, capn;
 	bool live;   /* fs_relayout(): the slot joins the view */
+	struct snap *fill; /* fs_relayout(): ...with this tree */
 	FILE *lines; /* .dagfs/changes/<source> (meta.c), or NULL */
 	char *text;
 	size_t tlen;
@@ -380,7 +381,13 @@ static void flip_layout(struct swap *sw, int slot)
 {
 	struct fs *fs = sw->fs;
 
+	pthread_mutex_lock(&fs->slot_lock);
+	sw->old = fs->slots[slot].snap;
+	__atomic_store_n(&fs->slots[slot].snap, snap_ref(sw->fill),
+			 __ATOMIC_RELEASE);
+	fs->slots[slot].epoch++;
 	__atomic_store_n(&fs->slots[slot].live, sw->live, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&fs->slot_lock);
 	if (slot == fs->nslots)
 		__atomic_store_n(&fs->nslots, slot + 1, __ATOMIC_RELEASE);
 	__atomic_add_fetch(&fs->layout, 1, __ATOMIC_ACQ_REL);
@@ -408,13 +415,15 @@ static void change_add(struct swap *sw, const char *path, size_t len)
 /*
  * Every directory from the top down to the slot's root may appear or
  * vanish, and with it a name in its parent's listing. The swap is planned
- * as if by a slot at the root ("" keeps its inode), with no snapshots.
+ * as if by a slot at the root ("" keeps its inode), with no snapshots:
+ * forgetting the slot root's name makes the kernel forget all it cached
+ * below it. The tree comes or goes with the slot, in one flip.
  */
-void fs_relayout(struct fs *fs, int slot, bool live)
+void fs_relayout(struct fs *fs, int slot, bool live, struct snap *snap)
 {
 	const struct fs_slot *s = &fs->slots[slot];
 	struct fs_slot top = { .at = (char *)"", .source = s->source };
-	struct swap sw = { .fs = fs, .slot = &top, .live = live };
+	struct swap sw = { .fs = fs, .slot = &top, .live = live, .fill = snap };
 	const char *p = s->at;
 
 	change_add(&sw, "", 0);
@@ -422,8 +431,10 @@ void fs_relayout(struct fs *fs, int slot, bool live)
 		p = strchrnul(p + 1, '/');
 		change_add(&sw, s->at, p - s->at);
 	}
+	shadowed(fs, s, snap);
 	swap_run(&sw, flip_layout, slot);
 	log_debug("fs", "source %s %s /%s", s->source,
 		 live ? "added at" : "removed from", s->at);
 	swap_end(&sw);
+	snap_unref(sw.old);
 }

@@ -109,7 +109,8 @@ static int slot_find(struct fs *fs, const char *at, const char *source)
 	return n;
 }
 
-int fs_add_slot(struct fs *fs, const char *at, const char *source)
+int fs_add_slot(struct fs *fs, const char *at, const char *source,
+		struct snap *snap)
 {
 	size_t len = strlen(at);
 	int slot = -EEXIST;
@@ -126,7 +127,7 @@ int fs_add_slot(struct fs *fs, const char *at, const char *source)
 	}
 	slot = slot_find(fs, at, source ? source : "");
 	if (slot >= 0)
-		fs_relayout(fs, slot, true);
+		fs_relayout(fs, slot, true, snap);
 out:
 	pthread_mutex_unlock(&fs->swap_lock);
 	return slot;
@@ -139,8 +140,10 @@ int fs_remove_slot(struct fs *fs, int slot)
 		pthread_mutex_unlock(&fs->swap_lock);
 		return -ENOENT;
 	}
-	fs_swap_locked(fs, slot, NULL);
-	fs_relayout(fs, slot, false);
+	/* the root's names have no parent to forget them by: empty it */
+	if (!fs->slots[slot].atlen)
+		fs_swap_locked(fs, slot, NULL);
+	fs_relayout(fs, slot, false, NULL);
 	pthread_mutex_unlock(&fs->swap_lock);
 	return 0;
 }
@@ -200,9 +203,18 @@ bool fs_res_is_dir(const struct fs_res *r)
 static void resolve_in_slot(struct fs *fs, int slot, const char *rel,
 			    struct fs_res *out)
 {
-	struct snap *s = fs_slot_snap(fs, slot, &out->epoch);
+	struct snap *s;
+	bool live;
 	int idx;
 
+	/* the slot may have left since the caller saw it: then nothing */
+	pthread_mutex_lock(&fs->slot_lock);
+	live = fs->slots[slot].live;
+	s = live ? snap_ref(fs->slots[slot].snap) : NULL;
+	out->epoch = fs->slots[slot].epoch;
+	pthread_mutex_unlock(&fs->slot_lock);
+	if (!live)
+		return;
 	out->slot = slot;
 	if (!s) {
 		out->kind = *rel ? FS_NONE : FS_EMPTY;

@@ -128,17 +128,20 @@ int sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set)
 	return 0;
 }
 
-void sc_preload(struct sc_source *s)
+int sc_place(struct sc_source *s)
 {
-	struct snap *snap;
+	struct dagfs_ctx *ctx = s->ctx;
+	struct snap *snap = NULL;
 
-	if (s->ctx->materialize ||
-	    pub_load_current(s->ctx->store, source_name(s->src), &snap))
-		return;
-	fs_swap(s->ctx->fs, s->slot, snap);
-	log_debug(TAG, "serving cached %s revision %s at /%s",
-		  source_name(s->src), snap->rev, source_at(s->src));
+	if (pub_load_current(ctx->store, source_name(s->src), &snap))
+		snap = NULL;
+	s->slot = fs_add_slot(ctx->fs, source_at(s->src), source_name(s->src),
+			      snap);
+	if (snap && s->slot >= 0)
+		log_debug(TAG, "serving cached %s revision %s at /%s",
+			  source_name(s->src), snap->rev, source_at(s->src));
 	snap_unref(snap);
+	return s->slot < 0 ? s->slot : 0;
 }
 
 /* Build every source; nothing is started. Errors name where it was set. */
@@ -211,16 +214,14 @@ static int view_create(struct dagfs_ctx *ctx)
 	for (size_t i = 0; i < set->n; i++) {
 		struct sc_source *s = set->v[i];
 
-		s->slot = fs_add_slot(ctx->fs, source_at(s->src),
-				      source_name(s->src));
-		if (s->slot < 0) {
+		/* what the cache holds is served before any thread starts */
+		rc = sc_place(s);
+		if (rc) {
 			fprintf(stderr, "dagfs: source %s at /%s: %s\n",
 				source_name(s->src), source_at(s->src),
-				strerror(-s->slot));
-			return s->slot;
+				strerror(-rc));
+			return rc;
 		}
-		/* what the cache holds is served before any thread starts */
-		sc_preload(s);
 	}
 	return 0;
 }

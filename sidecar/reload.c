@@ -9,8 +9,8 @@
  * same place is kept when its spec is unchanged and restarted when it
  * changed (its slot keeps serving the old tree until the new source
  * publishes); a source that is gone is stopped and its slot taken out of
- * the view; a new one gets a slot, its cached snapshot if any, and a
- * thread. A source moved (at=) or renamed is one removal and one
+ * the view; a new one gets a slot, filled from the start with its cached
+ * snapshot if any (never an empty directory first), and a thread. A source moved (at=) or renamed is one removal and one
  * addition, so its old place empties before its new one fills.
  */
 #include <errno.h>
@@ -163,14 +163,13 @@ static struct sc_source *enlist(struct dagfs_ctx *ctx, struct plan *p,
 		return s;
 	}
 	if (ctx->fs) {
-		s->slot = fs_add_slot(ctx->fs, source_at(src), source_name(src));
-		if (s->slot < 0) {
+		int rc = sc_place(s);
+
+		if (rc) {
 			log_err(TAG, "reload: source %s at /%s: %s; not served",
-				source_name(src), source_at(src),
-				strerror(-s->slot));
+				source_name(src), source_at(src), strerror(-rc));
 			return NULL;
 		}
-		sc_preload(s);
 	}
 	log_notice(TAG, "reload: source %s added at /%s", source_name(src),
 		   source_at(src));

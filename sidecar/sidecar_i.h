@@ -309,8 +309,11 @@ struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
 /** Hand @s's publications to the view or the materialised tree. */
 void sc_on_publish(struct source *src, struct snap *snap, void *payload);
 
-/** Serve @s's cached snapshot now, before its thread starts. */
-void sc_preload(struct sc_source *s);
+/**
+ * Give @s its slot in the view (s->slot), serving its cached snapshot
+ * from the start if the cache has one. 0 or -errno from fs_add_slot().
+ */
+int sc_place(struct sc_source *s) WUR;
 
 /**
  * SIGHUP: load the configuration again (file, environment, the same

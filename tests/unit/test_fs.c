@@ -39,26 +39,26 @@ static void test_fs__slots_must_not_overlap(void)
 	struct fs *fs = fresh(&st);
 
 	CHECK(fs);
-	CHECK(fs_add_slot(fs, "teams/a", "a") == 0);
-	CHECK(fs_add_slot(fs, "teams/b", "b") == 1);
-	CHECK(fs_add_slot(fs, "teams-c", "c") == 2);
-	CHECK(fs_add_slot(fs, "teams/a", "x") == -EEXIST);
-	CHECK(fs_add_slot(fs, "teams/a/deeper", "x") == -EEXIST);
-	CHECK(fs_add_slot(fs, "teams", "x") == -EEXIST);
-	CHECK(fs_add_slot(fs, "", "x") == -EEXIST);
-	CHECK(fs_add_slot(fs, "/abs", "x") == -EINVAL);
-	CHECK(fs_add_slot(fs, "a/../b", "x") == -EINVAL);
-	CHECK(fs_add_slot(fs, "trailing/", "x") == -EINVAL);
-	CHECK(fs_add_slot(fs, ".dagfs", "x") == -EINVAL);
-	CHECK(fs_add_slot(fs, ".dagfs/x", "x") == -EINVAL);
-	CHECK(fs_add_slot(fs, ".dagfsx", "x") == 3);
+	CHECK(fs_add_slot(fs, "teams/a", "a", NULL) == 0);
+	CHECK(fs_add_slot(fs, "teams/b", "b", NULL) == 1);
+	CHECK(fs_add_slot(fs, "teams-c", "c", NULL) == 2);
+	CHECK(fs_add_slot(fs, "teams/a", "x", NULL) == -EEXIST);
+	CHECK(fs_add_slot(fs, "teams/a/deeper", "x", NULL) == -EEXIST);
+	CHECK(fs_add_slot(fs, "teams", "x", NULL) == -EEXIST);
+	CHECK(fs_add_slot(fs, "", "x", NULL) == -EEXIST);
+	CHECK(fs_add_slot(fs, "/abs", "x", NULL) == -EINVAL);
+	CHECK(fs_add_slot(fs, "a/../b", "x", NULL) == -EINVAL);
+	CHECK(fs_add_slot(fs, "trailing/", "x", NULL) == -EINVAL);
+	CHECK(fs_add_slot(fs, ".dagfs", "x", NULL) == -EINVAL);
+	CHECK(fs_add_slot(fs, ".dagfs/x", "x", NULL) == -EINVAL);
+	CHECK(fs_add_slot(fs, ".dagfsx", "x", NULL) == 3);
 	fs_free(fs);
 	store_close(st);
 
 	fs = fresh(&st);
 	CHECK(fs);
-	CHECK(fs_add_slot(fs, "", "root") == 0);
-	CHECK(fs_add_slot(fs, "a", "x") == -EEXIST);
+	CHECK(fs_add_slot(fs, "", "root", NULL) == 0);
+	CHECK(fs_add_slot(fs, "a", "x", NULL) == -EEXIST);
 	fs_free(fs);
 	store_close(st);
 }
@@ -71,26 +71,26 @@ static void test_fs__slots_come_and_go(void)
 	int n = 0;
 
 	CHECK(fs);
-	CHECK(fs_add_slot(fs, "teams/a", "a") == 0);
-	CHECK(fs_add_slot(fs, "teams/b", "b") == 1);
+	CHECK(fs_add_slot(fs, "teams/a", "a", NULL) == 0);
+	CHECK(fs_add_slot(fs, "teams/b", "b", NULL) == 1);
 	CHECK(fs_remove_slot(fs, 0) == 0);
 	CHECK(fs_remove_slot(fs, 0) == -ENOENT);
 	CHECK(fs_remove_slot(fs, 7) == -ENOENT);
 	/* its place is free for another source; it takes a new slot */
-	CHECK(fs_add_slot(fs, "teams/a/x", "c") == 2);
+	CHECK(fs_add_slot(fs, "teams/a/x", "c", NULL) == 2);
 	CHECK(fs_remove_slot(fs, 2) == 0);
 	/* the same source at the same place gets its old slot back */
-	CHECK(fs_add_slot(fs, "teams/a", "a") == 0);
-	CHECK(fs_add_slot(fs, "teams/a", "a") == -EEXIST);
+	CHECK(fs_add_slot(fs, "teams/a", "a", NULL) == 0);
+	CHECK(fs_add_slot(fs, "teams/a", "a", NULL) == -EEXIST);
 	/* the root slot overlaps every slot, then none once they are gone */
-	CHECK(fs_add_slot(fs, "", "root") == -EEXIST);
+	CHECK(fs_add_slot(fs, "", "root", NULL) == -EEXIST);
 	CHECK(fs_remove_slot(fs, 0) == 0 && fs_remove_slot(fs, 1) == 0);
-	CHECK(fs_add_slot(fs, "", "root") == 3);
+	CHECK(fs_add_slot(fs, "", "root", NULL) == 3);
 	CHECK(fs_remove_slot(fs, 3) == 0);
 	/* slots are never moved: a view uses 256 over its life (4 so far) */
 	for (int rc = 0; rc >= 0; n++) {
 		snprintf(at, sizeof(at), "s%d", n);
-		rc = fs_add_slot(fs, at, at);
+		rc = fs_add_slot(fs, at, at, NULL);
 		if (rc >= 0)
 			CHECK(fs_remove_slot(fs, rc) == 0);
 		else
@@ -163,7 +163,7 @@ static void test_fs__swap_keeps_one_reference(void)
 	int slot;
 
 	CHECK(fs && a && b);
-	slot = fs_add_slot(fs, "team", "t");
+	slot = fs_add_slot(fs, "team", "t", NULL);
 	CHECK(slot == 0);
 	fs_swap(fs, slot, a);
 	CHECK(a->refs == 2);
