@@ -162,33 +162,48 @@ bench_core.register("s3fs", S3fs)
 bench_core.register("rclone", RcloneMount)
 
 
-def bench_sync(files, workdir):
+def rclone_copy(bucket, out, transfers=None):
+    """Seconds for `rclone copy` of the bucket's dags/ into @out."""
+    shutil.rmtree(out, ignore_errors=True)
+    extra = ["--transfers", str(transfers)] if transfers else []
+    t0 = time.monotonic()
+    subprocess.run(["rclone", "copy", *extra, f"rgw:{bucket}/dags", str(out)],
+                   env=rclone_env(rgw()), check=True)
+    return time.monotonic() - t0
+
+
+def dagfs_sync_once(bucket, workdir):
+    """Seconds for `dagfs sync --once` of the bucket into a fresh cache."""
+    cache = workdir / "dagfs-sync-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(workdir / "dagfs-sync-out", ignore_errors=True)
+    t0 = time.monotonic()
+    subprocess.run([str(dagfs_binary()), "sync", "--once", "--materialize",
+                    str(workdir / "dagfs-sync-out"), "--cache", str(cache),
+                    "--source", dagfs_spec(bucket)], env=s3_env(),
+                   check=True, capture_output=True)
+    return time.monotonic() - t0
+
+
+def bench_sync(files, workdir, rounds=3):
+    """dagfs (16 GETs in flight) vs rclone copy with its defaults (4
+    transfers) and with as many transfers as dagfs; medians of @rounds,
+    the three interleaved so load hits them alike."""
     corpus = bench_core.ensure_corpus(workdir, files, 42)
     bucket = f"sync-{files}"
     if not rgw_has(bucket):
         upload(corpus, bucket)
-    rows = []
-    for rnd in range(3):
-        out = workdir / "rclone-copy"
-        shutil.rmtree(out, ignore_errors=True)
-        t0 = time.monotonic()
-        subprocess.run(["rclone", "copy", f"rgw:{bucket}/dags", str(out)],
-                       env=rclone_env(rgw()), check=True)
-        t_rclone = time.monotonic() - t0
-        cache = workdir / "dagfs-sync-cache"
-        shutil.rmtree(cache, ignore_errors=True)
-        shutil.rmtree(workdir / "dagfs-sync-out", ignore_errors=True)
-        t0 = time.monotonic()
-        subprocess.run([str(dagfs_binary()), "sync", "--once", "--materialize",
-                        str(workdir / "dagfs-sync-out"), "--cache", str(cache),
-                        "--source", dagfs_spec(bucket)], env=s3_env(),
-                       check=True, capture_output=True)
-        t_dagfs = time.monotonic() - t0
-        rows.append((t_dagfs, t_rclone))
-    d = statistics.median(r[0] for r in rows)
-    c = statistics.median(r[1] for r in rows)
-    print(f"| initial sync of {files} objects | dagfs {d:.2f} s | rclone copy "
-          f"{c:.2f} s | {d / c:.2f}x |")
+    out = workdir / "rclone-copy"
+    times = {"dagfs": [], "rclone": [], "rclone16": []}
+    for _ in range(rounds):
+        times["dagfs"].append(dagfs_sync_once(bucket, workdir))
+        times["rclone"].append(rclone_copy(bucket, out))
+        times["rclone16"].append(rclone_copy(bucket, out, 16))
+    d, c, c16 = (statistics.median(times[k])
+                 for k in ("dagfs", "rclone", "rclone16"))
+    print(f"| initial sync of {files} objects, median of {rounds} | dagfs "
+          f"{d:.2f} s | rclone copy {c:.2f} s ({d / c:.2f}x) | rclone copy "
+          f"--transfers 16 {c16:.2f} s ({d / c16:.2f}x) |")
 
 
 def wait_content(path, want, cap):
