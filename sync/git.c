@@ -313,6 +313,12 @@ static int git_sync(struct source *src, const char *prev_rev,
 
 	if (prev_rev && !*prev_rev)
 		prev_rev = NULL;
+	if (!g->swept) {
+		/* here, not at init: at a reload, init runs while the
+		 * source it replaces may still be fetching */
+		gitsrc_pack_sweep(g);
+		g->swept = true;
+	}
 	gitsrc_stream_timeout(io_timeout_ms(src));
 	if (g->pinned) {
 		git_oid_cpy(&want, &g->pin);

@@ -63,6 +63,7 @@ struct gitsrc {
 	char dir[PATH_MAX];      /* <cache>/git/<name> */
 	git_repository *repo;
 	struct gitsrc_blobmap map;
+	bool swept;              /* gitsrc_pack_sweep() done */
 };
 
 /**
@@ -134,6 +135,15 @@ int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
  * libgit2 error if the repository could not be reopened.
  */
 int gitsrc_pack_tidy(struct gitsrc *g, int max_packs) WUR;
+
+/**
+ * Remove what a killed process left in the source's directory (its
+ * repository and the submodules' beside it): temporary packs, indexes
+ * without their pack, lock files. Only while nothing else writes there:
+ * the cache is ours alone (store lock) and, as this runs in the source's
+ * thread, the source a reload replaced has stopped. Best effort.
+ */
+void gitsrc_pack_sweep(struct gitsrc *g);
 
 /* ------------------------------------------------ git_stream.c */
 

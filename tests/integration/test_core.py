@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from conftest import (dagfs_binary, drop_caches, is_fuse_mounted, mounts,
-                      tree_equal_errors)
+from conftest import (dagfs_binary, drop_caches, freeze, is_fuse_mounted,
+                      mounts, tree_equal_errors)
 from tree_gen import gen_tree
 
 DEBOUNCE = "100ms"
@@ -275,13 +275,13 @@ def test_no_torn_reads_monotonic_revisions(dagfs, fast_dir):
             # the readers and the daemon while it moves files in: the
             # daemon then sees the revision complete, as if written at once
             # (inotify queues the events; the debounce starts on resume).
-            for p in procs:
-                os.kill(p.pid, signal.SIGSTOP)
-            os.kill(m.pid, signal.SIGSTOP)
             try:
+                for p in procs:
+                    freeze(p.pid)
+                freeze(m.pid)
                 took = apply_revision(src, stage, r)
             finally:
-                os.kill(m.pid, signal.SIGCONT)
+                m.signal(signal.SIGCONT)
                 for p in procs:
                     os.kill(p.pid, signal.SIGCONT)
             slowest = max(slowest, took)

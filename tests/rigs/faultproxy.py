@@ -2,11 +2,22 @@
 """A TCP fault proxy on loopback for the tests: it sits in front of an
 HTTP server (git smart HTTP, the RADOS Gateway) and, request by request,
 passes, answers 500 or 503 itself, resets the connection, truncates the
-response body, or stalls, following a cyclic plan:
+response body (keeping its Content-Length, or with "truncate-close"
+dropping it, so that only the connection's close ends the body and only
+the protocol inside can tell), stalls before answering, or answers half
+the body and then stalls ("stall-body"), following a cyclic plan:
 
     p = FaultProxy(upstream_port, plan=["pass", "500", "reset", "truncate"])
     p.start(); ... url = f"http://127.0.0.1:{p.port}" ...; p.stop()
     p.counts  # {"pass": n, "500": n, ...}
+
+With `match=` (a substring of the request line: "/info/refs" is git's
+ref advertisement, "/git-upload-pack" its pack fetch; the advertisement's
+"?service=git-upload-pack" has no slash) only the requests it names
+follow the plan and are counted; the others pass. `set_plan(plan, match)`
+changes both at once.
+The truncations keep half the body, or body[:truncate_at] if given (so
+truncate_at=-24 drops the last 24 bytes: a pack without its checksum).
 
 With `ssl_context=` (an ssl.SSLContext with the server's certificate) it
 terminates TLS, so it is also the HTTPS front of a plain-HTTP server.
@@ -21,17 +32,20 @@ import socket
 import struct
 import threading
 
-FAULTS = ("pass", "500", "503", "reset", "truncate", "stall")
+FAULTS = ("pass", "500", "503", "reset", "truncate", "truncate-close",
+          "stall", "stall-body")
 
 
 class FaultProxy:
     def __init__(self, upstream_port, plan=("pass",), stall_s=3.0,
-                 ssl_context=None):
+                 ssl_context=None, match=None, truncate_at=None):
         for f in plan:
             assert f in FAULTS, f
         self.upstream_port = upstream_port
         self.plan = list(plan)
+        self.match = match
         self.stall_s = stall_s
+        self.truncate_at = truncate_at
         self.ssl_context = ssl_context
         self.counts = collections.Counter()
         self.requests = []  # request lines, e.g. "GET /bucket?list-type=2"
@@ -41,13 +55,18 @@ class FaultProxy:
         self._thread = None
         self._lock = threading.Lock()
 
-    def set_plan(self, plan):
+    def set_plan(self, plan, match=None):
+        for f in plan:
+            assert f in FAULTS, f
         with self._lock:
             self.plan = list(plan)
+            self.match = match
             self.n = 0
 
-    def _next_fault(self):
+    def _next_fault(self, line):
         with self._lock:
+            if self.match is not None and self.match not in line:
+                return "pass"
             f = self.plan[self.n % len(self.plan)]
             self.n += 1
             self.counts[f] += 1
@@ -71,9 +90,9 @@ class FaultProxy:
                 OSError):
             writer.close()
             return
-        fault = self._next_fault()
+        line = req.split(b"\r\n", 1)[0].decode(errors="replace")
+        fault = self._next_fault(line)
         with self._lock:
-            line = req.split(b"\r\n", 1)[0].decode(errors="replace")
             self.requests.append(line.rsplit(" ", 1)[0])
         try:
             if fault in ("500", "503"):
@@ -95,11 +114,20 @@ class FaultProxy:
             await up_w.drain()
             resp = await up_r.read()
             up_w.close()
-            if fault == "truncate":
+            if fault in ("truncate", "truncate-close", "stall-body"):
                 head, sep, body = resp.partition(b"\r\n\r\n")
-                resp = head + sep + body[:len(body) // 2]
+                keep = len(body) // 2
+                if fault != "stall-body" and self.truncate_at is not None:
+                    keep = self.truncate_at
+                if fault == "truncate-close":
+                    head = b"\r\n".join(
+                        h for h in head.split(b"\r\n")
+                        if not h.lower().startswith(b"content-length:"))
+                resp = head + sep + body[:keep]
             writer.write(resp)
             await writer.drain()
+            if fault == "stall-body":
+                await asyncio.sleep(self.stall_s)
         except (ConnectionError, OSError):
             pass
         finally:
@@ -125,7 +153,12 @@ class FaultProxy:
         ready.wait(10)
         return self
 
+    def _cancel_all(self):
+        for t in asyncio.all_tasks(self._loop):   # a stall still sleeping
+            t.cancel()
+        self._loop.stop()
+
     def stop(self):
         if self._loop:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop.call_soon_threadsafe(self._cancel_all)
             self._thread.join(10)

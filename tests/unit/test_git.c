@@ -3,7 +3,8 @@
  * test_git.c - the git source without a network: URL parsing, the
  * known_hosts check (plain, hashed, [host]:port, changed, revoked), the
  * blob map (reload, torn tail), and whole syncs against file:// remotes
- * made with the git command line (modes, links, mtimes, pins, sub-paths).
+ * made with the git command line (modes, links, mtimes, pins, sub-paths),
+ * the repack, and the sweep of what a killed fetch leaves behind.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -490,6 +491,58 @@ static void test_git__repack_keeps_repository_whole(void)
 	rig_close(&r);
 }
 
+/*
+ * What a killed fetch leaves (a temporary pack, an index without its
+ * pack, lock files, in the repository and a submodule's) goes at the
+ * first sync; real packs and a ref that merely looks like a temporary
+ * name stay, and the unlocked tip moves again.
+ */
+static void test_git__sweep_removes_leftovers_only(void)
+{
+	static const char *const gone[] = {
+		"repo.git/objects/pack/pack_git2_1a2b3c",
+		"repo.git/objects/pack/pack-"
+		"0000000000000000000000000000000000000000.idx",
+		"repo.git/objects/pack/pack-"
+		"1111111111111111111111111111111111111111.idx.lock",
+		"repo.git/refs/dagfs/tip.lock",
+		"repo.git/packed-refs.lock",
+		"modules/ab.git/objects/pack/pack_git2_4d5e6f",
+		"modules/ab.git/refs/heads/main.lock",
+	};
+	struct rig r;
+	struct snap *s = NULL;
+	char *head;
+
+	CHECK(!repo_fresh());
+	CHECK(!write_file("a.py", "one\n", 0644));
+	CHECK(!commit_push(1000000000, "one"));
+	CHECK(!rig_open(&r, ""));
+	CHECK(rig_sync(&r, &s) == 1);
+	snap_unref(s);
+	rig_close(&r);
+	head = head_of("HEAD");
+	for (size_t i = 0; i < sizeof(gone) / sizeof(*gone); i++)
+		CHECK(!sh("cd %s/cache/git/t && mkdir -p $(dirname %s) && "
+			  "echo x > %s", dir, gone[i], gone[i]));
+	CHECK(!sh("cd %s/cache/git/t/repo.git && mkdir -p refs/dagfs/heads && "
+		  "echo %s > refs/dagfs/heads/pack_git2_branch", dir, head));
+	CHECK(!write_file("a.py", "two\n", 0644));
+	CHECK(!commit_push(1000000100, "two"));
+	CHECK(!rig_open(&r, ""));
+	CHECK(rig_sync(&r, &s) == 1 && content_is(r.st, entry(s, "a.py"),
+						  "two\n"));
+	snap_unref(s);
+	rig_close(&r);
+	for (size_t i = 0; i < sizeof(gone) / sizeof(*gone); i++)
+		CHECK(sh("test -e %s/cache/git/t/%s", dir, gone[i]) != 0);
+	CHECK(!sh("test -f %s/cache/git/t/repo.git/refs/dagfs/heads/"
+		  "pack_git2_branch", dir));
+	CHECK(count_packs() == 2);
+	CHECK(!sh("git -C %s/cache/git/t/repo.git fsck --no-dangling "
+		  "--no-progress", dir));
+}
+
 static void test_git__bad_options(void)
 {
 	struct rig r;
@@ -519,6 +572,8 @@ static const struct harness_case cases[] = {
 	  test_git__dir_mtime_moves_only_with_its_content },
 	{ "test_git__repack_keeps_repository_whole",
 	  test_git__repack_keeps_repository_whole },
+	{ "test_git__sweep_removes_leftovers_only",
+	  test_git__sweep_removes_leftovers_only },
 	{ "test_git__bad_options", test_git__bad_options },
 	{ NULL, NULL },
 };
