@@ -578,7 +578,7 @@ static void listing_fill(struct listing *l, off_t off)
 	 * tree's names in the kernel's dentry cache: no nodeids then, nor
 	 * while a swap is invalidating (swap.c). */
 	l->link = l->plus && !(fs_seq_begin(l->fs) & 1) &&
-		  l->dh->res.kind != FS_META_DIR && dirh_fresh(l->fs, l->dh);
+		  dirh_fresh(l->fs, l->dh);
 	for (off_t pos = off; pos < end && listing_add(l, pos); pos++)
 		;
 }

@@ -35,12 +35,12 @@
  * B. The flip (and the move of unchanged inodes to the new snapshot)
  *    happens under fs->lock. Then each directory whose listing changed
  *    gets a new mtime and an inval_inode, sent once the kernel's lock on
- *    that directory has been taken and released (dir_inval). The kernel's readdir cache is
- *    trusted only while a directory's mtime is unchanged, so a listing
- *    of the old tree that lands in it late is thrown away at the next
- *    opendir; until the notification is delivered, opendir of such a
- *    directory (inval_gen > done_gen) drops the cache itself. A handle
- *    re-resolves its tree at offset 0 (ops.c).
+ *    that directory has been taken and released (dir_inval). The
+ *    kernel's readdir cache is trusted only while a directory's mtime is
+ *    unchanged, so a listing of the old tree that lands in it late is
+ *    thrown away at the next opendir; until the notification is
+ *    delivered, opendir of such a directory (inval_gen > done_gen) drops
+ *    the cache itself. A handle re-resolves its tree at offset 0 (ops.c).
  *
  * A slot joining or leaving the view (fs_relayout) runs the same two
  * phases, its changes being the directories from the top down to the

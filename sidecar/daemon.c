@@ -144,51 +144,73 @@ int sc_place(struct sc_source *s)
 	return s->slot < 0 ? s->slot : 0;
 }
 
+int sc_build(struct dagfs_ctx *ctx, const struct dagfs_config *c,
+	     struct source **out, char *err, size_t errlen)
+{
+	size_t n = c->nsources;
+	const char **names = calloc(n + 1, sizeof(*names));
+	const char **ats = calloc(n + 1, sizeof(*ats));
+	char why[1024];
+	int rc = 0;
+
+	if (!names || !ats) {
+		snprintf(err, errlen, "%s", strerror(ENOMEM));
+		rc = -ENOMEM;
+	}
+	for (size_t i = 0; !rc && i < n; i++) {
+		const struct cfg_source *cs = &c->sources[i];
+
+		rc = source_new(&out[i], &cs->spec, ctx->store, why,
+				sizeof(why));
+		if (rc) {
+			snprintf(err, errlen, "%s: %s", cs->origin, why);
+		} else {
+			names[i] = source_name(out[i]);
+			ats[i] = source_at(out[i]);
+		}
+	}
+	if (!rc && cfg_check_layout(names, ats, n, err, errlen))
+		rc = -EINVAL;
+	free(names);
+	free(ats);
+	return rc;
+}
+
 /* Build every source; nothing is started. Errors name where it was set. */
 static int sources_create(struct dagfs_ctx *ctx)
 {
 	const struct dagfs_config *c = ctx->cfg;
+	struct source **fresh = calloc(c->nsources + 1, sizeof(*fresh));
 	struct sc_set *set;
-	const char **names, **ats;
-	char err[1024];
-	int rc = 0;
+	char err[1024] = "";
+	int rc;
 
 	set = calloc(1, sizeof(*set) + c->nsources * sizeof(set->v[0]));
-	names = calloc(c->nsources + 1, sizeof(*names));
-	ats = calloc(c->nsources + 1, sizeof(*ats));
-	if (!set || !names || !ats)
+	if (!fresh || !set) {
+		snprintf(err, sizeof(err), "%s", strerror(ENOMEM));
 		rc = -ENOMEM;
+	} else {
+		rc = sc_build(ctx, c, fresh, err, sizeof(err));
+	}
 	for (size_t i = 0; !rc && i < c->nsources; i++) {
-		const struct cfg_source *cs = &c->sources[i];
-		struct source *src;
-
-		rc = source_new(&src, &cs->spec, ctx->store, err, sizeof(err));
-		if (rc) {
-			fprintf(stderr, "dagfs: %s: %s\n", cs->origin, err);
-			break;
-		}
-		set->v[i] = sc_source_new(ctx, src, cs);
+		set->v[i] = sc_source_new(ctx, fresh[i], &c->sources[i]);
 		if (!set->v[i]) {
-			source_free(src);
+			snprintf(err, sizeof(err), "%s", strerror(ENOMEM));
 			rc = -ENOMEM;
-			break;
+		} else {
+			fresh[i] = NULL; /* ctx->all owns it now */
+			set->n++;
 		}
-		set->n++;
-		names[i] = source_name(src);
-		ats[i] = source_at(src);
 	}
-	if (!rc && cfg_check_layout(names, ats, set->n, err, sizeof(err))) {
-		fprintf(stderr, "dagfs: %s\n", err);
-		rc = -EINVAL;
-	}
-	if (set && !rc)
-		rc = sc_set_publish(ctx, set);
-	else
+	if (!rc && (rc = sc_set_publish(ctx, set)))
+		snprintf(err, sizeof(err), "%s", strerror(ENOMEM));
+	else if (rc)
 		free(set);
-	if (rc == -ENOMEM)
-		fprintf(stderr, "dagfs: %s\n", strerror(ENOMEM));
-	free(names);
-	free(ats);
+	if (rc)
+		fprintf(stderr, "dagfs: %s\n", err);
+	for (size_t i = 0; fresh && i < c->nsources; i++)
+		source_free(fresh[i]);
+	free(fresh);
 	return rc;
 }
 

@@ -10,8 +10,9 @@
  * changed (its slot keeps serving the old tree until the new source
  * publishes); a source that is gone is stopped and its slot taken out of
  * the view; a new one gets a slot, filled from the start with its cached
- * snapshot if any (never an empty directory first), and a thread. A source moved (at=) or renamed is one removal and one
- * addition, so its old place empties before its new one fills.
+ * snapshot if any (never an empty directory first), and a thread. A
+ * source moved (at=) or renamed is one removal and one addition, so its
+ * old place empties before its new one fills.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -80,40 +81,29 @@ static int plan_build(struct dagfs_ctx *ctx, struct plan *p)
 {
 	const struct sc_set *set = sc_set_get(ctx);
 	size_t n = p->c->nsources;
-	const char **names = calloc(n + 1, sizeof(*names));
-	const char **ats = calloc(n + 1, sizeof(*ats));
-	char err[1024];
+	char err[1024] = "";
 	int rc = 0;
 
 	p->fresh = calloc(n + 1, sizeof(*p->fresh));
 	p->from = calloc(n + 1, sizeof(*p->from));
 	p->same = calloc(n + 1, sizeof(*p->same));
-	if (!names || !ats || !p->fresh || !p->from || !p->same)
+	if (!p->fresh || !p->from || !p->same) {
+		snprintf(err, sizeof(err), "%s", strerror(ENOMEM));
 		rc = -ENOMEM;
-	for (size_t i = 0; !rc && i < n; i++) {
-		const struct cfg_source *cs = &p->c->sources[i];
-
-		rc = source_new(&p->fresh[i], &cs->spec, ctx->store, err,
-				sizeof(err));
-		if (rc) {
-			log_err(TAG, "reload rejected: %s: %s", cs->origin, err);
-			break;
-		}
-		names[i] = source_name(p->fresh[i]);
-		ats[i] = source_at(p->fresh[i]);
-		p->from[i] = running(set, names[i], ats[i]);
-		p->same[i] = p->from[i] &&
-			     spec_equal(&p->from[i]->cfg->spec, &cs->spec);
+	} else {
+		rc = sc_build(ctx, p->c, p->fresh, err, sizeof(err));
 	}
-	if (!rc && cfg_check_layout(names, ats, n, err, sizeof(err))) {
+	if (rc) {
 		log_err(TAG, "reload rejected: %s", err);
-		rc = -EINVAL;
+		return rc;
 	}
-	if (rc == -ENOMEM)
-		log_err(TAG, "reload rejected: %s", strerror(ENOMEM));
-	free(names);
-	free(ats);
-	return rc;
+	for (size_t i = 0; i < n; i++) {
+		p->from[i] = running(set, source_name(p->fresh[i]),
+				     source_at(p->fresh[i]));
+		p->same[i] = p->from[i] && spec_equal(&p->from[i]->cfg->spec,
+						      &p->c->sources[i].spec);
+	}
+	return 0;
 }
 
 /* Stop the sources that go or restart; empty the places of those that go.

@@ -302,6 +302,15 @@ static inline const struct sc_set *sc_set_get(struct dagfs_ctx *ctx)
  */
 int sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set) WUR;
 
+/**
+ * Build a source (not started) for each of @c's into @out (c->nsources
+ * slots, NULL past a failure) and check that their names and places do
+ * not clash. On failure @err says why, naming where it was set; the
+ * caller frees what @out holds either way.
+ */
+int sc_build(struct dagfs_ctx *ctx, const struct dagfs_config *c,
+	     struct source **out, char *err, size_t errlen) WUR;
+
 /** A new source @src for @cfg in ctx->all, NULL on ENOMEM (@src kept). */
 struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
 				const struct cfg_source *cfg);
