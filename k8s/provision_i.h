@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "log.h"
 #include "sync.h"
 
 #define PROV_CHART_VERSION "1.18.0"
