@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "log.h"
 #include "sync.h"
 
 /* The chart release rendered for and validated against by default. */
