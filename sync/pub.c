@@ -40,8 +40,8 @@ static int fsync_dir(const char *path)
 	return rc;
 }
 
-static int write_file_durable(const char *dir, const char *tmpdir,
-			      const char *name, const void *buf, size_t len)
+int pub_write_file(const char *dir, const char *tmpdir, const char *name,
+		   const void *buf, size_t len)
 {
 	char tmp[PATH_MAX], dst[PATH_MAX];
 	const char *p = buf;
@@ -124,8 +124,10 @@ static int read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 	return 0;
 }
 
-/* History of a source, newest first. Returns the count (<= HIST_MAX). */
-static int hist_list(const char *srcdir, struct hist *out)
+/* Links @prefix<seq> of a source ("h-": its history, "d-": revisions
+ * fetched on demand), newest first. Returns the count (<= HIST_MAX). */
+static int links_list(const char *srcdir, const char *prefix,
+		      struct hist *out)
 {
 	int fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -140,7 +142,7 @@ static int hist_list(const char *srcdir, struct hist *out)
 	while ((de = readdir(d)) && n < HIST_MAX) {
 		char *end;
 
-		if (strncmp(de->d_name, "h-", 2))
+		if (strncmp(de->d_name, prefix, 2))
 			continue;
 		out[n].seq = strtoull(de->d_name + 2, &end, 16);
 		if (*end || read_id_link(fd, de->d_name, out[n].id))
@@ -152,6 +154,23 @@ static int hist_list(const char *srcdir, struct hist *out)
 	return n;
 }
 
+/* The history of a source, newest first. */
+static int hist_list(const char *srcdir, struct hist *out)
+{
+	return links_list(srcdir, "h-", out);
+}
+
+/* History, then the revisions fetched on demand (each newest first). */
+static int retained_list(const char *srcdir, struct hist *out)
+{
+	int n = hist_list(srcdir, out), d;
+
+	if (n < 0)
+		return n;
+	d = links_list(srcdir, "d-", out + n);
+	return d < 0 ? n : n + d;
+}
+
 static void pin_snap(struct store *st, struct snap *s)
 {
 	if (s->pinned_in)
@@ -160,29 +179,36 @@ static void pin_snap(struct store *st, struct snap *s)
 	s->pinned_in = st;
 }
 
-/* Drop history beyond the newest @keep, except pinned or current ones. */
-static void hist_trim(struct store *st, const char *srcdir, unsigned keep,
-		      const char *current)
+/* Drop @prefix links beyond the newest @keep, except pinned or current
+ * ones. */
+static void links_trim(struct store *st, const char *srcdir,
+		       const char *prefix, unsigned keep, const char *current)
 {
 	struct hist *h = malloc(HIST_MAX * sizeof(*h));
-	int n = h ? hist_list(srcdir, h) : 0;
+	int n = h ? links_list(srcdir, prefix, h) : 0;
 
 	for (int i = (int)keep; i < n; i++) {
 		char p[PATH_MAX];
 
 		if (!strcmp(h[i].id, current) || store_pinned(st, h[i].id))
 			continue;
-		if (!path_fmt(p, sizeof(p), "%s/h-%016llx", srcdir, h[i].seq))
+		if (!path_fmt(p, sizeof(p), "%s/%s%016llx", srcdir, prefix,
+			      h[i].seq))
 			unlink(p);
 	}
 	free(h);
 }
 
-int pub_publish(struct store *st, struct snap *snap, unsigned keep)
+/*
+ * Steps (1) and (2) of a publication: blobs durable, snapshots/<id>
+ * written; then the link @prefix<next seq> to it is made in the source's
+ * directory, whose path is left in @srcdir. The directory is not fsynced.
+ */
+static int snap_store(struct store *st, struct snap *snap, const char *prefix,
+		      char srcdir[PATH_MAX])
 {
-	char srcdir[PATH_MAX], snapdir[PATH_MAX], tmpdir[PATH_MAX];
-	char target[PATH_MAX], hname[32];
-	struct hist *h = NULL;
+	char snapdir[PATH_MAX], tmpdir[PATH_MAX], target[PATH_MAX], name[32];
+	struct hist *h;
 	struct dhash id;
 	size_t len;
 	void *buf;
@@ -197,11 +223,14 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 		return rc;
 	dhash_buf(&id, buf, len);
 	dhash_hex(snap->id, &id);
-	snprintf(snapdir, sizeof(snapdir), "%s/snapshots", store_dir(st));
-	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", store_dir(st));
-	snprintf(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		 snap->source);
-	rc = write_file_durable(snapdir, tmpdir, snap->id, buf, len);
+	snprintf(snapdir, PATH_MAX, "%s/snapshots", store_dir(st));
+	snprintf(tmpdir, PATH_MAX, "%s/tmp", store_dir(st));
+	if (path_fmt(srcdir, PATH_MAX, "%s/sources/%s", store_dir(st),
+		     snap->source)) {
+		free(buf);
+		return -ENAMETOOLONG;
+	}
+	rc = pub_write_file(snapdir, tmpdir, snap->id, buf, len);
 	free(buf);
 	if (rc)
 		return rc;
@@ -211,17 +240,38 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	h = malloc(HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = hist_list(srcdir, h);
-	snprintf(hname, sizeof(hname), "h-%016llx", n > 0 ? h[0].seq + 1 : 1ULL);
+	n = links_list(srcdir, prefix, h);
+	snprintf(name, sizeof(name), "%s%016llx", prefix,
+		 n > 0 ? h[0].seq + 1 : 1ULL);
 	free(h);
 	snprintf(target, sizeof(target), "../../snapshots/%s", snap->id);
-	rc = link_replace(srcdir, hname, target);
+	return link_replace(srcdir, name, target);
+}
+
+int pub_publish(struct store *st, struct snap *snap, unsigned keep)
+{
+	char srcdir[PATH_MAX], target[PATH_MAX];
+	int rc = snap_store(st, snap, "h-", srcdir);
+
+	snprintf(target, sizeof(target), "../../snapshots/%s", snap->id);
 	if (!rc)
 		rc = link_replace(srcdir, "current", target);
 	if (!rc)
 		rc = fsync_dir(srcdir);
 	if (!rc)
-		hist_trim(st, srcdir, keep ? keep : 1, snap->id);
+		links_trim(st, srcdir, "h-", keep ? keep : 1, snap->id);
+	return rc;
+}
+
+int pub_retain(struct store *st, struct snap *snap, unsigned keep)
+{
+	char srcdir[PATH_MAX];
+	int rc = snap_store(st, snap, "d-", srcdir);
+
+	if (!rc)
+		rc = fsync_dir(srcdir);
+	if (!rc)
+		links_trim(st, srcdir, "d-", keep ? keep : 1, snap->id);
 	return rc;
 }
 
@@ -321,10 +371,10 @@ int pub_find_rev(struct store *st, const char *source, const char *rev,
 	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
 		     source))
 		return -ENAMETOOLONG;
-	h = malloc(HIST_MAX * sizeof(*h));
+	h = malloc(2 * HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = hist_list(srcdir, h);
+	n = retained_list(srcdir, h);
 	for (int i = 0; i < n && rc; i++) {
 		struct snap *s;
 
@@ -358,10 +408,10 @@ int pub_list_revs(struct store *st, const char *source, char ***out)
 	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
 		     source))
 		return -ENAMETOOLONG;
-	h = malloc(HIST_MAX * sizeof(*h));
+	h = malloc(2 * HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = hist_list(srcdir, h);
+	n = retained_list(srcdir, h);
 	v = n >= 0 ? calloc(n ? n : 1, sizeof(*v)) : NULL;
 	if (!v) {
 		free(h);

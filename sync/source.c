@@ -218,6 +218,18 @@ static char *derive_name(const char *location)
 	return strdup(n && strcmp(buf, ".") && strcmp(buf, "..") ? buf : "root");
 }
 
+int source_spec_name(const struct source_spec *spec, char *out, size_t len)
+{
+	const char *name = source_spec_get(spec, "name");
+	char *derived = name ? NULL : derive_name(spec->location);
+
+	if (!name && !derived)
+		return -ENOMEM;
+	snprintf(out, len, "%s", name ? name : derived);
+	free(derived);
+	return 0;
+}
+
 static bool name_ok(const char *name)
 {
 	size_t n = strlen(name);
@@ -318,8 +330,14 @@ int source_new(struct source **out, const struct source_spec *spec,
 
 	if (!src)
 		return -ENOMEM;
+	pthread_condattr_t ca;
+
 	src->wakefd = -1;
 	pthread_mutex_init(&src->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&src->demand_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	for (size_t i = 0; i < sizeof(source_types) / sizeof(*source_types); i++)
 		if (!strcmp(source_types[i]->type, spec->type))
 			src->ops = source_types[i];
@@ -371,6 +389,7 @@ void source_free(struct source *src)
 	source_spec_free(src->spec);
 	if (src->wakefd >= 0)
 		close(src->wakefd);
+	pthread_cond_destroy(&src->demand_cond);
 	pthread_mutex_destroy(&src->lock);
 	free(src->name);
 	free(src->at);
@@ -386,6 +405,36 @@ const char *source_name(const struct source *src)
 const char *source_at(const struct source *src)
 {
 	return src->at;
+}
+
+const char *source_type(const struct source *src)
+{
+	return src->ops->type;
+}
+
+unsigned source_keep(const struct source *src)
+{
+	return src->keep;
+}
+
+void source_origin(const struct source *src, char *url, size_t urllen,
+		   char *ref, size_t reflen)
+{
+	const char *loc = src->spec->location, *v, *s, *at, *slash;
+
+	url[0] = ref[0] = '\0';
+	if (strcmp(src->ops->type, "git"))
+		return;
+	v = source_spec_get(src->spec, "ref");
+	snprintf(ref, reflen, "%s", v ? v : "");
+	/* scheme://[userinfo@]host/...: the userinfo goes */
+	s = strstr(loc, "://");
+	at = s ? strchr(s + 3, '@') : NULL;
+	slash = s ? strchr(s + 3, '/') : NULL;
+	if (at && (!slash || at < slash))
+		snprintf(url, urllen, "%.*s%s", (int)(s + 3 - loc), loc, at + 1);
+	else
+		snprintf(url, urllen, "%s", loc);
 }
 
 struct snap *source_current(struct source *src)
@@ -616,6 +665,34 @@ static int next_delay_ms(const struct source *src, unsigned failures)
 	return (int)d;
 }
 
+/*
+ * Wait @delay_ms for the next sync, fetching revisions asked for on the
+ * way: a wake that only brought a demand does not start a sync early.
+ */
+static void wait_next(struct source *src, int delay_ms)
+{
+	int64_t until = mono_ns() + (int64_t)delay_ms * 1000000;
+
+	for (;;) {
+		int64_t left;
+		bool go;
+
+		source_demands_run(src);
+		pthread_mutex_lock(&src->lock);
+		go = src->stop || src->kicked;
+		pthread_mutex_unlock(&src->lock);
+		left = (until - mono_ns()) / 1000000;
+		if (go || left <= 0)
+			return;
+		if (src->ops->wait)
+			src->ops->wait(src, (int)left);
+		else
+			source_poll_wake(src, -1, (int)left);
+		if (!source_demands_pending(src))
+			return;
+	}
+}
+
 static void *source_thread(void *arg)
 {
 	struct source *src = arg;
@@ -655,10 +732,7 @@ static void *source_thread(void *arg)
 				err);
 		if (__atomic_load_n(&src->stop, __ATOMIC_ACQUIRE))
 			break;
-		if (src->ops->wait)
-			src->ops->wait(src, next_delay_ms(src, failures));
-		else
-			source_poll_wake(src, -1, next_delay_ms(src, failures));
+		wait_next(src, next_delay_ms(src, failures));
 	}
 	return NULL;
 }
@@ -763,4 +837,5 @@ void source_stop(struct source *src)
 	wake(src);
 	pthread_join(src->thread, NULL);
 	src->started = false;
+	source_demands_cancel(src);
 }
