@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include "log.h"
 #include "sync.h"
 
 /**

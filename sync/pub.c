@@ -23,9 +23,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sync.h"
-
-#define HIST_MAX 4096
+#include "log.h"
+#include "pub_i.h"
+#include "snap_i.h"
 
 static int fsync_dir(const char *path)
 {
@@ -93,11 +93,6 @@ static int link_replace(const char *dir, const char *name, const char *target)
 	return 0;
 }
 
-struct hist {
-	unsigned long long seq;
-	char id[DHASH_HEX];
-};
-
 static int hist_cmp(const void *a, const void *b)
 {
 	const struct hist *x = a, *y = b;
@@ -106,7 +101,7 @@ static int hist_cmp(const void *a, const void *b)
 }
 
 /* Read a link naming ../../snapshots/<id>; 0 and the id, or -errno. */
-static int read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
+int pub_read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 {
 	char buf[PATH_MAX];
 	ssize_t n = readlinkat(dirfd, name, buf, sizeof(buf) - 1);
@@ -125,7 +120,7 @@ static int read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 }
 
 /* Links @prefix<seq> of a source ("h-": its history, "d-": revisions
- * fetched on demand), newest first. Returns the count (<= HIST_MAX). */
+ * fetched on demand), newest first; at most HIST_MAX. */
 static int links_list(const char *srcdir, const char *prefix,
 		      struct hist *out)
 {
@@ -145,7 +140,7 @@ static int links_list(const char *srcdir, const char *prefix,
 		if (strncmp(de->d_name, prefix, 2))
 			continue;
 		out[n].seq = strtoull(de->d_name + 2, &end, 16);
-		if (*end || read_id_link(fd, de->d_name, out[n].id))
+		if (*end || pub_read_id_link(fd, de->d_name, out[n].id))
 			continue;
 		n++;
 	}
@@ -154,29 +149,19 @@ static int links_list(const char *srcdir, const char *prefix,
 	return n;
 }
 
-/* The history of a source, newest first. */
-static int hist_list(const char *srcdir, struct hist *out)
+int pub_hist_list(const char *srcdir, struct hist *out)
 {
 	return links_list(srcdir, "h-", out);
 }
 
-/* History, then the revisions fetched on demand (each newest first). */
-static int retained_list(const char *srcdir, struct hist *out)
+int pub_retained_list(const char *srcdir, struct hist *out)
 {
-	int n = hist_list(srcdir, out), d;
+	int n = pub_hist_list(srcdir, out), d;
 
 	if (n < 0)
 		return n;
 	d = links_list(srcdir, "d-", out + n);
 	return d < 0 ? n : n + d;
-}
-
-static void pin_snap(struct store *st, struct snap *s)
-{
-	if (s->pinned_in)
-		return;
-	store_pin(st, s->id);
-	s->pinned_in = st;
 }
 
 /* Drop @prefix links beyond the newest @keep, except pinned or current
@@ -200,8 +185,8 @@ static void links_trim(struct store *st, const char *srcdir,
 }
 
 /*
- * Steps (1) and (2) of a publication: blobs durable, snapshots/<id>
- * written; then the link @prefix<next seq> to it is made in the source's
+ * Steps (1) and (2) of a publication: the blobs durable, snapshots/<id>
+ * written; then the link @prefix<next seq> to it in the source's
  * directory, whose path is left in @srcdir. The directory is not fsynced.
  */
 static int snap_store(struct store *st, struct snap *snap, const char *prefix,
@@ -234,7 +219,7 @@ static int snap_store(struct store *st, struct snap *snap, const char *prefix,
 	free(buf);
 	if (rc)
 		return rc;
-	pin_snap(st, snap);
+	snap_pin(snap, st);
 	if (mkdir(srcdir, 0755) && errno != EEXIST)
 		return -errno;
 	h = malloc(HIST_MAX * sizeof(*h));
@@ -258,9 +243,14 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 		rc = link_replace(srcdir, "current", target);
 	if (!rc)
 		rc = fsync_dir(srcdir);
-	if (!rc)
-		links_trim(st, srcdir, "h-", keep ? keep : 1, snap->id);
-	return rc;
+	if (rc)
+		return rc;
+	links_trim(st, srcdir, "h-", keep ? keep : 1, snap->id);
+	/* derived data: without an index, readers rebuild one */
+	if (pub_index_update(st, snap->source, snap))
+		log_warn(snap->source, "revision index not written; it is "
+			 "rebuilt when next read");
+	return 0;
 }
 
 int pub_retain(struct store *st, struct snap *snap, unsigned keep)
@@ -270,12 +260,16 @@ int pub_retain(struct store *st, struct snap *snap, unsigned keep)
 
 	if (!rc)
 		rc = fsync_dir(srcdir);
-	if (!rc)
-		links_trim(st, srcdir, "d-", keep ? keep : 1, snap->id);
-	return rc;
+	if (rc)
+		return rc;
+	links_trim(st, srcdir, "d-", keep ? keep : 1, snap->id);
+	if (pub_index_update(st, snap->source, snap))
+		log_warn(snap->source, "revision index not written; it is "
+			 "rebuilt when next read");
+	return 0;
 }
 
-static int read_all(const char *path, void **out, size_t *len)
+int pub_read_all(const char *path, void **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
@@ -299,6 +293,7 @@ static int read_all(const char *path, void **out, size_t *len)
 		free(buf);
 		return -EIO;
 	}
+	buf[n] = '\0';
 	*out = buf;
 	*len = (size_t)n;
 	return 0;
@@ -314,7 +309,7 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 
 	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
 		return -ENAMETOOLONG;
-	rc = read_all(path, &buf, &len);
+	rc = pub_read_all(path, &buf, &len);
 	if (rc)
 		return rc;
 	rc = snap_decode(&s, buf, len);
@@ -325,7 +320,7 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 		snap_unref(s);
 		return -EBADMSG;
 	}
-	pin_snap(st, s);
+	snap_pin(s, st);
 	*out = s;
 	return 0;
 }
@@ -338,8 +333,7 @@ static bool blobs_present(struct store *st, const struct snap *s)
 	return true;
 }
 
-/* Load @id for @source if complete; logs why not. */
-static int load_checked(struct store *st, const char *source, const char *id,
+int pub_load_checked(struct store *st, const char *source, const char *id,
 			struct snap **out)
 {
 	struct snap *s;
@@ -360,85 +354,6 @@ static int load_checked(struct store *st, const char *source, const char *id,
 	return 0;
 }
 
-int pub_find_rev(struct store *st, const char *source, const char *rev,
-		 struct snap **out)
-{
-	char srcdir[PATH_MAX];
-	size_t rl = strlen(rev);
-	struct hist *h;
-	int n, rc = -ENOENT;
-
-	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		     source))
-		return -ENAMETOOLONG;
-	h = malloc(2 * HIST_MAX * sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	n = retained_list(srcdir, h);
-	for (int i = 0; i < n && rc; i++) {
-		struct snap *s;
-
-		if (load_checked(st, source, h[i].id, &s))
-			continue;
-		if (!strcmp(s->rev, rev) ||
-		    (rl >= 7 && !strncmp(s->rev, rev, rl))) {
-			*out = s;
-			rc = 0;
-		} else {
-			snap_unref(s);
-		}
-	}
-	free(h);
-	return rc;
-}
-
-static void strv_free(char **v, int n)
-{
-	while (n-- > 0)
-		free(v[n]);
-	free(v);
-}
-
-int pub_list_revs(struct store *st, const char *source, char ***out)
-{
-	char srcdir[PATH_MAX], **v;
-	struct hist *h;
-	int n, k = 0;
-
-	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		     source))
-		return -ENAMETOOLONG;
-	h = malloc(2 * HIST_MAX * sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	n = retained_list(srcdir, h);
-	v = n >= 0 ? calloc(n ? n : 1, sizeof(*v)) : NULL;
-	if (!v) {
-		free(h);
-		return n < 0 ? n : -ENOMEM;
-	}
-	for (int i = 0; i < n; i++) {
-		struct snap *s;
-		bool dup = false;
-
-		if (load_checked(st, source, h[i].id, &s))
-			continue;
-		for (int j = 0; j < k && !dup; j++)
-			dup = !strcmp(v[j], s->rev);
-		if (!dup)
-			v[k] = strdup(s->rev);
-		snap_unref(s);
-		if (!dup && !v[k++]) {
-			strv_free(v, k);
-			free(h);
-			return -ENOMEM;
-		}
-	}
-	free(h);
-	*out = v;
-	return k;
-}
-
 int pub_load_current(struct store *st, const char *source, struct snap **out)
 {
 	char srcdir[PATH_MAX], id[DHASH_HEX] = "";
@@ -449,8 +364,8 @@ int pub_load_current(struct store *st, const char *source, struct snap **out)
 	fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -ENOENT;
-	if (!read_id_link(fd, "current", id) &&
-	    !load_checked(st, source, id, out)) {
+	if (!pub_read_id_link(fd, "current", id) &&
+	    !pub_load_checked(st, source, id, out)) {
 		close(fd);
 		return 0;
 	}
@@ -458,10 +373,10 @@ int pub_load_current(struct store *st, const char *source, struct snap **out)
 	h = malloc(HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = hist_list(srcdir, h);
+	n = pub_hist_list(srcdir, h);
 	for (int i = 0; i < n && rc; i++)
 		if (strcmp(h[i].id, id))
-			rc = load_checked(st, source, h[i].id, out);
+			rc = pub_load_checked(st, source, h[i].id, out);
 	free(h);
 	return rc;
 }
@@ -558,7 +473,7 @@ static int collect_linked(struct store *st, struct hset *keep)
 			struct dhash h;
 
 			if (le->d_name[0] != '.' &&
-			    !read_id_link(fd, le->d_name, id) &&
+			    !pub_read_id_link(fd, le->d_name, id) &&
 			    !dhash_parse(&h, id) && hset_add(keep, &h)) {
 				closedir(sd);
 				closedir(d);
