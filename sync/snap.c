@@ -122,6 +122,7 @@ void snap_unref(struct snap *s)
 	free(s->e);
 	free(s->slots);
 	free(s->strings);
+	free(s->raw);
 	free(s);
 }
 
