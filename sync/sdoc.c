@@ -224,7 +224,7 @@ static bool all_hex(const char *s, size_t n)
 int sdoc_parse(struct sdoc *out, const char *buf, size_t len)
 {
 	char num[24];
-	const char *l;
+	const char *l = NULL;
 	size_t off = strlen(SDOC_MAGIC);
 	ssize_t n;
 	char *end;
@@ -233,17 +233,21 @@ int sdoc_parse(struct sdoc *out, const char *buf, size_t len)
 	memset(out, 0, sizeof(*out));
 	if (len > SDOC_MAX || len < off || memcmp(buf, SDOC_MAGIC, off))
 		return -EBADMSG;
-	if (field(l = NULL, (n = line(buf, len, &off, &l)), "source",
-		  out->source, sizeof(out->source)) ||
-	    field(l, (n = line(buf, len, &off, &l)), "rev", out->rev,
-		  sizeof(out->rev)) ||
-	    field(l, (n = line(buf, len, &off, &l)), "snapshot", out->snapshot,
-		  sizeof(out->snapshot)) ||
-	    field(l, (n = line(buf, len, &off, &l)), "sha256", out->sha256,
-		  sizeof(out->sha256)) ||
-	    field(l, (n = line(buf, len, &off, &l)), "published", num,
-		  sizeof(num)))
-		return -EBADMSG;
+	struct {
+		const char *key;
+		char *val;
+		size_t cap;
+	} f[] = { { "source", out->source, sizeof(out->source) },
+		    { "rev", out->rev, sizeof(out->rev) },
+		    { "snapshot", out->snapshot, sizeof(out->snapshot) },
+		    { "sha256", out->sha256, sizeof(out->sha256) },
+		    { "published", num, sizeof(num) } };
+
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		n = line(buf, len, &off, &l);
+		if (field(l, n, f[i].key, f[i].val, f[i].cap))
+			return -EBADMSG;
+	}
 	if (!all_hex(out->snapshot, 32) || !all_hex(out->sha256, 64))
 		return -EBADMSG;
 	errno = 0;
