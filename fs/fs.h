@@ -46,8 +46,13 @@ enum fs_op {
 	FS_OP_STATFS,
 	FS_OP_GETXATTR,
 	FS_OP_LISTXATTR,
+	FS_OP_IOCTL,	     /* Python's isatty() on every open() */
+	FS_OP_RELEASEDIR,
+	FS_OP_RELEASE,
+	FS_OP_FORGET,	     /* forget and batch forget, one per request */
+	FS_OP_FLUSH,
 	FS_OP_WRITE_REFUSED, /* every request answered EROFS */
-	FS_OP_OTHER,	     /* forget, releasedir, ioctl, init... */
+	FS_OP_OTHER,	     /* init, destroy, interrupt... (libfuse's own) */
 };
 
 #define FS_OP_COUNT (FS_OP_OTHER + 1)
@@ -58,8 +63,8 @@ extern const char *const fs_op_names[FS_OP_COUNT];
 /**
  * Requests served since fs_new(), and those answered with an error.
  * Answers that only say "not here" are not errors: negative lookups,
- * ENODATA for an absent extended attribute, ENOTTY to ioctl and ENOSYS
- * to open (the kernel then opens files itself). Every EROFS answer is
+ * ENODATA for an absent extended attribute, ENOTTY to ioctl, and ENOSYS
+ * to open, opendir and flush (the kernel then stops sending them). Every EROFS answer is
  * counted as one request and one error of FS_OP_WRITE_REFUSED.
  */
 struct fs_stats {

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "fs.h"
+#include "log.h"
 
 /* Entries, attributes and negative entries are cached for a day: an inode
  * never changes meaning and every swap invalidates what changed. */

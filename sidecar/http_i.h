@@ -10,6 +10,7 @@
 #include <microhttpd.h>
 #include <stddef.h>
 
+#include "log.h"
 #include "sync.h"
 
 /** What a connection's con_cls holds: its first member says which. */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "log.h"
 #include "sync.h"
 
 static int copy_blob(struct store *st, const struct dhash *h, const char *dst,

@@ -23,7 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sync.h"
+#include "log.h"
+#include "snap_i.h"
 
 #define HIST_MAX 4096
 
@@ -152,14 +153,6 @@ static int hist_list(const char *srcdir, struct hist *out)
 	return n;
 }
 
-static void pin_snap(struct store *st, struct snap *s)
-{
-	if (s->pinned_in)
-		return;
-	store_pin(st, s->id);
-	s->pinned_in = st;
-}
-
 /* Drop history beyond the newest @keep, except pinned or current ones. */
 static void hist_trim(struct store *st, const char *srcdir, unsigned keep,
 		      const char *current)
@@ -191,11 +184,8 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	rc = store_flush(st);
 	if (rc)
 		return rc;
-	if (snap->raw) { /* a mirror's: the upstream's bytes and id */
-		buf = snap->raw;
-		len = snap->rawlen;
-		snap->raw = NULL;
-	} else {
+	buf = snap_take_raw(snap, &len); /* a mirror's: upstream's bytes */
+	if (!buf) {
 		snap->published_ns = now_ns();
 		rc = snap_encode(snap, &buf, &len);
 		if (rc)
@@ -211,7 +201,7 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	free(buf);
 	if (rc)
 		return rc;
-	pin_snap(st, snap);
+	snap_pin(snap, st);
 	if (mkdir(srcdir, 0755) && errno != EEXIST)
 		return -errno;
 	h = malloc(HIST_MAX * sizeof(*h));
@@ -281,7 +271,7 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 		snap_unref(s);
 		return -EBADMSG;
 	}
-	pin_snap(st, s);
+	snap_pin(s, st);
 	*out = s;
 	return 0;
 }

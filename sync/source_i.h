@@ -3,14 +3,20 @@
  * source_i.h - private to sync/: how a source type plugs into the polling
  * loop (one ops struct per type, as libgit2 plugs odb backends).
  *
- * The loop in source.c owns the thread, the timing, backoff, status and
- * publication. A type only answers "build me the current revision".
+ * The loop in source_loop.c owns the thread, the timing, backoff, status
+ * and publication. A type only answers "build me the current revision".
+ *
+ * A new type TYPE lives in sync/TYPE/ as a static library of its own
+ * (sync/TYPE/meson.build, linked by sync_dep in sync/meson.build), defines
+ * `const struct source_ops source_TYPE_ops` and is named in source.c's
+ * table and declared below.
  */
 #ifndef DAGFS_SOURCE_I_H
 #define DAGFS_SOURCE_I_H
 
 #include <pthread.h>
 
+#include "log.h"
 #include "sync.h"
 
 struct source_ops {
@@ -74,11 +80,45 @@ struct source {
 	struct source_status st;
 };
 
+/* ---------------------------------------------------- source.c */
+
+/** Write src->wakefd: wakes the thread's wait (kick, stop). */
+void source_wake(struct source *src);
+
 /** Wait on src->wakefd (and @extra_fd if >= 0) at most @timeout_ms;
  *  drains the wake event. Returns 1 if @extra_fd is readable. */
 int source_poll_wake(struct source *src, int extra_fd, int timeout_ms);
 
 /** Add to the source's fetch counters (thread-safe). */
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);
+
+/* ----------------------------------------------- source_spec.c */
+
+/** A deep copy of @s, or NULL without memory. Free with source_spec_free. */
+struct source_spec *source_spec_copy(const struct source_spec *s);
+
+/** The default name of a source at @location (malloc'd; NULL: no memory). */
+char *source_name_derive(const char *location);
+
+/** Whether @name may name a source: [A-Za-z0-9._-]{1,64}, not "." or "..". */
+bool source_name_ok(const char *name);
+
+/* ----------------------------------------------- source_gate.c */
+
+/**
+ * Run the validate= command on a copy of @snap (0 if there is none). A
+ * refusal returns -EINVAL with the reason in @err and is remembered, so
+ * the same revision is refused again without running the command.
+ */
+int source_gate(struct source *src, struct snap *snap, char *err,
+		size_t errlen) WUR;
+
+/* --------------------------------------------- source_digest.c */
+
+/**
+ * Whether sources/<name>/spec holds the digest of src->spec; if not, it
+ * is written, so the next call answers true.
+ */
+bool source_spec_unchanged(struct source *src);
 
 #endif

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "log.h"
 #include "sync.h"
 
 struct pin {

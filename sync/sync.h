@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * sync.h - the public interface of sync/: logging, the content-addressed
- * blob store, immutable snapshots, their publication on disk, and the
- * sources (dir, git, s3) that produce them.
+ * sync.h - the public interface of sync/: the content-addressed blob
+ * store, immutable snapshots, their publication on disk, and the sources
+ * (dir, git, s3) that produce them. Logging is log.h, small helpers util.h.
  *
- * sync/ knows nothing of FUSE. fs/ and sidecar/ include only this header.
+ * sync/ knows nothing of FUSE. fs/, sidecar/ and k8s/ include only these
+ * three headers of sync/.
  * Fallible functions return 0 (or a documented count or fd) on success and
  * a negative errno on failure.
  */
@@ -18,48 +19,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#define WUR __attribute__((warn_unused_result))
-
-/* ------------------------------------------------------------------ log */
-
-enum log_level {
-	LOG_LVL_ERR = 3,
-	LOG_LVL_WARN = 4,
-	LOG_LVL_NOTICE = 5,
-	LOG_LVL_INFO = 6,
-	LOG_LVL_DEBUG = 7,
-};
-
-/* The only process-wide settings: written once at start-up, read-only after. */
-extern int log_threshold;
-
-/**
- * Configure logging. @level is the most verbose level printed; @json
- * selects one JSON object per line instead of text.
- */
-void log_setup(int level, bool json);
-
-/** Parse "error", "warn", "notice", "info", "debug"; -EINVAL if unknown. */
-int log_level_parse(const char *name) WUR;
-
-/**
- * Emit one line on stderr. @tag names the module or source
- * ("store", "fs", "source team-a"). Never pass secrets.
- */
-void log_emit(int level, const char *tag, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-void log_vemit(int level, const char *tag, const char *fmt, va_list ap);
-
-#define log_at(lvl, tag, ...)                                                  \
-	do {                                                                   \
-		if ((lvl) <= log_threshold)                                    \
-			log_emit((lvl), (tag), __VA_ARGS__);                   \
-	} while (0)
-#define log_err(tag, ...) log_at(LOG_LVL_ERR, tag, __VA_ARGS__)
-#define log_warn(tag, ...) log_at(LOG_LVL_WARN, tag, __VA_ARGS__)
-#define log_notice(tag, ...) log_at(LOG_LVL_NOTICE, tag, __VA_ARGS__)
-#define log_info(tag, ...) log_at(LOG_LVL_INFO, tag, __VA_ARGS__)
-#define log_debug(tag, ...) log_at(LOG_LVL_DEBUG, tag, __VA_ARGS__)
+#include "util.h"
 
 /* ---------------------------------------------------------------- hashes */
 
@@ -194,16 +154,7 @@ struct snap {
 	int64_t published_ns; /* when it was published (wall clock) */
 	uint32_t n;
 	struct snap_entry *e;
-	/* private */
-	int refs; /* atomic */
-	struct store *pinned_in;
-	uint32_t *slots; /* open-addressed path index */
-	uint32_t nslots;
-	char *strings;
-	/* the exact bytes it was decoded from, when a mirror publishes them
-	 * unchanged (same id as upstream); owned; NULL otherwise */
-	void *raw;
-	size_t rawlen;
+	/* refcount and path index follow, private to sync/ (snap_i.h) */
 };
 
 struct snap *snap_ref(struct snap *s);
@@ -468,42 +419,5 @@ struct source_status {
 /** Upper bounds (seconds) of the sync duration histogram buckets. */
 extern const double source_duration_bounds[10];
 void source_get_status(struct source *src, struct source_status *out);
-
-/**
- * snprintf for paths: 0, or -ENAMETOOLONG if @fmt did not fit in @len
- * (the buffer then holds a truncated, never-used string).
- */
-int path_fmt(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4))) WUR;
-
-/**
- * mkdir -p: create @path and its missing parents with @mode (less the
- * umask); directories that exist are left as they are. 0 or -errno.
- */
-int mkdir_p(const char *path, mode_t mode) WUR;
-
-/** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
-int parse_duration_ms(const char *text, int *out) WUR;
-/** Parse a boolean: 1/0, true/false, yes/no, on/off. */
-int parse_bool(const char *text, bool *out) WUR;
-
-/** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
-int64_t now_ns(void);
-int64_t mono_ns(void);
-
-/**
- * Write @s to @f as a quoted JSON string: '"' and '\\' escaped, control
- * characters as \u00XX, well-formed UTF-8 copied, and each ill-formed
- * sequence replaced by \ufffd so the output is always valid JSON. NULL
- * writes "".
- */
-void json_put_str(FILE *f, const char *s);
-
-/**
- * json_put_str into @out of @cap (at least 3) bytes, NUL-terminated.
- * What does not fit is dropped a whole character at a time, so @out
- * always holds a complete quoted string. Returns its length.
- */
-size_t json_quote(char *out, size_t cap, const char *s);
 
 #endif

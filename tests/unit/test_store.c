@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "log.h"
 #include "sync.h"
 
 static char dir[] = "/tmp/dagfs-test-store-XXXXXX";

@@ -21,9 +21,9 @@
  *   refs, so later fetches are incremental. libgit2 1.5 cannot fetch
  *   shallow: the first fetch brings the whole history of that ref.
  *
- * Polling, backoff, health and publication belong to source.c; this file
- * only answers "build me the current revision". libgit2 errors become a
- * one-line message in exactly one place, gitsrc_fail().
+ * Polling, backoff, health and publication belong to source_loop.c; this
+ * file only answers "build me the current revision". libgit2 errors become
+ * a one-line message in exactly one place, gitsrc_fail().
  */
 #include <errno.h>
 #include <pthread.h>

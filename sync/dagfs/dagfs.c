@@ -40,6 +40,7 @@
 
 #include <curl/curl.h>
 
+#include "snap_i.h"
 #include "source_i.h"
 
 #define TRIES 3
@@ -497,8 +498,7 @@ static int fetch_snapshot(struct source *src, const struct sdoc *d,
 		rc = -EBADMSG;
 	}
 	if (!rc) {
-		(*out)->raw = b.p;
-		(*out)->rawlen = b.len;
+		snap_set_raw(*out, b.p, b.len);
 		return 0;
 	}
 	free(b.p);
@@ -599,8 +599,7 @@ static int dg_sync(struct source *src, const char *prev_rev, struct snap **out,
 		} else {
 			free(snap->source);
 			snap->source = name;
-			free(snap->raw);
-			snap->raw = NULL;
+			snap_set_raw(snap, NULL, 0);
 		}
 	}
 	if (rc) {
@@ -608,7 +607,7 @@ static int dg_sync(struct source *src, const char *prev_rev, struct snap **out,
 		goto out;
 	}
 	prune_statements(src);
-	if (snap->raw)
+	if (!strcmp(src->name, g->upstream))
 		keep_statement(src, &d, b.p, b.len);
 	snprintf(g->up_id, sizeof(g->up_id), "%s", d.snapshot);
 	g->up_published_ns = d.published_ns;
