@@ -5,9 +5,10 @@
  * each outside library's header declares turns an include of that header
  * into "attempt to use poisoned" unless the library is allowed it.
  *
- *   DAGFS_LAYER_GIT   sync/git/ only: libgit2
- *   DAGFS_LAYER_S3    sync/s3/ only: libcurl and expat
- *   DAGFS_LAYER_FUSE  fs/ and sidecar/ only: libfuse
+ *   DAGFS_LAYER_GIT    libgit2: sync/git/ only
+ *   DAGFS_LAYER_CURL   libcurl: sync/s3/ (and a source that speaks HTTP)
+ *   DAGFS_LAYER_EXPAT  expat: sync/s3/ only
+ *   DAGFS_LAYER_FUSE   libfuse: fs/ and sidecar/ only
  *
  * It declares nothing; tests and fuzz targets are not held to it.
  */
@@ -17,8 +18,11 @@
 #ifndef DAGFS_LAYER_GIT
 #pragma GCC poison git_libgit2_init
 #endif
-#ifndef DAGFS_LAYER_S3
-#pragma GCC poison curl_easy_init XML_ParserCreate
+#ifndef DAGFS_LAYER_CURL
+#pragma GCC poison curl_easy_init
+#endif
+#ifndef DAGFS_LAYER_EXPAT
+#pragma GCC poison XML_ParserCreate
 #endif
 #ifndef DAGFS_LAYER_FUSE
 #pragma GCC poison fuse_session_new

@@ -29,4 +29,11 @@ void snap_pin(struct snap *s, struct store *st);
 /** The reference count of @s (tests and assertions). */
 int snap_refs(const struct snap *s);
 
+/**
+ * How many times this process called snap_decode(): the tests' proof that
+ * a path (the FUSE read path, a revision listing) decodes nothing, or only
+ * the snapshot it serves.
+ */
+unsigned long snap_decodes(void);
+
 #endif
