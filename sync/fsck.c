@@ -184,6 +184,8 @@ static void check_source(struct fsck *f, int sfd, const char *name)
 		if (f->repair)
 			unlinkat(sfd, de->d_name, 0);
 	}
+	if (f->repair) /* derived from the history: rebuilt when next read */
+		unlinkat(sfd, "index", 0);
 	if (f->repair && current_bad && best[0]) {
 		char target[PATH_MAX];
 		ssize_t n = readlinkat(sfd, best, target, sizeof(target) - 1);

@@ -24,9 +24,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pub_i.h"
 #include "snap_i.h"
-
-#define HIST_MAX 4096
 
 static int fsync_dir(const char *path)
 {
@@ -41,8 +40,8 @@ static int fsync_dir(const char *path)
 	return rc;
 }
 
-static int write_file_durable(const char *dir, const char *tmpdir,
-			      const char *name, const void *buf, size_t len)
+int pub_write_file(const char *dir, const char *tmpdir, const char *name,
+		   const void *buf, size_t len)
 {
 	char tmp[PATH_MAX], dst[PATH_MAX];
 	const char *p = buf;
@@ -94,11 +93,6 @@ static int link_replace(const char *dir, const char *name, const char *target)
 	return 0;
 }
 
-struct hist {
-	unsigned long long seq;
-	char id[DHASH_HEX];
-};
-
 static int hist_cmp(const void *a, const void *b)
 {
 	const struct hist *x = a, *y = b;
@@ -107,7 +101,7 @@ static int hist_cmp(const void *a, const void *b)
 }
 
 /* Read a link naming ../../snapshots/<id>; 0 and the id, or -errno. */
-static int read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
+int pub_read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 {
 	char buf[PATH_MAX];
 	ssize_t n = readlinkat(dirfd, name, buf, sizeof(buf) - 1);
@@ -125,8 +119,7 @@ static int read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 	return 0;
 }
 
-/* History of a source, newest first. Returns the count (<= HIST_MAX). */
-static int hist_list(const char *srcdir, struct hist *out)
+int pub_hist_list(const char *srcdir, struct hist *out)
 {
 	int fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -144,7 +137,7 @@ static int hist_list(const char *srcdir, struct hist *out)
 		if (strncmp(de->d_name, "h-", 2))
 			continue;
 		out[n].seq = strtoull(de->d_name + 2, &end, 16);
-		if (*end || read_id_link(fd, de->d_name, out[n].id))
+		if (*end || pub_read_id_link(fd, de->d_name, out[n].id))
 			continue;
 		n++;
 	}
@@ -158,7 +151,7 @@ static void hist_trim(struct store *st, const char *srcdir, unsigned keep,
 		      const char *current)
 {
 	struct hist *h = malloc(HIST_MAX * sizeof(*h));
-	int n = h ? hist_list(srcdir, h) : 0;
+	int n = h ? pub_hist_list(srcdir, h) : 0;
 
 	for (int i = (int)keep; i < n; i++) {
 		char p[PATH_MAX];
@@ -197,7 +190,7 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", store_dir(st));
 	snprintf(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
 		 snap->source);
-	rc = write_file_durable(snapdir, tmpdir, snap->id, buf, len);
+	rc = pub_write_file(snapdir, tmpdir, snap->id, buf, len);
 	free(buf);
 	if (rc)
 		return rc;
@@ -207,7 +200,7 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	h = malloc(HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = hist_list(srcdir, h);
+	n = pub_hist_list(srcdir, h);
 	snprintf(hname, sizeof(hname), "h-%016llx", n > 0 ? h[0].seq + 1 : 1ULL);
 	free(h);
 	snprintf(target, sizeof(target), "../../snapshots/%s", snap->id);
@@ -216,12 +209,17 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 		rc = link_replace(srcdir, "current", target);
 	if (!rc)
 		rc = fsync_dir(srcdir);
-	if (!rc)
-		hist_trim(st, srcdir, keep ? keep : 1, snap->id);
-	return rc;
+	if (rc)
+		return rc;
+	hist_trim(st, srcdir, keep ? keep : 1, snap->id);
+	/* derived data: without an index, readers rebuild one */
+	if (pub_index_update(st, snap->source, snap))
+		log_warn(snap->source, "revision index not written; it is "
+			 "rebuilt when next read");
+	return 0;
 }
 
-static int read_all(const char *path, void **out, size_t *len)
+int pub_read_all(const char *path, void **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
@@ -245,6 +243,7 @@ static int read_all(const char *path, void **out, size_t *len)
 		free(buf);
 		return -EIO;
 	}
+	buf[n] = '\0';
 	*out = buf;
 	*len = (size_t)n;
 	return 0;
@@ -260,7 +259,7 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 
 	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
 		return -ENAMETOOLONG;
-	rc = read_all(path, &buf, &len);
+	rc = pub_read_all(path, &buf, &len);
 	if (rc)
 		return rc;
 	rc = snap_decode(&s, buf, len);
@@ -307,8 +306,7 @@ static bool blobs_present(struct store *st, const struct snap *s)
 	return true;
 }
 
-/* Load @id for @source if complete; logs why not. */
-static int load_checked(struct store *st, const char *source, const char *id,
+int pub_load_checked(struct store *st, const char *source, const char *id,
 			struct snap **out)
 {
 	struct snap *s;
@@ -329,85 +327,6 @@ static int load_checked(struct store *st, const char *source, const char *id,
 	return 0;
 }
 
-int pub_find_rev(struct store *st, const char *source, const char *rev,
-		 struct snap **out)
-{
-	char srcdir[PATH_MAX];
-	size_t rl = strlen(rev);
-	struct hist *h;
-	int n, rc = -ENOENT;
-
-	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		     source))
-		return -ENAMETOOLONG;
-	h = malloc(HIST_MAX * sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	n = hist_list(srcdir, h);
-	for (int i = 0; i < n && rc; i++) {
-		struct snap *s;
-
-		if (load_checked(st, source, h[i].id, &s))
-			continue;
-		if (!strcmp(s->rev, rev) ||
-		    (rl >= 7 && !strncmp(s->rev, rev, rl))) {
-			*out = s;
-			rc = 0;
-		} else {
-			snap_unref(s);
-		}
-	}
-	free(h);
-	return rc;
-}
-
-static void strv_free(char **v, int n)
-{
-	while (n-- > 0)
-		free(v[n]);
-	free(v);
-}
-
-int pub_list_revs(struct store *st, const char *source, char ***out)
-{
-	char srcdir[PATH_MAX], **v;
-	struct hist *h;
-	int n, k = 0;
-
-	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		     source))
-		return -ENAMETOOLONG;
-	h = malloc(HIST_MAX * sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	n = hist_list(srcdir, h);
-	v = n >= 0 ? calloc(n ? n : 1, sizeof(*v)) : NULL;
-	if (!v) {
-		free(h);
-		return n < 0 ? n : -ENOMEM;
-	}
-	for (int i = 0; i < n; i++) {
-		struct snap *s;
-		bool dup = false;
-
-		if (load_checked(st, source, h[i].id, &s))
-			continue;
-		for (int j = 0; j < k && !dup; j++)
-			dup = !strcmp(v[j], s->rev);
-		if (!dup)
-			v[k] = strdup(s->rev);
-		snap_unref(s);
-		if (!dup && !v[k++]) {
-			strv_free(v, k);
-			free(h);
-			return -ENOMEM;
-		}
-	}
-	free(h);
-	*out = v;
-	return k;
-}
-
 int pub_load_current(struct store *st, const char *source, struct snap **out)
 {
 	char srcdir[PATH_MAX], id[DHASH_HEX] = "";
@@ -418,8 +337,8 @@ int pub_load_current(struct store *st, const char *source, struct snap **out)
 	fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -ENOENT;
-	if (!read_id_link(fd, "current", id) &&
-	    !load_checked(st, source, id, out)) {
+	if (!pub_read_id_link(fd, "current", id) &&
+	    !pub_load_checked(st, source, id, out)) {
 		close(fd);
 		return 0;
 	}
@@ -427,10 +346,10 @@ int pub_load_current(struct store *st, const char *source, struct snap **out)
 	h = malloc(HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = hist_list(srcdir, h);
+	n = pub_hist_list(srcdir, h);
 	for (int i = 0; i < n && rc; i++)
 		if (strcmp(h[i].id, id))
-			rc = load_checked(st, source, h[i].id, out);
+			rc = pub_load_checked(st, source, h[i].id, out);
 	free(h);
 	return rc;
 }
@@ -527,7 +446,7 @@ static int collect_linked(struct store *st, struct hset *keep)
 			struct dhash h;
 
 			if (le->d_name[0] != '.' &&
-			    !read_id_link(fd, le->d_name, id) &&
+			    !pub_read_id_link(fd, le->d_name, id) &&
 			    !dhash_parse(&h, id) && hset_add(keep, &h)) {
 				closedir(sd);
 				closedir(d);

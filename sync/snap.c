@@ -764,6 +764,14 @@ static int decode_entry(struct rbuf *r, struct snap_builder *b, char *path,
 	return -EBADMSG;
 }
 
+/* Snapshots decoded by this process (snap_decodes()); atomic. */
+static unsigned long decodes;
+
+unsigned long snap_decodes(void)
+{
+	return __atomic_load_n(&decodes, __ATOMIC_RELAXED);
+}
+
 int snap_decode(struct snap **out, const void *buf, size_t len)
 {
 	struct rbuf r = { .p = buf, .len = len };
@@ -775,6 +783,7 @@ int snap_decode(struct snap **out, const void *buf, size_t len)
 	struct dhash id;
 	int rc = -EBADMSG;
 
+	__atomic_add_fetch(&decodes, 1, __ATOMIC_RELAXED);
 	if (len < 8 + 8 + 8)
 		return -EBADMSG;
 	memcpy(&sum, (const uint8_t *)buf + len - 8, 8);

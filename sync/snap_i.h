@@ -42,4 +42,11 @@ void *snap_take_raw(struct snap *s, size_t *len);
 /** The reference count of @s (tests and assertions). */
 int snap_refs(const struct snap *s);
 
+/**
+ * How many times this process called snap_decode(): the tests' proof that
+ * a path (the FUSE read path, a revision listing) decodes nothing, or only
+ * the snapshot it serves.
+ */
+unsigned long snap_decodes(void);
+
 #endif

@@ -221,17 +221,43 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep) WUR;
 int pub_load_current(struct store *st, const char *source,
 		     struct snap **out) WUR;
 
+/** One retained snapshot of a source, as its revision index lists it. */
+struct pub_rev {
+	char id[DHASH_HEX];
+	char rev[128];
+	int64_t published_ns;
+};
+
+/**
+ * The retained, intact snapshots of @source, newest first, from the
+ * revision index sources/<source>/index that publication writes: nothing
+ * is decoded (but once, to build the index of a cache that has none).
+ * *@out is malloc'd (free()). Returns the count or -errno.
+ * Thread-safe; cheap enough for the FUSE read path.
+ */
+int pub_revs(struct store *st, const char *source, struct pub_rev **out) WUR;
+
+/**
+ * Rewrite the revision index of @source from its history, after the
+ * history changed outside pub_publish() (which calls it). Entries already
+ * indexed, and @added (may be NULL: a snapshot just linked into the
+ * history), are not decoded. Thread-safe.
+ */
+int pub_index_update(struct store *st, const char *source,
+		     const struct snap *added) WUR;
+
 /**
  * Find a retained snapshot of @source whose revision is @rev, or starts
- * with it when @rev has at least 7 characters (short git ids).
+ * with it when @rev has at least 7 characters (short git ids). Looks in
+ * the index and decodes only the snapshot it returns.
  */
 int pub_find_rev(struct store *st, const char *source, const char *rev,
 		 struct snap **out) WUR;
 
 /**
  * Revisions of the retained, intact snapshots of @source, newest first,
- * each once. *@out is a malloc'd array of malloc'd strings (free each and
- * the array). Returns the count or -errno.
+ * each once (from the index). *@out is a malloc'd array of malloc'd
+ * strings (free each and the array). Returns the count or -errno.
  */
 int pub_list_revs(struct store *st, const char *source, char ***out) WUR;
 
