@@ -59,6 +59,13 @@ static const struct cfg_option options[] = {
 	    "address of /healthz, /readyz, /metrics, POST /sync (empty: off)"),
 	OPT("webhook-secret-file", CFG_STR, webhook_secret_file, NULL, DAEMON,
 	    "FILE", "secret that signs POST /sync (X-Hub-Signature-256)"),
+	OPT("serve", CFG_BOOL, serve, "false", DAEMON, NULL,
+	    "also serve the store read-only under /store/ on http= (for "
+	    "dagfs: mirror sources)"),
+	OPT("serve-token-file", CFG_STR, serve_token_file, NULL, DAEMON,
+	    "FILE", "bearer token that /store/ requests must carry"),
+	OPT("serve-key-file", CFG_STR, serve_key_file, NULL, DAEMON, "FILE",
+	    "PEM Ed25519 private key that signs the served statements"),
 	OPT("show-meta", CFG_BOOL, show_meta, "false", DAEMON, NULL,
 	    "list the .dagfs directory in the root of the mount"),
 	OPT("status-interval", CFG_DURATION, status_interval_ms, "5s", DAEMON,
@@ -701,6 +708,9 @@ int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
 			cfg_error(errs, "no sources: give --source SPEC, "
 					"DAGFS_SOURCE or a [source NAME] "
 					"section");
+		if ((cmd & DAEMON) && c->serve && (!c->http || !*c->http))
+			cfg_error(errs, "serve=true needs http=ADDR:PORT (the "
+					"store is served on that listener)");
 		if (inject_defaults(c))
 			cfg_error(errs, "%s", strerror(ENOMEM));
 	}

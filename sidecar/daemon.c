@@ -90,6 +90,7 @@ void sc_on_publish(struct source *src, struct snap *snap, void *payload)
 		  snap->rev, source_at(src));
 	status_writer_kick(s->ctx);
 	endpoints_published(s->ctx);
+	serve_published(s->ctx->serve, source_name(src));
 }
 
 /* ------------------------------------------------------- source sets */
@@ -366,6 +367,7 @@ static void ctx_free(struct dagfs_ctx *ctx)
 	endpoints_stop(ctx);
 	for (size_t i = 0; i < ctx->nall; i++)
 		source_stop(ctx->all[i]->src);
+	endpoints_free(ctx);
 	status_writer_stop(ctx);
 	if (ctx->fs)
 		fs_unmount(ctx->fs);

@@ -18,6 +18,7 @@
 
 #include "fs.h"
 #include "http_i.h"
+#include "serve_i.h"
 #include "sync.h"
 
 #ifndef DAGFS_VERSION
@@ -98,6 +99,9 @@ struct dagfs_config {
 	unsigned max_failures;
 	bool show_meta;
 	char *webhook_secret_file;
+	bool serve;		   /* the served store on http= */
+	char *serve_token_file;	   /* bearer token /store/ requires */
+	char *serve_key_file;	   /* Ed25519 key that signs statements */
 	char *materialize; /* DIR: materialise mode instead of FUSE */
 	int grace_ms;	   /* materialise: old revisions kept this long */
 	bool once;	   /* dagfs sync --once */
@@ -290,6 +294,7 @@ struct dagfs_ctx {
 
 	const char *materialize; /* DIR in materialise mode, else NULL */
 	struct http *http;	 /* NULL when http= is off */
+	struct serve *serve;	 /* NULL unless serve=true */
 	bool notified;		 /* systemd told READY=1; atomic */
 	int64_t usage_at;	 /* ctx->lock: store usage cache */
 	uint64_t usage_blobs, usage_bytes;
@@ -346,6 +351,8 @@ int endpoints_start(struct dagfs_ctx *ctx) WUR;
 void endpoints_stop(struct dagfs_ctx *ctx);
 /** After a publication: READY=1 to systemd once every source has one. */
 void endpoints_published(struct dagfs_ctx *ctx);
+/** Free the served store once no source runs (after endpoints_stop). */
+void endpoints_free(struct dagfs_ctx *ctx);
 
 /* ------------------------------------------------------------ status */
 

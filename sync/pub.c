@@ -202,10 +202,13 @@ static int snap_store(struct store *st, struct snap *snap, const char *prefix,
 	rc = store_flush(st);
 	if (rc)
 		return rc;
-	snap->published_ns = now_ns();
-	rc = snap_encode(snap, &buf, &len);
-	if (rc)
-		return rc;
+	buf = snap_take_raw(snap, &len); /* a mirror's: upstream's bytes */
+	if (!buf) {
+		snap->published_ns = now_ns();
+		rc = snap_encode(snap, &buf, &len);
+		if (rc)
+			return rc;
+	}
 	dhash_buf(&id, buf, len);
 	dhash_hex(snap->id, &id);
 	snprintf(snapdir, PATH_MAX, "%s/snapshots", store_dir(st));
@@ -322,6 +325,29 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 	}
 	snap_pin(s, st);
 	*out = s;
+	return 0;
+}
+
+int pub_read_raw(struct store *st, const char *id, void **out, size_t *len)
+{
+	char path[PATH_MAX], hex[DHASH_HEX];
+	struct dhash h;
+	int rc;
+
+	if (dhash_parse(&h, id))
+		return -EINVAL;
+	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
+		return -ENAMETOOLONG;
+	rc = read_all(path, out, len);
+	if (rc)
+		return rc;
+	dhash_buf(&h, *out, *len);
+	dhash_hex(hex, &h);
+	if (strcmp(hex, id)) {
+		free(*out);
+		*out = NULL;
+		return -EBADMSG;
+	}
 	return 0;
 }
 

@@ -23,6 +23,7 @@ static const struct source_ops *const source_types[] = {
 	&source_dir_ops,
 	&source_git_ops,
 	&source_s3_ops,
+	&source_dagfs_ops,
 };
 
 static const char *const common_keys[] = { "name", "at", "period",
@@ -130,7 +131,7 @@ int source_new(struct source **out, const struct source_spec *spec,
 			src->ops = source_types[i];
 	if (!src->ops) {
 		snprintf(err, errlen, "unknown source type '%s' (expected dir, "
-			 "git or s3)", spec->type);
+			 "git, s3 or dagfs)", spec->type);
 		goto err;
 	}
 	src->spec = source_spec_copy(spec);

@@ -65,6 +65,7 @@ struct source_ops {
 extern const struct source_ops source_dir_ops;
 extern const struct source_ops source_git_ops;
 extern const struct source_ops source_s3_ops;
+extern const struct source_ops source_dagfs_ops;
 
 struct source {
 	const struct source_ops *ops;

@@ -265,6 +265,14 @@ int pub_list_revs(struct store *st, const char *source, char ***out) WUR;
 int pub_load(struct store *st, const char *id, struct snap **out) WUR;
 
 /**
+ * The bytes of snapshots/<@id>, checked to hash to @id (-EBADMSG if not,
+ * -ENOENT if absent, -EINVAL if @id is not 32 hex digits). *@out is
+ * malloc'd.
+ */
+int pub_read_raw(struct store *st, const char *id, void **out,
+		 size_t *len) WUR;
+
+/**
  * Remove snapshots no source retains, and blobs no retained or pinned
  * snapshot names. Returns the number of blobs removed.
  */
@@ -412,6 +420,53 @@ int mat_prune(const char *dir, const char *keep_id, int grace_s);
 
 /** rm -rf @path (no symlinks followed). */
 int mat_remove(const char *path);
+
+/* ------------------------------------------------ snapshot statements */
+
+/*
+ * What a served store says about one snapshot (sdoc.c): source, revision,
+ * snapshot id, SHA-256 of the snapshot's bytes, publication time, and an
+ * optional Ed25519 signature over those lines.
+ */
+#define SDOC_MAX 4096
+
+struct sdoc {
+	char source[65];
+	char rev[128];
+	char snapshot[DHASH_HEX];
+	char sha256[65];
+	int64_t published_ns;
+	bool is_signed;
+	size_t signed_len; /* bytes the signature covers */
+	uint8_t sig[64];
+};
+
+/** An Ed25519 key: secret (signs) or public (verifies). */
+struct sdoc_key;
+
+/** Load a PEM key file; a one-line reason in @err on failure. */
+int sdoc_key_load(struct sdoc_key **out, const char *path, bool secret,
+		  char *err, size_t errlen) WUR;
+/** NULL is a no-op. */
+void sdoc_key_free(struct sdoc_key *k);
+
+/**
+ * The statement for @s, whose encoded bytes are @snapbytes, signed when
+ * @key is a secret key (NULL: unsigned). *@out is malloc'd text.
+ */
+int sdoc_format(char **out, size_t *len, const struct snap *s,
+		const void *snapbytes, size_t snaplen,
+		const struct sdoc_key *key) WUR;
+/** Parse strictly; -EBADMSG on anything malformed. No signature check. */
+int sdoc_parse(struct sdoc *out, const char *buf, size_t len) WUR;
+/** 0 if @d (parsed from @buf) is signed by @pub, else -EPERM. */
+int sdoc_verify(const struct sdoc *d, const char *buf,
+		const struct sdoc_key *pub) WUR;
+/** 0 if @buf hashes to @d's snapshot id and SHA-256, else -EBADMSG. */
+int sdoc_check_snapshot(const struct sdoc *d, const void *buf,
+			size_t len) WUR;
+/** Lowercase hex SHA-256 of @buf. */
+void sdoc_sha256(char out[65], const void *buf, size_t len);
 
 /* --------------------------------------------------------------- sources */
 
