@@ -338,7 +338,7 @@ int pub_read_raw(struct store *st, const char *id, void **out, size_t *len)
 		return -EINVAL;
 	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
 		return -ENAMETOOLONG;
-	rc = read_all(path, out, len);
+	rc = pub_read_all(path, out, len);
 	if (rc)
 		return rc;
 	dhash_buf(&h, *out, *len);
