@@ -82,6 +82,9 @@ static const struct opt opts[] = {
 	O("dagfs-bin", OPT_STR, dagfs_bin, "VM: dagfs binary (default /usr/local/bin/dagfs)"),
 	O("airflow-bin", OPT_STR, airflow_bin, "VM: airflow binary (default /usr/local/bin/airflow)"),
 	O("api-server-url", OPT_STR, api_url, "VM: the API server as task pods reach it, e.g. http://10.0.0.120:8080 (sets execution_api_server_url)"),
+	O("prometheus-operator", OPT_FLAG, prometheus_operator, "also render a PrometheusRule, metrics Services and a ServiceMonitor (prometheus-operator.yaml; apply applies it)"),
+	O("prometheus-release", OPT_STR, prometheus_release, "label release=NAME on the PrometheusRule and ServiceMonitor, which kube-prometheus-stack's Prometheus selects by"),
+	O("stale-periods", OPT_UINT, stale_periods, "alert when a source has not synced for this many of its periods (default 6)"),
 	O("dry-run", OPT_FLAG, dry_run, "print the commands apply would run, run none"),
 };
 
@@ -118,6 +121,7 @@ static void defaults(struct prov *p)
 	p->timezone = "UTC";
 	p->scheduler_replicas = 1;
 	p->http_port = 8081;
+	p->stale_periods = 6;
 	p->airflow_home = "/opt/airflow";
 	p->kubeconfig = "/opt/airflow/.kube/config";
 	p->db_port = 5432;
@@ -376,6 +380,11 @@ static int validate(struct prov *p)
 			    p->node_port);
 	if (!p->http_port || !p->webserver_port || !p->db_port)
 		return fail("--dagfs-http-port/--webserver-port/--db-port: port out of range (1-65535)");
+	if (!p->stale_periods)
+		return fail("--stale-periods must be at least 1");
+	if (p->prometheus_release && !dns_label(p->prometheus_release, 63))
+		return fail("--prometheus-release: invalid name '%s'",
+			    p->prometheus_release);
 	if (!p->scheduler_replicas)
 		return fail("--scheduler-replicas must be at least 1");
 	if (!p->storage)
@@ -691,6 +700,18 @@ static int delete_chart_jobs(const struct prov *p)
 					     NULL });
 }
 
+/* The Prometheus Operator's objects (its CRDs must be installed). */
+static int apply_monitoring(const struct prov *p)
+{
+	char file[4096];
+
+	if (!p->prometheus_operator)
+		return 0;
+	snprintf(file, sizeof(file), "%s/prometheus-operator.yaml", p->outdir);
+	return run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+					     "-f", file, NULL });
+}
+
 static int apply(const struct prov *p)
 {
 	char f[8][4096];
@@ -717,11 +738,12 @@ static int apply(const struct prov *p)
 					     p->ns, "-f", cfg, NULL }) ||
 		       run(p, (const char *const[]){ "kubectl", "apply", "-n",
 					     p->ns, "-f", f[7], NULL }) ||
+		       apply_monitoring(p) ||
 		       run(p, (const char *const[]){ "sh", f[5], NULL });
 	}
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
 				    f[6], NULL }) ||
-	    delete_chart_jobs(p))
+	    apply_monitoring(p) || delete_chart_jobs(p))
 		return -1;
 	return run(p, (const char *const[]){
 			      "helm", "upgrade", "--install", p->release,
@@ -768,7 +790,8 @@ int main(int argc, char **argv)
 		p.pin_url = p.pin_url_buf;
 	}
 	rc = 1;
-	if (!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p))
+	if ((!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p)) ||
+	    prov_render_obs(&p))
 		goto out;
 	printf("rendered %s target into %s (chart %s, Airflow %s, %s mode)\n",
 	       p.target, p.outdir, p.chart_version, p.airflow_version, p.mode);

@@ -33,6 +33,9 @@ struct prov {
 	bool chart_validated; /* a release whose schema the tests check */
 	bool chart_legacy_workers; /* 1.18.0: workers.extra*, no .kubernetes */
 	bool no_admin_user;
+	bool prometheus_operator;
+	const char *prometheus_release; /* the label its Prometheus selects */
+	unsigned stale_periods;
 	const char *ns, *release, *image, *mode, *sidecar, *executor;
 	const char *git_ssh_key, *git_known_hosts, *git_password_file;
 	const char *s3_credentials_file;
@@ -99,5 +102,8 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot);
 int prov_render_cluster(const struct prov *p) WUR;
 int prov_render_k8s(const struct prov *p) WUR;
 int prov_render_vm(const struct prov *p) WUR;
+/** The Grafana dashboard, the alerting rules and, with
+ *  --prometheus-operator, PrometheusRule, metrics Services, ServiceMonitor. */
+int prov_render_obs(const struct prov *p) WUR;
 
 #endif

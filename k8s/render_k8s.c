@@ -442,7 +442,8 @@ static int render_templates(const struct prov *p)
  * dag-processors are endpoints, so a worker never pins to a revision that
  * the DAGs were not parsed from. The target port is a number: a name
  * would have to be declared on a main container, and dagfs may be a
- * native sidecar (an init container).
+ * native sidecar (an init container). It is the dag-processors'
+ * metrics Service too (render_obs.c).
  */
 static int render_pin_service(const struct prov *p)
 {
@@ -452,12 +453,13 @@ static int render_pin_service(const struct prov *p)
 		return -1;
 	fprintf(f, "apiVersion: v1\nkind: Service\nmetadata:\n"
 		   "  name: %s-%s\n  namespace: %s\n"
-		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision}\n"
+		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision, "
+		   "dagfs.io/metrics: \"true\", release: %s}\n"
 		   "spec:\n  type: ClusterIP\n"
 		   "  selector: {tier: airflow, component: dag-processor, release: %s}\n"
 		   "  ports:\n  - {name: dagfs-http, port: %u, targetPort: %u}\n",
-		p->release, PROV_PIN_SERVICE, p->ns, p->release, p->http_port,
-		p->http_port);
+		p->release, PROV_PIN_SERVICE, p->ns, p->release, p->release,
+		p->http_port, p->http_port);
 	return prov_close(f, "dagfs-service.yaml");
 }
 

@@ -15,8 +15,9 @@
 #include "sidecar_i.h"
 
 #define OFF(f) offsetof(struct dagfs_config, f)
-#define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC)
-#define ALL (CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK)
+#define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC | CMD_BUNDLES)
+#define ALL                                                                    \
+	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES)
 
 /*
  * One row per option: name, type, field, default, commands, placeholder,
@@ -58,6 +59,13 @@ static const struct cfg_option options[] = {
 	    "address of /healthz, /readyz, /metrics, POST /sync (empty: off)"),
 	OPT("webhook-secret-file", CFG_STR, webhook_secret_file, NULL, DAEMON,
 	    "FILE", "secret that signs POST /sync (X-Hub-Signature-256)"),
+	OPT("serve", CFG_BOOL, serve, "false", DAEMON, NULL,
+	    "also serve the store read-only under /store/ on http= (for "
+	    "dagfs: mirror sources)"),
+	OPT("serve-token-file", CFG_STR, serve_token_file, NULL, DAEMON,
+	    "FILE", "bearer token that /store/ requests must carry"),
+	OPT("serve-key-file", CFG_STR, serve_key_file, NULL, DAEMON, "FILE",
+	    "PEM Ed25519 private key that signs the served statements"),
 	OPT("show-meta", CFG_BOOL, show_meta, "false", DAEMON, NULL,
 	    "list the .dagfs directory in the root of the mount"),
 	OPT("status-interval", CFG_DURATION, status_interval_ms, "5s", DAEMON,
@@ -78,8 +86,20 @@ static const struct cfg_option options[] = {
 	    "repeatable"),
 	OPT("repair", CFG_BOOL, repair, "false", CMD_FSCK, NULL,
 	    "fsck: remove what is broken (the next sync fetches it again)"),
-	OPT("json", CFG_BOOL, json, "false", CMD_STATUS, NULL,
+	OPT("json", CFG_BOOL, json, "false", CMD_STATUS | CMD_BUNDLES, NULL,
 	    "print JSON instead of a table"),
+	OPT_N("keep-trees", keep_trees, "256", 1, 1000000,
+	      "tree manifests (whole-view versions, .dagfs/trees/) kept in "
+	      "the cache"),
+	OPT("fetch-timeout", CFG_DURATION, fetch_timeout_ms, "30s", DAEMON,
+	    "DURATION", "how long a lookup of a revision that is not retained "
+	    "waits for it to be fetched (then: not found)"),
+	OPT("whole-tree", CFG_BOOL, whole_tree, "false", CMD_BUNDLES, NULL,
+	    "airflow-bundles: one bundle versioned by the whole tree instead "
+	    "of one per source"),
+	OPT("mount", CFG_STR, bundle_mount, NULL, CMD_BUNDLES, "PATH",
+	    "airflow-bundles: the mount path the bundles read (default "
+	    "MOUNTPOINT or --materialize DIR)"),
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -514,6 +534,7 @@ static const char *cmd_name(unsigned cmd)
 	       cmd == CMD_CHECK ? "check-config" :
 	       cmd == CMD_SYNC	? "sync" :
 	       cmd == CMD_FSCK	? "fsck" :
+	       cmd == CMD_BUNDLES ? "airflow-bundles" :
 				  "status";
 }
 
@@ -637,6 +658,9 @@ int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
 			cfg_error(errs, "no sources: give --source SPEC, "
 					"DAGFS_SOURCE or a [source NAME] "
 					"section");
+		if ((cmd & DAEMON) && c->serve && (!c->http || !*c->http))
+			cfg_error(errs, "serve=true needs http=ADDR:PORT (the "
+					"store is served on that listener)");
 		if (inject_defaults(c))
 			cfg_error(errs, "%s", strerror(ENOMEM));
 	}
