@@ -15,9 +15,10 @@
 #include "sidecar_i.h"
 
 #define OFF(f) offsetof(struct dagfs_config, f)
-#define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC)
-#define ALL (CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | \
-	     CMD_EXPORT)
+#define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC | CMD_BUNDLES)
+#define ALL                                                                    \
+	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES | \
+	 CMD_EXPORT)
 
 /*
  * One row per option: name, type, field, default, commands, placeholder,
@@ -87,8 +88,20 @@ static const struct cfg_option options[] = {
 	    "repeatable"),
 	OPT("repair", CFG_BOOL, repair, "false", CMD_FSCK, NULL,
 	    "fsck: remove what is broken (the next sync fetches it again)"),
-	OPT("json", CFG_BOOL, json, "false", CMD_STATUS, NULL,
+	OPT("json", CFG_BOOL, json, "false", CMD_STATUS | CMD_BUNDLES, NULL,
 	    "print JSON instead of a table"),
+	OPT_N("keep-trees", keep_trees, "256", 1, 1000000,
+	      "tree manifests (whole-view versions, .dagfs/trees/) kept in "
+	      "the cache"),
+	OPT("fetch-timeout", CFG_DURATION, fetch_timeout_ms, "30s", DAEMON,
+	    "DURATION", "how long a lookup of a revision that is not retained "
+	    "waits for it to be fetched (then: not found)"),
+	OPT("whole-tree", CFG_BOOL, whole_tree, "false", CMD_BUNDLES, NULL,
+	    "airflow-bundles: one bundle versioned by the whole tree instead "
+	    "of one per source"),
+	OPT("mount", CFG_STR, bundle_mount, NULL, CMD_BUNDLES, "PATH",
+	    "airflow-bundles: the mount path the bundles read (default "
+	    "MOUNTPOINT or --materialize DIR)"),
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -573,6 +586,7 @@ static const char *cmd_name(unsigned cmd)
 	       cmd == CMD_CHECK ? "check-config" :
 	       cmd == CMD_SYNC	? "sync" :
 	       cmd == CMD_FSCK	? "fsck" :
+	       cmd == CMD_BUNDLES ? "airflow-bundles" :
 				  "status";
 }
 

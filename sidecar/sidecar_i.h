@@ -34,7 +34,8 @@ enum cfg_cmd {
 	CMD_STATUS = 4,
 	CMD_SYNC = 8,
 	CMD_FSCK = 16,
-	CMD_EXPORT = 32,
+	CMD_BUNDLES = 32, /* airflow-bundles */
+	CMD_EXPORT = 64,
 };
 
 /** Where an option's value came from; later origins win. */
@@ -110,7 +111,11 @@ struct dagfs_config {
 	int status_interval_ms;
 	unsigned threads;
 	bool fuse_debug;
-	bool json; /* dagfs status --json */
+	bool json; /* dagfs status --json, airflow-bundles --json */
+	unsigned keep_trees;  /* tree manifests kept in the cache */
+	int fetch_timeout_ms; /* revisions on demand: most a lookup waits */
+	bool whole_tree;      /* airflow-bundles: one bundle for the tree */
+	char *bundle_mount;   /* airflow-bundles --mount PATH */
 	bool help;
 	bool version;
 
@@ -324,6 +329,9 @@ struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
 /** Hand @s's publications to the view or the materialised tree. */
 void sc_on_publish(struct source *src, struct snap *snap, void *payload);
 
+/** Tell the view what status.json says of @s's source (type, keep...). */
+void sc_describe(struct sc_source *s);
+
 /**
  * Give @s its slot in the view (s->slot), serving its cached snapshot
  * from the start if the cache has one. 0 or -errno from fs_add_slot().
@@ -381,6 +389,8 @@ int cmd_status(const struct dagfs_config *c);
  * DIR/current once (pinned revisions from the cache, or fetched) and
  * exit: 0, or 1 with a one-line reason.
  */
+/** `dagfs airflow-bundles`: print Airflow's dag_bundle_config_list. */
+int cmd_airflow_bundles(const struct dagfs_config *c);
 int cmd_sync(const struct dagfs_config *c);
 
 /**

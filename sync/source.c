@@ -118,8 +118,14 @@ int source_new(struct source **out, const struct source_spec *spec,
 
 	if (!src)
 		return -ENOMEM;
+	pthread_condattr_t ca;
+
 	src->wakefd = -1;
 	pthread_mutex_init(&src->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&src->demand_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	for (size_t i = 0; i < sizeof(source_types) / sizeof(*source_types); i++)
 		if (!strcmp(source_types[i]->type, spec->type))
 			src->ops = source_types[i];
@@ -171,6 +177,7 @@ void source_free(struct source *src)
 	source_spec_free(src->spec);
 	if (src->wakefd >= 0)
 		close(src->wakefd);
+	pthread_cond_destroy(&src->demand_cond);
 	pthread_mutex_destroy(&src->lock);
 	free(src->name);
 	free(src->at);
@@ -186,6 +193,36 @@ const char *source_name(const struct source *src)
 const char *source_at(const struct source *src)
 {
 	return src->at;
+}
+
+const char *source_type(const struct source *src)
+{
+	return src->ops->type;
+}
+
+unsigned source_keep(const struct source *src)
+{
+	return src->keep;
+}
+
+void source_origin(const struct source *src, char *url, size_t urllen,
+		   char *ref, size_t reflen)
+{
+	const char *loc = src->spec->location, *v, *s, *at, *slash;
+
+	url[0] = ref[0] = '\0';
+	if (strcmp(src->ops->type, "git"))
+		return;
+	v = source_spec_get(src->spec, "ref");
+	snprintf(ref, reflen, "%s", v ? v : "");
+	/* scheme://[userinfo@]host/...: the userinfo goes */
+	s = strstr(loc, "://");
+	at = s ? strchr(s + 3, '@') : NULL;
+	slash = s ? strchr(s + 3, '/') : NULL;
+	if (at && (!slash || at < slash))
+		snprintf(url, urllen, "%.*s%s", (int)(s + 3 - loc), loc, at + 1);
+	else
+		snprintf(url, urllen, "%s", loc);
 }
 
 struct snap *source_current(struct source *src)

@@ -203,3 +203,15 @@ bool source_name_ok(const char *name)
 			return false;
 	return true;
 }
+
+int source_spec_name(const struct source_spec *spec, char *out, size_t len)
+{
+	const char *name = source_spec_get(spec, "name");
+	char *derived = name ? NULL : source_name_derive(spec->location);
+
+	if (!name && !derived)
+		return -ENOMEM;
+	snprintf(out, len, "%s", name ? name : derived);
+	free(derived);
+	return 0;
+}

@@ -278,6 +278,105 @@ int pub_read_raw(struct store *st, const char *id, void **out,
  */
 int pub_gc(struct store *st) WUR;
 
+/**
+ * Keep @snap (a revision fetched on demand) without making it current:
+ * write snapshots/<id> (fsync) and link it from the source's demand list
+ * sources/<source>/d-<seq>, of which the newest @keep are kept. It is then
+ * found by pub_find_rev() and listed by pub_list_revs(), but never served
+ * as the source's current revision, not even after a restart. Every blob
+ * it names must already be stored (hold store_sync_begin()).
+ */
+int pub_retain(struct store *st, struct snap *snap, unsigned keep) WUR;
+
+/**
+ * Write @len bytes to @dir/@name crash-safely: a temporary file in
+ * @tmpdir (same filesystem), fsync, rename, fsync of @dir.
+ */
+int pub_write_file(const char *dir, const char *tmpdir, const char *name,
+		   const void *buf, size_t len) WUR;
+
+/* ---------------------------------------------------------------- trees */
+
+/** One source of a composed view. Strings are borrowed (or owned by the
+ * struct tree that holds the member). */
+struct tree_member {
+	const char *source;  /* source name */
+	const char *at;	     /* its sub-path, "" for the root */
+	const char *rev;     /* its revision, "" if it had none yet */
+	const char *snap_id; /* the snapshot composed, "" if unknown: a hint,
+			      * not part of the id */
+};
+
+/** A tree manifest (tree_load, tree_decode): members sorted by source. */
+struct tree {
+	char id[DHASH_HEX];
+	size_t n;
+	struct tree_member *m;
+	char *text; /* private: the strings */
+};
+
+/**
+ * The tree id of @n members (any order): XXH3-128 hex of the lines
+ * "SOURCE\tAT\tREV\n" sorted by source. -EINVAL if two members share a
+ * source or a field holds a control character.
+ */
+int tree_id(char out[DHASH_HEX], const struct tree_member *m, size_t n) WUR;
+
+/** The manifest text of @n members; *@out malloc'd. */
+int tree_encode(const struct tree_member *m, size_t n, char **out,
+		size_t *len) WUR;
+
+/**
+ * Parse a manifest; -EBADMSG if malformed or, when @want_id is not NULL,
+ * if its lines do not hash to @want_id. Caller frees with tree_free().
+ */
+int tree_decode(struct tree **out, const char *want_id, const void *buf,
+		size_t len) WUR;
+void tree_free(struct tree *t);
+
+/**
+ * Record the composition of @n members as <cache>/trees/<id>, written
+ * crash-safely (or, if that manifest is already there, made the newest),
+ * and keep only the newest @keep manifests. The id is in @id_out.
+ */
+int tree_record(struct store *st, const struct tree_member *m, size_t n,
+		unsigned keep, char id_out[DHASH_HEX]) WUR;
+
+/**
+ * Store manifest @buf as tree @id after checking it hashes to @id (a
+ * manifest fetched from another daemon); as tree_record() otherwise.
+ */
+int tree_put(struct store *st, const char *id, const void *buf, size_t len,
+	     unsigned keep) WUR;
+
+/** Load manifest @id from the cache; -ENOENT if absent, -EBADMSG if bad. */
+int tree_load(struct store *st, const char *id, struct tree **out) WUR;
+
+/** What a status file says of one source of a tree (tree_json_put). */
+struct tree_json_src {
+	const char *source, *at;
+	const char *type;	 /* "git", "s3", "dir"...; NULL: not said */
+	unsigned keep;		 /* its keep= */
+	const char *url, *ref;	 /* git: remote (no userinfo), ref= or NULL;
+				  * url NULL for other types */
+	const struct snap *snap; /* its revision; NULL before the first */
+};
+
+/**
+ * Write {"tree": ID, "sources": {NAME: {"at", "type", "keep", "url",
+ * "ref", "revision", "published", "published_ns"}}} to @f, the shape of
+ * .dagfs/status.json and of a materialised revision's .json. @id NULL or
+ * "" writes null.
+ */
+void tree_json_put(FILE *f, const char *id, const struct tree_json_src *v,
+		   size_t n);
+
+/**
+ * Ids of the manifests in the cache, newest first: a malloc'd array of
+ * malloc'd strings. Returns the count or -errno.
+ */
+int tree_list(struct store *st, char ***out) WUR;
+
 /* ----------------------------------------------------------------- fsck */
 
 struct fsck_result {
@@ -389,6 +488,12 @@ int source_spec_parse(struct source_spec **out, const char *text, char *err,
 void source_spec_free(struct source_spec *spec);
 /** Value of @key, or NULL. Borrowed from @spec. */
 const char *source_spec_get(const struct source_spec *spec, const char *key);
+/**
+ * The name a source built from @spec gets (name=, else derived from the
+ * location), into @out; -ENOMEM. Not checked: source_new() does that.
+ */
+int source_spec_name(const struct source_spec *spec, char *out,
+		     size_t len) WUR;
 
 struct source;
 
@@ -415,6 +520,19 @@ int source_start(struct source *src, source_publish_fn cb, void *payload) WUR;
 int source_sync_once(struct source *src, struct snap **out, char *err,
 		     size_t errlen) WUR;
 
+/**
+ * Get revision @rev of @src although it is not retained: the source type
+ * builds it from its upstream (git: fetched by commit id), and it is kept
+ * by pub_retain(), not made current. One fetch per revision at a time:
+ * concurrent calls for the same @rev wait on the same fetch. Runs in the
+ * source's thread when started (woken through its wakefd), else in the
+ * caller's. Waits at most @timeout_ms; -ETIMEDOUT past it, -ENOENT if the
+ * upstream does not have @rev or the type cannot fetch by revision, with
+ * a one-line reason in @err. *@out is a new reference.
+ */
+int source_fetch_rev(struct source *src, const char *rev, int timeout_ms,
+		     struct snap **out, char *err, size_t errlen) WUR;
+
 /** Stop the thread; safe if never started. */
 void source_stop(struct source *src);
 void source_free(struct source *src);
@@ -422,6 +540,17 @@ void source_free(struct source *src);
 const char *source_name(const struct source *src);
 /** Sub-path in the mount: "" for the root, else "a/b". */
 const char *source_at(const struct source *src);
+/** The source's type ("git", "s3", "dir"...); borrowed. */
+const char *source_type(const struct source *src);
+/** Its keep= (snapshots retained). */
+unsigned source_keep(const struct source *src);
+/**
+ * What status files may say of where it comes from: for git, the remote
+ * URL with any userinfo removed, into @url, and ref= (or "" if unset)
+ * into @ref; "" for both for other types.
+ */
+void source_origin(const struct source *src, char *url, size_t urllen,
+		   char *ref, size_t reflen);
 /** Current snapshot with a new reference, or NULL before the first. */
 struct snap *source_current(struct source *src);
 /** Poll now (webhook, tests). */
