@@ -17,7 +17,8 @@
 #define OFF(f) offsetof(struct dagfs_config, f)
 #define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC | CMD_BUNDLES)
 #define ALL                                                                    \
-	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES)
+	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES | \
+	 CMD_EXPORT)
 
 /*
  * One row per option: name, type, field, default, commands, placeholder,
@@ -64,7 +65,8 @@ static const struct cfg_option options[] = {
 	    "dagfs: mirror sources)"),
 	OPT("serve-token-file", CFG_STR, serve_token_file, NULL, DAEMON,
 	    "FILE", "bearer token that /store/ requests must carry"),
-	OPT("serve-key-file", CFG_STR, serve_key_file, NULL, DAEMON, "FILE",
+	OPT("serve-key-file", CFG_STR, serve_key_file, NULL,
+	    DAEMON | CMD_EXPORT, "FILE",
 	    "PEM Ed25519 private key that signs the served statements"),
 	OPT("show-meta", CFG_BOOL, show_meta, "false", DAEMON, NULL,
 	    "list the .dagfs directory in the root of the mount"),

@@ -35,6 +35,7 @@ enum cfg_cmd {
 	CMD_SYNC = 8,
 	CMD_FSCK = 16,
 	CMD_BUNDLES = 32, /* airflow-bundles */
+	CMD_EXPORT = 64,
 };
 
 /** Where an option's value came from; later origins win. */
@@ -397,6 +398,12 @@ int cmd_sync(const struct dagfs_config *c);
  * return 0 once mounted or the child's failure.
  */
 int fstab_main(int argc, char **argv, int (*run_mount)(int, char **));
+
+/**
+ * `dagfs export [--cache C] [--serve-key-file K] DIR`: the served store's
+ * layout as files in DIR (export.c). 0, or 1 with a one-line reason.
+ */
+int cmd_export(const struct dagfs_config *c);
 
 /** `dagfs fsck --cache DIR [--repair]`; e2fsck exit statuses. */
 int cmd_fsck(const struct dagfs_config *c);

@@ -292,3 +292,37 @@ def test_served_store_answers_only_its_names(dagfs, tmp_path):
     no = mirror(dagfs, pub.store)
     no.wait(lambda: "HTTP 401" in status(no, "team-a").get("error", ""), 10)
     assert "t0k-" not in no.stderr_text() + ok.stderr_text()
+
+
+def test_static_copy_by_export(dagfs, tmp_path, keys):
+    """`dagfs export DIR` of a running publisher's cache behind a plain
+    static HTTP server (no long-poll, query ignored): a mirror polls it,
+    checks the signature, and follows a second export."""
+    src = dir_source(tmp_path, FILES)
+    pub = publisher(dagfs, [f"dir:{src},name=team-a"],
+                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    out = tmp_path / "static"
+    key = ["--serve-key-file", str(keys["good"][0])]
+    r = dagfs.run(["export", "--cache", str(pub.cache)] + key + [str(out)])
+    assert r.returncode == 0, r.stderr
+    assert (out / "sources/team-a/current").read_bytes().startswith(
+        b"dagfs-snapshot 1\n")
+    port = free_port()
+    http = subprocess.Popen([sys.executable, "-m", "http.server", "-b",
+                             "127.0.0.1", str(port)], cwd=out,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        want = served(pub.mnt)
+        m = mirror(dagfs, f"http://127.0.0.1:{port}", pub=keys["good"][1])
+        m.wait(lambda: served(m.mnt) == want, 15, what="the static copy")
+        (src / "dags/z.py").write_bytes(b"z\n")
+        pub.wait(lambda: (pub.mnt / "dags/z.py").exists(), 10)
+        r = dagfs.run(["export", "--cache", str(pub.cache)] + key +
+                      [str(out)])
+        assert r.returncode == 0, r.stderr
+        want = served(pub.mnt)
+        m.wait(lambda: served(m.mnt) == want, 15, what="the second export")
+    finally:
+        http.terminate()
+        http.wait()
