@@ -35,6 +35,9 @@ const char *const fs_op_names[FS_OP_COUNT] = {
 	[FS_OP_READ] = "read",		   [FS_OP_OPENDIR] = "opendir",
 	[FS_OP_READDIR] = "readdir",	   [FS_OP_STATFS] = "statfs",
 	[FS_OP_GETXATTR] = "getxattr",	   [FS_OP_LISTXATTR] = "listxattr",
+	[FS_OP_IOCTL] = "ioctl",	   [FS_OP_RELEASEDIR] = "releasedir",
+	[FS_OP_RELEASE] = "release",	   [FS_OP_FORGET] = "forget",
+	[FS_OP_FLUSH] = "flush",
 	[FS_OP_WRITE_REFUSED] = "write_refused", [FS_OP_OTHER] = "other",
 };
 
@@ -132,11 +135,9 @@ static double entry_timeout(struct fs *fs, uint64_t seq, const char *path,
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_inode *dir = fs_inode_of(fs, parent), *ino;
+	struct fs_inode *dir = fs_inode_of(fs, parent);
 	uint64_t seq = fs_seq_begin(fs);
-	struct fuse_entry_param e;
 	char path[FS_PATH_MAX];
-	struct fs_res r;
 
 	fs_count(fs, FS_OP_LOOKUP);
 	if (dir->type != SNAP_DIR) {
@@ -147,6 +148,17 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_err(req, FS_OP_LOOKUP, ENAMETOOLONG);
 		return;
 	}
+	if (!fs_fetch_defer(fs, req, path, seq))
+		fs_lookup_reply(fs, req, path, seq);
+}
+
+void fs_lookup_reply(struct fs *fs, fuse_req_t req, const char *path,
+		     uint64_t seq)
+{
+	struct fs_inode *ino;
+	struct fuse_entry_param e;
+	struct fs_res r;
+
 	fs_resolve(fs, path, &r);
 	if (r.kind == FS_NONE) {
 		/* a negative entry, cached like the others: swaps drop it */
@@ -171,7 +183,7 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct fs *fs = fs_of(req);
 
-	fs_count(fs, FS_OP_OTHER);
+	fs_count(fs, FS_OP_FORGET);
 	fs_inode_forget(fs, fs_inode_of(fs, ino), nlookup);
 	fuse_reply_none(req);
 }
@@ -181,7 +193,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 {
 	struct fs *fs = fs_of(req);
 
-	fs_count(fs, FS_OP_OTHER);
+	fs_count(fs, FS_OP_FORGET);
 	for (size_t i = 0; i < count; i++)
 		fs_inode_forget(fs, fs_inode_of(fs, forgets[i].ino),
 				forgets[i].nlookup);
@@ -434,7 +446,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	struct fs_dirh *dh = (struct fs_dirh *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	fs_count(fs_of(req), FS_OP_OTHER);
+	fs_count(fs_of(req), FS_OP_RELEASEDIR);
 	handle_del(fs_of(req), &dh->h);
 	dirh_free(dh);
 	fuse_reply_err(req, 0);
@@ -791,8 +803,31 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
 	(void)in_buf;
 	(void)in_bufsz;
 	(void)out_bufsz;
-	fs_count(fs_of(req), FS_OP_OTHER);
+	fs_count(fs_of(req), FS_OP_IOCTL);
 	fuse_reply_err(req, ENOTTY);
+}
+
+/*
+ * Nothing is ever written, so a close has nothing to flush: ENOSYS makes
+ * the kernel stop sending FLUSH (fc->no_flush), as libfuse's own answer
+ * without a handler would; it is only counted.
+ */
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fs_count(fs_of(req), FS_OP_FLUSH);
+	fuse_reply_err(req, ENOSYS);
+}
+
+/* A kernel without zero-message opens releases the empty handles. */
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fs_count(fs_of(req), FS_OP_RELEASE);
+	fuse_reply_err(req, 0);
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -867,6 +902,8 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.getxattr = op_getxattr,
 	.listxattr = op_listxattr,
 	.ioctl = op_ioctl,
+	.flush = op_flush,
+	.release = op_release,
 	.setattr = op_setattr,
 	.mknod = op_mknod,
 	.mkdir = op_mkdir,

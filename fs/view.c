@@ -49,15 +49,20 @@ void fs_free(struct fs *fs)
 	if (!fs)
 		return;
 	fs_unmount(fs);
+	fs_fetch_free(fs);
 	if (fs->se)
 		fuse_session_destroy(fs->se);
 	free(fs->mountpoint);
 	fs_handles_free(fs);
 	fs_table_free(fs);
 	fs_meta_free(fs);
+	fs_trees_free(fs);
 	for (int i = 0; i < fs->nslots; i++) {
 		snap_unref(fs->slots[i].snap);
 		free(fs->slots[i].changes);
+		free(fs->slots[i].type);
+		free(fs->slots[i].url);
+		free(fs->slots[i].ref);
 		free(fs->slots[i].at);
 		free(fs->slots[i].source);
 	}
@@ -68,18 +73,6 @@ void fs_free(struct fs *fs)
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->slot_lock);
 	free(fs);
-}
-
-/* True if @a is @b or one of its ancestors, component-wise ("" is the
- * ancestor of everything). */
-static bool path_covers(const char *a, size_t alen, const char *b,
-			size_t blen)
-{
-	if (alen == 0)
-		return true;
-	if (blen < alen || memcmp(a, b, alen))
-		return false;
-	return blen == alen || b[alen] == '/';
 }
 
 /* A slot for @at named @source: the removed one of that name and place,
@@ -121,13 +114,15 @@ int fs_add_slot(struct fs *fs, const char *at, const char *source,
 	for (int i = 0; i < fs->nslots; i++) {
 		const struct fs_slot *s = &fs->slots[i];
 
-		if (s->live && (path_covers(s->at, s->atlen, at, len) ||
-				path_covers(at, len, s->at, s->atlen)))
+		if (s->live && (fs_path_covers(s->at, s->atlen, at, len) ||
+				fs_path_covers(at, len, s->at, s->atlen)))
 			goto out;
 	}
 	slot = slot_find(fs, at, source ? source : "");
-	if (slot >= 0)
+	if (slot >= 0) {
+		fs_tree_update(fs, slot, true, snap);
 		fs_relayout(fs, slot, true, snap);
+	}
 out:
 	pthread_mutex_unlock(&fs->swap_lock);
 	return slot;
@@ -143,6 +138,7 @@ int fs_remove_slot(struct fs *fs, int slot)
 	/* the root's names have no parent to forget them by: empty it */
 	if (!fs->slots[slot].atlen)
 		fs_swap_locked(fs, slot, NULL);
+	fs_tree_update(fs, slot, false, NULL);
 	fs_relayout(fs, slot, false, NULL);
 	pthread_mutex_unlock(&fs->swap_lock);
 	return 0;
@@ -245,7 +241,7 @@ void fs_resolve(struct fs *fs, const char *path, struct fs_res *out)
 	for (int i = 0; i < n; i++) {
 		s = &fs->slots[i];
 		if (fs_slot_live(fs, i) &&
-		    path_covers(s->at, s->atlen, path, len)) {
+		    fs_path_covers(s->at, s->atlen, path, len)) {
 			const char *rel = path + s->atlen;
 
 			if (s->atlen && *rel == '/')
@@ -257,7 +253,7 @@ void fs_resolve(struct fs *fs, const char *path, struct fs_res *out)
 	for (int i = 0; i < n; i++) {
 		s = &fs->slots[i];
 		if (s->atlen > len && fs_slot_live(fs, i) &&
-		    path_covers(path, len, s->at, s->atlen)) {
+		    fs_path_covers(path, len, s->at, s->atlen)) {
 			out->kind = FS_SYNTH;
 			return;
 		}
@@ -283,7 +279,7 @@ int fs_synth_children(struct fs *fs, const char *path, char ***out)
 		bool dup = false;
 
 		if (s->atlen <= len || !fs_slot_live(fs, i) ||
-		    !path_covers(path, len, s->at, s->atlen))
+		    !fs_path_covers(path, len, s->at, s->atlen))
 			continue;
 		end = strchrnul(c, '/');
 		for (int j = 0; j < n && !dup; j++)

@@ -36,6 +36,17 @@ def http(port, path, method="GET", data=None, headers=None):
         return e.code, e.read().decode()
 
 
+def parse_counts(text):
+    """{("requests"|"errors", op): count} from /metrics text."""
+    return {x.group(1, 2): int(x.group(3)) for x in re.finditer(
+        r'^dagfs_fuse_(requests|errors)_total\{op="([a-z_]+)"\} (\d+)$',
+        text, re.M)}
+
+
+def metrics_counts(port):
+    return parse_counts(http(port, "/metrics")[1])
+
+
 def test_readiness_flips_with_failures_and_recovers(dagfs, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -87,18 +98,32 @@ def test_metrics(dagfs, tmp_path):
     _, text = http(port, "/metrics")
     assert "# TYPE dagfs_fuse_requests_total counter" in text
     assert "# TYPE dagfs_fuse_errors_total counter" in text
-    counts = {x.group(1, 2): int(x.group(3)) for x in re.finditer(
-        r'^dagfs_fuse_(requests|errors)_total\{op="([a-z_]+)"\} (\d+)$',
-        text, re.M)}
+    counts = parse_counts(text)
     assert counts[("requests", "lookup")] >= 1
     assert counts[("requests", "read")] >= 1
     # the mount is read-only (MS_RDONLY): the kernel refuses the mkdir
     # itself, so the write_refused counter only has to be there
     for op in ("lookup", "getattr", "readlink", "open", "read", "opendir",
-               "readdir", "statfs", "getxattr", "listxattr", "write_refused",
+               "readdir", "statfs", "getxattr", "listxattr", "ioctl",
+               "releasedir", "release", "forget", "flush", "write_refused",
                "other"):
         assert ("requests", op) in counts and ("errors", op) in counts, op
     assert counts[("errors", "read")] == 0
+    # Python's open() asks isatty() of the file: one ioctl per open. The
+    # first close sends the one FLUSH; ENOSYS makes the kernel stop.
+    ioctls = counts[("requests", "ioctl")]
+    assert ioctls >= 1
+    assert counts[("requests", "flush")] == 1
+    assert (m.mnt / "a.py").read_text() == "x\n"
+    counts = metrics_counts(port)
+    assert counts[("requests", "ioctl")] == ioctls + 1
+    assert counts[("requests", "flush")] == 1
+    assert counts[("requests", "other")] <= 2  # init (and nothing else)
+    # a swap drops the old a.py from the kernel, which forgets its inode
+    (src / "a.py").write_text("y\n")
+    m.wait(lambda: (m.mnt / "a.py").read_text() == "y\n", what="the swap")
+    wait_for(lambda: metrics_counts(port)[("requests", "forget")] >= 1,
+             what="a FORGET counted as forget")
 
 
 def test_webhook_signatures(dagfs, tmp_path):

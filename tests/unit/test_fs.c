@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "log.h"
 #include "harness.h"
+#include "snap_i.h"
 
 static char dir[] = "/tmp/dagfs-test-fs-XXXXXX";
 
@@ -165,17 +167,18 @@ static void test_fs__swap_keeps_one_reference(void)
 	CHECK(fs && a && b);
 	slot = fs_add_slot(fs, "team", "t", NULL);
 	CHECK(slot == 0);
+	/* ours, the slot's, and the current tree's (trees.c) */
 	fs_swap(fs, slot, a);
-	CHECK(a->refs == 2);
+	CHECK(snap_refs(a) == 3);
 	fs_swap(fs, slot, b);
-	CHECK(a->refs == 1 && b->refs == 2);
+	CHECK(snap_refs(a) == 1 && snap_refs(b) == 3);
 	fs_swap(fs, slot, b);
-	CHECK(b->refs == 2);
+	CHECK(snap_refs(b) == 3);
 	fs_swap(fs, slot, NULL);
-	CHECK(b->refs == 1);
+	CHECK(snap_refs(b) == 1);
 	fs_swap(fs, slot, a);
 	fs_free(fs);
-	CHECK(a->refs == 1);
+	CHECK(snap_refs(a) == 1);
 	snap_unref(a);
 	snap_unref(b);
 	store_close(st);
