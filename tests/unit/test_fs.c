@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_fs.c - the parts of fs/ that need no mount: slot placement, the
- * mountpoint checks and their messages, snapshot references across swaps.
+ * mountpoint checks and their messages, snapshot references across swaps
+ * (fs_i.h for the bound on the trees kept).
  * Everything served through the kernel is tested by tests/integration.
  */
 #include <errno.h>
@@ -11,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fs.h"
+#include "fs_i.h"
 #include "harness.h"
 
 static char dir[] = "/tmp/dagfs-test-fs-XXXXXX";
@@ -155,7 +156,12 @@ static struct snap *tree(const char *rev)
 	return s;
 }
 
-static void test_fs__swap_keeps_one_reference(void)
+/*
+ * A swap keeps the tree it replaced for a grace period (a listing begun in
+ * it finishes there), at most FS_PAST_MAX of them, and fs_free() lets go
+ * of every one: references never leak, nor pile up.
+ */
+static void test_fs__swap_keeps_old_trees_bounded(void)
 {
 	struct store *st;
 	struct fs *fs = fresh(&st);
@@ -168,14 +174,18 @@ static void test_fs__swap_keeps_one_reference(void)
 	fs_swap(fs, slot, a);
 	CHECK(a->refs == 2);
 	fs_swap(fs, slot, b);
-	CHECK(a->refs == 1 && b->refs == 2);
+	CHECK(a->refs == 2 && b->refs == 2); /* a: kept a while */
 	fs_swap(fs, slot, b);
-	CHECK(b->refs == 2);
+	CHECK(b->refs == 3);
 	fs_swap(fs, slot, NULL);
-	CHECK(b->refs == 1);
+	CHECK(b->refs == 3);
+	for (int i = 0; i < 3 * FS_PAST_MAX; i++)
+		fs_swap(fs, slot, i % 2 ? a : b);
+	/* ours, the slot's, and at most FS_PAST_MAX kept */
+	CHECK(a->refs + b->refs == 2 + 1 + FS_PAST_MAX);
 	fs_swap(fs, slot, a);
 	fs_free(fs);
-	CHECK(a->refs == 1);
+	CHECK(a->refs == 1 && b->refs == 1);
 	snap_unref(a);
 	snap_unref(b);
 	store_close(st);
@@ -189,8 +199,8 @@ int main(void)
 		{ "test_fs__slots_come_and_go", test_fs__slots_come_and_go },
 		{ "test_fs__mountpoint_refused_with_reason",
 		  test_fs__mountpoint_refused_with_reason },
-		{ "test_fs__swap_keeps_one_reference",
-		  test_fs__swap_keeps_one_reference },
+		{ "test_fs__swap_keeps_old_trees_bounded",
+		  test_fs__swap_keeps_old_trees_bounded },
 		{ NULL, NULL },
 	};
 	char cmd[128];
