@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "fs.h"
+#include "log.h"
 
 /* Entries, attributes and negative entries are cached for a day: an inode
  * never changes meaning and every swap invalidates what changed. */
@@ -60,6 +61,8 @@ struct fs_slot {
 	char *changes;	   /* fs->slot_lock; "A|M|D path" lines of the last
 			    * swap, NULL before the first */
 	int64_t swapped_ns; /* fs->slot_lock; when the last swap was made */
+	char *type, *url, *ref; /* fs->slot_lock: what status.json says */
+	unsigned keep;		/* of its source (fs_slot_describe) */
 };
 
 /** What a mount path is in the current view. */
@@ -176,6 +179,13 @@ struct fs {
 	struct fs_rev *revs;	  /* loaded pinned revisions, newest use
 				   * first (meta.c) */
 	int meta_shadowed;	  /* atomic: logged a root .dagfs entry */
+
+	struct fs_tree *tree;	/* fs->slot_lock: the current composition
+				 * (trees.c), NULL before the first slot */
+	struct fs_tree *trees;	/* rev_lock: loaded old trees, newest use
+				 * first (trees.c) */
+	struct fs_fetch *fetch; /* deferred lookups (fetch.c), NULL if no
+				 * fetcher */
 };
 
 /* view.c */
@@ -190,6 +200,18 @@ static inline int fs_nslots(struct fs *fs)
 static inline bool fs_slot_live(struct fs *fs, int i)
 {
 	return __atomic_load_n(&fs->slots[i].live, __ATOMIC_ACQUIRE);
+}
+
+/** True if @a is @b or one of its ancestors, component-wise ("" is the
+ * ancestor of everything). */
+static inline bool fs_path_covers(const char *a, size_t alen, const char *b,
+				  size_t blen)
+{
+	if (alen == 0)
+		return true;
+	if (blen < alen || memcmp(a, b, alen))
+		return false;
+	return blen == alen || b[alen] == '/';
 }
 
 /** Resolve mount path @path; *out holds a reference to release. */
@@ -266,6 +288,75 @@ void fs_meta_swapped(struct fs *fs, int slot, char *changes);
 /** Free the loaded revisions. */
 void fs_meta_free(struct fs *fs);
 
+/* trees.c */
+
+/**
+ * A composition of the view: the live slots and the snapshot each served
+ * (NULL for none yet) when tree @id was current. Refcounted; immutable.
+ */
+struct fs_tree {
+	struct fs_tree *next; /* fs->trees list; rev_lock */
+	int refs;	      /* atomic */
+	char id[DHASH_HEX];
+	size_t n;
+	struct fs_tree_member {
+		char *source, *at;
+		size_t atlen;
+		int slot;	   /* the slot then, -1 in a loaded tree */
+		struct snap *snap; /* a reference, NULL if empty */
+	} m[];
+};
+
+void fs_tree_unref(struct fs_tree *t);
+/** The current tree with a new reference, or NULL. */
+struct fs_tree *fs_tree_get_current(struct fs *fs);
+/**
+ * Compose, record (<cache>/trees/<id>) and make current the tree the view
+ * is about to show: the live slots, but slot @slot in the view if @live
+ * and serving @snap (NULL: empty). fs->swap_lock held: just before each
+ * swap and layout change, so status.json never names a tree older than
+ * what a reader can already see (it may, for a moment, name the next).
+ */
+void fs_tree_update(struct fs *fs, int slot, bool live, struct snap *snap);
+/** True if @path is .dagfs/trees/<id>. */
+bool fs_tree_root(const char *path);
+/** Resolve @rel, what follows ".dagfs/trees/" (may be ""). */
+void fs_tree_resolve(struct fs *fs, const char *rel, struct fs_res *out);
+/** Children of FS_META_DIR ".dagfs/trees/@rel" (as fs_meta_children). */
+int fs_tree_children(struct fs *fs, const char *rel, char ***out);
+/**
+ * Tree @id with a new reference: loaded before, or from its manifest, its
+ * members' snapshots from the store, each fetched through the fetcher
+ * until @fetch_until (CLOCK_MONOTONIC ns; fetch threads only; 0: never
+ * fetch) if it is missing. NULL if it cannot be served (the reason logged
+ * when fetching).
+ */
+struct fs_tree *fs_tree_open(struct fs *fs, const char *id,
+			     int64_t fetch_until);
+/** Free the loaded trees and the current one. */
+void fs_trees_free(struct fs *fs);
+
+/* fetch.c */
+
+/**
+ * If the lookup of @path (begun at swap sequence @seq) needs a revision
+ * fetched on demand, queue it for a fetch thread, which answers @req, and
+ * return true. False: answer it now.
+ */
+bool fs_fetch_defer(struct fs *fs, fuse_req_t req, const char *path,
+		    uint64_t seq);
+/** Stop the fetch threads, answering what they still hold. */
+void fs_fetch_free(struct fs *fs);
+/** The fetcher's verdict on @rev of @source, waiting until @until_ns
+ * (CLOCK_MONOTONIC) at most; fetch threads only. */
+int fs_fetch_rev(struct fs *fs, const char *source, const char *rev,
+		 int64_t until_ns);
+/** Revision @name of slot @slot's source with a new reference, or NULL
+ * (meta.c, loaded or found in the store). */
+struct snap *fs_meta_rev_get(struct fs *fs, int slot, const char *name);
+/** Slot of live source @name (@len bytes), or -1 (meta.c). */
+int fs_meta_slot_named(struct fs *fs, const char *name, size_t len);
+
 /** Swap sequence at the start of a request. */
 static inline uint64_t fs_seq_begin(struct fs *fs)
 {
@@ -328,5 +419,11 @@ int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
 /* ops.c */
 
 extern const struct fuse_lowlevel_ops fs_ops;
+/**
+ * Answer lookup @req of mount path @path begun at swap sequence @seq:
+ * resolve, count the inode, reply (from any thread).
+ */
+void fs_lookup_reply(struct fs *fs, fuse_req_t req, const char *path,
+		     uint64_t seq);
 
 #endif

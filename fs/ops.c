@@ -102,11 +102,9 @@ static double entry_timeout(struct fs *fs, uint64_t seq, const char *path,
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_inode *dir = fs_inode_of(fs, parent), *ino;
+	struct fs_inode *dir = fs_inode_of(fs, parent);
 	uint64_t seq = fs_seq_begin(fs);
-	struct fuse_entry_param e;
 	char path[FS_PATH_MAX];
-	struct fs_res r;
 
 	fs_count(fs, FS_OP_LOOKUP);
 	if (dir->type != SNAP_DIR) {
@@ -117,6 +115,17 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_err(req, FS_OP_LOOKUP, ENAMETOOLONG);
 		return;
 	}
+	if (!fs_fetch_defer(fs, req, path, seq))
+		fs_lookup_reply(fs, req, path, seq);
+}
+
+void fs_lookup_reply(struct fs *fs, fuse_req_t req, const char *path,
+		     uint64_t seq)
+{
+	struct fs_inode *ino;
+	struct fuse_entry_param e;
+	struct fs_res r;
+
 	fs_resolve(fs, path, &r);
 	if (r.kind == FS_NONE) {
 		/* a negative entry, cached like the others: swaps drop it */

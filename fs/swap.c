@@ -422,6 +422,7 @@ void fs_swap_locked(struct fs *fs, int slot, struct snap *snap)
 void fs_swap(struct fs *fs, int slot, struct snap *snap)
 {
 	pthread_mutex_lock(&fs->swap_lock);
+	fs_tree_update(fs, slot, true, snap); /* trees.c: its new version */
 	fs_swap_locked(fs, slot, snap);
 	pthread_mutex_unlock(&fs->swap_lock);
 }

@@ -53,6 +53,7 @@ void fs_free(struct fs *fs)
 	if (!fs)
 		return;
 	fs_unmount(fs);
+	fs_fetch_free(fs);
 	if (fs->se)
 		fuse_session_destroy(fs->se);
 	free(fs->mountpoint);
@@ -60,9 +61,13 @@ void fs_free(struct fs *fs)
 	for (unsigned k = 0; k < fs->npast; k++)
 		snap_unref(fs->past[(fs->past_first + k) % FS_PAST_MAX].snap);
 	fs_meta_free(fs);
+	fs_trees_free(fs);
 	for (int i = 0; i < fs->nslots; i++) {
 		snap_unref(fs->slots[i].snap);
 		free(fs->slots[i].changes);
+		free(fs->slots[i].type);
+		free(fs->slots[i].url);
+		free(fs->slots[i].ref);
 		free(fs->slots[i].at);
 		free(fs->slots[i].source);
 	}
@@ -73,18 +78,6 @@ void fs_free(struct fs *fs)
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->slot_lock);
 	free(fs);
-}
-
-/* True if @a is @b or one of its ancestors, component-wise ("" is the
- * ancestor of everything). */
-static bool path_covers(const char *a, size_t alen, const char *b,
-			size_t blen)
-{
-	if (alen == 0)
-		return true;
-	if (blen < alen || memcmp(a, b, alen))
-		return false;
-	return blen == alen || b[alen] == '/';
 }
 
 /* A slot for @at named @source: the removed one of that name and place,
@@ -126,13 +119,15 @@ int fs_add_slot(struct fs *fs, const char *at, const char *source,
 	for (int i = 0; i < fs->nslots; i++) {
 		const struct fs_slot *s = &fs->slots[i];
 
-		if (s->live && (path_covers(s->at, s->atlen, at, len) ||
-				path_covers(at, len, s->at, s->atlen)))
+		if (s->live && (fs_path_covers(s->at, s->atlen, at, len) ||
+				fs_path_covers(at, len, s->at, s->atlen)))
 			goto out;
 	}
 	slot = slot_find(fs, at, source ? source : "");
-	if (slot >= 0)
+	if (slot >= 0) {
+		fs_tree_update(fs, slot, true, snap);
 		fs_relayout(fs, slot, true, snap);
+	}
 out:
 	pthread_mutex_unlock(&fs->swap_lock);
 	return slot;
@@ -148,6 +143,7 @@ int fs_remove_slot(struct fs *fs, int slot)
 	/* the root's names have no parent to forget them by: empty it */
 	if (!fs->slots[slot].atlen)
 		fs_swap_locked(fs, slot, NULL);
+	fs_tree_update(fs, slot, false, NULL);
 	fs_relayout(fs, slot, false, NULL);
 	pthread_mutex_unlock(&fs->swap_lock);
 	return 0;
@@ -306,13 +302,13 @@ int fs_resolve_at(struct fs *fs, const char *path, uint64_t gen,
 
 		if (!slot_at(fs, i, gen, &si))
 			continue;
-		if (path_covers(sl->at, sl->atlen, path, len)) {
+		if (fs_path_covers(sl->at, sl->atlen, path, len)) {
 			rel = path + sl->atlen;
 			rel += sl->atlen && *rel == '/';
 			out->slot = i;
 			s = snap_ref(si);
 		} else if (sl->atlen > len &&
-			   path_covers(path, len, sl->at, sl->atlen)) {
+			   fs_path_covers(path, len, sl->at, sl->atlen)) {
 			synth = true;
 		}
 	}
@@ -368,7 +364,7 @@ int fs_synth_children(struct fs *fs, const char *path, uint64_t gen,
 		bool dup = false;
 
 		if (s->atlen <= len || !slot_at(fs, i, gen, &unused) ||
-		    !path_covers(path, len, s->at, s->atlen))
+		    !fs_path_covers(path, len, s->at, s->atlen))
 			continue;
 		end = strchrnul(c, '/');
 		for (int j = 0; j < n && !dup; j++)

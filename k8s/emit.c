@@ -81,6 +81,23 @@ int prov_close(FILE *f, const char *name)
 	return 0;
 }
 
+void prov_airflow_image(char *out, size_t len, const struct prov *p)
+{
+	snprintf(out, len, "apache/airflow:%s", p->airflow_version);
+}
+
+bool prov_executor_has(const struct prov *p, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *e = p->executor; e; e = strchr(e, ',')) {
+		e += *e == ',';
+		if (!strncmp(e, name, n) && (e[n] == ',' || !e[n]))
+			return true;
+	}
+	return false;
+}
+
 const char *prov_dags_folder(const struct prov *p)
 {
 	return strcmp(p->mode, "fuse") ? "/opt/airflow/dags/current" :
@@ -247,7 +264,7 @@ tail:
 	      f);
 	pad(f, ind);
 	fputs("volumeMounts:\n", f);
-	mount_item(f, ind, "dags", "/dags",
+	mount_item(f, ind, PROV_DAGS_VOLUME, "/dags",
 		   fuse ? ", mountPropagation: Bidirectional" : "");
 	if (fuse) {
 		mount_item(f, ind, "dagfs-cache", cache, "");
@@ -263,7 +280,7 @@ void prov_dagfs_volumes(FILE *f, const struct prov *p, int ind)
 	bool fuse = !strcmp(p->mode, "fuse");
 
 	pad(f, ind);
-	fputs("- {name: dags, emptyDir: {}}\n", f);
+	fputs("- {name: " PROV_DAGS_VOLUME ", emptyDir: {}}\n", f);
 	if (fuse) {
 		pad(f, ind);
 		fputs("- {name: dagfs-cache, emptyDir: {}}\n", f);
@@ -280,10 +297,25 @@ void prov_dagfs_volumes(FILE *f, const struct prov *p, int ind)
 	      f);
 }
 
+/* Airflow's secrets as environment variables of a task pod. */
+static void secret_env(FILE *f, const char *var, const char *secret,
+		       const char *key)
+{
+	fprintf(f, "    - name: %s\n      valueFrom: {secretKeyRef: {name: %s, "
+		   "key: %s}}\n",
+		var, secret, key);
+}
+
+/*
+ * The executor is not set here: airflow.cfg (the chart's ConfigMap, or
+ * airflow-config on the VM target) says which one runs, so a template
+ * never contradicts the configuration it is used with.
+ */
 void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 {
 	bool fuse = !strcmp(p->mode, "fuse") && !oneshot;
 	struct prov q = *p;
+	char image[160];
 
 	if (oneshot)
 		q.mode = "materialize";
@@ -297,23 +329,23 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		   "  initContainers:\n",
 		oneshot ? "pinned" : q.mode, p->release);
 	prov_dagfs_container(f, &q, 2, !oneshot, oneshot);
+	prov_airflow_image(image, sizeof(image), p);
 	fprintf(f, "  containers:\n  - name: base\n    image: ");
-	y_str(f, "apache/airflow:" PROV_AIRFLOW_VERSION);
+	y_str(f, image);
 	fprintf(f, "\n    imagePullPolicy: IfNotPresent\n    env:\n"
-		   "    - {name: AIRFLOW__CORE__EXECUTOR, value: LocalExecutor}\n"
-		   "    - {name: AIRFLOW__CORE__DAGS_FOLDER, value: %s}\n"
-		   "    - name: AIRFLOW__CORE__FERNET_KEY\n"
-		   "      valueFrom: {secretKeyRef: {name: airflow-fernet-key, "
-		   "key: fernet-key}}\n"
-		   "    - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN\n"
-		   "      valueFrom: {secretKeyRef: {name: airflow-metadata, "
-		   "key: connection}}\n"
-		   "    - {name: TZ, value: ",
+		   "    - {name: AIRFLOW__CORE__DAGS_FOLDER, value: %s}\n",
 		prov_dags_folder(&q));
+	secret_env(f, "AIRFLOW__CORE__FERNET_KEY", "airflow-fernet-key",
+		   "fernet-key");
+	secret_env(f, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "airflow-metadata",
+		   "connection");
+	secret_env(f, "AIRFLOW__API_AUTH__JWT_SECRET", "airflow-jwt-secret",
+		   "jwt-secret");
+	fputs("    - {name: TZ, value: ", f);
 	y_str(f, p->timezone);
 	fprintf(f, "}\n    volumeMounts:\n"
-		   "    - {name: dags, mountPath: /opt/airflow/dags, readOnly: "
-		   "true%s}\n"
+		   "    - {name: " PROV_DAGS_VOLUME ", mountPath: /opt/airflow/dags, "
+		   "readOnly: true%s}\n"
 		   "    - {name: logs, mountPath: /opt/airflow/logs}\n"
 		   "    - {name: airflow-config, mountPath: "
 		   "/opt/airflow/airflow.cfg, subPath: airflow.cfg, readOnly: "
@@ -321,8 +353,11 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		   "  volumes:\n",
 		fuse ? ", mountPropagation: HostToContainer" : "");
 	prov_dagfs_volumes(f, &q, 2);
-	fprintf(f, "  - {name: logs, persistentVolumeClaim: {claimName: "
-		   "%s-logs}}\n"
-		   "  - {name: airflow-config, configMap: {name: %s-config}}\n",
-		p->release, strcmp(p->target, "vm") ? p->release : "airflow");
+	if (prov_logs_claim(p))
+		fprintf(f, "  - {name: logs, persistentVolumeClaim: {claimName: "
+			   "%s-logs}}\n", p->release);
+	else
+		fputs("  - {name: logs, emptyDir: {}}\n", f);
+	fprintf(f, "  - {name: airflow-config, configMap: {name: %s-config}}\n",
+		strcmp(p->target, "vm") ? p->release : "airflow");
 }

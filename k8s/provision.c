@@ -34,15 +34,20 @@ struct opt {
 	const char *help;
 };
 
+#define PROV_DEFAULT_IMAGE "dagfs/dagfs:0.1.0"
+
 #define O(n, k, f, h) { n, k, offsetof(struct prov, f), h }
 
 static const struct opt opts[] = {
 	O("target", OPT_STR, target, "k8s (default) or vm"),
+	O("chart-version", OPT_STR, chart_version, "Airflow Helm chart release: " PROV_CHART_VERSION " (default, validated) or 1.18.0; a newer one is rendered as for " PROV_CHART_VERSION " but not validated here"),
+	O("airflow-version", OPT_STR, airflow_version, "Airflow version (default: the chart's own, " PROV_AIRFLOW_VERSION " for " PROV_CHART_VERSION ")"),
+	O("no-admin-user", OPT_FLAG, no_admin_user, "create no admin user (default: user admin, password generated into DIR/.secrets/admin-password; print it with 'dagfs-provision admin-password DIR')"),
 	O("source", OPT_SOURCE, nsources, "a dagfs source, as for dagfs mount; repeatable"),
 	O("namespace", OPT_STR, ns, "Kubernetes namespace (default airflow)"),
 	O("release", OPT_STR, release, "Helm release name (default airflow)"),
 	O("executor", OPT_STR, executor, "KubernetesExecutor (default), CeleryExecutor, LocalExecutor, CeleryKubernetesExecutor"),
-	O("image", OPT_STR, image, "dagfs image (default dagfs/dagfs:0.1.0)"),
+	O("image", OPT_STR, image, "dagfs image, built from sidecar/Dockerfile and pushed where the nodes pull (default " PROV_DEFAULT_IMAGE ", which is not published: see README)"),
 	O("mode", OPT_STR, mode, "fuse (default) or materialize (no privileges)"),
 	O("sidecar", OPT_STR, sidecar, "native (init container, Kubernetes >= 1.29; default) or classic"),
 	O("worker", OPT_STR, worker, "dagfs in the chart's worker pods: sidecar (native sidecar; default) or pinned (one-shot init container at the scheduler's revision)"),
@@ -53,10 +58,12 @@ static const struct opt opts[] = {
 	O("fernet-key-file", OPT_STR, fernet_key_file, "Fernet key file (default: generated)"),
 	O("webserver-secret-key-file", OPT_STR, webserver_secret_file, "webserver/API secret key file (default: generated)"),
 	O("db-password-file", OPT_STR, db_password_file, "metadata database password file (default: generated)"),
+	O("jwt-secret-file", OPT_STR, jwt_secret_file, "JWT signing secret file, shared by every Airflow component (default: generated once)"),
+	O("admin-password-file", OPT_STR, admin_password_file, "password of the admin user (default: generated)"),
 	O("db-user", OPT_STR, db_user, "metadata database user (default airflow)"),
 	O("db-name", OPT_STR, db_name, "metadata database name (default airflow)"),
-	O("storage", OPT_STR, storage, "hostpath (default; with --node) or class (with --storage-class)"),
-	O("storage-class", OPT_STR, storage_class, "StorageClass for logs and PostgreSQL"),
+	O("storage", OPT_STR, storage, "class (default: the cluster's default StorageClass, or --storage-class) or hostpath (with --node; the default when --node is given)"),
+	O("storage-class", OPT_STR, storage_class, "StorageClass for PostgreSQL and a ReadWriteMany logs volume (default: the cluster's default class, PostgreSQL only)"),
 	O("host-path", OPT_STR, host_path, "hostPath base on the node (default /data/airflow)"),
 	O("node", OPT_STR, node, "node name for hostPath volumes (node affinity)"),
 	O("logs-size", OPT_STR, logs_size, "logs volume size (default 10Gi)"),
@@ -69,12 +76,15 @@ static const struct opt opts[] = {
 	O("pin-url", OPT_STR, pin_url, "where pinned workers read the scheduler's revisions (default its dagfs /metrics through the " PROV_PIN_SERVICE " Service)"),
 	O("airflow-home", OPT_STR, airflow_home, "VM: AIRFLOW_HOME (default /opt/airflow)"),
 	O("kubeconfig", OPT_STR, kubeconfig, "VM: kubeconfig for the executor (default /opt/airflow/.kube/config)"),
-	O("db-host", OPT_STR, db_host, "VM: metadata database host"),
-	O("db-port", OPT_UINT, db_port, "VM: metadata database port (default 5432)"),
+	O("db-host", OPT_STR, db_host, "an external metadata database (PostgreSQL) host; Kubernetes: turns the chart's PostgreSQL off (VM default 127.0.0.1)"),
+	O("db-port", OPT_UINT, db_port, "metadata database port with --db-host (default 5432)"),
 	O("webserver-port", OPT_UINT, webserver_port, "VM: API server port (default 8080)"),
 	O("dagfs-bin", OPT_STR, dagfs_bin, "VM: dagfs binary (default /usr/local/bin/dagfs)"),
 	O("airflow-bin", OPT_STR, airflow_bin, "VM: airflow binary (default /usr/local/bin/airflow)"),
 	O("api-server-url", OPT_STR, api_url, "VM: the API server as task pods reach it, e.g. http://10.0.0.120:8080 (sets execution_api_server_url)"),
+	O("prometheus-operator", OPT_FLAG, prometheus_operator, "also render a PrometheusRule, metrics Services and a ServiceMonitor (prometheus-operator.yaml; apply applies it)"),
+	O("prometheus-release", OPT_STR, prometheus_release, "label release=NAME on the PrometheusRule and ServiceMonitor, which kube-prometheus-stack's Prometheus selects by"),
+	O("stale-periods", OPT_UINT, stale_periods, "alert when a source has not synced for this many of its periods (default 6)"),
 	O("dry-run", OPT_FLAG, dry_run, "print the commands apply would run, run none"),
 };
 
@@ -82,6 +92,7 @@ static void usage(FILE *f)
 {
 	fputs("Usage: dagfs-provision render DIR [OPTION]...\n"
 	      "       dagfs-provision apply DIR [--dry-run] [OPTION]...\n"
+	      "       dagfs-provision admin-password DIR\n"
 	      "Install Apache Airflow with dagfs serving its DAGs: render writes "
 	      "every\nmanifest, values file and secret into DIR; apply renders, "
 	      "then runs\nkubectl and helm (create or upgrade).\n\nOptions:\n",
@@ -95,12 +106,13 @@ static void defaults(struct prov *p)
 	p->target = "k8s";
 	p->ns = p->release = "airflow";
 	p->executor = "KubernetesExecutor";
-	p->image = "dagfs/dagfs:0.1.0";
+	p->chart_version = PROV_CHART_VERSION;
+	p->image = PROV_DEFAULT_IMAGE;
 	p->mode = "fuse";
 	p->sidecar = "native";
 	p->worker = "sidecar";
 	p->db_user = p->db_name = "airflow";
-	p->storage = "hostpath";
+	p->storage = NULL; /* hostpath with --node, else class */
 	p->host_path = "/data/airflow";
 	p->logs_size = "10Gi";
 	p->db_size = "8Gi";
@@ -109,9 +121,9 @@ static void defaults(struct prov *p)
 	p->timezone = "UTC";
 	p->scheduler_replicas = 1;
 	p->http_port = 8081;
+	p->stale_periods = 6;
 	p->airflow_home = "/opt/airflow";
 	p->kubeconfig = "/opt/airflow/.kube/config";
-	p->db_host = "127.0.0.1";
 	p->db_port = 5432;
 	p->webserver_port = 8080;
 	p->dagfs_bin = "/usr/local/bin/dagfs";
@@ -166,7 +178,8 @@ static int set_opt(struct prov *p, const struct opt *o, const char *v)
 static int parse_args(struct prov *p, int argc, char **argv)
 {
 	if (argc < 3 || (strcmp(argv[1], "render") && strcmp(argv[1], "apply")))
-		return fail("expected 'render DIR' or 'apply DIR' (see --help)");
+		return fail("expected 'render DIR', 'apply DIR' or "
+			    "'admin-password DIR' (see --help)");
 	p->command = argv[1];
 	p->outdir = argv[2];
 	for (int i = 3; i < argc; i++) {
@@ -249,7 +262,72 @@ static int check_file(const char *opt, const char *path)
 	return 0;
 }
 
-static int validate(const struct prov *p)
+/* X.Y.Z, numbers only, into @v; false otherwise. */
+static bool semver(const char *s, unsigned v[3])
+{
+	char end;
+
+	return sscanf(s, "%u.%u.%u%c", &v[0], &v[1], &v[2], &end) == 3 &&
+	       strspn(s, "0123456789.") == strlen(s);
+}
+
+/*
+ * The chart release: 1.18.0 and 1.21.0 are the ones whose schemas the
+ * tests check the values against; 1.18.0 still has the workers' keys at
+ * workers.* (1.21.0 moved them to workers.kubernetes/celery.*). A newer
+ * release is rendered as for 1.21.0, said to be unchecked.
+ */
+static int choose_chart(struct prov *p)
+{
+	static const struct {
+		const char *chart, *airflow;
+		bool validated;
+	} known[] = { { "1.18.0", "3.0.2", true },
+		      { PROV_CHART_VERSION, PROV_AIRFLOW_VERSION, true },
+		      { "1.22.0", "3.2.2", false } };
+	const char *airflow = PROV_AIRFLOW_VERSION;
+	unsigned v[3], a[3];
+
+	if (!semver(p->chart_version, v))
+		return fail("--chart-version: '%s' is not a version like %s",
+			    p->chart_version, PROV_CHART_VERSION);
+	if (v[0] != 1 || v[1] < 21) {
+		if (strcmp(p->chart_version, "1.18.0"))
+			return fail("--chart-version: %s is not supported "
+				    "(1.18.0, %s, or a newer 1.x release)",
+				    p->chart_version, PROV_CHART_VERSION);
+		p->chart_legacy_workers = true;
+	}
+	for (size_t i = 0; i < sizeof(known) / sizeof(*known); i++)
+		if (!strcmp(known[i].chart, p->chart_version)) {
+			airflow = known[i].airflow;
+			p->chart_validated = known[i].validated;
+		}
+	if (!p->airflow_version)
+		p->airflow_version = airflow;
+	if (!semver(p->airflow_version, a) || a[0] < 3)
+		return fail("--airflow-version: '%s' is not an Airflow 3 "
+			    "version like %s", p->airflow_version,
+			    PROV_AIRFLOW_VERSION);
+	if (!p->chart_validated)
+		fprintf(stderr, "dagfs-provision: note: chart %s is rendered as "
+				"for %s and not validated here (its "
+				"values.schema.json is not in the tests)\n",
+			p->chart_version, PROV_CHART_VERSION);
+	return 0;
+}
+
+bool prov_logs_claim(const struct prov *p)
+{
+	return !strcmp(p->storage, "hostpath") || p->storage_class;
+}
+
+bool prov_chart_db(const struct prov *p)
+{
+	return strcmp(p->target, "vm") && !p->db_host;
+}
+
+static int validate(struct prov *p)
 {
 	static const char *const executors[] = {
 		"KubernetesExecutor", "CeleryExecutor", "LocalExecutor",
@@ -257,30 +335,36 @@ static int validate(const struct prov *p)
 	};
 
 	if (!one_of(p->target, (const char *const[]){ "k8s", "vm", NULL }))
-		return fail("unknown target '%s' (expected k8s or vm)",
+		return fail("--target: unknown target '%s' (expected k8s or vm)",
 			    p->target);
+	if (choose_chart(p))
+		return -1;
+	if (p->db_host && !*p->db_host)
+		return fail("--db-host: empty host");
+	if (!p->db_host && !strcmp(p->target, "vm"))
+		p->db_host = "127.0.0.1";
 	if (!one_of(p->executor, executors))
-		return fail("unknown executor '%s' (expected KubernetesExecutor, "
+		return fail("--executor: unknown executor '%s' (expected KubernetesExecutor, "
 			    "CeleryExecutor, LocalExecutor or "
 			    "CeleryKubernetesExecutor)", p->executor);
 	if (!dns_label(p->ns, 63))
-		return fail("invalid namespace name '%s' (lowercase letters, "
+		return fail("--namespace: invalid namespace name '%s' (lowercase letters, "
 			    "digits and '-', at most 63, starting and ending "
 			    "alphanumeric)", p->ns);
 	if (!sql_name(p->db_user) || !sql_name(p->db_name))
-		return fail("invalid database user or name '%s'/'%s' (letters, "
+		return fail("--db-user/--db-name: invalid database user or name '%s'/'%s' (letters, "
 			    "digits and '_', at most 63)", p->db_user,
 			    p->db_name);
 	if (!dns_label(p->release, 53))
-		return fail("invalid release name '%s'", p->release);
+		return fail("--release: invalid release name '%s'", p->release);
 	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", NULL }))
-		return fail("unknown mode '%s' (expected fuse or materialize)",
+		return fail("--mode: unknown mode '%s' (expected fuse or materialize)",
 			    p->mode);
 	if (!one_of(p->sidecar, (const char *const[]){ "native", "classic", NULL }))
-		return fail("unknown sidecar '%s' (expected native or classic)",
+		return fail("--sidecar: unknown sidecar '%s' (expected native or classic)",
 			    p->sidecar);
 	if (!one_of(p->worker, (const char *const[]){ "sidecar", "pinned", NULL }))
-		return fail("unknown worker '%s' (expected sidecar or pinned)",
+		return fail("--worker: unknown worker '%s' (expected sidecar or pinned)",
 			    p->worker);
 	if (!strcmp(p->worker, "pinned") &&
 	    strcmp(p->executor, "KubernetesExecutor"))
@@ -289,31 +373,44 @@ static int validate(const struct prov *p)
 			    "revision)");
 	if (!one_of(p->service, (const char *const[]){ "nodeport", "loadbalancer",
 						       NULL }))
-		return fail("unknown service '%s' (expected nodeport or "
+		return fail("--service: unknown service '%s' (expected nodeport or "
 			    "loadbalancer)", p->service);
 	if (p->node_port < 30000 || p->node_port > 32767)
 		return fail("--node-port %u out of range (30000-32767)",
 			    p->node_port);
 	if (!p->http_port || !p->webserver_port || !p->db_port)
-		return fail("port out of range (1-65535)");
+		return fail("--dagfs-http-port/--webserver-port/--db-port: port out of range (1-65535)");
+	if (!p->stale_periods)
+		return fail("--stale-periods must be at least 1");
+	if (p->prometheus_release && !dns_label(p->prometheus_release, 63))
+		return fail("--prometheus-release: invalid name '%s'",
+			    p->prometheus_release);
 	if (!p->scheduler_replicas)
 		return fail("--scheduler-replicas must be at least 1");
+	if (!p->storage)
+		p->storage = p->node ? "hostpath" : "class";
 	if (!strcmp(p->storage, "hostpath")) {
 		if (!p->node || !*p->node)
 			return fail("--storage hostpath needs --node NAME (the "
 				    "node that holds the volumes)");
 		if (p->host_path[0] != '/')
 			return fail("--host-path must be absolute");
+		if (p->storage_class)
+			return fail("--storage-class: not with --storage "
+				    "hostpath (its volumes have class "
+				    "dagfs-local)");
 	} else if (!strcmp(p->storage, "class")) {
-		if (!p->storage_class || !dns_label(p->storage_class, 253))
-			return fail("--storage class needs a valid "
-				    "--storage-class NAME");
+		if (p->storage_class && !dns_label(p->storage_class, 253))
+			return fail("--storage-class: invalid name '%s'",
+				    p->storage_class);
+		if (p->node)
+			return fail("--node: only with --storage hostpath");
 	} else {
-		return fail("unknown storage '%s' (expected hostpath or class)",
+		return fail("--storage: unknown storage '%s' (expected hostpath or class)",
 			    p->storage);
 	}
 	if (!quantity(p->logs_size) || !quantity(p->db_size))
-		return fail("volume sizes look like 10Gi, 512Mi");
+		return fail("--logs-size/--db-size: volume sizes look like 10Gi, 512Mi");
 	if (p->api_url && strncmp(p->api_url, "http://", 7) &&
 	    strncmp(p->api_url, "https://", 8))
 		return fail("--api-server-url '%s' is not an http:// or "
@@ -324,112 +421,66 @@ static int validate(const struct prov *p)
 			    p->pin_url);
 	for (const char *c = p->timezone; *c; c++)
 		if (!isalnum((unsigned char)*c) && !strchr("_+-/", *c))
-			return fail("invalid timezone '%s'", p->timezone);
+			return fail("--timezone: invalid timezone '%s'", p->timezone);
 	return check_file("git-ssh-key", p->git_ssh_key) ||
 	       check_file("git-known-hosts", p->git_known_hosts) ||
 	       check_file("git-password-file", p->git_password_file) ||
 	       check_file("s3-credentials-file", p->s3_credentials_file) ||
 	       check_file("fernet-key-file", p->fernet_key_file) ||
 	       check_file("webserver-secret-key-file", p->webserver_secret_file) ||
-	       check_file("db-password-file", p->db_password_file);
+	       check_file("db-password-file", p->db_password_file) ||
+	       check_file("jwt-secret-file", p->jwt_secret_file) ||
+	       check_file("admin-password-file", p->admin_password_file);
 }
 
-static int spec_add(struct source_spec *s, const char *k, const char *v)
+/* Set @k unless the user did: -ENOMEM is the only failure. */
+static int spec_default(struct source_spec *s, const char *k, const char *v)
 {
-	char **keys, **values;
+	int rc = source_spec_set(s, k, v);
 
-	if (source_spec_get(s, k))
-		return 0;
-	keys = realloc(s->keys, (s->nkeys + 1) * sizeof(char *));
-	if (keys)
-		s->keys = keys;
-	values = realloc(s->values, (s->nkeys + 1) * sizeof(char *));
-	if (values)
-		s->values = values;
-	if (!keys || !values || !(s->keys[s->nkeys] = strdup(k)))
-		return -ENOMEM;
-	if (!(s->values[s->nkeys] = strdup(v))) {
-		free(s->keys[s->nkeys]);
-		return -ENOMEM;
+	return rc == -EEXIST ? 0 : rc;
+}
+
+/* The daemon refuses sources of one name or overlapping sub-paths (the
+ * same check: source_layout_conflict): say so before rendering. */
+static int check_layout(const struct prov *p)
+{
+	const char **names = calloc(p->nsources + 1, sizeof(*names));
+	char **ats = calloc(p->nsources + 1, sizeof(*ats));
+	size_t i, j, n = 0;
+	int rc = 0, kind = 0;
+
+	for (; names && ats && n < p->nsources && !rc; n++) {
+		names[n] = source_spec_get(p->sources[n], "name");
+		rc = source_spec_at(&ats[n], p->sources[n]);
+		if (rc == -EINVAL)
+			rc = fail("--source %s: bad at= '%s'",
+				  p->sources[n]->location,
+				  source_spec_get(p->sources[n], "at"));
 	}
-	s->nkeys++;
-	return 0;
-}
-
-/* A source name from its location, as the daemon would derive one. */
-static void default_name(char *out, size_t len, const char *loc, size_t i)
-{
-	const char *b = strrchr(loc, '/');
-	size_t n = 0;
-
-	b = b && b[1] ? b + 1 : loc;
-	for (; *b && n + 1 < len && strcmp(b, ".git"); b++)
-		if (isalnum((unsigned char)*b) || *b == '-' || *b == '_')
-			out[n++] = *b;
-	out[n] = '\0';
-	if (!n)
-		snprintf(out, len, "source%zu", i + 1);
-}
-
-/* A source name goes into INI sections, shell words and sed patterns. */
-static bool source_name_ok(const char *s)
-{
-	if (!*s || strlen(s) > 64)
-		return false;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
-			return false;
-	return true;
-}
-
-/* @a and @b (sub-paths without leading or trailing '/') overlap. */
-static bool at_overlap(const char *a, size_t la, const char *b, size_t lb)
-{
-	size_t n = la < lb ? la : lb;
-
-	if (!la || !lb)
-		return true;
-	return !strncmp(a, b, n) && (la == lb || (la > lb ? a : b)[n] == '/');
-}
-
-static const char *at_trim(const struct source_spec *s, size_t *len)
-{
-	const char *at = source_spec_get(s, "at");
-
-	if (!at)
-		at = "";
-	while (*at == '/')
-		at++;
-	*len = strlen(at);
-	while (*len && at[*len - 1] == '/')
-		(*len)--;
-	return at;
-}
-
-/* The daemon refuses overlapping sub-paths: say so before rendering. */
-static int check_overlap(const struct prov *p)
-{
-	for (size_t i = 0; i < p->nsources; i++)
-		for (size_t j = 0; j < i; j++) {
-			size_t li, lj;
-			const char *ai = at_trim(p->sources[i], &li);
-			const char *aj = at_trim(p->sources[j], &lj);
-
-			if (at_overlap(ai, li, aj, lj))
-				return fail("--source %s: at=/%.*s overlaps "
-					    "source %s (at=/%.*s); give each "
-					    "source its own at=",
-					    p->sources[i]->location, (int)li, ai,
-					    source_spec_get(p->sources[j], "name"),
-					    (int)lj, aj);
-		}
-	return 0;
+	if (!names || !ats || rc == -ENOMEM)
+		rc = fail("out of memory");
+	if (!rc)
+		kind = source_layout_conflict(&i, &j, names,
+					      (const char *const *)ats, n);
+	if (kind == SOURCE_SAME_NAME)
+		rc = fail("--source %s: two sources are named %s; give one of "
+			  "them name=", p->sources[j]->location, names[i]);
+	else if (kind == SOURCE_OVERLAP)
+		rc = fail("--source %s: at=/%s overlaps source %s (at=/%s); "
+			  "give each source its own at=",
+			  p->sources[j]->location, ats[j], names[i], ats[i]);
+	while (ats && n--)
+		free(ats[n]);
+	free(ats);
+	free(names);
+	return rc;
 }
 
 /* Parse the sources; point their secrets at the mounted Secret. */
 static int prepare_sources(struct prov *p)
 {
-	char err[512], name[65];
+	char err[512], name[SOURCE_NAME_MAX + 1];
 
 	if (!p->nsources)
 		return fail("no --source given (e.g. --source "
@@ -454,29 +505,28 @@ static int prepare_sources(struct prov *p)
 			return fail("--source %s: a dir source reads a local "
 				    "directory; in Kubernetes use git or s3",
 				    s->location);
-		default_name(name, sizeof(name), s->location, i);
-		rc |= spec_add(s, "name", name);
-		if (!rc && !source_name_ok(source_spec_get(s, "name")))
+		if (source_spec_name(name, s))
 			return fail("--source %s: invalid name '%s' (letters, "
 				    "digits, '.', '_' and '-')", s->location,
 				    source_spec_get(s, "name"));
+		rc |= spec_default(s, "name", name);
 		ssh = !strncmp(s->location, "ssh://", 6) ||
 		      (strchr(s->location, '@') && !strstr(s->location, "://"));
 		if (!strcmp(s->type, "git") && ssh && p->git_ssh_key)
-			rc |= spec_add(s, "ssh-key", PROV_SECRETS_DIR "/ssh-key");
+			rc |= spec_default(s, "ssh-key", PROV_SECRETS_DIR "/ssh-key");
 		if (!strcmp(s->type, "git") && ssh && p->git_known_hosts)
-			rc |= spec_add(s, "known-hosts",
+			rc |= spec_default(s, "known-hosts",
 				       PROV_SECRETS_DIR "/known_hosts");
 		if (!strcmp(s->type, "git") && !ssh && p->git_password_file)
-			rc |= spec_add(s, "password-file",
+			rc |= spec_default(s, "password-file",
 				       PROV_SECRETS_DIR "/git-password");
 		if (!strcmp(s->type, "s3") && p->s3_credentials_file)
-			rc |= spec_add(s, "credentials-file",
+			rc |= spec_default(s, "credentials-file",
 				       PROV_SECRETS_DIR "/aws-credentials");
 		if (rc)
 			return fail("out of memory");
 	}
-	return check_overlap(p);
+	return check_layout(p);
 }
 
 /* Read a one-line secret from @path into @out (trailing newline cut). */
@@ -523,19 +573,20 @@ static int gen_hex(char *out, size_t bytes)
 }
 
 /*
- * A secret from --FILE, else from DIR/.secrets/NAME of an earlier run,
- * else generated and kept there (0600).
+ * A secret from --@flag's file, else from DIR/.secrets/NAME of an earlier
+ * run, else generated and kept there (0600). @kind: 0 a Fernet key, else
+ * that many random bytes in hex.
  */
-static int secret(const struct prov *p, const char *given, const char *name,
-		  char *out, size_t len, int kind)
+static int secret(const struct prov *p, const char *flag, const char *given,
+		  const char *name, char *out, size_t len, int kind)
 {
 	char kept[4096];
 	int fd;
 
 	if (given)
 		return read_secret(given, out, len) ?
-			       fail("secret file %s is unreadable or empty",
-				    given) :
+			       fail("--%s: secret file %s is unreadable or "
+				    "empty", flag, given) :
 			       0;
 	snprintf(kept, sizeof(kept), "%s/.secrets/%s", p->outdir, name);
 	if (!read_secret(kept, out, len))
@@ -552,6 +603,12 @@ static int secret(const struct prov *p, const char *given, const char *name,
 	return 0;
 }
 
+/*
+ * The JWT secret is generated here once rather than by the chart, whose
+ * secrets/jwt-secret.yaml draws a new randAlphaNum at every render: each
+ * `helm upgrade` would rotate it under running pods, and the next restart
+ * would break the tasks' authentication to the API server.
+ */
 static int prepare_secrets(struct prov *p)
 {
 	char dir[4096];
@@ -561,12 +618,19 @@ static int prepare_secrets(struct prov *p)
 	snprintf(dir, sizeof(dir), "%s/.secrets", p->outdir);
 	if ((mkdir(dir, 0700) && errno != EEXIST) || chmod(dir, 0700))
 		return fail("%s: %s", dir, strerror(errno));
-	return secret(p, p->fernet_key_file, "fernet-key", p->fernet,
-		      sizeof(p->fernet), 0) ||
-	       secret(p, p->webserver_secret_file, "webserver-secret-key",
-		      p->websecret, sizeof(p->websecret), 16) ||
-	       secret(p, p->db_password_file, "db-password", p->dbpass,
-		      sizeof(p->dbpass), 24);
+	return secret(p, "fernet-key-file", p->fernet_key_file, "fernet-key",
+		      p->fernet, sizeof(p->fernet), 0) ||
+	       secret(p, "webserver-secret-key-file", p->webserver_secret_file,
+		      "webserver-secret-key", p->websecret,
+		      sizeof(p->websecret), 16) ||
+	       secret(p, "db-password-file", p->db_password_file,
+		      "db-password", p->dbpass, sizeof(p->dbpass), 24) ||
+	       secret(p, "jwt-secret-file", p->jwt_secret_file, "jwt-secret",
+		      p->jwt, sizeof(p->jwt), 32) ||
+	       (!p->no_admin_user &&
+		secret(p, "admin-password-file", p->admin_password_file,
+		       "admin-password", p->adminpass, sizeof(p->adminpass),
+		       12));
 }
 
 /* Print (dry run) or run one command; its arguments hold no secrets. */
@@ -616,15 +680,47 @@ static int wait_volumes(const struct prov *p)
 					     "--timeout=5m", NULL });
 }
 
+/*
+ * The chart's migration and user Jobs are plain Jobs here (helm --wait),
+ * and a Job's pod template is immutable: an upgrade that changes their
+ * image (a new --airflow-version) would fail. They are one-shot, so
+ * apply deletes the finished ones first and helm creates them anew.
+ */
+static int delete_chart_jobs(const struct prov *p)
+{
+	char sel[256];
+
+	snprintf(sel, sizeof(sel),
+		 "tier=airflow,release=%s,component in "
+		 "(run-airflow-migrations,create-user-job)",
+		 p->release);
+	return run(p, (const char *const[]){ "kubectl", "delete", "job", "-n",
+					     p->ns, "-l", sel,
+					     "--ignore-not-found", "--wait",
+					     NULL });
+}
+
+/* The Prometheus Operator's objects (its CRDs must be installed). */
+static int apply_monitoring(const struct prov *p)
+{
+	char file[4096];
+
+	if (!p->prometheus_operator)
+		return 0;
+	snprintf(file, sizeof(file), "%s/prometheus-operator.yaml", p->outdir);
+	return run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+					     "-f", file, NULL });
+}
+
 static int apply(const struct prov *p)
 {
-	char f[7][4096];
+	char f[8][4096];
 	static const char *const files[] = { "namespace.yaml", "storage.yaml",
 					     "secrets.yaml", "dagfs-config.yaml",
 					     "values.yaml", "install.sh",
-					     "dagfs-service.yaml" };
+					     "dagfs-service.yaml", "rbac.yaml" };
 
-	for (int i = 0; i < 7; i++)
+	for (int i = 0; i < 8; i++)
 		snprintf(f[i], sizeof(f[i]), "%s/%s", p->outdir, files[i]);
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1], NULL }) ||
@@ -640,17 +736,35 @@ static int apply(const struct prov *p)
 		snprintf(cfg, sizeof(cfg), "%s/airflow-config.yaml", p->outdir);
 		return run(p, (const char *const[]){ "kubectl", "apply", "-n",
 					     p->ns, "-f", cfg, NULL }) ||
+		       run(p, (const char *const[]){ "kubectl", "apply", "-n",
+					     p->ns, "-f", f[7], NULL }) ||
+		       apply_monitoring(p) ||
 		       run(p, (const char *const[]){ "sh", f[5], NULL });
 	}
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
-				    f[6], NULL }))
+				    f[6], NULL }) ||
+	    apply_monitoring(p) || delete_chart_jobs(p))
 		return -1;
 	return run(p, (const char *const[]){
 			      "helm", "upgrade", "--install", p->release,
 			      "airflow", "--repo", "https://airflow.apache.org",
-			      "--version", PROV_CHART_VERSION, "--namespace",
+			      "--version", p->chart_version, "--namespace",
 			      p->ns, "--values", f[4], "--wait",
 			      "--timeout", "20m", NULL });
+}
+
+/* `admin-password DIR`: the one place the generated password is shown. */
+static int show_admin_password(const char *dir)
+{
+	char path[4096], pw[128];
+
+	snprintf(path, sizeof(path), "%s/.secrets/admin-password", dir);
+	if (read_secret(path, pw, sizeof(pw)))
+		return fail("%s: no admin password was generated there "
+			    "(render first, without --no-admin-user)", path);
+	printf("%s\n", pw);
+	OPENSSL_cleanse(pw, sizeof(pw));
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -662,23 +776,31 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "admin-password"))
+		return show_admin_password(argv[2]) ? 1 : 0;
 	defaults(&p);
 	log_setup(LOG_LVL_ERR, false);
 	if (parse_args(&p, argc, argv) || validate(&p) || prepare_sources(&p) ||
 	    prepare_secrets(&p))
 		goto out;
-	if (!p.pin_url) {
+	if (!p.pin_url) { /* the dag-processors' dagfs, which parse the DAGs */
 		snprintf(p.pin_url_buf, sizeof(p.pin_url_buf),
 			 "http://%s-%s.%s.svc:%u/metrics", p.release,
 			 PROV_PIN_SERVICE, p.ns, p.http_port);
 		p.pin_url = p.pin_url_buf;
 	}
 	rc = 1;
-	if (!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p))
+	if ((!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p)) ||
+	    prov_render_obs(&p))
 		goto out;
 	printf("rendered %s target into %s (chart %s, Airflow %s, %s mode)\n",
-	       p.target, p.outdir, PROV_CHART_VERSION, PROV_AIRFLOW_VERSION,
-	       p.mode);
+	       p.target, p.outdir, p.chart_version, p.airflow_version, p.mode);
+	if (!strcmp(p.image, PROV_DEFAULT_IMAGE))
+		fprintf(stderr, "dagfs-provision: note: --image not given: %s is "
+				"not published anywhere; build sidecar/Dockerfile, "
+				"push it where the nodes pull from and pass "
+				"--image (README, Kubernetes step 1)\n",
+			PROV_DEFAULT_IMAGE);
 	if (!strcmp(p.command, "apply") && apply(&p))
 		goto out;
 	rc = 0;
@@ -686,6 +808,8 @@ out:
 	OPENSSL_cleanse(p.fernet, sizeof(p.fernet));
 	OPENSSL_cleanse(p.websecret, sizeof(p.websecret));
 	OPENSSL_cleanse(p.dbpass, sizeof(p.dbpass));
+	OPENSSL_cleanse(p.jwt, sizeof(p.jwt));
+	OPENSSL_cleanse(p.adminpass, sizeof(p.adminpass));
 	for (size_t i = 0; p.sources && i < p.nsources; i++)
 		source_spec_free(p.sources[i]);
 	free(p.sources);

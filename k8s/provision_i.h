@@ -10,13 +10,18 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "log.h"
 #include "sync.h"
 
-#define PROV_CHART_VERSION "1.18.0"
-#define PROV_AIRFLOW_VERSION "3.0.2"
+/* The chart release rendered for and validated against by default. */
+#define PROV_CHART_VERSION "1.21.0"
+#define PROV_AIRFLOW_VERSION "3.2.0"
+/* The volume dagfs shares with the Airflow containers: not "dags", which
+ * the chart itself declares for dags.persistence and gitSync. */
+#define PROV_DAGS_VOLUME "dagfs-dags"
 #define PROV_SECRETS_DIR "/etc/dagfs/secrets"
-/* The Service in front of the schedulers' dagfs, for pinned workers. */
-#define PROV_PIN_SERVICE "dagfs-scheduler"
+/* The Service in front of the dag-processors' dagfs, for pinned workers. */
+#define PROV_PIN_SERVICE "dagfs-dag-processor"
 
 /** Everything the command line says; strings are borrowed from argv. */
 struct prov {
@@ -24,10 +29,18 @@ struct prov {
 	const char *outdir;
 	bool dry_run;
 	const char *target; /* k8s, vm */
+	const char *chart_version, *airflow_version;
+	bool chart_validated; /* a release whose schema the tests check */
+	bool chart_legacy_workers; /* 1.18.0: workers.extra*, no .kubernetes */
+	bool no_admin_user;
+	bool prometheus_operator;
+	const char *prometheus_release; /* the label its Prometheus selects */
+	unsigned stale_periods;
 	const char *ns, *release, *image, *mode, *sidecar, *executor;
 	const char *git_ssh_key, *git_known_hosts, *git_password_file;
 	const char *s3_credentials_file;
 	const char *fernet_key_file, *webserver_secret_file, *db_password_file;
+	const char *jwt_secret_file, *admin_password_file;
 	const char *db_user, *db_name;
 	const char *storage, *storage_class, *host_path, *node;
 	const char *logs_size, *db_size;
@@ -46,7 +59,7 @@ struct prov {
 	const char **source_text;
 
 	/* filled by prov_secrets(): never printed */
-	char fernet[64], websecret[64], dbpass[80];
+	char fernet[64], websecret[64], dbpass[80], jwt[80], adminpass[40];
 };
 
 /** Write @s as a double-quoted YAML scalar. */
@@ -71,6 +84,16 @@ void prov_dagfs_container(FILE *f, const struct prov *p, int indent,
 void prov_dagfs_volumes(FILE *f, const struct prov *p, int indent);
 /** The DAG folder as Airflow containers see it. */
 const char *prov_dags_folder(const struct prov *p);
+/** The Airflow image of the chosen Airflow version, e.g. apache/airflow:3.2.0. */
+void prov_airflow_image(char *out, size_t len, const struct prov *p);
+/** Whether a logs PersistentVolumeClaim is rendered (hostPath, or a named
+ *  StorageClass: a ReadWriteMany volume the cluster's default class may
+ *  not offer). */
+bool prov_logs_claim(const struct prov *p);
+/** Whether the chart's PostgreSQL runs (no external --db-host). */
+bool prov_chart_db(const struct prov *p);
+/** Whether @executor (a comma list) names @name. */
+bool prov_executor_has(const struct prov *p, const char *name);
 /** A KubernetesExecutor pod template with dagfs (@oneshot: pinned). */
 void prov_pod_template(FILE *f, const struct prov *p, bool oneshot);
 
@@ -79,5 +102,8 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot);
 int prov_render_cluster(const struct prov *p) WUR;
 int prov_render_k8s(const struct prov *p) WUR;
 int prov_render_vm(const struct prov *p) WUR;
+/** The Grafana dashboard, the alerting rules and, with
+ *  --prometheus-operator, PrometheusRule, metrics Services, ServiceMonitor. */
+int prov_render_obs(const struct prov *p) WUR;
 
 #endif

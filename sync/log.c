@@ -10,7 +10,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include "sync.h"
+#include "log.h"
+#include "util.h"
 
 int log_threshold = LOG_LVL_INFO;
 static bool log_json;

@@ -23,9 +23,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sync.h"
-
-#define HIST_MAX 4096
+#include "log.h"
+#include "pub_i.h"
+#include "snap_i.h"
 
 static int fsync_dir(const char *path)
 {
@@ -40,8 +40,8 @@ static int fsync_dir(const char *path)
 	return rc;
 }
 
-static int write_file_durable(const char *dir, const char *tmpdir,
-			      const char *name, const void *buf, size_t len)
+int pub_write_file(const char *dir, const char *tmpdir, const char *name,
+		   const void *buf, size_t len)
 {
 	char tmp[PATH_MAX], dst[PATH_MAX];
 	const char *p = buf;
@@ -93,11 +93,6 @@ static int link_replace(const char *dir, const char *name, const char *target)
 	return 0;
 }
 
-struct hist {
-	unsigned long long seq;
-	char id[DHASH_HEX];
-};
-
 static int hist_cmp(const void *a, const void *b)
 {
 	const struct hist *x = a, *y = b;
@@ -106,7 +101,7 @@ static int hist_cmp(const void *a, const void *b)
 }
 
 /* Read a link naming ../../snapshots/<id>; 0 and the id, or -errno. */
-static int read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
+int pub_read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 {
 	char buf[PATH_MAX];
 	ssize_t n = readlinkat(dirfd, name, buf, sizeof(buf) - 1);
@@ -124,8 +119,10 @@ static int read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 	return 0;
 }
 
-/* History of a source, newest first. Returns the count (<= HIST_MAX). */
-static int hist_list(const char *srcdir, struct hist *out)
+/* Links @prefix<seq> of a source ("h-": its history, "d-": revisions
+ * fetched on demand), newest first; at most HIST_MAX. */
+static int links_list(const char *srcdir, const char *prefix,
+		      struct hist *out)
 {
 	int fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -140,10 +137,10 @@ static int hist_list(const char *srcdir, struct hist *out)
 	while ((de = readdir(d)) && n < HIST_MAX) {
 		char *end;
 
-		if (strncmp(de->d_name, "h-", 2))
+		if (strncmp(de->d_name, prefix, 2))
 			continue;
 		out[n].seq = strtoull(de->d_name + 2, &end, 16);
-		if (*end || read_id_link(fd, de->d_name, out[n].id))
+		if (*end || pub_read_id_link(fd, de->d_name, out[n].id))
 			continue;
 		n++;
 	}
@@ -152,37 +149,51 @@ static int hist_list(const char *srcdir, struct hist *out)
 	return n;
 }
 
-static void pin_snap(struct store *st, struct snap *s)
+int pub_hist_list(const char *srcdir, struct hist *out)
 {
-	if (s->pinned_in)
-		return;
-	store_pin(st, s->id);
-	s->pinned_in = st;
+	return links_list(srcdir, "h-", out);
 }
 
-/* Drop history beyond the newest @keep, except pinned or current ones. */
-static void hist_trim(struct store *st, const char *srcdir, unsigned keep,
-		      const char *current)
+int pub_retained_list(const char *srcdir, struct hist *out)
+{
+	int n = pub_hist_list(srcdir, out), d;
+
+	if (n < 0)
+		return n;
+	d = links_list(srcdir, "d-", out + n);
+	return d < 0 ? n : n + d;
+}
+
+/* Drop @prefix links beyond the newest @keep, except pinned or current
+ * ones. */
+static void links_trim(struct store *st, const char *srcdir,
+		       const char *prefix, unsigned keep, const char *current)
 {
 	struct hist *h = malloc(HIST_MAX * sizeof(*h));
-	int n = h ? hist_list(srcdir, h) : 0;
+	int n = h ? links_list(srcdir, prefix, h) : 0;
 
 	for (int i = (int)keep; i < n; i++) {
 		char p[PATH_MAX];
 
 		if (!strcmp(h[i].id, current) || store_pinned(st, h[i].id))
 			continue;
-		if (!path_fmt(p, sizeof(p), "%s/h-%016llx", srcdir, h[i].seq))
+		if (!path_fmt(p, sizeof(p), "%s/%s%016llx", srcdir, prefix,
+			      h[i].seq))
 			unlink(p);
 	}
 	free(h);
 }
 
-int pub_publish(struct store *st, struct snap *snap, unsigned keep)
+/*
+ * Steps (1) and (2) of a publication: the blobs durable, snapshots/<id>
+ * written; then the link @prefix<next seq> to it in the source's
+ * directory, whose path is left in @srcdir. The directory is not fsynced.
+ */
+static int snap_store(struct store *st, struct snap *snap, const char *prefix,
+		      char srcdir[PATH_MAX])
 {
-	char srcdir[PATH_MAX], snapdir[PATH_MAX], tmpdir[PATH_MAX];
-	char target[PATH_MAX], hname[32];
-	struct hist *h = NULL;
+	char snapdir[PATH_MAX], tmpdir[PATH_MAX], target[PATH_MAX], name[32];
+	struct hist *h;
 	struct dhash id;
 	size_t len;
 	void *buf;
@@ -191,41 +202,77 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	rc = store_flush(st);
 	if (rc)
 		return rc;
-	snap->published_ns = now_ns();
-	rc = snap_encode(snap, &buf, &len);
-	if (rc)
-		return rc;
+	buf = snap_take_raw(snap, &len); /* a mirror's: upstream's bytes */
+	if (!buf) {
+		snap->published_ns = now_ns();
+		rc = snap_encode(snap, &buf, &len);
+		if (rc)
+			return rc;
+	}
 	dhash_buf(&id, buf, len);
 	dhash_hex(snap->id, &id);
-	snprintf(snapdir, sizeof(snapdir), "%s/snapshots", store_dir(st));
-	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", store_dir(st));
-	snprintf(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		 snap->source);
-	rc = write_file_durable(snapdir, tmpdir, snap->id, buf, len);
+	snprintf(snapdir, PATH_MAX, "%s/snapshots", store_dir(st));
+	snprintf(tmpdir, PATH_MAX, "%s/tmp", store_dir(st));
+	if (path_fmt(srcdir, PATH_MAX, "%s/sources/%s", store_dir(st),
+		     snap->source)) {
+		free(buf);
+		return -ENAMETOOLONG;
+	}
+	rc = pub_write_file(snapdir, tmpdir, snap->id, buf, len);
 	free(buf);
 	if (rc)
 		return rc;
-	pin_snap(st, snap);
+	snap_pin(snap, st);
 	if (mkdir(srcdir, 0755) && errno != EEXIST)
 		return -errno;
 	h = malloc(HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = hist_list(srcdir, h);
-	snprintf(hname, sizeof(hname), "h-%016llx", n > 0 ? h[0].seq + 1 : 1ULL);
+	n = links_list(srcdir, prefix, h);
+	snprintf(name, sizeof(name), "%s%016llx", prefix,
+		 n > 0 ? h[0].seq + 1 : 1ULL);
 	free(h);
 	snprintf(target, sizeof(target), "../../snapshots/%s", snap->id);
-	rc = link_replace(srcdir, hname, target);
+	return link_replace(srcdir, name, target);
+}
+
+int pub_publish(struct store *st, struct snap *snap, unsigned keep)
+{
+	char srcdir[PATH_MAX], target[PATH_MAX];
+	int rc = snap_store(st, snap, "h-", srcdir);
+
+	snprintf(target, sizeof(target), "../../snapshots/%s", snap->id);
 	if (!rc)
 		rc = link_replace(srcdir, "current", target);
 	if (!rc)
 		rc = fsync_dir(srcdir);
-	if (!rc)
-		hist_trim(st, srcdir, keep ? keep : 1, snap->id);
-	return rc;
+	if (rc)
+		return rc;
+	links_trim(st, srcdir, "h-", keep ? keep : 1, snap->id);
+	/* derived data: without an index, readers rebuild one */
+	if (pub_index_update(st, snap->source, snap))
+		log_warn(snap->source, "revision index not written; it is "
+			 "rebuilt when next read");
+	return 0;
 }
 
-static int read_all(const char *path, void **out, size_t *len)
+int pub_retain(struct store *st, struct snap *snap, unsigned keep)
+{
+	char srcdir[PATH_MAX];
+	int rc = snap_store(st, snap, "d-", srcdir);
+
+	if (!rc)
+		rc = fsync_dir(srcdir);
+	if (rc)
+		return rc;
+	links_trim(st, srcdir, "d-", keep ? keep : 1, snap->id);
+	if (pub_index_update(st, snap->source, snap))
+		log_warn(snap->source, "revision index not written; it is "
+			 "rebuilt when next read");
+	return 0;
+}
+
+int pub_read_all(const char *path, void **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
@@ -249,6 +296,7 @@ static int read_all(const char *path, void **out, size_t *len)
 		free(buf);
 		return -EIO;
 	}
+	buf[n] = '\0';
 	*out = buf;
 	*len = (size_t)n;
 	return 0;
@@ -264,7 +312,7 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 
 	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
 		return -ENAMETOOLONG;
-	rc = read_all(path, &buf, &len);
+	rc = pub_read_all(path, &buf, &len);
 	if (rc)
 		return rc;
 	rc = snap_decode(&s, buf, len);
@@ -275,8 +323,31 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 		snap_unref(s);
 		return -EBADMSG;
 	}
-	pin_snap(st, s);
+	snap_pin(s, st);
 	*out = s;
+	return 0;
+}
+
+int pub_read_raw(struct store *st, const char *id, void **out, size_t *len)
+{
+	char path[PATH_MAX], hex[DHASH_HEX];
+	struct dhash h;
+	int rc;
+
+	if (dhash_parse(&h, id))
+		return -EINVAL;
+	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
+		return -ENAMETOOLONG;
+	rc = pub_read_all(path, out, len);
+	if (rc)
+		return rc;
+	dhash_buf(&h, *out, *len);
+	dhash_hex(hex, &h);
+	if (strcmp(hex, id)) {
+		free(*out);
+		*out = NULL;
+		return -EBADMSG;
+	}
 	return 0;
 }
 
@@ -288,8 +359,7 @@ static bool blobs_present(struct store *st, const struct snap *s)
 	return true;
 }
 
-/* Load @id for @source if complete; logs why not. */
-static int load_checked(struct store *st, const char *source, const char *id,
+int pub_load_checked(struct store *st, const char *source, const char *id,
 			struct snap **out)
 {
 	struct snap *s;
@@ -310,85 +380,6 @@ static int load_checked(struct store *st, const char *source, const char *id,
 	return 0;
 }
 
-int pub_find_rev(struct store *st, const char *source, const char *rev,
-		 struct snap **out)
-{
-	char srcdir[PATH_MAX];
-	size_t rl = strlen(rev);
-	struct hist *h;
-	int n, rc = -ENOENT;
-
-	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		     source))
-		return -ENAMETOOLONG;
-	h = malloc(HIST_MAX * sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	n = hist_list(srcdir, h);
-	for (int i = 0; i < n && rc; i++) {
-		struct snap *s;
-
-		if (load_checked(st, source, h[i].id, &s))
-			continue;
-		if (!strcmp(s->rev, rev) ||
-		    (rl >= 7 && !strncmp(s->rev, rev, rl))) {
-			*out = s;
-			rc = 0;
-		} else {
-			snap_unref(s);
-		}
-	}
-	free(h);
-	return rc;
-}
-
-static void strv_free(char **v, int n)
-{
-	while (n-- > 0)
-		free(v[n]);
-	free(v);
-}
-
-int pub_list_revs(struct store *st, const char *source, char ***out)
-{
-	char srcdir[PATH_MAX], **v;
-	struct hist *h;
-	int n, k = 0;
-
-	if (path_fmt(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		     source))
-		return -ENAMETOOLONG;
-	h = malloc(HIST_MAX * sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	n = hist_list(srcdir, h);
-	v = n >= 0 ? calloc(n ? n : 1, sizeof(*v)) : NULL;
-	if (!v) {
-		free(h);
-		return n < 0 ? n : -ENOMEM;
-	}
-	for (int i = 0; i < n; i++) {
-		struct snap *s;
-		bool dup = false;
-
-		if (load_checked(st, source, h[i].id, &s))
-			continue;
-		for (int j = 0; j < k && !dup; j++)
-			dup = !strcmp(v[j], s->rev);
-		if (!dup)
-			v[k] = strdup(s->rev);
-		snap_unref(s);
-		if (!dup && !v[k++]) {
-			strv_free(v, k);
-			free(h);
-			return -ENOMEM;
-		}
-	}
-	free(h);
-	*out = v;
-	return k;
-}
-
 int pub_load_current(struct store *st, const char *source, struct snap **out)
 {
 	char srcdir[PATH_MAX], id[DHASH_HEX] = "";
@@ -399,8 +390,8 @@ int pub_load_current(struct store *st, const char *source, struct snap **out)
 	fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -ENOENT;
-	if (!read_id_link(fd, "current", id) &&
-	    !load_checked(st, source, id, out)) {
+	if (!pub_read_id_link(fd, "current", id) &&
+	    !pub_load_checked(st, source, id, out)) {
 		close(fd);
 		return 0;
 	}
@@ -408,10 +399,10 @@ int pub_load_current(struct store *st, const char *source, struct snap **out)
 	h = malloc(HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = hist_list(srcdir, h);
+	n = pub_hist_list(srcdir, h);
 	for (int i = 0; i < n && rc; i++)
 		if (strcmp(h[i].id, id))
-			rc = load_checked(st, source, h[i].id, out);
+			rc = pub_load_checked(st, source, h[i].id, out);
 	free(h);
 	return rc;
 }
@@ -508,7 +499,7 @@ static int collect_linked(struct store *st, struct hset *keep)
 			struct dhash h;
 
 			if (le->d_name[0] != '.' &&
-			    !read_id_link(fd, le->d_name, id) &&
+			    !pub_read_id_link(fd, le->d_name, id) &&
 			    !dhash_parse(&h, id) && hset_add(keep, &h)) {
 				closedir(sd);
 				closedir(d);

@@ -16,7 +16,8 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "sync.h"
+#include "log.h"
+#include "snap_i.h"
 
 #define SNAP_MAGIC "DAGFSNP1"
 #define SNAP_VERSION 1u
@@ -104,36 +105,79 @@ static uint64_t path_hash(const char *p, size_t len)
 
 /* --------------------------------------------------------- refcounts */
 
+static struct snap_impl *impl(struct snap *s)
+{
+	return (struct snap_impl *)s;
+}
+
+static const struct snap_impl *cimpl(const struct snap *s)
+{
+	return (const struct snap_impl *)s;
+}
+
 struct snap *snap_ref(struct snap *s)
 {
 	if (s)
-		__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&impl(s)->refs, 1, __ATOMIC_RELAXED);
 	return s;
 }
 
 void snap_unref(struct snap *s)
 {
-	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL))
+	struct snap_impl *si = impl(s);
+
+	if (!s || __atomic_sub_fetch(&si->refs, 1, __ATOMIC_ACQ_REL))
 		return;
-	if (s->pinned_in)
-		store_unpin(s->pinned_in, s->id);
+	if (si->pinned_in)
+		store_unpin(si->pinned_in, s->id);
 	free(s->source);
 	free(s->rev);
 	free(s->e);
-	free(s->slots);
-	free(s->strings);
-	free(s);
+	free(si->slots);
+	free(si->strings);
+	free(si->raw);
+	free(si);
+}
+
+void snap_set_raw(struct snap *s, void *buf, size_t len)
+{
+	free(impl(s)->raw);
+	impl(s)->raw = buf;
+	impl(s)->rawlen = len;
+}
+
+void *snap_take_raw(struct snap *s, size_t *len)
+{
+	void *buf = impl(s)->raw;
+
+	*len = impl(s)->rawlen;
+	impl(s)->raw = NULL;
+	return buf;
+}
+
+int snap_refs(const struct snap *s)
+{
+	return __atomic_load_n(&cimpl(s)->refs, __ATOMIC_RELAXED);
+}
+
+void snap_pin(struct snap *s, struct store *st)
+{
+	if (impl(s)->pinned_in)
+		return;
+	store_pin(st, s->id);
+	impl(s)->pinned_in = st;
 }
 
 /* ----------------------------------------------------------- lookups */
 
 static int lookup_len(const struct snap *s, const char *path, size_t len)
 {
-	uint32_t mask = s->nslots - 1;
+	const struct snap_impl *si = cimpl(s);
+	uint32_t mask = si->nslots - 1;
 	uint32_t i = (uint32_t)path_hash(path, len) & mask;
 
 	for (;; i = (i + 1) & mask) {
-		uint32_t v = s->slots[i];
+		uint32_t v = si->slots[i];
 		const char *p;
 
 		if (!v)
@@ -350,41 +394,43 @@ static void builder_dedupe(struct snap_builder *b, int64_t newest)
 static int snap_seal(struct snap **out, struct raw *v, size_t n,
 		     const char *source, const char *rev)
 {
-	struct snap *s = calloc(1, sizeof(*s));
+	struct snap_impl *si = calloc(1, sizeof(*si));
 	size_t bytes = 0, off = 0;
+	struct snap *s;
 
-	if (!s)
+	if (!si)
 		return -ENOMEM;
-	s->refs = 1;
+	s = &si->pub;
+	si->refs = 1;
 	s->n = (uint32_t)n;
 	for (size_t i = 0; i < n; i++)
 		bytes += strlen(v[i].path) + 1 +
 			 (v[i].target ? strlen(v[i].target) + 1 : 0);
-	for (s->nslots = 16; s->nslots < 2 * n; s->nslots *= 2)
+	for (si->nslots = 16; si->nslots < 2 * n; si->nslots *= 2)
 		;
 	s->e = calloc(n, sizeof(*s->e));
-	s->strings = malloc(bytes ? bytes : 1);
-	s->slots = calloc(s->nslots, sizeof(*s->slots));
+	si->strings = malloc(bytes ? bytes : 1);
+	si->slots = calloc(si->nslots, sizeof(*si->slots));
 	s->source = strdup(source);
 	s->rev = strdup(rev);
-	if (!s->e || !s->strings || !s->slots || !s->source || !s->rev) {
+	if (!s->e || !si->strings || !si->slots || !s->source || !s->rev) {
 		snap_unref(s);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct snap_entry *e = &s->e[i];
 		size_t pl = strlen(v[i].path) + 1;
-		uint32_t mask = s->nslots - 1, slot;
+		uint32_t mask = si->nslots - 1, slot;
 
-		memcpy(s->strings + off, v[i].path, pl);
-		e->path = s->strings + off;
+		memcpy(si->strings + off, v[i].path, pl);
+		e->path = si->strings + off;
 		e->name = basename_of(e->path);
 		off += pl;
 		if (v[i].target) {
 			size_t tl = strlen(v[i].target) + 1;
 
-			memcpy(s->strings + off, v[i].target, tl);
-			e->target = s->strings + off;
+			memcpy(si->strings + off, v[i].target, tl);
+			e->target = si->strings + off;
 			off += tl;
 		}
 		e->hash = v[i].hash;
@@ -393,9 +439,9 @@ static int snap_seal(struct snap **out, struct raw *v, size_t n,
 		e->mode = v[i].mode;
 		e->type = v[i].type;
 		slot = (uint32_t)path_hash(e->path, pl - 1) & mask;
-		while (s->slots[slot])
+		while (si->slots[slot])
 			slot = (slot + 1) & mask;
-		s->slots[slot] = (uint32_t)i + 1;
+		si->slots[slot] = (uint32_t)i + 1;
 	}
 	for (size_t i = 1; i < n; i++) {
 		struct snap_entry *e = &s->e[i];
@@ -718,6 +764,14 @@ static int decode_entry(struct rbuf *r, struct snap_builder *b, char *path,
 	return -EBADMSG;
 }
 
+/* Snapshots decoded by this process (snap_decodes()); atomic. */
+static unsigned long decodes;
+
+unsigned long snap_decodes(void)
+{
+	return __atomic_load_n(&decodes, __ATOMIC_RELAXED);
+}
+
 int snap_decode(struct snap **out, const void *buf, size_t len)
 {
 	struct rbuf r = { .p = buf, .len = len };
@@ -729,6 +783,7 @@ int snap_decode(struct snap **out, const void *buf, size_t len)
 	struct dhash id;
 	int rc = -EBADMSG;
 
+	__atomic_add_fetch(&decodes, 1, __ATOMIC_RELAXED);
 	if (len < 8 + 8 + 8)
 		return -EBADMSG;
 	memcpy(&sum, (const uint8_t *)buf + len - 8, 8);

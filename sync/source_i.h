@@ -3,14 +3,20 @@
  * source_i.h - private to sync/: how a source type plugs into the polling
  * loop (one ops struct per type, as libgit2 plugs odb backends).
  *
- * The loop in source.c owns the thread, the timing, backoff, status and
- * publication. A type only answers "build me the current revision".
+ * The loop in source_loop.c owns the thread, the timing, backoff, status
+ * and publication. A type only answers "build me the current revision".
+ *
+ * A new type TYPE lives in sync/TYPE/ as a static library of its own
+ * (sync/TYPE/meson.build, linked by sync_dep in sync/meson.build), defines
+ * `const struct source_ops source_TYPE_ops` and is named in source.c's
+ * table and declared below.
  */
 #ifndef DAGFS_SOURCE_I_H
 #define DAGFS_SOURCE_I_H
 
 #include <pthread.h>
 
+#include "log.h"
 #include "sync.h"
 
 struct source_ops {
@@ -37,6 +43,21 @@ struct source_ops {
 	 */
 	void (*wait)(struct source *src, int timeout_ms);
 	void (*fini)(struct source *src);
+	/**
+	 * Optional: build the snapshot of revision @rev, which is not
+	 * retained (a worker asks for the revision the dag-processor
+	 * recorded). Runs in the source's own thread between syncs, never
+	 * at the same time as ->sync (or, before source_start(), in the
+	 * caller's). Return 0 with a new snapshot in *out, every blob it
+	 * names in the store (the loop keeps it with pub_retain(), it is
+	 * never made current), -ENOENT if the upstream does not have @rev,
+	 * or another negative errno; a one-line reason (no secrets) in
+	 * @err. Without this op an unretained revision is ENOENT. The
+	 * thread is woken through src->wakefd: a type whose ->sync or
+	 * ->wait blocks for long must return when it is readable.
+	 */
+	int (*fetch_rev)(struct source *src, const char *rev,
+			 struct snap **out, char *err, size_t errlen);
 	/** Keys this type accepts besides the common ones; NULL-terminated. */
 	const char *const *keys;
 };
@@ -44,6 +65,7 @@ struct source_ops {
 extern const struct source_ops source_dir_ops;
 extern const struct source_ops source_git_ops;
 extern const struct source_ops source_s3_ops;
+extern const struct source_ops source_dagfs_ops;
 
 struct source {
 	const struct source_ops *ops;
@@ -71,13 +93,52 @@ struct source {
 	bool kicked;
 	struct snap *current;
 	struct source_status st;
+	struct source_demand *demands; /* revisions asked for (demand.c) */
+	pthread_cond_t demand_cond;    /* a demand is done (CLOCK_MONOTONIC) */
 };
+
+/* ---------------------------------------------------- source.c */
+
+/** Write src->wakefd: wakes the thread's wait (kick, stop). */
+void source_wake(struct source *src);
 
 /** Wait on src->wakefd (and @extra_fd if >= 0) at most @timeout_ms;
  *  drains the wake event. Returns 1 if @extra_fd is readable. */
 int source_poll_wake(struct source *src, int extra_fd, int timeout_ms);
 
+/* demand.c */
+
+/** Fetch the revisions asked for, in the source's thread. */
+void source_demands_run(struct source *src);
+/** True if a demand waits for the thread. */
+bool source_demands_pending(struct source *src);
+/** Fail every demand with -ECANCELED (the thread has stopped). */
+void source_demands_cancel(struct source *src);
+
 /** Add to the source's fetch counters (thread-safe). */
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);
+
+/* ----------------------------------------------- source_spec.c */
+
+/** A deep copy of @s, or NULL without memory. Free with source_spec_free. */
+struct source_spec *source_spec_copy(const struct source_spec *s);
+
+/* ----------------------------------------------- source_gate.c */
+
+/**
+ * Run the validate= command on a copy of @snap (0 if there is none). A
+ * refusal returns -EINVAL with the reason in @err and is remembered, so
+ * the same revision is refused again without running the command.
+ */
+int source_gate(struct source *src, struct snap *snap, char *err,
+		size_t errlen) WUR;
+
+/* --------------------------------------------- source_digest.c */
+
+/**
+ * Whether sources/<name>/spec holds the digest of src->spec; if not, it
+ * is written, so the next call answers true.
+ */
+bool source_spec_unchanged(struct source *src);
 
 #endif

@@ -22,7 +22,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "sync.h"
+#include "log.h"
+#include "pub_i.h"
 
 struct pin {
 	char id[DHASH_HEX];
@@ -34,6 +35,7 @@ struct store {
 	int dirfd;
 	int lockfd;
 	pthread_rwlock_t gc_lock; /* shared: syncs; exclusive: gc */
+	pthread_mutex_t index_lock; /* serialises revision index writers */
 	pthread_mutex_t pin_lock; /* guards pins, npins */
 	struct pin *pins;
 	size_t npins;
@@ -125,6 +127,7 @@ int store_open(struct store **out, const char *dir, bool shared)
 	}
 	pthread_rwlock_init(&s->gc_lock, NULL);
 	pthread_mutex_init(&s->pin_lock, NULL);
+	pthread_mutex_init(&s->index_lock, NULL);
 	*out = s;
 	return 0;
 err:
@@ -146,6 +149,7 @@ void store_close(struct store *s)
 	close(s->dirfd);
 	pthread_rwlock_destroy(&s->gc_lock);
 	pthread_mutex_destroy(&s->pin_lock);
+	pthread_mutex_destroy(&s->index_lock);
 	free(s->pins);
 	free(s->dir);
 	free(s);
@@ -447,6 +451,16 @@ void store_pin(struct store *s, const char *id)
 	}
 out:
 	pthread_mutex_unlock(&s->pin_lock);
+}
+
+void store_index_lock(struct store *s)
+{
+	pthread_mutex_lock(&s->index_lock);
+}
+
+void store_index_unlock(struct store *s)
+{
+	pthread_mutex_unlock(&s->index_lock);
 }
 
 void store_unpin(struct store *s, const char *id)

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * sync.h - the public interface of sync/: logging, the content-addressed
- * blob store, immutable snapshots, their publication on disk, and the
- * sources (dir, git, s3) that produce them.
+ * sync.h - the public interface of sync/: the content-addressed blob
+ * store, immutable snapshots, their publication on disk, and the sources
+ * (dir, git, s3) that produce them. Logging is log.h, small helpers util.h.
  *
- * sync/ knows nothing of FUSE. fs/ and sidecar/ include only this header.
+ * sync/ knows nothing of FUSE. fs/, sidecar/ and k8s/ include only these
+ * three headers of sync/.
  * Fallible functions return 0 (or a documented count or fd) on success and
  * a negative errno on failure.
  */
@@ -18,48 +19,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#define WUR __attribute__((warn_unused_result))
-
-/* ------------------------------------------------------------------ log */
-
-enum log_level {
-	LOG_LVL_ERR = 3,
-	LOG_LVL_WARN = 4,
-	LOG_LVL_NOTICE = 5,
-	LOG_LVL_INFO = 6,
-	LOG_LVL_DEBUG = 7,
-};
-
-/* The only process-wide settings: written once at start-up, read-only after. */
-extern int log_threshold;
-
-/**
- * Configure logging. @level is the most verbose level printed; @json
- * selects one JSON object per line instead of text.
- */
-void log_setup(int level, bool json);
-
-/** Parse "error", "warn", "notice", "info", "debug"; -EINVAL if unknown. */
-int log_level_parse(const char *name) WUR;
-
-/**
- * Emit one line on stderr. @tag names the module or source
- * ("store", "fs", "source team-a"). Never pass secrets.
- */
-void log_emit(int level, const char *tag, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-void log_vemit(int level, const char *tag, const char *fmt, va_list ap);
-
-#define log_at(lvl, tag, ...)                                                  \
-	do {                                                                   \
-		if ((lvl) <= log_threshold)                                    \
-			log_emit((lvl), (tag), __VA_ARGS__);                   \
-	} while (0)
-#define log_err(tag, ...) log_at(LOG_LVL_ERR, tag, __VA_ARGS__)
-#define log_warn(tag, ...) log_at(LOG_LVL_WARN, tag, __VA_ARGS__)
-#define log_notice(tag, ...) log_at(LOG_LVL_NOTICE, tag, __VA_ARGS__)
-#define log_info(tag, ...) log_at(LOG_LVL_INFO, tag, __VA_ARGS__)
-#define log_debug(tag, ...) log_at(LOG_LVL_DEBUG, tag, __VA_ARGS__)
+#include "util.h"
 
 /* ---------------------------------------------------------------- hashes */
 
@@ -194,12 +154,7 @@ struct snap {
 	int64_t published_ns; /* when it was published (wall clock) */
 	uint32_t n;
 	struct snap_entry *e;
-	/* private */
-	int refs; /* atomic */
-	struct store *pinned_in;
-	uint32_t *slots; /* open-addressed path index */
-	uint32_t nslots;
-	char *strings;
+	/* refcount and path index follow, private to sync/ (snap_i.h) */
 };
 
 struct snap *snap_ref(struct snap *s);
@@ -266,17 +221,43 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep) WUR;
 int pub_load_current(struct store *st, const char *source,
 		     struct snap **out) WUR;
 
+/** One retained snapshot of a source, as its revision index lists it. */
+struct pub_rev {
+	char id[DHASH_HEX];
+	char rev[128];
+	int64_t published_ns;
+};
+
+/**
+ * The retained, intact snapshots of @source, newest first, from the
+ * revision index sources/<source>/index that publication writes: nothing
+ * is decoded (but once, to build the index of a cache that has none).
+ * *@out is malloc'd (free()). Returns the count or -errno.
+ * Thread-safe; cheap enough for the FUSE read path.
+ */
+int pub_revs(struct store *st, const char *source, struct pub_rev **out) WUR;
+
+/**
+ * Rewrite the revision index of @source from its history, after the
+ * history changed outside pub_publish() (which calls it). Entries already
+ * indexed, and @added (may be NULL: a snapshot just linked into the
+ * history), are not decoded. Thread-safe.
+ */
+int pub_index_update(struct store *st, const char *source,
+		     const struct snap *added) WUR;
+
 /**
  * Find a retained snapshot of @source whose revision is @rev, or starts
- * with it when @rev has at least 7 characters (short git ids).
+ * with it when @rev has at least 7 characters (short git ids). Looks in
+ * the index and decodes only the snapshot it returns.
  */
 int pub_find_rev(struct store *st, const char *source, const char *rev,
 		 struct snap **out) WUR;
 
 /**
  * Revisions of the retained, intact snapshots of @source, newest first,
- * each once. *@out is a malloc'd array of malloc'd strings (free each and
- * the array). Returns the count or -errno.
+ * each once (from the index). *@out is a malloc'd array of malloc'd
+ * strings (free each and the array). Returns the count or -errno.
  */
 int pub_list_revs(struct store *st, const char *source, char ***out) WUR;
 
@@ -284,10 +265,117 @@ int pub_list_revs(struct store *st, const char *source, char ***out) WUR;
 int pub_load(struct store *st, const char *id, struct snap **out) WUR;
 
 /**
+ * The bytes of snapshots/<@id>, checked to hash to @id (-EBADMSG if not,
+ * -ENOENT if absent, -EINVAL if @id is not 32 hex digits). *@out is
+ * malloc'd.
+ */
+int pub_read_raw(struct store *st, const char *id, void **out,
+		 size_t *len) WUR;
+
+/**
  * Remove snapshots no source retains, and blobs no retained or pinned
  * snapshot names. Returns the number of blobs removed.
  */
 int pub_gc(struct store *st) WUR;
+
+/**
+ * Keep @snap (a revision fetched on demand) without making it current:
+ * write snapshots/<id> (fsync) and link it from the source's demand list
+ * sources/<source>/d-<seq>, of which the newest @keep are kept. It is then
+ * found by pub_find_rev() and listed by pub_list_revs(), but never served
+ * as the source's current revision, not even after a restart. Every blob
+ * it names must already be stored (hold store_sync_begin()).
+ */
+int pub_retain(struct store *st, struct snap *snap, unsigned keep) WUR;
+
+/**
+ * Write @len bytes to @dir/@name crash-safely: a temporary file in
+ * @tmpdir (same filesystem), fsync, rename, fsync of @dir.
+ */
+int pub_write_file(const char *dir, const char *tmpdir, const char *name,
+		   const void *buf, size_t len) WUR;
+
+/* ---------------------------------------------------------------- trees */
+
+/** One source of a composed view. Strings are borrowed (or owned by the
+ * struct tree that holds the member). */
+struct tree_member {
+	const char *source;  /* source name */
+	const char *at;	     /* its sub-path, "" for the root */
+	const char *rev;     /* its revision, "" if it had none yet */
+	const char *snap_id; /* the snapshot composed, "" if unknown: a hint,
+			      * not part of the id */
+};
+
+/** A tree manifest (tree_load, tree_decode): members sorted by source. */
+struct tree {
+	char id[DHASH_HEX];
+	size_t n;
+	struct tree_member *m;
+	char *text; /* private: the strings */
+};
+
+/**
+ * The tree id of @n members (any order): XXH3-128 hex of the lines
+ * "SOURCE\tAT\tREV\n" sorted by source. -EINVAL if two members share a
+ * source or a field holds a control character.
+ */
+int tree_id(char out[DHASH_HEX], const struct tree_member *m, size_t n) WUR;
+
+/** The manifest text of @n members; *@out malloc'd. */
+int tree_encode(const struct tree_member *m, size_t n, char **out,
+		size_t *len) WUR;
+
+/**
+ * Parse a manifest; -EBADMSG if malformed or, when @want_id is not NULL,
+ * if its lines do not hash to @want_id. Caller frees with tree_free().
+ */
+int tree_decode(struct tree **out, const char *want_id, const void *buf,
+		size_t len) WUR;
+void tree_free(struct tree *t);
+
+/**
+ * Record the composition of @n members as <cache>/trees/<id>, written
+ * crash-safely (or, if that manifest is already there, made the newest),
+ * and keep only the newest @keep manifests. The id is in @id_out.
+ */
+int tree_record(struct store *st, const struct tree_member *m, size_t n,
+		unsigned keep, char id_out[DHASH_HEX]) WUR;
+
+/**
+ * Store manifest @buf as tree @id after checking it hashes to @id (a
+ * manifest fetched from another daemon); as tree_record() otherwise.
+ */
+int tree_put(struct store *st, const char *id, const void *buf, size_t len,
+	     unsigned keep) WUR;
+
+/** Load manifest @id from the cache; -ENOENT if absent, -EBADMSG if bad. */
+int tree_load(struct store *st, const char *id, struct tree **out) WUR;
+
+/** What a status file says of one source of a tree (tree_json_put). */
+struct tree_json_src {
+	const char *source, *at;
+	const char *type;	 /* "git", "s3", "dir"...; NULL: not said */
+	unsigned keep;		 /* its keep= */
+	const char *url, *ref;	 /* git: remote (no userinfo), ref= or NULL;
+				  * url NULL for other types */
+	const struct snap *snap; /* its revision; NULL before the first */
+};
+
+/**
+ * Write {"tree": ID, "sources": {NAME: {"at", "type", "keep", "url",
+ * "ref", "revision", "published", "published_ns"}}} to @f, the shape of
+ * .dagfs/status.json and of a materialised revision's .json. @id NULL or
+ * "" writes null.
+ */
+void tree_json_put(FILE *f, const char *id, const struct tree_json_src *v,
+		   size_t n);
+
+/**
+ * Ids of the manifests in the cache, newest first: a malloc'd array of
+ * malloc'd strings. Returns the count or -errno.
+ */
+int tree_list(struct store *st, char ***out) WUR;
 
 /* ----------------------------------------------------------------- fsck */
 
@@ -333,6 +421,53 @@ int mat_prune(const char *dir, const char *keep_id, int grace_s);
 /** rm -rf @path (no symlinks followed). */
 int mat_remove(const char *path);
 
+/* ------------------------------------------------ snapshot statements */
+
+/*
+ * What a served store says about one snapshot (sdoc.c): source, revision,
+ * snapshot id, SHA-256 of the snapshot's bytes, publication time, and an
+ * optional Ed25519 signature over those lines.
+ */
+#define SDOC_MAX 4096
+
+struct sdoc {
+	char source[65];
+	char rev[128];
+	char snapshot[DHASH_HEX];
+	char sha256[65];
+	int64_t published_ns;
+	bool is_signed;
+	size_t signed_len; /* bytes the signature covers */
+	uint8_t sig[64];
+};
+
+/** An Ed25519 key: secret (signs) or public (verifies). */
+struct sdoc_key;
+
+/** Load a PEM key file; a one-line reason in @err on failure. */
+int sdoc_key_load(struct sdoc_key **out, const char *path, bool secret,
+		  char *err, size_t errlen) WUR;
+/** NULL is a no-op. */
+void sdoc_key_free(struct sdoc_key *k);
+
+/**
+ * The statement for @s, whose encoded bytes are @snapbytes, signed when
+ * @key is a secret key (NULL: unsigned). *@out is malloc'd text.
+ */
+int sdoc_format(char **out, size_t *len, const struct snap *s,
+		const void *snapbytes, size_t snaplen,
+		const struct sdoc_key *key) WUR;
+/** Parse strictly; -EBADMSG on anything malformed. No signature check. */
+int sdoc_parse(struct sdoc *out, const char *buf, size_t len) WUR;
+/** 0 if @d (parsed from @buf) is signed by @pub, else -EPERM. */
+int sdoc_verify(const struct sdoc *d, const char *buf,
+		const struct sdoc_key *pub) WUR;
+/** 0 if @buf hashes to @d's snapshot id and SHA-256, else -EBADMSG. */
+int sdoc_check_snapshot(const struct sdoc *d, const void *buf,
+			size_t len) WUR;
+/** Lowercase hex SHA-256 of @buf. */
+void sdoc_sha256(char out[65], const void *buf, size_t len);
+
 /* --------------------------------------------------------------- sources */
 
 /** A parsed TYPE:LOCATION[,key=value]... specification. */
@@ -351,8 +486,48 @@ struct source_spec {
 int source_spec_parse(struct source_spec **out, const char *text, char *err,
 		      size_t errlen) WUR;
 void source_spec_free(struct source_spec *spec);
+/** Free what @spec holds and zero it (a spec embedded in another struct). */
+void source_spec_clear(struct source_spec *spec);
 /** Value of @key, or NULL. Borrowed from @spec. */
 const char *source_spec_get(const struct source_spec *spec, const char *key);
+/** Add @key = @value (copied); -EEXIST if @key is set, -ENOMEM. */
+int source_spec_set(struct source_spec *spec, const char *key,
+		    const char *value) WUR;
+
+#define SOURCE_NAME_MAX 64
+
+/** Whether @name may name a source: [A-Za-z0-9._-]{1,64}, not "." or "..". */
+bool source_name_ok(const char *name);
+
+/**
+ * The name the daemon gives a source of @spec: name= if set, else one
+ * derived from the location's last part ("team-b" for
+ * "airflow-dags/team-b/", "my.dags" for ".../my.dags.git"). -EINVAL if
+ * name= is not source_name_ok() (@out then holds it, cut to fit, for the
+ * message). The one implementation: the provisioner uses it too.
+ */
+int source_spec_name(char out[SOURCE_NAME_MAX + 1],
+		     const struct source_spec *spec) WUR;
+
+/**
+ * The sub-path of @spec in the mount: at= without leading or trailing
+ * '/', "" for the root; *@out is malloc'd. -EINVAL if not a valid path.
+ */
+int source_spec_at(char **out, const struct source_spec *spec) WUR;
+
+enum source_conflict {
+	SOURCE_SAME_NAME = 1, /* two sources share a name */
+	SOURCE_OVERLAP = 2,   /* one's sub-path contains the other's */
+};
+
+/**
+ * Check the layout of @n sources (names and sub-paths as above): 0 if no
+ * two conflict, else the first enum source_conflict found, with the pair
+ * in *@first < *@second. Callers word the message.
+ */
+int source_layout_conflict(size_t *first, size_t *second,
+			   const char *const *names, const char *const *ats,
+			   size_t n) WUR;
 
 struct source;
 
@@ -379,6 +554,19 @@ int source_start(struct source *src, source_publish_fn cb, void *payload) WUR;
 int source_sync_once(struct source *src, struct snap **out, char *err,
 		     size_t errlen) WUR;
 
+/**
+ * Get revision @rev of @src although it is not retained: the source type
+ * builds it from its upstream (git: fetched by commit id), and it is kept
+ * by pub_retain(), not made current. One fetch per revision at a time:
+ * concurrent calls for the same @rev wait on the same fetch. Runs in the
+ * source's thread when started (woken through its wakefd), else in the
+ * caller's. Waits at most @timeout_ms; -ETIMEDOUT past it, -ENOENT if the
+ * upstream does not have @rev or the type cannot fetch by revision, with
+ * a one-line reason in @err. *@out is a new reference.
+ */
+int source_fetch_rev(struct source *src, const char *rev, int timeout_ms,
+		     struct snap **out, char *err, size_t errlen) WUR;
+
 /** Stop the thread; safe if never started. */
 void source_stop(struct source *src);
 void source_free(struct source *src);
@@ -386,6 +574,17 @@ void source_free(struct source *src);
 const char *source_name(const struct source *src);
 /** Sub-path in the mount: "" for the root, else "a/b". */
 const char *source_at(const struct source *src);
+/** The source's type ("git", "s3", "dir"...); borrowed. */
+const char *source_type(const struct source *src);
+/** Its keep= (snapshots retained). */
+unsigned source_keep(const struct source *src);
+/**
+ * What status files may say of where it comes from: for git, the remote
+ * URL with any userinfo removed, into @url, and ref= (or "" if unset)
+ * into @ref; "" for both for other types.
+ */
+void source_origin(const struct source *src, char *url, size_t urllen,
+		   char *ref, size_t reflen);
 /** Current snapshot with a new reference, or NULL before the first. */
 struct snap *source_current(struct source *src);
 /** Poll now (webhook, tests). */
@@ -409,42 +608,5 @@ struct source_status {
 /** Upper bounds (seconds) of the sync duration histogram buckets. */
 extern const double source_duration_bounds[10];
 void source_get_status(struct source *src, struct source_status *out);
-
-/**
- * snprintf for paths: 0, or -ENAMETOOLONG if @fmt did not fit in @len
- * (the buffer then holds a truncated, never-used string).
- */
-int path_fmt(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4))) WUR;
-
-/**
- * mkdir -p: create @path and its missing parents with @mode (less the
- * umask); directories that exist are left as they are. 0 or -errno.
- */
-int mkdir_p(const char *path, mode_t mode) WUR;
-
-/** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
-int parse_duration_ms(const char *text, int *out) WUR;
-/** Parse a boolean: 1/0, true/false, yes/no, on/off. */
-int parse_bool(const char *text, bool *out) WUR;
-
-/** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
-int64_t now_ns(void);
-int64_t mono_ns(void);
-
-/**
- * Write @s to @f as a quoted JSON string: '"' and '\\' escaped, control
- * characters as \u00XX, well-formed UTF-8 copied, and each ill-formed
- * sequence replaced by \ufffd so the output is always valid JSON. NULL
- * writes "".
- */
-void json_put_str(FILE *f, const char *s);
-
-/**
- * json_put_str into @out of @cap (at least 3) bytes, NUL-terminated.
- * What does not fit is dropped a whole character at a time, so @out
- * always holds a complete quoted string. Returns its length.
- */
-size_t json_quote(char *out, size_t cap, const char *s);
 
 #endif

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <xxhash.h>
 
-#include "source_i.h"
+#include "sync.h"
 
 static const char hex_digits[] = "0123456789abcdef";
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "log.h"
 #include "sync.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

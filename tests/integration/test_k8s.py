@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """dagfs-provision and the pod layout, offline: golden renders, every
-rendered document against the Kubernetes 1.31 and Airflow chart 1.18.0
-schemas (../shared/schemas/validate.py), input validation, secrets
+rendered document against the Kubernetes 1.31 and Airflow chart 1.21.0
+(and 1.18.0) schemas (../shared/schemas/validate.py), the fixes for
+what a real install would hit (chart templates read against the values), input validation, secrets
 hygiene, `apply` through kubectl/helm STAND-INS that record their
 arguments (there is no cluster here), and a pod simulated with real
 mount namespaces: dagfs as the sidecar mounting into a shared directory,
@@ -11,6 +12,7 @@ killed and restarted, the containers reading again without a restart.
 
 import base64
 import os
+import re
 import pathlib
 import shutil
 import signal
@@ -51,6 +53,8 @@ def secrets(tmp_path):
         "fernet": "SECRETFERNETAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
         "web": "SECRETWEB0123456789abcdef01234567\n",
         "db": "SECRETDBPASS42\n",
+        "jwt": "SECRETJWT0123456789abcdef0123456789abcdef\n",
+        "admin": "SECRETADMINPW\n",
         "aws": "[default]\naws_access_key_id = AKIASECRET\naws_secret_access_key = SECRETAWSKEY\n",
     }
     for k, v in files.items():
@@ -69,12 +73,17 @@ def run_prov(*args, env=None, check=True):
 def fixed_args(sec):
     return ["--git-ssh-key", sec / "key", "--git-known-hosts", sec / "kh",
             "--fernet-key-file", sec / "fernet", "--webserver-secret-key-file",
-            sec / "web", "--db-password-file", sec / "db"]
+            sec / "web", "--db-password-file", sec / "db",
+            "--jwt-secret-file", sec / "jwt", "--admin-password-file",
+            sec / "admin"]
 
 
 VARIANTS = {
     "fuse-native-hostpath": ["--node", "node-1", "--timezone", "Asia/Seoul",
                              "--scheduler-replicas", "2"],
+    "chart-1.18.0-celery": ["--chart-version", "1.18.0", "--executor",
+                            "CeleryExecutor", "--db-host", "db.example.com",
+                            "--no-admin-user"],
     "materialize-classic-class": ["--mode", "materialize", "--sidecar",
                                   "classic", "--worker", "pinned",
                                   "--storage", "class",
@@ -83,8 +92,12 @@ VARIANTS = {
 }
 
 
-def validate(*files, airflow_values=False, merge=False):
-    cmd = [PY, str(VALIDATE), "-q"]
+def chart_dir(chart="1.21.0"):
+    return "airflow-chart" if chart == "1.18.0" else f"airflow-chart-{chart}"
+
+
+def validate(*files, airflow_values=False, merge=False, chart="1.21.0"):
+    cmd = [PY, str(VALIDATE), "-q", "--airflow-dir", chart_dir(chart)]
     if merge:
         cmd += ["--merge-defaults"]
     if airflow_values:
@@ -130,8 +143,10 @@ def test_k8s_render_matches_golden_and_schemas(tmp_path, secrets, variant):
     if (out / "volumes-job.yaml").exists():
         docs.append("volumes-job.yaml")
     validate(*(out / d for d in docs))
-    validate(out / "values.yaml", airflow_values=True)
-    validate(out / "values.yaml", airflow_values=True, merge=True)
+    chart = "1.18.0" if "1.18.0" in variant else "1.21.0"
+    validate(out / "values.yaml", airflow_values=True, chart=chart)
+    validate(out / "values.yaml", airflow_values=True, merge=True,
+             chart=chart)
     check_config(out, tmp_path)
     golden = GOLDEN / variant
     if os.environ.get("DAGFS_UPDATE_GOLDEN"):
@@ -142,29 +157,43 @@ def test_k8s_render_matches_golden_and_schemas(tmp_path, secrets, variant):
         assert (out / d).read_text() == (golden / d).read_text(), d
 
 
-def test_k8s_values_wire_dagfs_into_every_component(tmp_path, secrets):
+def load_values(out):
+    import yaml
+    return yaml.safe_load((out / "values.yaml").read_text())
+
+
+def test_k8s_values_wire_dagfs_where_dags_are_read(tmp_path, secrets):
+    """Airflow 3: the dag-processor parses, the triggerer imports
+    triggers, task pods import; the API server and the scheduler (with
+    the standalone dag-processor) read no DAG file: no dagfs and no
+    privileged container there."""
     import yaml
     out = tmp_path / "out"
     run_prov("render", out, "--source", "git:https://example.com/d.git",
              "--node", "n1", *fixed_args(secrets))
-    v = yaml.safe_load((out / "values.yaml").read_text())
+    v = load_values(out)
     assert v["dags"]["gitSync"]["enabled"] is False
     assert v["dags"]["persistence"]["enabled"] is False
     assert v["executor"] == "KubernetesExecutor"
     for job in ("migrateDatabaseJob", "createUserJob"):  # helm --wait
         assert v[job]["useHelmHooks"] is False
-    for comp in ("scheduler", "apiServer", "dagProcessor", "triggerer"):
+    for comp in ("dagProcessor", "triggerer"):
         side = v[comp]["extraInitContainers"][0]
         assert side["restartPolicy"] == "Always"
         assert side["startupProbe"]["httpGet"]["path"] == "/readyz"
         prop = {m["name"]: m.get("mountPropagation")
                 for m in side["volumeMounts"]}
-        assert prop["dags"] == "Bidirectional"
+        assert prop["dagfs-dags"] == "Bidirectional"
         air = {m["name"]: m for m in v[comp]["extraVolumeMounts"]}
-        assert air["dags"]["mountPropagation"] == "HostToContainer"
+        assert air["dagfs-dags"]["mountPropagation"] == "HostToContainer"
+    for comp in ("scheduler", "apiServer"):
+        assert not {"extraInitContainers", "extraContainers", "extraVolumes",
+                    "extraVolumeMounts"} & set(v[comp]), comp
     assert "podTemplate" not in v  # the chart's own: env, airflow.cfg, logs
-    assert v["workers"]["extraInitContainers"][0]["restartPolicy"] == "Always"
-    assert v["workers"]["extraVolumeMounts"][0]["mountPropagation"] == \
+    kube = v["workers"]["kubernetes"]  # chart 1.21.0's keys for task pods
+    assert set(v["workers"]) == {"kubernetes"}
+    assert kube["extraInitContainers"][0]["restartPolicy"] == "Always"
+    assert kube["extraVolumeMounts"][0]["mountPropagation"] == \
         "HostToContainer"
     pinned = yaml.safe_load((out / "pod-template-pinned.yaml").read_text())
     init = pinned["spec"]["initContainers"][0]
@@ -173,9 +202,226 @@ def test_k8s_values_wire_dagfs_into_every_component(tmp_path, secrets):
     assert not init["securityContext"].get("privileged")
     conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
     assert "password-file" not in conf["data"]["dagfs.conf"]
+    svc = yaml.safe_load((out / "dagfs-service.yaml").read_text())
+    assert svc["spec"]["selector"]["component"] == "dag-processor"
+    assert svc["metadata"]["name"] == "airflow-dagfs-dag-processor"
+    assert "//airflow-dagfs-dag-processor.airflow.svc:" in \
+        init["env"][0]["value"]
+
+
+def test_local_executor_runs_tasks_in_the_scheduler(tmp_path):
+    out = tmp_path / "out"
+    run_prov("render", out, "--source", "git:https://example.com/d.git",
+             "--executor", "LocalExecutor")
+    v = load_values(out)
+    assert v["scheduler"]["extraInitContainers"][0]["name"] == "dagfs"
+    assert "extraInitContainers" not in v["apiServer"]
+    assert "workers" not in v
+    validate(out / "values.yaml", airflow_values=True, merge=True)
+
+
+def test_celery_workers_get_dagfs_under_workers_celery(tmp_path):
+    out = tmp_path / "out"
+    run_prov("render", out, "--source", "git:https://example.com/d.git",
+             "--executor", "CeleryKubernetesExecutor")
+    w = load_values(out)["workers"]
+    assert w["celery"]["extraInitContainers"][0]["name"] == "dagfs"
+    assert w["kubernetes"]["extraInitContainers"][0]["name"] == "dagfs"
+    validate(out / "values.yaml", airflow_values=True, merge=True)
+
+
+def secret_docs(out):
+    import yaml
+    return {d["metadata"]["name"]: {k: base64.b64decode(x) for k, x in
+                                    (d.get("data") or {}).items()}
+            for d in yaml.safe_load_all((out / "secrets.yaml").read_text())
+            if d}
+
+
+def test_postgresql_image_exists_or_external_database(tmp_path, secrets):
+    """bitnami/postgresql:16.1.0-debian-11-r15 is gone from Docker Hub
+    (apache/airflow#57328): the chart's PostgreSQL takes bitnamilegacy,
+    even on chart 1.18.0 whose default still names bitnami; --db-host
+    turns it off and points Airflow at the external database."""
+    out = tmp_path / "out"
+    run_prov("render", out, "--source", "git:https://example.com/d.git",
+             "--chart-version", "1.18.0", *fixed_args(secrets))
+    img = load_values(out)["postgresql"]["image"]
+    assert img == {"repository": "bitnamilegacy/postgresql",
+                   "tag": "16.1.0-debian-11-r15"}
+    ext = tmp_path / "ext"
+    run_prov("render", ext, "--source", "git:https://example.com/d.git",
+             "--db-host", "pg.example.com", "--db-port", "6432",
+             *fixed_args(secrets))
+    v = load_values(ext)
+    assert v["postgresql"] == {"enabled": False}
+    sec = secret_docs(ext)
+    assert b"@pg.example.com:6432/airflow" in sec["airflow-metadata"][
+        "connection"]
+    assert "airflow-postgresql-auth" not in sec
+    assert "postgresql" not in (ext / "storage.yaml").read_text()
+    validate(ext / "values.yaml", airflow_values=True, merge=True)
+    validate(ext / "storage.yaml", ext / "secrets.yaml")
+
+
+def test_jwt_secret_is_generated_once_and_kept(tmp_path):
+    """The chart's jwt-secret.yaml draws randAlphaNum at every render, so
+    each upgrade rotated it (apache/airflow#57415): the secret is ours,
+    kept in .secrets/, named by jwtSecretName, the same on a re-run."""
+    out = tmp_path / "out"
+    args = ["render", out, "--source", "git:https://example.com/d.git"]
+    r = run_prov(*args)
+    kept = (out / ".secrets" / "jwt-secret").read_text()
+    assert len(bytes.fromhex(kept)) == 32
+    assert load_values(out)["jwtSecretName"] == "airflow-jwt-secret"
+    assert secret_docs(out)["airflow-jwt-secret"]["jwt-secret"] == \
+        kept.encode()
+    run_prov(*args)
+    assert (out / ".secrets" / "jwt-secret").read_text() == kept
+    assert secret_docs(out)["airflow-jwt-secret"]["jwt-secret"] == \
+        kept.encode()
+    assert kept not in r.stdout + r.stderr
+    for f in out.iterdir():
+        if f.is_file() and f.name != "secrets.yaml":
+            assert kept not in f.read_text(), f.name
+
+
+def test_admin_user_has_a_generated_password_shown_on_request(tmp_path):
+    """The chart's default user is admin/admin, here on a NodePort: the
+    password is generated, reaches the job only through a Secret, and is
+    printed by `admin-password DIR` alone."""
+    out = tmp_path / "out"
+    r = run_prov("render", out, "--source", "git:https://example.com/d.git")
+    pw = (out / ".secrets" / "admin-password").read_text()
+    assert len(pw) == 24 and pw != "admin"
+    assert pw not in r.stdout + r.stderr
+    job = load_values(out)["createUserJob"]
+    assert job["env"][0]["valueFrom"]["secretKeyRef"] == {
+        "name": "airflow-admin-password", "key": "password"}
+    assert '-p "$DAGFS_ADMIN_PASSWORD"' in job["args"][2]
+    assert secret_docs(out)["airflow-admin-password"]["password"] == \
+        pw.encode()
+    for f in out.iterdir():
+        if f.is_file() and f.name != "secrets.yaml":
+            assert pw not in f.read_text(), f.name
+    shown = run_prov("admin-password", out)
+    assert shown.stdout == pw + "\n"
+    off = tmp_path / "off"
+    run_prov("render", off, "--source", "git:https://example.com/d.git",
+             "--no-admin-user")
+    assert load_values(off)["createUserJob"]["enabled"] is False
+    assert "airflow-admin-password" not in secret_docs(off)
+    r = run_prov("admin-password", off, check=False)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_shared_volume_does_not_collide_with_the_charts_dags(tmp_path):
+    """The chart declares a volume "dags" of its own for dags.persistence
+    and gitSync; ours is dagfs-dags."""
+    out = tmp_path / "out"
+    run_prov("render", out, "--source", "git:https://example.com/d.git")
+    v = load_values(out)
+    names = [x["name"] for comp in ("dagProcessor", "triggerer")
+             for x in v[comp]["extraVolumes"]]
+    names += [x["name"] for x in v["workers"]["kubernetes"]["extraVolumes"]]
+    assert "dags" not in names and "dagfs-dags" in names
+    import yaml
+    for t in ("pod-template.yaml", "pod-template-pinned.yaml"):
+        pod = yaml.safe_load((out / t).read_text())
+        assert "dags" not in [x["name"] for x in pod["spec"]["volumes"]]
+
+
+def test_pod_templates_take_the_executor_from_the_config(tmp_path):
+    """A template's hard-coded LocalExecutor contradicted airflow.cfg."""
+    import yaml
+    out = tmp_path / "out"
+    run_prov("render", out, "--source", "git:https://example.com/d.git",
+             "--executor", "CeleryKubernetesExecutor")
+    for t in ("pod-template.yaml", "pod-template-pinned.yaml"):
+        pod = yaml.safe_load((out / t).read_text())
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        assert "AIRFLOW__CORE__EXECUTOR" not in env
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"]["valueFrom"][
+            "secretKeyRef"]["name"] == "airflow-jwt-secret"
+        assert pod["spec"]["containers"][0]["image"] == "apache/airflow:3.2.0"
+        cfg = [x for x in pod["spec"]["volumes"]
+               if x["name"] == "airflow-config"][0]
+        assert cfg["configMap"]["name"] == "airflow-config"  # the chart's
+
+
+def test_newcomers_first_command_renders_a_working_install(tmp_path):
+    """`render DIR --source SPEC` alone: the cluster's default
+    StorageClass (no storageClassName, no ReadWriteMany claim it may not
+    offer), values valid for chart 1.21.0, and a note that the default
+    image must be built and pushed."""
+    import yaml
+    out = tmp_path / "out"
+    r = run_prov("render", out, "--source", "git:https://example.com/d.git")
+    docs = [d for d in yaml.safe_load_all((out / "storage.yaml").read_text())
+            if d]
+    assert [d["metadata"]["name"] for d in docs] == ["airflow-postgresql"]
+    assert "storageClassName" not in docs[0]["spec"]
+    assert not (out / "volumes-job.yaml").exists()
+    assert "logs" not in load_values(out)
+    assert "sidecar/Dockerfile" in r.stderr and "--image" in r.stderr
+    validate(out / "values.yaml", airflow_values=True, merge=True)
+    validate(*(out / d for d in ("namespace.yaml", "storage.yaml",
+                                 "secrets.yaml", "dagfs-config.yaml",
+                                 "dagfs-service.yaml", "pod-template.yaml")))
+    named = tmp_path / "named"
+    r = run_prov("render", named, "--source", "git:https://example.com/d.git",
+                 "--storage-class", "nfs", "--image", "reg.example/dagfs:1")
+    docs = [d for d in yaml.safe_load_all((named / "storage.yaml").read_text())
+            if d]
+    assert {d["metadata"]["name"]: d["spec"]["storageClassName"]
+            for d in docs} == {"airflow-logs": "nfs",
+                               "airflow-postgresql": "nfs"}
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("version, ok, note", [
+    ("1.21.0", True, False), ("1.18.0", True, False),
+    ("1.22.0", True, True), ("1.30.1", True, True),
+    ("1.19.0", False, False), ("2.0.0", False, False),
+    ("latest", False, False)])
+def test_chart_version(tmp_path, version, ok, note):
+    out = tmp_path / "out"
+    r = run_prov("render", out, "--source", "git:https://example.com/d.git",
+                 "--image", "x/dagfs:1", "--chart-version", version,
+                 check=False)
+    assert (r.returncode == 0) == ok, r.stderr
+    if not ok:
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            "dagfs-provision: --chart-version:"), r.stderr
+        return
+    assert ("not validated here" in r.stderr) == note
+    head = (out / "values.yaml").read_text().splitlines()[0]
+    assert f"chart {version} " in head
+    if not note:
+        validate(out / "values.yaml", airflow_values=True, merge=True,
+                 chart=version)
+
+
+def test_apply_recreates_the_charts_jobs(tmp_path, secrets):
+    """A Job's template is immutable: an upgrade that changes its image
+    would fail. apply deletes the finished chart Jobs before helm."""
+    env, log = stand_ins(tmp_path)
+    out = tmp_path / "out"
+    run_prov("apply", out, "--source", "git:https://example.com/d.git",
+             "--airflow-version", "3.2.1", *fixed_args(secrets), env=env)
+    calls = log.read_text().splitlines()
+    delete = ("kubectl delete job -n airflow -l tier=airflow,release=airflow,"
+              "component in (run-airflow-migrations,create-user-job) "
+              "--ignore-not-found --wait")
+    helm = [c for c in calls if c.startswith("helm ")][0]
+    assert calls.index(delete) < calls.index(helm)
+    assert "--version 1.21.0" in helm
+    assert load_values(out)["defaultAirflowTag"] == "3.2.1"
 
 
 def test_vm_render(tmp_path, secrets):
+    import yaml
     out = tmp_path / "vm"
     run_prov("render", out, "--target", "vm", "--source",
              "git:git@github.com:org/dags.git", "--db-host", "10.0.0.5",
@@ -203,10 +449,25 @@ def test_vm_render(tmp_path, secrets):
     assert stat.S_IMODE((out / "airflow.env").stat().st_mode) == 0o600
     assert stat.S_IMODE((out / "secrets").stat().st_mode) == 0o700
     assert "execution_api_server_url = http://10.0.0.120:8080/execution/" in cfg
+    # every Airflow process signs and checks task tokens with one key
+    jwt = (secrets / "jwt").read_text().strip()
+    assert f"AIRFLOW__API_AUTH__JWT_SECRET={jwt}\n" in \
+        (out / "airflow.env").read_text()
+    # the account the pod template names exists, with the pod-launcher Role
+    rbac = {d["kind"]: d for d in yaml.safe_load_all(
+        (out / "rbac.yaml").read_text())}
+    tpl = yaml.safe_load((out / "pod-template.yaml").read_text())
+    sa = tpl["spec"]["serviceAccountName"]
+    assert rbac["ServiceAccount"]["metadata"] == {
+        "name": sa, "namespace": "airflow-tasks",
+        "labels": {"app.kubernetes.io/managed-by": "dagfs-provision"}}
+    assert rbac["RoleBinding"]["subjects"][0]["name"] == sa
+    assert rbac["RoleBinding"]["roleRef"]["name"] == \
+        rbac["Role"]["metadata"]["name"]
+    assert "create" in rbac["Role"]["rules"][0]["verbs"]
     validate(out / "pod-template.yaml", out / "namespace.yaml",
              out / "storage.yaml", out / "secrets.yaml",
-             out / "airflow-config.yaml")
-    import yaml
+             out / "airflow-config.yaml", out / "rbac.yaml")
     for doc in yaml.safe_load_all((out / "secrets.yaml").read_text()):
         if doc["metadata"]["name"] == "airflow-metadata":  # the VMs' database
             assert b"@10.0.0.5:5432/airflow" in \
@@ -218,13 +479,49 @@ def test_vm_render(tmp_path, secrets):
     files = ["dagfs.service", "airflow-api-server.service",
              "airflow-scheduler.service", "airflow-dag-processor.service",
              "limits.conf", "airflow.cfg", "install.sh", "dagfs.conf",
-             "pod-template.yaml", "storage.yaml", "airflow-config.yaml"]
+             "pod-template.yaml", "storage.yaml", "airflow-config.yaml",
+             "rbac.yaml"]
     if os.environ.get("DAGFS_UPDATE_GOLDEN"):
         golden.mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.copy(out / f, golden / f)
     for f in files:
         assert (out / f).read_text() == (golden / f).read_text(), f
+
+
+@pytest.mark.parametrize("spec", [
+    "s3:airflow-dags/team-b/,at=b", "git:https://e.com/x/my.dags.git,at=m",
+    "dir:{tmp}/team-c/,at=d", "s3:bucket,at=s"])
+def test_provisioner_names_sources_as_the_daemon_does(tmp_path, secrets, spec):
+    """The [source NAME] the provisioner renders is the name `dagfs mount
+    --source SPEC` gives the same spec (status, revisions and metrics
+    are keyed by it)."""
+    (tmp_path / "team-c").mkdir()
+    spec = spec.format(tmp=tmp_path)
+    out = tmp_path / "vm"
+    run_prov("render", out, "--target", "vm", "--source", spec,
+             *fixed_args(secrets))
+    rendered = re.findall(r"^\[source ([^\]]+)\]$",
+                          (out / "dagfs.conf").read_text(), re.M)
+    conf = tmp_path / "empty.conf"
+    conf.write_text("[dagfs]\n")
+    r = subprocess.run([str(build_dir() / "sidecar" / "dagfs"), "check-config",
+                        "--config", str(conf), "--source", spec],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    daemon = re.findall(r"^  (\S+) at /", r.stdout, re.M)
+    assert rendered == daemon and len(daemon) == 1, (rendered, daemon)
+
+
+def test_provisioner_refuses_two_sources_of_one_name(tmp_path):
+    r = run_prov("render", tmp_path / "out", "--node", "n1", "--source",
+                 "git:https://e.com/a/dags.git,at=a", "--source",
+                 "git:https://e.com/b/dags.git,at=b", check=False)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "two sources are named dags" in lines[0], \
+        r.stderr
+    assert not (tmp_path / "out" / "values.yaml").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -249,6 +546,12 @@ def test_vm_render(tmp_path, secrets):
     (["--pin-url", "ftp://x"], "is not an http:// or https:// URL"),
     (["--api-server-url", "10.0.0.1:8080"], "is not an http:// or https://"),
     (["--source", "git:https://e.com/d.git,name=a b"], "invalid name 'a b'"),
+    (["--storage-class", "fast"], "--storage-class: not with --storage hostpath"),
+    (["--storage", "class", "--node", "n1"], "--node: only with --storage"),
+    (["--jwt-secret-file", "/nonexistent/jwt"], "--jwt-secret-file: missing"),
+    (["--airflow-version", "2.10.5"], "--airflow-version: '2.10.5'"),
+    (["--chart-version", "1.2"], "--chart-version: '1.2' is not a version"),
+    (["--db-host", ""], "--db-host: empty host"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     base = ["render", tmp_path / "out", "--node", "n1"]
@@ -326,7 +629,7 @@ def test_apply_with_stand_ins_is_idempotent(tmp_path, secrets):
     assert f"kubectl apply -n airflow -f {out}/dagfs-service.yaml" in first
     helm = [c for c in first if c.startswith("helm ")]
     assert helm == [f"helm upgrade --install airflow airflow --repo "
-                    f"https://airflow.apache.org --version 1.18.0 --namespace "
+                    f"https://airflow.apache.org --version 1.21.0 --namespace "
                     f"airflow --values {out}/values.yaml --wait --timeout 20m"]
     # hostPath volumes get their owners (50000, PostgreSQL's 1001) first
     wait = ("kubectl wait -n airflow --for=condition=complete "
@@ -519,11 +822,11 @@ def test_pinned_worker_runs_the_schedulers_revision(tmp_path, git_daemon,
 
 def rendered_sidecar(out, base, cache, port):
     """The FUSE sidecar exactly as values.yaml renders it for the
-    scheduler, as a process in its own mount namespace; the pod's paths
+    dag-processor, as a process in its own mount namespace; the pod's paths
     (/dags, /var/cache/dagfs, /etc/dagfs) moved under the test's."""
     import yaml
     v = yaml.safe_load((out / "values.yaml").read_text())
-    c = v["scheduler"]["extraInitContainers"][0]
+    c = v["dagProcessor"]["extraInitContainers"][0]
     assert c["restartPolicy"] == "Always"
     script = c["command"][2]
     for old, new in (("/etc/dagfs/dagfs.conf", str(out / "dagfs.conf")),
@@ -601,6 +904,7 @@ def test_vm_apply_dry_run(tmp_path, secrets):
                  "--storage-class", "standard", *fixed_args(secrets), env=env)
     lines = [l for l in r.stdout.splitlines() if l.startswith("+ ")]
     assert f"+ kubectl apply -n airflow -f {out}/airflow-config.yaml" in lines
+    assert f"+ kubectl apply -n airflow -f {out}/rbac.yaml" in lines
     assert lines[-1] == f"+ sh {out}/install.sh"
     assert not any(l.startswith("+ helm") for l in lines)
     assert not log.exists()

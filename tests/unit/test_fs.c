@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "fs_i.h"
+#include "log.h"
 #include "harness.h"
+#include "snap_i.h"
 
 static char dir[] = "/tmp/dagfs-test-fs-XXXXXX";
 
@@ -171,21 +173,22 @@ static void test_fs__swap_keeps_old_trees_bounded(void)
 	CHECK(fs && a && b);
 	slot = fs_add_slot(fs, "team", "t", NULL);
 	CHECK(slot == 0);
+	/* ours, the slot's, and the current tree's (trees.c) */
 	fs_swap(fs, slot, a);
-	CHECK(a->refs == 2);
+	CHECK(snap_refs(a) == 3);
 	fs_swap(fs, slot, b);
-	CHECK(a->refs == 2 && b->refs == 2); /* a: kept a while */
+	CHECK(snap_refs(a) == 2 && snap_refs(b) == 3); /* a: kept a while */
 	fs_swap(fs, slot, b);
-	CHECK(b->refs == 3);
+	CHECK(snap_refs(b) == 4);
 	fs_swap(fs, slot, NULL);
-	CHECK(b->refs == 3);
+	CHECK(snap_refs(b) == 3);
 	for (int i = 0; i < 3 * FS_PAST_MAX; i++)
 		fs_swap(fs, slot, i % 2 ? a : b);
-	/* ours, the slot's, and at most FS_PAST_MAX kept */
-	CHECK(a->refs + b->refs == 2 + 1 + FS_PAST_MAX);
+	/* ours, the slot's, the current tree's, and at most FS_PAST_MAX kept */
+	CHECK(snap_refs(a) + snap_refs(b) == 2 + 1 + 1 + FS_PAST_MAX);
 	fs_swap(fs, slot, a);
 	fs_free(fs);
-	CHECK(a->refs == 1 && b->refs == 1);
+	CHECK(snap_refs(a) == 1 && snap_refs(b) == 1);
 	snap_unref(a);
 	snap_unref(b);
 	store_close(st);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "log.h"
 #include "sync.h"
 
 static struct dhash H(int v)

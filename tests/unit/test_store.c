@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "log.h"
+#include "snap_i.h"
 #include "sync.h"
 
 static char dir[] = "/tmp/dagfs-test-store-XXXXXX";
@@ -129,6 +131,59 @@ static void test_store__publish_load_and_fallback(void)
 	store_close(s);
 }
 
+/* Listing and finding revisions read the index written at publish time:
+ * no snapshot is decoded but the one served. */
+static void test_store__revs_come_from_the_index(void)
+{
+	struct store *s = fresh();
+	struct pub_rev *revs = NULL;
+	char **names = NULL, path[4096], id[4][DHASH_HEX];
+	struct snap *l = NULL;
+	int64_t published[4];
+	unsigned long d0;
+	int n;
+
+	CHECK(s);
+	for (int i = 0; i < 4; i++) { /* unpinned once published: trimmed */
+		struct snap *v;
+		char c[8], r[8];
+
+		snprintf(c, sizeof(c), "c%d", i);
+		snprintf(r, sizeof(r), "r%d", i);
+		v = one_file(s, c, r);
+		CHECK(v && !pub_publish(s, v, 3));
+		memcpy(id[i], v->id, DHASH_HEX);
+		published[i] = v->published_ns;
+		snap_unref(v);
+	}
+	d0 = snap_decodes();
+	n = pub_list_revs(s, "src", &names);
+	CHECK(n == 3 && !strcmp(names[0], "r3") && !strcmp(names[2], "r1"));
+	CHECK(snap_decodes() == d0);
+	while (n-- > 0)
+		free(names[n]);
+	free(names);
+	CHECK(pub_revs(s, "src", &revs) == 3);
+	CHECK(!strcmp(revs[0].id, id[3]) && !strcmp(revs[1].rev, "r2"));
+	CHECK(revs[0].published_ns == published[3]);
+	free(revs);
+	CHECK(!pub_find_rev(s, "src", "r2", &l) && !strcmp(l->id, id[2]));
+	CHECK(snap_decodes() == d0 + 1);
+	snap_unref(l);
+	CHECK(pub_find_rev(s, "src", "r0", &l) == -ENOENT); /* trimmed */
+	CHECK(snap_decodes() == d0 + 1);
+	/* a cache without an index (older dagfs) gets one on first use */
+	snprintf(path, sizeof(path), "%s/sources/src/index", dir);
+	CHECK(!unlink(path));
+	CHECK(pub_revs(s, "src", &revs) == 3 && !strcmp(revs[2].rev, "r1"));
+	free(revs);
+	d0 = snap_decodes();
+	CHECK(pub_revs(s, "src", &revs) == 3);
+	CHECK(snap_decodes() == d0);
+	free(revs);
+	store_close(s);
+}
+
 static void test_store__gc_keeps_retained_and_pinned(void)
 {
 	struct snap *v[6];
@@ -212,6 +267,8 @@ int main(void)
 		  test_store__txn_checks_expected_hash },
 		{ "test_store__publish_load_and_fallback",
 		  test_store__publish_load_and_fallback },
+		{ "test_store__revs_come_from_the_index",
+		  test_store__revs_come_from_the_index },
 		{ "test_store__gc_keeps_retained_and_pinned",
 		  test_store__gc_keeps_retained_and_pinned },
 		{ "test_store__fsck_reports_then_repairs",

@@ -1,0 +1,335 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * render_obs.c - observability over what dagfs exports on /metrics
+ * (sidecar/endpoints.c): a Grafana dashboard (DIR/grafana-dashboard.json,
+ * and the same as a ConfigMap for Grafana's dashboard sidecar), alerting
+ * rules in Prometheus's own format (DIR/dagfs-alerts.yml), and with
+ * --prometheus-operator the same rules as a PrometheusRule, Services in
+ * front of every dagfs that lives as long as its pod, and a
+ * ServiceMonitor over them. Metric names are only those endpoints.c
+ * writes; the tests check them against a running daemon.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "provision_i.h"
+#include "util.h"
+
+/* Label matchers the dashboard's variables select with. */
+#define SEL_NS "namespace=~\"$namespace\""
+#define SEL SEL_NS ",source=~\"$source\""
+#define RATE "[$__rate_interval]"
+
+struct panel {
+	const char *type, *title, *unit;
+	struct {
+		const char *expr, *legend;
+	} q[2];
+};
+
+static const struct panel panels[] = {
+	{ "stat", "Sources ready", "none",
+	  { { "min by (source) (dagfs_source_healthy{" SEL "})",
+	      "{{source}}" } } },
+	{ "timeseries", "Revision age (since the served revision was published)",
+	  "s",
+	  { { "time() - dagfs_source_published_timestamp_seconds{" SEL "}",
+	      "{{source}} {{pod}}" } } },
+	{ "timeseries", "Since the last successful sync", "s",
+	  { { "time() - dagfs_source_last_success_timestamp_seconds{" SEL "}",
+	      "{{source}} {{pod}}" } } },
+	{ "timeseries", "Sync duration", "s",
+	  { { "histogram_quantile(0.5, sum by (source, le) (rate("
+	      "dagfs_sync_duration_seconds_bucket{" SEL "}" RATE ")))",
+	      "{{source}} p50" },
+	    { "histogram_quantile(0.95, sum by (source, le) (rate("
+	      "dagfs_sync_duration_seconds_bucket{" SEL "}" RATE ")))",
+	      "{{source}} p95" } } },
+	{ "timeseries", "Failed syncs in a row", "none",
+	  { { "max by (source) (dagfs_source_consecutive_failures{" SEL "})",
+	      "{{source}}" } } },
+	{ "timeseries", "Sync attempts and fetched bytes", "Bps",
+	  { { "sum by (source) (rate(dagfs_source_fetched_bytes_total{" SEL
+	      "}" RATE "))",
+	      "{{source}} bytes/s" },
+	    { "sum by (source) (rate(dagfs_source_syncs_total{" SEL "}" RATE
+	      "))",
+	      "{{source}} syncs/s" } } },
+	{ "timeseries", "FUSE requests by operation", "reqps",
+	  { { "sum by (op) (rate(dagfs_fuse_requests_total{" SEL_NS "}" RATE
+	      "))",
+	      "{{op}}" } } },
+	{ "timeseries", "FUSE errors by operation", "reqps",
+	  { { "sum by (op) (rate(dagfs_fuse_errors_total{" SEL_NS "}" RATE
+	      "))",
+	      "{{op}}" } } },
+	{ "timeseries", "Content store size", "bytes",
+	  { { "dagfs_store_bytes{" SEL_NS "}", "{{pod}}" } } },
+	{ "timeseries", "Content store blobs", "none",
+	  { { "dagfs_store_blobs{" SEL_NS "}", "{{pod}}" } } },
+};
+
+static void json_kv(FILE *f, const char *k, const char *v, bool comma)
+{
+	json_put_str(f, k);
+	fputs(": ", f);
+	json_put_str(f, v);
+	if (comma)
+		fputs(", ", f);
+}
+
+static void variable(FILE *f, const char *name, const char *query,
+		     bool comma)
+{
+	fputs("      {", f);
+	json_kv(f, "name", name, true);
+	json_kv(f, "type", "query", true);
+	fputs("\"datasource\": {\"type\": \"prometheus\", \"uid\": "
+	      "\"${datasource}\"}, ", f);
+	json_kv(f, "definition", query, true);
+	fputs("\"query\": {", f);
+	json_kv(f, "query", query, true);
+	json_kv(f, "refId", name, false);
+	fputs("}, \"refresh\": 2, \"includeAll\": true, \"multi\": true, "
+	      "\"allValue\": \".*\", \"current\": {\"text\": \"All\", "
+	      "\"value\": \"$__all\"}}", f);
+	fputs(comma ? ",\n" : "\n", f);
+}
+
+static void panel(FILE *f, const struct panel *pn, int id)
+{
+	/* two panels a row, the stat a short one across the top */
+	int h = id == 1 ? 4 : 8, w = id == 1 ? 24 : 12;
+	int y = id == 1 ? 0 : 4 + (id - 2) / 2 * 8, x = id == 1 ? 0 : (id % 2) * 12;
+
+	fprintf(f, "    {\"id\": %d, ", id);
+	json_kv(f, "type", pn->type, true);
+	json_kv(f, "title", pn->title, true);
+	fprintf(f, "\"datasource\": {\"type\": \"prometheus\", \"uid\": "
+		   "\"${datasource}\"},\n     \"gridPos\": {\"h\": %d, \"w\": %d, "
+		   "\"x\": %d, \"y\": %d},\n     \"fieldConfig\": {\"defaults\": "
+		   "{\"unit\": \"%s\"}, \"overrides\": []},\n     \"targets\": [",
+		h, w, x, y, pn->unit);
+	for (int i = 0; i < 2 && pn->q[i].expr; i++) {
+		fprintf(f, "%s\n       {\"refId\": \"%c\", ", i ? "," : "",
+			'A' + i);
+		json_kv(f, "expr", pn->q[i].expr, true);
+		json_kv(f, "legendFormat", pn->q[i].legend, false);
+		fputc('}', f);
+	}
+	fputs("]}", f);
+}
+
+/* The dashboard: a data source variable, then namespace and source. */
+static void dashboard(FILE *f, const struct prov *p)
+{
+	size_t n = sizeof(panels) / sizeof(*panels);
+
+	fputs("{\n  \"title\": \"dagfs\",\n", f);
+	fprintf(f, "  \"uid\": \"dagfs-%.30s\",\n", p->release);
+	fputs("  \"description\": \"dagfs serving Airflow DAGs, from its "
+	      "Prometheus metrics; generated by dagfs-provision\",\n"
+	      "  \"tags\": [\"dagfs\", \"airflow\"],\n"
+	      "  \"schemaVersion\": 39,\n  \"version\": 1,\n"
+	      "  \"editable\": true,\n  \"refresh\": \"30s\",\n"
+	      "  \"time\": {\"from\": \"now-6h\", \"to\": \"now\"},\n"
+	      "  \"templating\": {\"list\": [\n"
+	      "      {\"name\": \"datasource\", \"type\": \"datasource\", "
+	      "\"label\": \"Data source\", \"query\": \"prometheus\"},\n", f);
+	variable(f, "namespace", "label_values(dagfs_source_healthy, namespace)",
+		 true);
+	variable(f, "source",
+		 "label_values(dagfs_source_healthy{" SEL_NS "}, source)", false);
+	fputs("  ]},\n  \"panels\": [\n", f);
+	for (size_t i = 0; i < n; i++) {
+		panel(f, &panels[i], (int)i + 1);
+		fputs(i + 1 < n ? ",\n" : "\n", f);
+	}
+	fputs("  ]\n}\n", f);
+}
+
+/*
+ * The alerts, at @ind spaces (0: a rules file; 2: a PrometheusRule's
+ * spec). Staleness is judged per source in its own period: a source that
+ * has not synced for @stale_periods of them serves an old revision.
+ */
+static void rules(FILE *f, const struct prov *p, int ind)
+{
+	fprintf(f, "%*sgroups:\n%*s- name: dagfs\n%*s  rules:\n", ind, "", ind,
+		"", ind, "");
+	for (size_t i = 0; i < p->nsources; i++) {
+		const char *name = source_spec_get(p->sources[i], "name");
+		const char *per = source_spec_get(p->sources[i], "period");
+		int ms = 10000; /* the daemon's default period */
+
+		/* (the daemon's own parser has checked the period) */
+		if (per && parse_duration_ms(per, &ms))
+			ms = 10000;
+		fprintf(f, "%*s  - alert: DagfsSourceStale\n"
+			   "%*s    expr: time() - dagfs_source_last_success_"
+			   "timestamp_seconds{source=\"%s\"} > %g\n"
+			   "%*s    for: 1m\n"
+			   "%*s    labels: {severity: warning, source: \"%s\"}\n"
+			   "%*s    annotations:\n"
+			   "%*s      summary: \"dagfs source {{ $labels.source }} "
+			   "has not synced for %u periods\"\n"
+			   "%*s      description: \"{{ $labels.pod }}: the last "
+			   "successful sync of {{ $labels.source }} was {{ $value "
+			   "| humanizeDuration }} ago (period %gs); Airflow parses "
+			   "an old revision. 'dagfs status' names the last "
+			   "error.\"\n",
+			ind, "", ind, "", name,
+			(double)ms / 1000 * p->stale_periods, ind, "", ind, "",
+			name, ind, "", ind, "", p->stale_periods, ind, "",
+			(double)ms / 1000);
+	}
+	fprintf(f, "%*s  - alert: DagfsSourceFailing\n"
+		   "%*s    expr: dagfs_source_consecutive_failures > 0\n"
+		   "%*s    for: 5m\n"
+		   "%*s    labels: {severity: warning}\n"
+		   "%*s    annotations:\n"
+		   "%*s      summary: \"dagfs source {{ $labels.source }} fails "
+		   "to sync\"\n"
+		   "%*s      description: \"{{ $labels.pod }}: {{ $value }} "
+		   "failed syncs in a row; the last good revision is still "
+		   "served.\"\n"
+		   "%*s  - alert: DagfsSourceNotReady\n"
+		   "%*s    expr: dagfs_source_healthy == 0\n"
+		   "%*s    for: 5m\n"
+		   "%*s    labels: {severity: critical}\n"
+		   "%*s    annotations:\n"
+		   "%*s      summary: \"dagfs source {{ $labels.source }} is not "
+		   "ready\"\n"
+		   "%*s      description: \"{{ $labels.pod }}: no revision "
+		   "published, or past max-failures; /readyz fails and the pod "
+		   "is not Ready.\"\n",
+		ind, "", ind, "", ind, "", ind, "", ind, "", ind, "", ind, "",
+		ind, "", ind, "", ind, "", ind, "", ind, "", ind, "", ind, "");
+}
+
+/* @text as a YAML block scalar at @ind spaces. */
+static void block(FILE *f, const char *text, int ind)
+{
+	for (const char *l = text; *l;) {
+		const char *e = strchr(l, '\n');
+		size_t n = e ? (size_t)(e - l) : strlen(l);
+
+		fprintf(f, "%*s%.*s\n", n ? ind : 0, "", (int)n, l);
+		l += n + (e != NULL);
+	}
+}
+
+static int render_dashboard(const struct prov *p)
+{
+	char *json = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&json, &len), *f;
+	int rc;
+
+	if (!m)
+		return -1;
+	dashboard(m, p);
+	if (fclose(m))
+		return -1;
+	f = prov_open(p, "grafana-dashboard.json", 0644);
+	if (f)
+		fputs(json, f);
+	rc = f ? prov_close(f, "grafana-dashboard.json") : -1;
+	f = rc ? NULL : prov_open(p, "grafana-dashboard.yaml", 0644);
+	if (f) { /* Grafana's sidecar loads ConfigMaps with this label */
+		fprintf(f, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+			   "  name: %s-dagfs-dashboard\n  namespace: %s\n"
+			   "  labels: {app.kubernetes.io/managed-by: "
+			   "dagfs-provision, grafana_dashboard: \"1\"}\n"
+			   "data:\n  dagfs.json: |\n",
+			p->release, p->ns);
+		block(f, json, 4);
+		rc = prov_close(f, "grafana-dashboard.yaml");
+	} else {
+		rc = -1;
+	}
+	free(json);
+	return rc;
+}
+
+static void labels(FILE *f, const struct prov *p)
+{
+	fputs("  labels:\n    app.kubernetes.io/managed-by: dagfs-provision\n",
+	      f);
+	if (p->prometheus_release) {
+		fputs("    release: ", f);
+		y_str(f, p->prometheus_release);
+		fputc('\n', f);
+	}
+}
+
+/*
+ * Services, not a PodMonitor: a native sidecar is an init container, and
+ * a Service's numeric targetPort reaches it whatever ports the pod
+ * declares. Task pods live as long as a task and are not scraped.
+ */
+static void metrics_service(FILE *f, const struct prov *p,
+			    const char *component)
+{
+	fprintf(f, "---\napiVersion: v1\nkind: Service\nmetadata:\n"
+		   "  name: %s-dagfs-%s\n  namespace: %s\n"
+		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision, "
+		   "dagfs.io/metrics: \"true\", release: %s}\n"
+		   "spec:\n  type: ClusterIP\n  clusterIP: None\n"
+		   "  selector: {tier: airflow, component: %s, release: %s}\n"
+		   "  ports:\n  - {name: dagfs-http, port: %u, targetPort: %u}\n",
+		p->release, component, p->ns, p->release, component, p->release,
+		p->http_port, p->http_port);
+}
+
+static int render_operator(const struct prov *p)
+{
+	FILE *f = prov_open(p, "prometheus-operator.yaml", 0644);
+
+	if (!f)
+		return -1;
+	fputs("# Generated by dagfs-provision: needs the Prometheus "
+	      "Operator's CRDs.\n", f);
+	fprintf(f, "---\napiVersion: monitoring.coreos.com/v1\n"
+		   "kind: PrometheusRule\nmetadata:\n  name: %s-dagfs\n"
+		   "  namespace: %s\n",
+		p->release, p->ns);
+	labels(f, p);
+	fputs("spec:\n", f);
+	rules(f, p, 2);
+	if (strcmp(p->target, "vm")) {
+		metrics_service(f, p, "triggerer");
+		if (prov_executor_has(p, "LocalExecutor"))
+			metrics_service(f, p, "scheduler");
+		fprintf(f, "---\napiVersion: monitoring.coreos.com/v1\n"
+			   "kind: ServiceMonitor\nmetadata:\n  name: %s-dagfs\n"
+			   "  namespace: %s\n",
+			p->release, p->ns);
+		labels(f, p);
+		fprintf(f, "spec:\n  selector:\n    matchLabels: "
+			   "{dagfs.io/metrics: \"true\", release: %s}\n"
+			   "  namespaceSelector: {matchNames: [%s]}\n"
+			   "  endpoints:\n  - {port: dagfs-http, path: /metrics, "
+			   "interval: 30s}\n",
+			p->release, p->ns);
+	}
+	return prov_close(f, "prometheus-operator.yaml");
+}
+
+int prov_render_obs(const struct prov *p)
+{
+	FILE *f;
+
+	if (render_dashboard(p))
+		return -1;
+	f = prov_open(p, "dagfs-alerts.yml", 0644);
+	if (!f)
+		return -1;
+	fputs("# dagfs alerting rules, generated by dagfs-provision "
+	      "(promtool check rules).\n", f);
+	rules(f, p, 0);
+	if (prov_close(f, "dagfs-alerts.yml"))
+		return -1;
+	return p->prometheus_operator ? render_operator(p) : 0;
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * util.h - small helpers every folder uses: formatted paths, mkdir -p,
+ * the parsers of durations and booleans, clocks, and JSON string quoting.
+ *
+ * Nothing here knows of stores, snapshots or sources.
+ */
+#ifndef DAGFS_UTIL_H
+#define DAGFS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define WUR __attribute__((warn_unused_result))
+
+/**
+ * snprintf for paths: 0, or -ENAMETOOLONG if @fmt did not fit in @len
+ * (the buffer then holds a truncated, never-used string).
+ */
+int path_fmt(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4))) WUR;
+
+/**
+ * mkdir -p: create @path and its missing parents with @mode (less the
+ * umask); directories that exist are left as they are. 0 or -errno.
+ */
+int mkdir_p(const char *path, mode_t mode) WUR;
+
+/** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
+int parse_duration_ms(const char *text, int *out) WUR;
+/** Parse a boolean: 1/0, true/false, yes/no, on/off. */
+int parse_bool(const char *text, bool *out) WUR;
+
+/** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
+int64_t now_ns(void);
+int64_t mono_ns(void);
+
+/**
+ * Write @s to @f as a quoted JSON string: '"' and '\\' escaped, control
+ * characters as \u00XX, well-formed UTF-8 copied, and each ill-formed
+ * sequence replaced by \ufffd so the output is always valid JSON. NULL
+ * writes "".
+ */
+void json_put_str(FILE *f, const char *s);
+
+/**
+ * json_put_str into @out of @cap (at least 3) bytes, NUL-terminated.
+ * What does not fit is dropped a whole character at a time, so @out
+ * always holds a complete quoted string. Returns its length.
+ */
+size_t json_quote(char *out, size_t cap, const char *s);
+
+#endif
