@@ -554,6 +554,34 @@ static void prune_statements(struct source *src)
 
 /* ------------------------------------------------------------ sync */
 
+static int own_name(struct source *src, struct snap *snap);
+
+/*
+ * What checked statement @d (text @doc) names: the snapshot and the blobs
+ * the store lacks, under this source's name. The statement is kept for
+ * re-serving when the snapshot keeps the upstream's id.
+ */
+static int take(struct source *src, const struct sdoc *d, const char *doc,
+		size_t len, struct snap **out, char *err, size_t errlen)
+{
+	struct dg *g = src->priv;
+	struct snap *snap = NULL;
+	int rc = fetch_snapshot(src, d, &snap, err, errlen);
+
+	if (!rc)
+		rc = fetch_blobs(src, snap, err, errlen);
+	if (!rc)
+		rc = own_name(src, snap);
+	if (rc) {
+		snap_unref(snap);
+		return rc;
+	}
+	if (!strcmp(src->name, g->upstream))
+		keep_statement(src, d, doc, len);
+	*out = snap;
+	return 0;
+}
+
 /* Under another name here than upstream: our own encoding, our own id. */
 static int own_name(struct source *src, struct snap *snap)
 {
@@ -603,18 +631,10 @@ static int dg_sync(struct source *src, const char *prev_rev, struct snap **out,
 		rc = -ESTALE;
 		goto out;
 	}
-	rc = fetch_snapshot(src, &d, &snap, err, errlen);
-	if (!rc)
-		rc = fetch_blobs(src, snap, err, errlen);
-	if (!rc)
-		rc = own_name(src, snap);
-	if (rc) {
-		snap_unref(snap);
+	prune_statements(src); /* before take() keeps the new one */
+	rc = take(src, &d, b.p, b.len, &snap, err, errlen);
+	if (rc)
 		goto out;
-	}
-	prune_statements(src);
-	if (!strcmp(src->name, g->upstream))
-		keep_statement(src, &d, b.p, b.len);
 	snprintf(g->up_id, sizeof(g->up_id), "%s", d.snapshot);
 	g->up_published_ns = d.published_ns;
 	*out = snap;
@@ -657,7 +677,6 @@ static int dg_fetch_rev(struct source *src, const char *rev, struct snap **out,
 	struct dg *g = src->priv;
 	struct body b = { .max = SDOC_MAX };
 	char url[PATH_MAX], enc[768];
-	struct snap *snap = NULL;
 	struct sdoc d;
 	int rc;
 
@@ -674,18 +693,7 @@ static int dg_fetch_rev(struct source *src, const char *rev, struct snap **out,
 		rc = -EBADMSG;
 	}
 	if (!rc)
-		rc = fetch_snapshot(src, &d, &snap, err, errlen);
-	if (!rc)
-		rc = fetch_blobs(src, snap, err, errlen);
-	if (!rc)
-		rc = own_name(src, snap);
-	if (rc) {
-		snap_unref(snap);
-	} else {
-		if (!strcmp(src->name, g->upstream))
-			keep_statement(src, &d, b.p, b.len);
-		*out = snap;
-	}
+		rc = take(src, &d, b.p, b.len, out, err, errlen);
 	free(b.p);
 	return rc;
 }
