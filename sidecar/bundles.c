@@ -54,15 +54,15 @@ static void bundle_put(FILE *f, const char *name, const char *mount,
 static int bundles_put(FILE *f, const struct dagfs_config *c,
 		       const char *mount)
 {
-	char name[128];
+	char name[SOURCE_NAME_MAX + 1];
 
 	fputc('[', f);
 	if (c->whole_tree)
 		bundle_put(f, "dagfs", mount, NULL);
 	for (size_t i = 0; !c->whole_tree && i < c->nsources; i++) {
-		if (source_spec_name(&c->sources[i].spec, name, sizeof(name))) {
-			fprintf(stderr, "dagfs: %s\n", strerror(ENOMEM));
-			return -ENOMEM;
+		if (source_spec_name(name, &c->sources[i].spec)) {
+			fprintf(stderr, "dagfs: bad source name '%s'\n", name);
+			return -EINVAL;
 		}
 		if (i)
 			fputs(", ", f);

@@ -17,7 +17,8 @@
 #define OFF(f) offsetof(struct dagfs_config, f)
 #define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC | CMD_BUNDLES)
 #define ALL                                                                    \
-	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES)
+	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES | \
+	 CMD_EXPORT)
 
 /*
  * One row per option: name, type, field, default, commands, placeholder,
@@ -64,7 +65,8 @@ static const struct cfg_option options[] = {
 	    "dagfs: mirror sources)"),
 	OPT("serve-token-file", CFG_STR, serve_token_file, NULL, DAEMON,
 	    "FILE", "bearer token that /store/ requests must carry"),
-	OPT("serve-key-file", CFG_STR, serve_key_file, NULL, DAEMON, "FILE",
+	OPT("serve-key-file", CFG_STR, serve_key_file, NULL,
+	    DAEMON | CMD_EXPORT, "FILE",
 	    "PEM Ed25519 private key that signs the served statements"),
 	OPT("show-meta", CFG_BOOL, show_meta, "false", DAEMON, NULL,
 	    "list the .dagfs directory in the root of the mount"),
@@ -324,47 +326,6 @@ int cfg_set(struct dagfs_config *c, const struct cfg_option *o,
 
 /* ----------------------------------------------------------- sources */
 
-int cfg_spec_set(struct source_spec *spec, const char *k, const char *v)
-{
-	char **keys, **values;
-	char *kd, *vd;
-
-	for (size_t i = 0; i < spec->nkeys; i++)
-		if (!strcmp(spec->keys[i], k))
-			return -EEXIST;
-	keys = realloc(spec->keys, (spec->nkeys + 1) * sizeof(*keys));
-	if (!keys)
-		return -ENOMEM;
-	spec->keys = keys;
-	values = realloc(spec->values, (spec->nkeys + 1) * sizeof(*values));
-	if (!values)
-		return -ENOMEM;
-	spec->values = values;
-	kd = strdup(k);
-	vd = strdup(v);
-	if (!kd || !vd) {
-		free(kd);
-		free(vd);
-		return -ENOMEM;
-	}
-	keys[spec->nkeys] = kd;
-	values[spec->nkeys++] = vd;
-	return 0;
-}
-
-void cfg_spec_free(struct source_spec *spec)
-{
-	for (size_t i = 0; i < spec->nkeys; i++) {
-		free(spec->keys[i]);
-		free(spec->values[i]);
-	}
-	free(spec->keys);
-	free(spec->values);
-	free(spec->type);
-	free(spec->location);
-	memset(spec, 0, sizeof(*spec));
-}
-
 int cfg_source_add(struct dagfs_config *c, const char *type,
 		   const char *location, const char *where,
 		   struct cfg_source **out)
@@ -381,7 +342,7 @@ int cfg_source_add(struct dagfs_config *c, const char *type,
 	s->spec.location = strdup(location);
 	s->origin = strdup(where);
 	if (!s->spec.type || !s->spec.location || !s->origin) {
-		cfg_spec_free(&s->spec);
+		source_spec_clear(&s->spec);
 		free(s->origin);
 		return -ENOMEM;
 	}
@@ -402,7 +363,7 @@ int cfg_add_source_text(struct dagfs_config *c, const char *text,
 		return rc;
 	rc = cfg_source_add(c, p->type, p->location, where, &s);
 	for (size_t i = 0; !rc && i < p->nkeys; i++) {
-		rc = cfg_spec_set(&s->spec, p->keys[i], p->values[i]);
+		rc = source_spec_set(&s->spec, p->keys[i], p->values[i]);
 		if (rc == -EEXIST)
 			snprintf(err, errlen, "key %s given twice", p->keys[i]);
 	}
@@ -425,13 +386,13 @@ static int inject_defaults(struct dagfs_config *c)
 
 		snprintf(buf, sizeof(buf), "%u", c->keep);
 		if (!source_spec_get(s, "keep"))
-			rc = rc ? rc : cfg_spec_set(s, "keep", buf);
+			rc = rc ? rc : source_spec_set(s, "keep", buf);
 		snprintf(buf, sizeof(buf), "%dms", c->period_ms);
 		if (c->period_ms && !source_spec_get(s, "period"))
-			rc = rc ? rc : cfg_spec_set(s, "period", buf);
+			rc = rc ? rc : source_spec_set(s, "period", buf);
 		snprintf(buf, sizeof(buf), "%u", c->max_failures);
 		if (c->max_failures && !source_spec_get(s, "max-failures"))
-			rc = rc ? rc : cfg_spec_set(s, "max-failures", buf);
+			rc = rc ? rc : source_spec_set(s, "max-failures", buf);
 	}
 	return rc;
 }
@@ -439,27 +400,18 @@ static int inject_defaults(struct dagfs_config *c)
 int cfg_check_layout(const char *const *names, const char *const *ats,
 		     size_t n, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < n; i++) {
-		for (size_t j = i + 1; j < n; j++) {
-			size_t li = strlen(ats[i]), lj = strlen(ats[j]);
-			size_t l = li < lj ? li : lj;
-			const char *longer = li < lj ? ats[j] : ats[i];
+	size_t i, j;
 
-			if (!strcmp(names[i], names[j])) {
-				snprintf(err, errlen,
-					 "two sources are named %s; give one "
-					 "of them name=", names[i]);
-				return -EINVAL;
-			}
-			if (l == 0 || (!strncmp(ats[i], ats[j], l) &&
-				       (longer[l] == '/' || !longer[l]))) {
-				snprintf(err, errlen,
-					 "sources %s (at /%s) and %s (at /%s) "
-					 "overlap; give each its own at=",
-					 names[i], ats[i], names[j], ats[j]);
-				return -EINVAL;
-			}
-		}
+	switch (source_layout_conflict(&i, &j, names, ats, n)) {
+	case SOURCE_SAME_NAME:
+		snprintf(err, errlen, "two sources are named %s; give one of "
+			 "them name=", names[i]);
+		return -EINVAL;
+	case SOURCE_OVERLAP:
+		snprintf(err, errlen, "sources %s (at /%s) and %s (at /%s) "
+			 "overlap; give each its own at=", names[i], ats[i],
+			 names[j], ats[j]);
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -495,7 +447,7 @@ void config_free(struct dagfs_config *c)
 			free(*(char **)((char *)c + o->offset));
 	}
 	for (size_t i = 0; i < c->nsources; i++) {
-		cfg_spec_free(&c->sources[i].spec);
+		source_spec_clear(&c->sources[i].spec);
 		free(c->sources[i].origin);
 	}
 	free(c->sources);

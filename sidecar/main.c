@@ -44,6 +44,11 @@ static const struct command commands[] = {
 	  "configured sources: one dagfs_airflow.DagfsDagBundle per source\n"
 	  "(versioned by its revisions), or with --whole-tree one for the\n"
 	  "whole tree (versioned by tree ids). Starts nothing." },
+	{ "export", CMD_EXPORT, "export [--cache DIR] [--serve-key-file FILE] DIR",
+	  "Write what serve=true answers under /store/ as files in DIR\n"
+	  "(objects/, snapshots/, sources/NAME/revs/REV, sources/NAME/current,\n"
+	  "in that order), for a static HTTP server or a bucket that dagfs:\n"
+	  "mirror sources poll. Exit status 0, or 1 with a one-line reason." },
 	{ "check-config", CMD_CHECK,
 	  "check-config --config FILE [OPTION]...",
 	  "Check a configuration as mount would (each source is built against\n"
@@ -81,6 +86,8 @@ static void sources_help(FILE *f)
 		"  s3:     endpoint, region, addressing (path|virtual), "
 		"ca-file, marker, profile,\n"
 		"          parallel, credentials-file\n"
+		"  dagfs:  source (required), public-key, token-file, "
+		"parallel, wait, ca-file\n"
 		"Examples:\n"
 		"  dagfs mount --source dir:/home/me/src/dags ./dags\n"
 		"  dagfs mount --source 'git:https://github.com/org/dags.git,"
@@ -140,6 +147,7 @@ static int run(const struct command *cmd, int argc, char **argv)
 			 cmd->cmd == CMD_SYNC  ? cmd_sync(&c) :
 			 cmd->cmd == CMD_FSCK  ? cmd_fsck(&c) :
 			 cmd->cmd == CMD_BUNDLES ? cmd_airflow_bundles(&c) :
+			 cmd->cmd == CMD_EXPORT ? cmd_export(&c) :
 						 cmd_status(&c);
 	}
 	config_free(&c);

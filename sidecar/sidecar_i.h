@@ -35,6 +35,7 @@ enum cfg_cmd {
 	CMD_SYNC = 8,
 	CMD_FSCK = 16,
 	CMD_BUNDLES = 32, /* airflow-bundles */
+	CMD_EXPORT = 64,
 };
 
 /** Where an option's value came from; later origins win. */
@@ -73,8 +74,9 @@ struct cfg_option {
 };
 
 /**
- * One configured source. The spec is owned by the configuration (built
- * with cfg_spec_* and freed by cfg_spec_free, never source_spec_free).
+ * One configured source. The spec is embedded and owned by the
+ * configuration (built with source_spec_set, freed by source_spec_clear,
+ * never source_spec_free).
  */
 struct cfg_source {
 	struct source_spec spec;
@@ -184,9 +186,6 @@ int cfg_add_source_text(struct dagfs_config *c, const char *text,
 int cfg_source_add(struct dagfs_config *c, const char *type,
 		   const char *location, const char *where,
 		   struct cfg_source **out) WUR;
-/** Add key @k = @v to @spec; -EEXIST if already there. */
-int cfg_spec_set(struct source_spec *spec, const char *k, const char *v) WUR;
-void cfg_spec_free(struct source_spec *spec);
 
 /**
  * Read config file @path into @c: global options in [dagfs] (or before any
@@ -210,7 +209,8 @@ void cfg_redact(char *buf, size_t len, const char *url);
 
 /**
  * Check that sources named @names sit at non-overlapping sub-paths @ats
- * and that no name repeats. Returns -EINVAL with a reason in @err.
+ * and that no name repeats (source_layout_conflict, the daemon's and the
+ * provisioner's rule). Returns -EINVAL with a reason in @err.
  */
 int cfg_check_layout(const char *const *names, const char *const *ats,
 		     size_t n, char *err, size_t errlen) WUR;
@@ -398,6 +398,12 @@ int cmd_sync(const struct dagfs_config *c);
  * return 0 once mounted or the child's failure.
  */
 int fstab_main(int argc, char **argv, int (*run_mount)(int, char **));
+
+/**
+ * `dagfs export [--cache C] [--serve-key-file K] DIR`: the served store's
+ * layout as files in DIR (export.c). 0, or 1 with a one-line reason.
+ */
+int cmd_export(const struct dagfs_config *c);
 
 /** `dagfs fsck --cache DIR [--repair]`; e2fsck exit statuses. */
 int cmd_fsck(const struct dagfs_config *c);

@@ -41,33 +41,11 @@ static bool key_known(const struct source_ops *ops, const char *key)
 	return false;
 }
 
-/* Normalise at= to "a/b" (no leading or trailing slash). */
-static int at_normalise(char **out, const char *at)
-{
-	char *s;
-	size_t n;
-
-	while (*at == '/')
-		at++;
-	s = strdup(at);
-	if (!s)
-		return -ENOMEM;
-	n = strlen(s);
-	while (n && s[n - 1] == '/')
-		s[--n] = '\0';
-	if (n && snap_path_check(s, n)) {
-		free(s);
-		return -EINVAL;
-	}
-	*out = s;
-	return 0;
-}
-
 static int common_keys_parse(struct source *src, char *err, size_t errlen)
 {
 	const struct source_spec *sp = src->spec;
 	const char *v;
-	int ms;
+	int ms, rc;
 
 	for (size_t i = 0; i < sp->nkeys; i++) {
 		if (!key_known(src->ops, sp->keys[i])) {
@@ -76,11 +54,12 @@ static int common_keys_parse(struct source *src, char *err, size_t errlen)
 			return -EINVAL;
 		}
 	}
-	if (at_normalise(&src->at, (v = source_spec_get(sp, "at")) ? v : "")) {
+	rc = source_spec_at(&src->at, sp);
+	if (rc == -EINVAL)
 		snprintf(err, errlen, "%s source %s: bad at= '%s'", sp->type,
-			 src->name, v);
-		return -EINVAL;
-	}
+			 src->name, source_spec_get(sp, "at"));
+	if (rc)
+		return rc;
 	if ((v = source_spec_get(sp, "period"))) {
 		if (parse_duration_ms(v, &ms) || ms < 100) {
 			snprintf(err, errlen, "%s source %s: bad period '%s' "
@@ -113,8 +92,8 @@ int source_new(struct source **out, const struct source_spec *spec,
 	       struct store *st, char *err, size_t errlen)
 {
 	struct source *src = calloc(1, sizeof(*src));
-	const char *name;
-	int rc = -EINVAL;
+	char name[SOURCE_NAME_MAX + 1];
+	int rc = -EINVAL, bad_name;
 
 	if (!src)
 		return -ENOMEM;
@@ -135,17 +114,17 @@ int source_new(struct source **out, const struct source_spec *spec,
 		goto err;
 	}
 	src->spec = source_spec_copy(spec);
-	name = source_spec_get(spec, "name");
-	src->name = name ? strdup(name) : source_name_derive(spec->location);
+	bad_name = source_spec_name(name, spec);
+	src->name = strdup(name);
 	src->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!src->spec || !src->name || src->wakefd < 0) {
 		rc = -ENOMEM;
 		goto err;
 	}
-	if (!source_name_ok(src->name)) {
+	if (bad_name) {
 		snprintf(err, errlen, "%s source: bad name '%s' (letters, "
 			 "digits, '-', '_', '.'; at most 64)", spec->type,
-			 src->name);
+			 source_spec_get(spec, "name"));
 		goto err;
 	}
 	snprintf(src->tag, sizeof(src->tag), "%s source %s", spec->type,

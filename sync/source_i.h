@@ -123,12 +123,6 @@ void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);
 /** A deep copy of @s, or NULL without memory. Free with source_spec_free. */
 struct source_spec *source_spec_copy(const struct source_spec *s);
 
-/** The default name of a source at @location (malloc'd; NULL: no memory). */
-char *source_name_derive(const char *location);
-
-/** Whether @name may name a source: [A-Za-z0-9._-]{1,64}, not "." or "..". */
-bool source_name_ok(const char *name);
-
 /* ----------------------------------------------- source_gate.c */
 
 /**

@@ -486,14 +486,48 @@ struct source_spec {
 int source_spec_parse(struct source_spec **out, const char *text, char *err,
 		      size_t errlen) WUR;
 void source_spec_free(struct source_spec *spec);
+/** Free what @spec holds and zero it (a spec embedded in another struct). */
+void source_spec_clear(struct source_spec *spec);
 /** Value of @key, or NULL. Borrowed from @spec. */
 const char *source_spec_get(const struct source_spec *spec, const char *key);
+/** Add @key = @value (copied); -EEXIST if @key is set, -ENOMEM. */
+int source_spec_set(struct source_spec *spec, const char *key,
+		    const char *value) WUR;
+
+#define SOURCE_NAME_MAX 64
+
+/** Whether @name may name a source: [A-Za-z0-9._-]{1,64}, not "." or "..". */
+bool source_name_ok(const char *name);
+
 /**
- * The name a source built from @spec gets (name=, else derived from the
- * location), into @out; -ENOMEM. Not checked: source_new() does that.
+ * The name the daemon gives a source of @spec: name= if set, else one
+ * derived from the location's last part ("team-b" for
+ * "airflow-dags/team-b/", "my.dags" for ".../my.dags.git"). -EINVAL if
+ * name= is not source_name_ok() (@out then holds it, cut to fit, for the
+ * message). The one implementation: the provisioner uses it too.
  */
-int source_spec_name(const struct source_spec *spec, char *out,
-		     size_t len) WUR;
+int source_spec_name(char out[SOURCE_NAME_MAX + 1],
+		     const struct source_spec *spec) WUR;
+
+/**
+ * The sub-path of @spec in the mount: at= without leading or trailing
+ * '/', "" for the root; *@out is malloc'd. -EINVAL if not a valid path.
+ */
+int source_spec_at(char **out, const struct source_spec *spec) WUR;
+
+enum source_conflict {
+	SOURCE_SAME_NAME = 1, /* two sources share a name */
+	SOURCE_OVERLAP = 2,   /* one's sub-path contains the other's */
+};
+
+/**
+ * Check the layout of @n sources (names and sub-paths as above): 0 if no
+ * two conflict, else the first enum source_conflict found, with the pair
+ * in *@first < *@second. Callers word the message.
+ */
+int source_layout_conflict(size_t *first, size_t *second,
+			   const char *const *names, const char *const *ats,
+			   size_t n) WUR;
 
 struct source;
 

@@ -292,3 +292,66 @@ def test_served_store_answers_only_its_names(dagfs, tmp_path):
     no = mirror(dagfs, pub.store)
     no.wait(lambda: "HTTP 401" in status(no, "team-a").get("error", ""), 10)
     assert "t0k-" not in no.stderr_text() + ok.stderr_text()
+
+
+def test_static_copy_by_export(dagfs, tmp_path, keys):
+    """`dagfs export DIR` of a running publisher's cache behind a plain
+    static HTTP server (no long-poll, query ignored): a mirror polls it,
+    checks the signature, and follows a second export."""
+    src = dir_source(tmp_path, FILES)
+    pub = publisher(dagfs, [f"dir:{src},name=team-a"],
+                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    out = tmp_path / "static"
+    key = ["--serve-key-file", str(keys["good"][0])]
+    r = dagfs.run(["export", "--cache", str(pub.cache)] + key + [str(out)])
+    assert r.returncode == 0, r.stderr
+    assert (out / "sources/team-a/current").read_bytes().startswith(
+        b"dagfs-snapshot 1\n")
+    port = free_port()
+    http = subprocess.Popen([sys.executable, "-m", "http.server", "-b",
+                             "127.0.0.1", str(port)], cwd=out,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        want = served(pub.mnt)
+        m = mirror(dagfs, f"http://127.0.0.1:{port}", pub=keys["good"][1])
+        m.wait(lambda: served(m.mnt) == want, 15, what="the static copy")
+        (src / "dags/z.py").write_bytes(b"z\n")
+        pub.wait(lambda: (pub.mnt / "dags/z.py").exists(), 10)
+        r = dagfs.run(["export", "--cache", str(pub.cache)] + key +
+                      [str(out)])
+        assert r.returncode == 0, r.stderr
+        want = served(pub.mnt)
+        m.wait(lambda: served(m.mnt) == want, 15, what="the second export")
+    finally:
+        http.terminate()
+        http.wait()
+
+
+def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
+    """A mirror asked for .dagfs/revs/team-a/<commit> that nobody retains
+    (keep=1 on both sides): the mirror asks the publisher, the publisher
+    fetches the commit from git, and the lookup answers with exactly that
+    commit's files; a bogus commit is ENOENT on the mirror."""
+    git_repo.write("dags/a.py", b"v1\n")
+    first = git_repo.commit("v1")
+    url = git_http.url(git_repo)
+    pub = publisher(dagfs, [f"git:{url},name=team-a,period=200ms,keep=1,"
+                            f"username=dagfs,password-file="
+                            f"{git_http.password_file}"],
+                    key=keys["good"][0],
+                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    m = mirror(dagfs, pub.store, pub=keys["good"][1], extra_keys=",keep=1",
+               ready=lambda mnt: (mnt / "dags/a.py").exists())
+    for i in (2, 3):
+        git_repo.write("dags/a.py", f"v{i}\n".encode())
+        head = git_repo.commit(f"v{i}")
+        m.wait(lambda: status(m, "team-a").get("revision") == head, 20,
+               what=f"the mirror at v{i}")
+    old = m.mnt / ".dagfs" / "revs" / "team-a" / first
+    assert (old / "dags/a.py").read_bytes() == b"v1\n"
+    assert "fetched revision" in pub.stderr_text()
+    assert "fetched revision" in m.stderr_text()
+    assert (m.mnt / "dags/a.py").read_bytes() == b"v3\n"
+    bogus = m.mnt / ".dagfs" / "revs" / "team-a" / ("0" * 40)
+    assert not bogus.exists()
