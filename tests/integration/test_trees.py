@@ -215,32 +215,39 @@ def test_git_commit_fetched_on_demand(dagfs, git_daemon, git_repo, tmp_path):
         silent.close()
 
 
-def test_tree_of_expired_revisions_fetched_on_demand(dagfs, git_daemon,
-                                                    git_repo, tmp_path):
+def test_tree_of_revisions_never_had_fetched_on_demand(
+        dagfs, git_daemon, git_repo, tmp_path):
+    """A tree id recorded by one daemon, on a daemon that never had its
+    git revision: the manifest (copied into its cache, as a mirror or a
+    shared cache would have it) names the commit, which a lookup fetches."""
     git_repo.write("dag.py", "v1\n")
     c1 = git_repo.commit("v1", when=T0)
     d = make_src(tmp_path, "d", {"d.py": "d\n"})
-    srcs = [f"git:{git_daemon.url(git_repo)},name=g,keep=1,period=200ms,at=g",
+    srcs = [f"git:{git_daemon.url(git_repo)},name=g,period=200ms,at=g",
             f"dir:{d},name=d,at=d"]
-    m = dagfs.mount(srcs, ready=lambda mnt: (mnt / "g/dag.py").exists()
-                    and (mnt / "d/d.py").exists())
+    ready = lambda mnt: (mnt / "g/dag.py").exists() and \
+        (mnt / "d/d.py").exists()                          # noqa: E731
+    a = dagfs.mount(srcs, ready=ready)
     wait_for(lambda: all(s["revision"] for s in
-                         status(m.mnt)["sources"].values()), 10,
+                         status(a.mnt)["sources"].values()), 10,
              what="both sources")
-    t1 = status(m.mnt)["tree"]
-    # keep=1 keeps the newest and what is in use at the publication: two
-    # commits on, c1 is gone
-    for v in ("v2", "v3"):
-        git_repo.write("dag.py", v + "\n")
-        git_repo.commit(v, when=T0 + 60)
-        wait_for(lambda: (m.mnt / "g/dag.py").read_text() == v + "\n", 20,
-                 what=v)
-    # c1's snapshot is gone, so t1 is not listed...
-    assert c1 not in os.listdir(m.mnt / ".dagfs/revs/g")
-    assert t1 not in os.listdir(m.mnt / ".dagfs/trees")
-    # ...but its manifest names c1, which a lookup fetches again
-    assert (m.mnt / ".dagfs/trees" / t1 / "g/dag.py").read_text() == "v1\n"
-    assert (m.mnt / ".dagfs/trees" / t1 / "d/d.py").read_text() == "d\n"
+    t1 = status(a.mnt)["tree"]
+    assert a.stop() == 0
+    git_repo.write("dag.py", "v2\n")
+    git_repo.commit("v2", when=T0 + 60)
+
+    b = dagfs.mount(srcs, ready=lambda mnt: (mnt / "g/dag.py").exists()
+                    and (mnt / "g/dag.py").read_text() == "v2\n")
+    assert c1 not in os.listdir(b.mnt / ".dagfs/revs/g")
+    with pytest.raises(FileNotFoundError):      # no manifest: unknown here
+        os.stat(b.mnt / ".dagfs/trees" / t1)
+    wait_for(lambda: "unknown here" in b.stderr_text(), 5,
+             what="the reason logged")
+    shutil.copy(a.cache / "trees" / t1, b.cache / "trees" / t1)
+    assert (b.mnt / ".dagfs/trees" / t1 / "g/dag.py").read_text() == "v1\n"
+    assert (b.mnt / ".dagfs/trees" / t1 / "d/d.py").read_text() == "d\n"
+    assert c1 in os.listdir(b.mnt / ".dagfs/revs/g")
+    assert status(b.mnt)["sources"]["g"]["revision"] != c1
 
 
 def test_a_stalled_fetch_starves_no_reader(dagfs, tmp_path):
