@@ -41,7 +41,8 @@ PACKAGES=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	libgit2-dev libcurl4-openssl-dev libssl-dev libxxhash-dev libinih-dev
 	libmicrohttpd-dev libexpat1-dev libsystemd-dev python3-pytest lighttpd
 	openssh-server git attr libclang-rt-14-dev ceph-mon ceph-osd radosgw
-	ceph-common util-linux python3-jsonschema python3-yaml prometheus jq)
+	ceph-common util-linux python3-jsonschema python3-yaml prometheus jq
+	debhelper dpkg-dev debootstrap groff-base systemd)
 
 install_packages() {
 	local missing=() p
