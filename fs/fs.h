@@ -28,11 +28,14 @@ struct fs_opts {
 	bool debug;
 	unsigned threads; /* max idle worker threads */
 	bool show_meta;	  /* list .dagfs in the root (lookups always work) */
+	unsigned keep_trees;  /* tree manifests kept in the cache */
+	int fetch_timeout_ms; /* revisions on demand: most a lookup waits */
 };
 
 #define FS_OPTS_INIT                                                           \
 	{ .uid = 0, .gid = 0, .umask = 022, .allow_other = false,              \
-	  .debug = false, .threads = 10, .show_meta = false }
+	  .debug = false, .threads = 10, .show_meta = false,                  \
+	  .keep_trees = 256, .fetch_timeout_ms = 30000 }
 
 /** Kinds of FUSE requests, as counted by fs_get_stats(). */
 enum fs_op {
@@ -99,6 +102,41 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out);
  */
 int fs_add_slot(struct fs *fs, const char *at, const char *source,
 		struct snap *snap) WUR;
+
+/** What .dagfs/status.json says of a slot's source (strings copied). */
+struct fs_slot_info {
+	const char *type; /* "git", "s3", "dir"... */
+	unsigned keep;	  /* its keep= */
+	const char *url;  /* git: the remote without userinfo; else NULL */
+	const char *ref;  /* git: ref= as configured, NULL if unset */
+};
+
+/** Describe slot @slot's source (replacing what was said). Thread-safe. */
+int fs_slot_describe(struct fs *fs, int slot,
+		     const struct fs_slot_info *info) WUR;
+
+/**
+ * Get revision @rev of source @source although it is not retained
+ * (revisions on demand): return 0 once it is retained in the store, or
+ * a negative errno (the reason logged by the callee), within @timeout_ms.
+ * Called from fs/'s own fetch threads, never from a FUSE handler.
+ */
+typedef int (*fs_fetch_fn)(const char *source, const char *rev,
+			   int timeout_ms, void *payload);
+
+/**
+ * Let lookups of unretained revisions (.dagfs/revs/<source>/<rev>, and
+ * the members of .dagfs/trees/<id>) fetch them through @fn. Such a lookup
+ * is answered from a fetch thread once @fn returns, so FUSE threads never
+ * wait. Set before mounting.
+ */
+void fs_set_fetcher(struct fs *fs, fs_fetch_fn fn, void *payload);
+
+/**
+ * The current tree id (see .dagfs/trees/) into @out; -ENOENT if the view
+ * has no slot yet.
+ */
+int fs_tree_current(struct fs *fs, char out[DHASH_HEX]) WUR;
 
 /**
  * Take slot @slot out of the view: its tree, its place and the made-up

@@ -41,6 +41,16 @@
  * the same source at the same sub-path. */
 #define FS_SLOTS_MAX 256
 
+/* Listing changes remembered per directory inode, and replaced slot states
+ * kept, at most, each for FS_GRACE_NS after it was replaced: a listing
+ * continues in the view it began in across that many swaps, that long. */
+#define FS_LGEN 3
+#define FS_PAST_MAX 32
+#define FS_GRACE_NS (30 * 1000000000LL)
+
+/* fs_resolve_at(): the current view. */
+#define FS_NOW UINT64_MAX
+
 /** One source's place in the view. */
 struct fs_slot {
 	int live;	   /* atomic: part of the view (swap_lock writes) */
@@ -48,10 +58,11 @@ struct fs_slot {
 	size_t atlen;	   /* strlen(at) */
 	char *source;	   /* source name for logs; immutable */
 	struct snap *snap; /* fs->slot_lock; NULL before the first swap */
-	uint32_t epoch;	   /* fs->slot_lock; swaps of this slot */
 	char *changes;	   /* fs->slot_lock; "A|M|D path" lines of the last
 			    * swap, NULL before the first */
 	int64_t swapped_ns; /* fs->slot_lock; when the last swap was made */
+	char *type, *url, *ref; /* fs->slot_lock: what status.json says */
+	unsigned keep;		/* of its source (fs_slot_describe) */
 };
 
 /** What a mount path is in the current view. */
@@ -71,7 +82,7 @@ struct fs_res {
 	int slot;	   /* FS_EMPTY, FS_ENTRY; FS_SLOT_META for a file */
 	struct snap *snap; /* FS_ENTRY */
 	uint32_t idx;	   /* FS_ENTRY: entry index in @snap */
-	uint32_t epoch;	   /* FS_EMPTY, FS_ENTRY: the slot's, with @snap */
+	uint64_t gen;	   /* the view resolved in (fs->gen then) */
 	char *data;	   /* FS_META_FILE: its bytes (owned) */
 	size_t len;	   /* FS_META_FILE */
 	int64_t mtime_ns;  /* FS_META_FILE */
@@ -104,12 +115,25 @@ struct fs_inode {
 	size_t len;	       /* files under .dagfs; immutable */
 	uint64_t inval_gen;    /* directories: last swap that queued it;
 				* fs->lock */
+	uint64_t lgen[FS_LGEN]; /* directories: the views (fs->gen) whose
+				 * flip changed the listing, oldest first;
+				 * fs->lock */
+	uint64_t lfloor;       /* directories: changes before this view are
+				* not in lgen; fs->lock */
+	uint8_t nlgen;	       /* directories: used in lgen; fs->lock */
 	bool verified;	       /* files: blob checked once; fs->lock */
 };
 
-/** First member of an open directory handle (ops.c). */
-struct fs_handle {
-	struct fs_handle *prev, *next; /* fs->handles; fs->lock */
+/*
+ * A slot's state that a flip replaced, kept a grace period so that a
+ * listing begun in an older view finishes in it (ops.c, readdir).
+ */
+struct fs_past {
+	uint64_t gen;	   /* the flip that replaced it: views before it */
+	int slot;
+	bool live;	   /* the slot was part of the view */
+	struct snap *snap; /* a reference, NULL for none */
+	int64_t until_ns;  /* when it was replaced */
 };
 
 struct fs {
@@ -117,22 +141,27 @@ struct fs {
 	struct fs_opts o;
 	int64_t start_ns; /* mtime of made-up directories */
 
-	pthread_mutex_t slot_lock; /* slots[].snap and .epoch */
+	pthread_mutex_t slot_lock; /* slots[].snap, .live, gen, past */
 	struct fs_slot *slots;	   /* FS_SLOTS_MAX of them, never moved */
 	int nslots;		   /* atomic: slots ever used */
-	uint64_t layout;	   /* atomic: slots added or removed */
+	uint64_t gen;		   /* flips so far (swaps, slots added or
+				    * removed): the current view; written
+				    * with slot_lock and lock held */
+	struct fs_past past[FS_PAST_MAX]; /* slot_lock: ring, oldest first */
+	unsigned past_first, npast;	  /* slot_lock */
+	uint64_t past_floor; /* slot_lock: views before it are gone */
+	int64_t meta_clock;  /* atomic: last mtime of a .dagfs directory */
 
 	pthread_mutex_t lock; /* the inode table and inode fields so marked */
 	struct fs_inode **buckets;
 	size_t nbuckets, ninodes;
 	struct fs_inode root;
-	uint64_t swap_gen; /* swaps planned; fs->lock */
-	uint64_t done_gen; /* swaps whose notifications are sent; fs->lock */
-	struct fs_handle handles; /* open handles; fs->lock */
+	uint64_t swap_gen; /* invalidation rounds planned; fs->lock */
 
 	pthread_mutex_t swap_lock; /* one fs_swap at a time */
 	uint64_t seq; /* atomic: odd while a swap invalidates (swap.c) */
 	bool no_open; /* the kernel opens files itself; set at init */
+	bool no_opendir; /* ...and directories; set at init */
 
 	/* Mount state. notify_lock (read) covers a swap's kernel
 	 * notifications, (write) covers unmounting, so a notification never
@@ -150,6 +179,13 @@ struct fs {
 	struct fs_rev *revs;	  /* loaded pinned revisions, newest use
 				   * first (meta.c) */
 	int meta_shadowed;	  /* atomic: logged a root .dagfs entry */
+
+	struct fs_tree *tree;	/* fs->slot_lock: the current composition
+				 * (trees.c), NULL before the first slot */
+	struct fs_tree *trees;	/* rev_lock: loaded old trees, newest use
+				 * first (trees.c) */
+	struct fs_fetch *fetch; /* deferred lookups (fetch.c), NULL if no
+				 * fetcher */
 };
 
 /* view.c */
@@ -166,23 +202,52 @@ static inline bool fs_slot_live(struct fs *fs, int i)
 	return __atomic_load_n(&fs->slots[i].live, __ATOMIC_ACQUIRE);
 }
 
+/** True if @a is @b or one of its ancestors, component-wise ("" is the
+ * ancestor of everything). */
+static inline bool fs_path_covers(const char *a, size_t alen, const char *b,
+				  size_t blen)
+{
+	if (alen == 0)
+		return true;
+	if (blen < alen || memcmp(a, b, alen))
+		return false;
+	return blen == alen || b[alen] == '/';
+}
+
 /** Resolve mount path @path; *out holds a reference to release. */
 void fs_resolve(struct fs *fs, const char *path, struct fs_res *out);
+/**
+ * Resolve @path in view @gen (FS_NOW: the current one, as fs_resolve);
+ * -ESTALE if that view is no longer kept (fs_past_keep).
+ */
+int fs_resolve_at(struct fs *fs, const char *path, uint64_t gen,
+		  struct fs_res *out) __attribute__((warn_unused_result));
 void fs_res_drop(struct fs_res *r);
 /** The entry of an FS_ENTRY resolution. */
 const struct snap_entry *fs_res_entry(const struct fs_res *r);
 /** True if @r is a directory of any kind. */
 bool fs_res_is_dir(const struct fs_res *r);
-/** Current snapshot of @slot with a new reference, or NULL; its epoch
- * in @epoch if not NULL. */
-struct snap *fs_slot_snap(struct fs *fs, int slot, uint32_t *epoch);
+/** Current snapshot of @slot with a new reference, or NULL; the view
+ * (fs->gen) in @gen if not NULL. */
+struct snap *fs_slot_snap(struct fs *fs, int slot, uint64_t *gen);
 /** True if @snap is still @slot's current snapshot. */
 bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap);
 /**
- * Names of the children of made-up directory @path, sorted, malloc'd
- * (free each and the array). Returns the count or -ENOMEM.
+ * Names of the children of made-up directory @path in view @gen (as for
+ * fs_resolve_at), sorted, malloc'd (free each and the array). Returns the
+ * count, -ENOMEM or -ESTALE.
  */
-int fs_synth_children(struct fs *fs, const char *path, char ***out);
+int fs_synth_children(struct fs *fs, const char *path, uint64_t gen,
+		      char ***out);
+/**
+ * Keep slot @slot's state before the flip now being made (@live, @snap:
+ * the reference is taken over) for a grace period; slot_lock held. A
+ * state that had to make room is returned, to be dropped unlocked.
+ */
+struct snap *fs_past_keep(struct fs *fs, int slot, bool live,
+			  struct snap *snap);
+/** Drop the kept states whose grace period is over (takes slot_lock). */
+void fs_past_expire(struct fs *fs);
 /** Write "@dir/@name" ("@name" at the root, "@dir" for an empty name)
  * into @buf; -ENAMETOOLONG if it does not fit. */
 int fs_path_join(char *buf, size_t len, const char *dir, const char *name);
@@ -222,6 +287,75 @@ int fs_meta_children(struct fs *fs, const char *path, char ***out);
 void fs_meta_swapped(struct fs *fs, int slot, char *changes);
 /** Free the loaded revisions. */
 void fs_meta_free(struct fs *fs);
+
+/* trees.c */
+
+/**
+ * A composition of the view: the live slots and the snapshot each served
+ * (NULL for none yet) when tree @id was current. Refcounted; immutable.
+ */
+struct fs_tree {
+	struct fs_tree *next; /* fs->trees list; rev_lock */
+	int refs;	      /* atomic */
+	char id[DHASH_HEX];
+	size_t n;
+	struct fs_tree_member {
+		char *source, *at;
+		size_t atlen;
+		int slot;	   /* the slot then, -1 in a loaded tree */
+		struct snap *snap; /* a reference, NULL if empty */
+	} m[];
+};
+
+void fs_tree_unref(struct fs_tree *t);
+/** The current tree with a new reference, or NULL. */
+struct fs_tree *fs_tree_get_current(struct fs *fs);
+/**
+ * Compose, record (<cache>/trees/<id>) and make current the tree the view
+ * is about to show: the live slots, but slot @slot in the view if @live
+ * and serving @snap (NULL: empty). fs->swap_lock held: just before each
+ * swap and layout change, so status.json never names a tree older than
+ * what a reader can already see (it may, for a moment, name the next).
+ */
+void fs_tree_update(struct fs *fs, int slot, bool live, struct snap *snap);
+/** True if @path is .dagfs/trees/<id>. */
+bool fs_tree_root(const char *path);
+/** Resolve @rel, what follows ".dagfs/trees/" (may be ""). */
+void fs_tree_resolve(struct fs *fs, const char *rel, struct fs_res *out);
+/** Children of FS_META_DIR ".dagfs/trees/@rel" (as fs_meta_children). */
+int fs_tree_children(struct fs *fs, const char *rel, char ***out);
+/**
+ * Tree @id with a new reference: loaded before, or from its manifest, its
+ * members' snapshots from the store, each fetched through the fetcher
+ * until @fetch_until (CLOCK_MONOTONIC ns; fetch threads only; 0: never
+ * fetch) if it is missing. NULL if it cannot be served (the reason logged
+ * when fetching).
+ */
+struct fs_tree *fs_tree_open(struct fs *fs, const char *id,
+			     int64_t fetch_until);
+/** Free the loaded trees and the current one. */
+void fs_trees_free(struct fs *fs);
+
+/* fetch.c */
+
+/**
+ * If the lookup of @path (begun at swap sequence @seq) needs a revision
+ * fetched on demand, queue it for a fetch thread, which answers @req, and
+ * return true. False: answer it now.
+ */
+bool fs_fetch_defer(struct fs *fs, fuse_req_t req, const char *path,
+		    uint64_t seq);
+/** Stop the fetch threads, answering what they still hold. */
+void fs_fetch_free(struct fs *fs);
+/** The fetcher's verdict on @rev of @source, waiting until @until_ns
+ * (CLOCK_MONOTONIC) at most; fetch threads only. */
+int fs_fetch_rev(struct fs *fs, const char *source, const char *rev,
+		 int64_t until_ns);
+/** Revision @name of slot @slot's source with a new reference, or NULL
+ * (meta.c, loaded or found in the store). */
+struct snap *fs_meta_rev_get(struct fs *fs, int slot, const char *name);
+/** Slot of live source @name (@len bytes), or -1 (meta.c). */
+int fs_meta_slot_named(struct fs *fs, const char *name, size_t len);
 
 /** Swap sequence at the start of a request. */
 static inline uint64_t fs_seq_begin(struct fs *fs)
@@ -274,14 +408,22 @@ void fs_attr_dir(struct fs *fs, const struct fs_inode *dir,
 /** Attributes of a file generated under .dagfs. */
 void fs_attr_meta(struct fs *fs, uint64_t key, size_t len, int64_t mtime_ns,
 		  struct stat *st);
-/** Attributes of any inode; -ENOENT for a directory that is gone. */
+/**
+ * Attributes of any inode; -ENOENT for a directory that is gone. Returns
+ * 1 for a directory under .dagfs, whose listing is made at each read: its
+ * mtime is new at every call, and the kernel must not keep it.
+ */
 int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
 	__attribute__((warn_unused_result));
 
 /* ops.c */
 
 extern const struct fuse_lowlevel_ops fs_ops;
-/** Release the directory handles the kernel never released (unmounted). */
-void fs_handles_free(struct fs *fs);
+/**
+ * Answer lookup @req of mount path @path begun at swap sequence @seq:
+ * resolve, count the inode, reply (from any thread).
+ */
+void fs_lookup_reply(struct fs *fs, fuse_req_t req, const char *path,
+		     uint64_t seq);
 
 #endif

@@ -5,6 +5,7 @@
  *   .dagfs/status.json                 current revision of every source
  *   .dagfs/changes/<source>            "A|M|D path" lines of its last swap
  *   .dagfs/revs/<source>/<revision>/   any retained snapshot of a source
+ *   .dagfs/trees/<id>/                 a whole tree as it was (trees.c)
  *
  * Generated files are resolved with their bytes, so their inodes are
  * (path, content) pairs like snapshot files. Pinned revisions are loaded
@@ -82,8 +83,7 @@ static void revs_free_list(struct fs_rev *r)
 	}
 }
 
-/* Revision @name of @slot's source with a new reference, or NULL. */
-static struct snap *rev_get(struct fs *fs, int slot, const char *name)
+struct snap *fs_meta_rev_get(struct fs *fs, int slot, const char *name)
 {
 	struct fs_rev *r, **pp, *gone;
 	struct snap *s = NULL;
@@ -137,8 +137,7 @@ void fs_meta_swapped(struct fs *fs, int slot, char *changes)
 	revs_free_list(gone);
 }
 
-/* Slot of source @name (@len bytes), or -1. */
-static int slot_named(struct fs *fs, const char *name, size_t len)
+int fs_meta_slot_named(struct fs *fs, const char *name, size_t len)
 {
 	for (int i = 0, n = fs_nslots(fs); i < n; i++)
 		if (fs_slot_live(fs, i) && strlen(fs->slots[i].source) == len &&
@@ -149,54 +148,78 @@ static int slot_named(struct fs *fs, const char *name, size_t len)
 
 /* ------------------------------------------------------ generated files */
 
-static void json_time(FILE *f, int64_t ns)
-{
-	time_t t = (time_t)(ns / 1000000000);
-	struct tm tm;
-	char buf[32];
+/* Put @b into @a and the old @a into @b (to free after unlocking). */
+#define SWAP_FREE(a, b)                                                        \
+	do {                                                                   \
+		char *old_ = (a);                                              \
+		(a) = (b);                                                     \
+		(b) = old_;                                                    \
+	} while (0)
 
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(f, "\"%s.%03dZ\"", buf, (int)(ns % 1000000000 / 1000000));
-}
-
-/* status.json: every source's current revision; newest swap in @mtime. */
+/* status.json: the current tree and the revision of every source in it
+ * (one composition, so they agree); newest swap in @mtime. */
 static void status_json(struct fs *fs, FILE *f, int64_t *mtime)
 {
-	bool first = true;
+	struct fs_tree *t = fs_tree_get_current(fs);
+	size_t n = t ? t->n : 0;
+	struct tree_json_src *v = calloc(n ? n : 1, sizeof(*v));
 
-	fputs("{\"sources\": {", f);
-	for (int i = 0, n = fs_nslots(fs); i < n; i++) {
-		const struct fs_slot *sl = &fs->slots[i];
-		struct snap *s;
+	pthread_mutex_lock(&fs->slot_lock);
+	for (size_t i = 0; v && i < n; i++) {
+		const struct fs_tree_member *m = &t->m[i];
+		const struct fs_slot *sl = &fs->slots[m->slot];
 
-		if (!fs_slot_live(fs, i))
-			continue;
-		s = fs_slot_snap(fs, i, NULL);
-		pthread_mutex_lock(&fs->slot_lock);
 		if (sl->swapped_ns > *mtime)
 			*mtime = sl->swapped_ns;
-		pthread_mutex_unlock(&fs->slot_lock);
-		fputs(first ? "\n  " : ",\n  ", f);
-		first = false;
-		json_put_str(f, sl->source);
-		fputs(": {\"at\": ", f);
-		json_put_str(f, sl->at);
-		fputs(", \"revision\": ", f);
-		if (s)
-			json_put_str(f, s->rev);
-		else
-			fputs("null", f);
-		fputs(", \"published\": ", f);
-		if (s)
-			json_time(f, s->published_ns);
-		else
-			fputs("null", f);
-		fprintf(f, ", \"published_ns\": %lld}",
-			s ? (long long)s->published_ns : 0LL);
-		snap_unref(s);
+		v[i] = (struct tree_json_src){ .source = m->source,
+					       .at = m->at,
+					       .type = sl->type,
+					       .keep = sl->keep,
+					       .url = sl->url,
+					       .ref = sl->ref,
+					       .snap = m->snap };
 	}
-	fputs("\n}}\n", f);
+	/* under the lock: fs_slot_describe() frees what it replaces */
+	if (v)
+		tree_json_put(f, t ? t->id : NULL, v, n);
+	pthread_mutex_unlock(&fs->slot_lock);
+	free(v);
+	fs_tree_unref(t);
+}
+
+static char *strdup_or_null(const char *s, bool *ok)
+{
+	char *c = s ? strdup(s) : NULL;
+
+	*ok &= !s || c;
+	return c;
+}
+
+int fs_slot_describe(struct fs *fs, int slot, const struct fs_slot_info *info)
+{
+	bool ok = true;
+	char *type = strdup_or_null(info->type, &ok);
+	char *url = strdup_or_null(info->url, &ok);
+	char *ref = strdup_or_null(info->ref, &ok);
+	struct fs_slot *sl;
+
+	if (!ok || slot < 0 || slot >= fs_nslots(fs)) {
+		free(type);
+		free(url);
+		free(ref);
+		return ok ? -ENOENT : -ENOMEM;
+	}
+	sl = &fs->slots[slot];
+	pthread_mutex_lock(&fs->slot_lock);
+	SWAP_FREE(sl->type, type);
+	SWAP_FREE(sl->url, url);
+	SWAP_FREE(sl->ref, ref);
+	sl->keep = info->keep;
+	pthread_mutex_unlock(&fs->slot_lock);
+	free(type);
+	free(url);
+	free(ref);
+	return 0;
 }
 
 /* changes/<source> of @slot. */
@@ -240,7 +263,7 @@ static void resolve_rev(struct fs *fs, const char *rel, struct fs_res *out)
 {
 	const char *name = strchr(rel, '/'), *end;
 	char rev[NAME_MAX + 1];
-	int slot = slot_named(fs, rel, name ? (size_t)(name - rel) :
+	int slot = fs_meta_slot_named(fs, rel, name ? (size_t)(name - rel) :
 					       strlen(rel));
 	struct snap *s;
 	int idx;
@@ -257,7 +280,7 @@ static void resolve_rev(struct fs *fs, const char *rel, struct fs_res *out)
 		return;
 	memcpy(rev, name, end - name);
 	rev[end - name] = '\0';
-	s = rev_get(fs, slot, rev);
+	s = fs_meta_rev_get(fs, slot, rev);
 	if (!s)
 		return;
 	idx = snap_lookup(s, *end ? end + 1 : "");
@@ -275,6 +298,8 @@ bool fs_meta_rev_root(const char *path)
 {
 	const char *p = path + FS_META_LEN;
 
+	if (fs_tree_root(path))
+		return true;
 	if (strncmp(p, "/revs/", 6))
 		return false;
 	p = strchr(p + 6, '/');
@@ -291,10 +316,14 @@ void fs_meta_resolve(struct fs *fs, const char *path, struct fs_res *out)
 		rel++;
 	if (!*rel || !strcmp(rel, "revs") || !strcmp(rel, "changes")) {
 		out->kind = FS_META_DIR;
+	} else if (!strcmp(rel, "trees")) {
+		fs_tree_resolve(fs, "", out);
+	} else if (!strncmp(rel, "trees/", 6)) {
+		fs_tree_resolve(fs, rel + 6, out);
 	} else if (!strcmp(rel, "status.json")) {
 		gen_file(fs, -1, out);
 	} else if (!strncmp(rel, "changes/", 8)) {
-		slot = slot_named(fs, rel + 8, strlen(rel + 8));
+		slot = fs_meta_slot_named(fs, rel + 8, strlen(rel + 8));
 		if (slot >= 0)
 			gen_file(fs, slot, out);
 	} else if (!strncmp(rel, "revs/", 5)) {
@@ -349,31 +378,37 @@ static int names_clean(char **v, int n)
 
 int fs_meta_children(struct fs *fs, const char *path, char ***out)
 {
-	static const char *const top[] = { "changes", "revs", "status.json" };
+	static const char *const top[] = { "changes", "revs", "status.json",
+					   "trees" };
+	const int ntop = sizeof(top) / sizeof(*top);
 	const char *rel = path + FS_META_LEN;
 	int n, slot;
 
 	if (*rel == '/')
 		rel++;
 	if (!*rel) {
-		char **v = calloc(3, sizeof(*v));
+		char **v = calloc(ntop, sizeof(*v));
 
-		for (n = 0; v && n < 3; n++)
+		for (n = 0; v && n < ntop; n++)
 			if (!(v[n] = strdup(top[n])))
 				break;
-		if (!v || n < 3) {
+		if (!v || n < ntop) {
 			while (v && n--)
 				free(v[n]);
 			free(v);
 			return -ENOMEM;
 		}
 		*out = v;
-		return 3;
+		return ntop;
 	}
+	if (!strcmp(rel, "trees"))
+		return fs_tree_children(fs, "", out);
+	if (!strncmp(rel, "trees/", 6))
+		return fs_tree_children(fs, rel + 6, out);
 	if (!strcmp(rel, "revs") || !strcmp(rel, "changes"))
 		n = source_names(fs, out);
 	else if (!strncmp(rel, "revs/", 5) &&
-		 (slot = slot_named(fs, rel + 5, strlen(rel + 5))) >= 0)
+		 (slot = fs_meta_slot_named(fs, rel + 5, strlen(rel + 5))) >= 0)
 		n = pub_list_revs(fs->st, fs->slots[slot].source, out);
 	else
 		return -ENOENT;

@@ -448,102 +448,54 @@ static int validate(struct prov *p)
 	       check_file("admin-password-file", p->admin_password_file);
 }
 
-static int spec_add(struct source_spec *s, const char *k, const char *v)
+/* Set @k unless the user did: -ENOMEM is the only failure. */
+static int spec_default(struct source_spec *s, const char *k, const char *v)
 {
-	char **keys, **values;
+	int rc = source_spec_set(s, k, v);
 
-	if (source_spec_get(s, k))
-		return 0;
-	keys = realloc(s->keys, (s->nkeys + 1) * sizeof(char *));
-	if (keys)
-		s->keys = keys;
-	values = realloc(s->values, (s->nkeys + 1) * sizeof(char *));
-	if (values)
-		s->values = values;
-	if (!keys || !values || !(s->keys[s->nkeys] = strdup(k)))
-		return -ENOMEM;
-	if (!(s->values[s->nkeys] = strdup(v))) {
-		free(s->keys[s->nkeys]);
-		return -ENOMEM;
+	return rc == -EEXIST ? 0 : rc;
+}
+
+/* The daemon refuses sources of one name or overlapping sub-paths (the
+ * same check: source_layout_conflict): say so before rendering. */
+static int check_layout(const struct prov *p)
+{
+	const char **names = calloc(p->nsources + 1, sizeof(*names));
+	char **ats = calloc(p->nsources + 1, sizeof(*ats));
+	size_t i, j, n = 0;
+	int rc = 0, kind = 0;
+
+	for (; names && ats && n < p->nsources && !rc; n++) {
+		names[n] = source_spec_get(p->sources[n], "name");
+		rc = source_spec_at(&ats[n], p->sources[n]);
+		if (rc == -EINVAL)
+			rc = fail("--source %s: bad at= '%s'",
+				  p->sources[n]->location,
+				  source_spec_get(p->sources[n], "at"));
 	}
-	s->nkeys++;
-	return 0;
-}
-
-/* A source name from its location, as the daemon would derive one. */
-static void default_name(char *out, size_t len, const char *loc, size_t i)
-{
-	const char *b = strrchr(loc, '/');
-	size_t n = 0;
-
-	b = b && b[1] ? b + 1 : loc;
-	for (; *b && n + 1 < len && strcmp(b, ".git"); b++)
-		if (isalnum((unsigned char)*b) || *b == '-' || *b == '_')
-			out[n++] = *b;
-	out[n] = '\0';
-	if (!n)
-		snprintf(out, len, "source%zu", i + 1);
-}
-
-/* A source name goes into INI sections, shell words and sed patterns. */
-static bool source_name_ok(const char *s)
-{
-	if (!*s || strlen(s) > 64)
-		return false;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
-			return false;
-	return true;
-}
-
-/* @a and @b (sub-paths without leading or trailing '/') overlap. */
-static bool at_overlap(const char *a, size_t la, const char *b, size_t lb)
-{
-	size_t n = la < lb ? la : lb;
-
-	if (!la || !lb)
-		return true;
-	return !strncmp(a, b, n) && (la == lb || (la > lb ? a : b)[n] == '/');
-}
-
-static const char *at_trim(const struct source_spec *s, size_t *len)
-{
-	const char *at = source_spec_get(s, "at");
-
-	if (!at)
-		at = "";
-	while (*at == '/')
-		at++;
-	*len = strlen(at);
-	while (*len && at[*len - 1] == '/')
-		(*len)--;
-	return at;
-}
-
-/* The daemon refuses overlapping sub-paths: say so before rendering. */
-static int check_overlap(const struct prov *p)
-{
-	for (size_t i = 0; i < p->nsources; i++)
-		for (size_t j = 0; j < i; j++) {
-			size_t li, lj;
-			const char *ai = at_trim(p->sources[i], &li);
-			const char *aj = at_trim(p->sources[j], &lj);
-
-			if (at_overlap(ai, li, aj, lj))
-				return fail("--source %s: at=/%.*s overlaps "
-					    "source %s (at=/%.*s); give each "
-					    "source its own at=",
-					    p->sources[i]->location, (int)li, ai,
-					    source_spec_get(p->sources[j], "name"),
-					    (int)lj, aj);
-		}
-	return 0;
+	if (!names || !ats || rc == -ENOMEM)
+		rc = fail("out of memory");
+	if (!rc)
+		kind = source_layout_conflict(&i, &j, names,
+					      (const char *const *)ats, n);
+	if (kind == SOURCE_SAME_NAME)
+		rc = fail("--source %s: two sources are named %s; give one of "
+			  "them name=", p->sources[j]->location, names[i]);
+	else if (kind == SOURCE_OVERLAP)
+		rc = fail("--source %s: at=/%s overlaps source %s (at=/%s); "
+			  "give each source its own at=",
+			  p->sources[j]->location, ats[j], names[i], ats[i]);
+	while (ats && n--)
+		free(ats[n]);
+	free(ats);
+	free(names);
+	return rc;
 }
 
 /* Parse the sources; point their secrets at the mounted Secret. */
 static int prepare_sources(struct prov *p)
 {
-	char err[512], name[65];
+	char err[512], name[SOURCE_NAME_MAX + 1];
 
 	if (!p->nsources)
 		return fail("no --source given (e.g. --source "
@@ -568,29 +520,28 @@ static int prepare_sources(struct prov *p)
 			return fail("--source %s: a dir source reads a local "
 				    "directory; in Kubernetes use git or s3",
 				    s->location);
-		default_name(name, sizeof(name), s->location, i);
-		rc |= spec_add(s, "name", name);
-		if (!rc && !source_name_ok(source_spec_get(s, "name")))
+		if (source_spec_name(name, s))
 			return fail("--source %s: invalid name '%s' (letters, "
 				    "digits, '.', '_' and '-')", s->location,
 				    source_spec_get(s, "name"));
+		rc |= spec_default(s, "name", name);
 		ssh = !strncmp(s->location, "ssh://", 6) ||
 		      (strchr(s->location, '@') && !strstr(s->location, "://"));
 		if (!strcmp(s->type, "git") && ssh && p->git_ssh_key)
-			rc |= spec_add(s, "ssh-key", PROV_SECRETS_DIR "/ssh-key");
+			rc |= spec_default(s, "ssh-key", PROV_SECRETS_DIR "/ssh-key");
 		if (!strcmp(s->type, "git") && ssh && p->git_known_hosts)
-			rc |= spec_add(s, "known-hosts",
+			rc |= spec_default(s, "known-hosts",
 				       PROV_SECRETS_DIR "/known_hosts");
 		if (!strcmp(s->type, "git") && !ssh && p->git_password_file)
-			rc |= spec_add(s, "password-file",
+			rc |= spec_default(s, "password-file",
 				       PROV_SECRETS_DIR "/git-password");
 		if (!strcmp(s->type, "s3") && p->s3_credentials_file)
-			rc |= spec_add(s, "credentials-file",
+			rc |= spec_default(s, "credentials-file",
 				       PROV_SECRETS_DIR "/aws-credentials");
 		if (rc)
 			return fail("out of memory");
 	}
-	return check_overlap(p);
+	return check_layout(p);
 }
 
 /* Read a one-line secret from @path into @out (trailing newline cut). */

@@ -15,8 +15,10 @@
 #include "sidecar_i.h"
 
 #define OFF(f) offsetof(struct dagfs_config, f)
-#define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC)
-#define ALL (CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK)
+#define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC | CMD_BUNDLES)
+#define ALL                                                                    \
+	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES | \
+	 CMD_EXPORT)
 
 /*
  * One row per option: name, type, field, default, commands, placeholder,
@@ -58,6 +60,14 @@ static const struct cfg_option options[] = {
 	    "address of /healthz, /readyz, /metrics, POST /sync (empty: off)"),
 	OPT("webhook-secret-file", CFG_STR, webhook_secret_file, NULL, DAEMON,
 	    "FILE", "secret that signs POST /sync (X-Hub-Signature-256)"),
+	OPT("serve", CFG_BOOL, serve, "false", DAEMON, NULL,
+	    "also serve the store read-only under /store/ on http= (for "
+	    "dagfs: mirror sources)"),
+	OPT("serve-token-file", CFG_STR, serve_token_file, NULL, DAEMON,
+	    "FILE", "bearer token that /store/ requests must carry"),
+	OPT("serve-key-file", CFG_STR, serve_key_file, NULL,
+	    DAEMON | CMD_EXPORT, "FILE",
+	    "PEM Ed25519 private key that signs the served statements"),
 	OPT("show-meta", CFG_BOOL, show_meta, "false", DAEMON, NULL,
 	    "list the .dagfs directory in the root of the mount"),
 	OPT("status-interval", CFG_DURATION, status_interval_ms, "5s", DAEMON,
@@ -78,8 +88,20 @@ static const struct cfg_option options[] = {
 	    "repeatable"),
 	OPT("repair", CFG_BOOL, repair, "false", CMD_FSCK, NULL,
 	    "fsck: remove what is broken (the next sync fetches it again)"),
-	OPT("json", CFG_BOOL, json, "false", CMD_STATUS, NULL,
+	OPT("json", CFG_BOOL, json, "false", CMD_STATUS | CMD_BUNDLES, NULL,
 	    "print JSON instead of a table"),
+	OPT_N("keep-trees", keep_trees, "256", 1, 1000000,
+	      "tree manifests (whole-view versions, .dagfs/trees/) kept in "
+	      "the cache"),
+	OPT("fetch-timeout", CFG_DURATION, fetch_timeout_ms, "30s", DAEMON,
+	    "DURATION", "how long a lookup of a revision that is not retained "
+	    "waits for it to be fetched (then: not found)"),
+	OPT("whole-tree", CFG_BOOL, whole_tree, "false", CMD_BUNDLES, NULL,
+	    "airflow-bundles: one bundle versioned by the whole tree instead "
+	    "of one per source"),
+	OPT("mount", CFG_STR, bundle_mount, NULL, CMD_BUNDLES, "PATH",
+	    "airflow-bundles: the mount path the bundles read (default "
+	    "MOUNTPOINT or --materialize DIR)"),
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -304,47 +326,6 @@ int cfg_set(struct dagfs_config *c, const struct cfg_option *o,
 
 /* ----------------------------------------------------------- sources */
 
-int cfg_spec_set(struct source_spec *spec, const char *k, const char *v)
-{
-	char **keys, **values;
-	char *kd, *vd;
-
-	for (size_t i = 0; i < spec->nkeys; i++)
-		if (!strcmp(spec->keys[i], k))
-			return -EEXIST;
-	keys = realloc(spec->keys, (spec->nkeys + 1) * sizeof(*keys));
-	if (!keys)
-		return -ENOMEM;
-	spec->keys = keys;
-	values = realloc(spec->values, (spec->nkeys + 1) * sizeof(*values));
-	if (!values)
-		return -ENOMEM;
-	spec->values = values;
-	kd = strdup(k);
-	vd = strdup(v);
-	if (!kd || !vd) {
-		free(kd);
-		free(vd);
-		return -ENOMEM;
-	}
-	keys[spec->nkeys] = kd;
-	values[spec->nkeys++] = vd;
-	return 0;
-}
-
-void cfg_spec_free(struct source_spec *spec)
-{
-	for (size_t i = 0; i < spec->nkeys; i++) {
-		free(spec->keys[i]);
-		free(spec->values[i]);
-	}
-	free(spec->keys);
-	free(spec->values);
-	free(spec->type);
-	free(spec->location);
-	memset(spec, 0, sizeof(*spec));
-}
-
 int cfg_source_add(struct dagfs_config *c, const char *type,
 		   const char *location, const char *where,
 		   struct cfg_source **out)
@@ -361,7 +342,7 @@ int cfg_source_add(struct dagfs_config *c, const char *type,
 	s->spec.location = strdup(location);
 	s->origin = strdup(where);
 	if (!s->spec.type || !s->spec.location || !s->origin) {
-		cfg_spec_free(&s->spec);
+		source_spec_clear(&s->spec);
 		free(s->origin);
 		return -ENOMEM;
 	}
@@ -382,7 +363,7 @@ int cfg_add_source_text(struct dagfs_config *c, const char *text,
 		return rc;
 	rc = cfg_source_add(c, p->type, p->location, where, &s);
 	for (size_t i = 0; !rc && i < p->nkeys; i++) {
-		rc = cfg_spec_set(&s->spec, p->keys[i], p->values[i]);
+		rc = source_spec_set(&s->spec, p->keys[i], p->values[i]);
 		if (rc == -EEXIST)
 			snprintf(err, errlen, "key %s given twice", p->keys[i]);
 	}
@@ -405,13 +386,13 @@ static int inject_defaults(struct dagfs_config *c)
 
 		snprintf(buf, sizeof(buf), "%u", c->keep);
 		if (!source_spec_get(s, "keep"))
-			rc = rc ? rc : cfg_spec_set(s, "keep", buf);
+			rc = rc ? rc : source_spec_set(s, "keep", buf);
 		snprintf(buf, sizeof(buf), "%dms", c->period_ms);
 		if (c->period_ms && !source_spec_get(s, "period"))
-			rc = rc ? rc : cfg_spec_set(s, "period", buf);
+			rc = rc ? rc : source_spec_set(s, "period", buf);
 		snprintf(buf, sizeof(buf), "%u", c->max_failures);
 		if (c->max_failures && !source_spec_get(s, "max-failures"))
-			rc = rc ? rc : cfg_spec_set(s, "max-failures", buf);
+			rc = rc ? rc : source_spec_set(s, "max-failures", buf);
 	}
 	return rc;
 }
@@ -419,27 +400,18 @@ static int inject_defaults(struct dagfs_config *c)
 int cfg_check_layout(const char *const *names, const char *const *ats,
 		     size_t n, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < n; i++) {
-		for (size_t j = i + 1; j < n; j++) {
-			size_t li = strlen(ats[i]), lj = strlen(ats[j]);
-			size_t l = li < lj ? li : lj;
-			const char *longer = li < lj ? ats[j] : ats[i];
+	size_t i, j;
 
-			if (!strcmp(names[i], names[j])) {
-				snprintf(err, errlen,
-					 "two sources are named %s; give one "
-					 "of them name=", names[i]);
-				return -EINVAL;
-			}
-			if (l == 0 || (!strncmp(ats[i], ats[j], l) &&
-				       (longer[l] == '/' || !longer[l]))) {
-				snprintf(err, errlen,
-					 "sources %s (at /%s) and %s (at /%s) "
-					 "overlap; give each its own at=",
-					 names[i], ats[i], names[j], ats[j]);
-				return -EINVAL;
-			}
-		}
+	switch (source_layout_conflict(&i, &j, names, ats, n)) {
+	case SOURCE_SAME_NAME:
+		snprintf(err, errlen, "two sources are named %s; give one of "
+			 "them name=", names[i]);
+		return -EINVAL;
+	case SOURCE_OVERLAP:
+		snprintf(err, errlen, "sources %s (at /%s) and %s (at /%s) "
+			 "overlap; give each its own at=", names[i], ats[i],
+			 names[j], ats[j]);
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -475,7 +447,7 @@ void config_free(struct dagfs_config *c)
 			free(*(char **)((char *)c + o->offset));
 	}
 	for (size_t i = 0; i < c->nsources; i++) {
-		cfg_spec_free(&c->sources[i].spec);
+		source_spec_clear(&c->sources[i].spec);
 		free(c->sources[i].origin);
 	}
 	free(c->sources);
@@ -564,6 +536,7 @@ static const char *cmd_name(unsigned cmd)
 	       cmd == CMD_CHECK ? "check-config" :
 	       cmd == CMD_SYNC	? "sync" :
 	       cmd == CMD_FSCK	? "fsck" :
+	       cmd == CMD_BUNDLES ? "airflow-bundles" :
 				  "status";
 }
 
@@ -687,6 +660,9 @@ int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
 			cfg_error(errs, "no sources: give --source SPEC, "
 					"DAGFS_SOURCE or a [source NAME] "
 					"section");
+		if ((cmd & DAEMON) && c->serve && (!c->http || !*c->http))
+			cfg_error(errs, "serve=true needs http=ADDR:PORT (the "
+					"store is served on that listener)");
 		if (inject_defaults(c))
 			cfg_error(errs, "%s", strerror(ENOMEM));
 	}

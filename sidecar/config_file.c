@@ -93,7 +93,7 @@ static void section_free(struct section *s)
 	free(s->name);
 	free(s->type);
 	free(s->location);
-	cfg_spec_free(&s->keys);
+	source_spec_clear(&s->keys);
 	free(s);
 }
 
@@ -112,11 +112,11 @@ static void section_finish(struct ini_state *st)
 		cfg_error(st->errs, "%s: [source %s] has no %s", where,
 			  s->name, s->type ? "location" : "type");
 	} else if (cfg_source_add(st->c, s->type, s->location, where, &src) ||
-		   cfg_spec_set(&src->spec, "name", s->name)) {
+		   source_spec_set(&src->spec, "name", s->name)) {
 		cfg_error(st->errs, "%s: %s", where, strerror(ENOMEM));
 	} else {
 		for (size_t i = 0; i < s->keys.nkeys; i++)
-			if (cfg_spec_set(&src->spec, s->keys.keys[i],
+			if (source_spec_set(&src->spec, s->keys.keys[i],
 					 s->keys.values[i]))
 				cfg_error(st->errs, "%s: %s", where,
 					  strerror(ENOMEM));
@@ -285,7 +285,7 @@ static void source_key(struct ini_state *st, const char *name,
 		*field = strdup(value);
 		rc = *field ? 0 : -ENOMEM;
 	} else {
-		rc = cfg_spec_set(&s->keys, name, value);
+		rc = source_spec_set(&s->keys, name, value);
 	}
 	if (rc == -EEXIST)
 		cfg_error(st->errs, "%s:%d: %s set twice in [source %s]",

@@ -90,6 +90,7 @@ void sc_on_publish(struct source *src, struct snap *snap, void *payload)
 		  snap->rev, source_at(src));
 	status_writer_kick(s->ctx);
 	endpoints_published(s->ctx);
+	serve_published(s->ctx->serve, source_name(src));
 }
 
 /* ------------------------------------------------------- source sets */
@@ -128,6 +129,46 @@ int sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set)
 	return 0;
 }
 
+void sc_describe(struct sc_source *s)
+{
+	char url[1024], ref[256];
+	struct fs_slot_info info;
+
+	source_origin(s->src, url, sizeof(url), ref, sizeof(ref));
+	info = (struct fs_slot_info){ .type = source_type(s->src),
+				      .keep = source_keep(s->src),
+				      .url = *url ? url : NULL,
+				      .ref = *ref ? ref : NULL };
+	if (fs_slot_describe(s->ctx->fs, s->slot, &info))
+		log_warn(TAG, "source %s: not described in status.json",
+			 source_name(s->src));
+}
+
+/*
+ * The view's fetcher (revisions on demand): revision @rev of source
+ * @name, fetched by that source. Runs in fs/'s fetch threads.
+ */
+static int sc_fetch(const char *name, const char *rev, int timeout_ms,
+		    void *payload)
+{
+	struct dagfs_ctx *ctx = payload;
+	const struct sc_set *set = sc_set_get(ctx);
+	char err[1024];
+	struct snap *snap;
+	int rc;
+
+	for (size_t i = 0; i < set->n; i++) {
+		if (strcmp(source_name(set->v[i]->src), name))
+			continue;
+		rc = source_fetch_rev(set->v[i]->src, rev, timeout_ms, &snap,
+				      err, sizeof(err));
+		if (!rc)
+			snap_unref(snap);
+		return rc;
+	}
+	return -ENOENT;
+}
+
 int sc_place(struct sc_source *s)
 {
 	struct dagfs_ctx *ctx = s->ctx;
@@ -137,6 +178,8 @@ int sc_place(struct sc_source *s)
 		snap = NULL;
 	s->slot = fs_add_slot(ctx->fs, source_at(s->src), source_name(s->src),
 			      snap);
+	if (s->slot >= 0)
+		sc_describe(s);
 	if (snap && s->slot >= 0)
 		log_debug(TAG, "serving cached %s revision %s at /%s",
 			  source_name(s->src), snap->rev, source_at(s->src));
@@ -228,11 +271,14 @@ static int view_create(struct dagfs_ctx *ctx)
 	o.debug = c->fuse_debug;
 	o.threads = c->threads;
 	o.show_meta = c->show_meta;
+	o.keep_trees = c->keep_trees;
+	o.fetch_timeout_ms = c->fetch_timeout_ms;
 	rc = fs_new(&ctx->fs, ctx->store, &o);
 	if (rc) {
 		fprintf(stderr, "dagfs: creating the view: %s\n", strerror(-rc));
 		return rc;
 	}
+	fs_set_fetcher(ctx->fs, sc_fetch, ctx);
 	for (size_t i = 0; i < set->n; i++) {
 		struct sc_source *s = set->v[i];
 
@@ -321,6 +367,7 @@ static void ctx_free(struct dagfs_ctx *ctx)
 	endpoints_stop(ctx);
 	for (size_t i = 0; i < ctx->nall; i++)
 		source_stop(ctx->all[i]->src);
+	endpoints_free(ctx);
 	status_writer_stop(ctx);
 	if (ctx->fs)
 		fs_unmount(ctx->fs);

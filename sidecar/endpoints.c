@@ -279,6 +279,7 @@ static int h_metrics(void *payload, char **body)
 	per_source(f, ctx, "source_fetched_objects_total", "counter",
 		   "Objects (files, blobs) fetched from the remote.", m_objects);
 	histogram(f, ctx);
+	serve_metrics(ctx->serve, f);
 	store_metrics(f, ctx);
 	fuse_metrics(f, ctx);
 	fclose(f);
@@ -309,27 +310,60 @@ static int h_sync(void *payload, const char *source, char **body)
 	return 202;
 }
 
+static enum MHD_Result h_store(void *payload, struct MHD_Connection *c,
+			       const char *url, void **con_cls)
+{
+	struct dagfs_ctx *ctx = payload;
+
+	return serve_handle(ctx->serve, c, url, con_cls);
+}
+
+static void h_store_done(void *payload, void *con_cls)
+{
+	struct dagfs_ctx *ctx = payload;
+
+	serve_conn_done(ctx->serve, con_cls);
+}
+
+static void h_quiesce(void *payload)
+{
+	struct dagfs_ctx *ctx = payload;
+
+	serve_quiesce(ctx->serve);
+}
+
 int endpoints_start(struct dagfs_ctx *ctx)
 {
-	const struct http_handlers h = { .healthz = h_healthz,
-					 .readyz = h_readyz,
-					 .metrics = h_metrics,
-					 .sync = h_sync,
-					 .payload = ctx };
+	struct http_handlers h = { .healthz = h_healthz,
+				   .readyz = h_readyz,
+				   .metrics = h_metrics,
+				   .sync = h_sync,
+				   .payload = ctx };
 	char err[512];
 	int rc;
 
 	if (!ctx->cfg->http || !*ctx->cfg->http)
 		return 0;
+	if (ctx->cfg->serve) {
+		rc = serve_new(&ctx->serve, ctx, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "dagfs: %s\n", err);
+			return rc;
+		}
+		h.store = h_store;
+		h.store_done = h_store_done;
+		h.quiesce = h_quiesce;
+	}
 	rc = http_start(&ctx->http, ctx->cfg->http, ctx->cfg->webhook_secret_file,
 			&h, err, sizeof(err));
 	if (rc)
 		fprintf(stderr, "dagfs: %s\n", err);
 	else
-		log_info(TAG, "listening on %s%s", ctx->cfg->http,
+		log_info(TAG, "listening on %s%s%s", ctx->cfg->http,
 			 ctx->cfg->webhook_secret_file ?
 				 " (POST /sync needs a signature)" :
-				 "");
+				 "",
+			 ctx->serve ? "; serving the store under /store/" : "");
 	return rc;
 }
 
@@ -337,6 +371,13 @@ void endpoints_stop(struct dagfs_ctx *ctx)
 {
 	http_stop(ctx->http);
 	ctx->http = NULL;
+	serve_quiesce(ctx->serve);
+}
+
+void endpoints_free(struct dagfs_ctx *ctx)
+{
+	serve_free(ctx->serve);
+	ctx->serve = NULL;
 }
 
 void endpoints_published(struct dagfs_ctx *ctx)

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * http.c - the health, readiness, metrics and webhook endpoints on
- * libmicrohttpd's own polling thread. It knows HTTP and HMAC only; what
- * the answers say comes from the daemon's callbacks. The webhook secret
+ * libmicrohttpd's own polling thread (epoll where there is one), and the
+ * served store's /store/ requests handed to serve.c. It knows HTTP and
+ * HMAC only; what the answers say comes from the daemon's callbacks. The webhook secret
  * is read from a file once and never logged.
  */
 #include <arpa/inet.h>
@@ -32,6 +33,7 @@ struct http {
 };
 
 struct upload {
+	int kind; /* HTTP_CONN_UPLOAD */
 	char *buf;
 	size_t len;
 	bool too_big;
@@ -133,6 +135,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
 	if (!strcmp(method, "POST") && !strcmp(url, "/sync")) {
 		if (!u) { /* first call: headers only */
 			*con_cls = u = calloc(1, sizeof(*u));
+			if (u)
+				u->kind = HTTP_CONN_UPLOAD;
 			return u ? MHD_YES : MHD_NO;
 		}
 		if (*data_size) {
@@ -155,6 +159,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
 	}
 	if (strcmp(method, "GET") && strcmp(method, "HEAD"))
 		return reply(c, 405, text("method not allowed\n"), "text/plain");
+	if (http->h.store && !strncmp(url, "/store/", 7))
+		return http->h.store(http->h.payload, c, url, con_cls);
 	if (!strcmp(url, "/healthz"))
 		status = http->h.healthz(http->h.payload, &body);
 	else if (!strcmp(url, "/readyz"))
@@ -172,12 +178,15 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		      enum MHD_RequestTerminationCode why)
 {
+	struct http *http = cls;
 	struct upload *u = *con_cls;
 
-	(void)cls;
 	(void)c;
 	(void)why;
-	if (u) {
+	if (u && u->kind == HTTP_CONN_STORE) {
+		http->h.store_done(http->h.payload, u);
+		*con_cls = NULL;
+	} else if (u) {
 		free(u->buf);
 		free(u);
 		*con_cls = NULL;
@@ -258,7 +267,7 @@ int http_start(struct http **out, const char *addr, const char *secret_file,
 {
 	struct http *http = calloc(1, sizeof(*http));
 	struct sockaddr_storage ss = { 0 };
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
 	int rc;
 
 	if (!http)
@@ -271,12 +280,14 @@ int http_start(struct http **out, const char *addr, const char *secret_file,
 		goto err;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
+	if (h->store) /* long-polls: suspended, many at once */
+		flags |= MHD_ALLOW_SUSPEND_RESUME;
 	http->d = MHD_start_daemon(
 		flags, 0, NULL, NULL, handle, http, MHD_OPTION_EXTERNAL_LOGGER,
 		mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+		MHD_OPTION_NOTIFY_COMPLETED, completed, http,
 		MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT,
-		64u, MHD_OPTION_END);
+		h->store ? 4096u : 64u, MHD_OPTION_END);
 	if (!http->d) {
 		snprintf(err, errlen, "http: cannot listen on %s (address in "
 			 "use or not local?)", addr);
@@ -295,6 +306,8 @@ void http_stop(struct http *http)
 {
 	if (!http)
 		return;
+	if (http->h.quiesce)
+		http->h.quiesce(http->h.payload);
 	MHD_stop_daemon(http->d);
 	OPENSSL_cleanse(http->secret, sizeof(http->secret));
 	free(http);

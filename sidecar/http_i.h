@@ -7,10 +7,17 @@
 #ifndef DAGFS_HTTP_I_H
 #define DAGFS_HTTP_I_H
 
+#include <microhttpd.h>
 #include <stddef.h>
 
 #include "log.h"
 #include "sync.h"
+
+/** What a connection's con_cls holds: its first member says which. */
+enum http_conn_kind {
+	HTTP_CONN_UPLOAD = 1, /* POST /sync body (http.c) */
+	HTTP_CONN_STORE = 2,  /* a /store/ long-poll (serve.c) */
+};
 
 /**
  * What the daemon answers. Each callback sets *@body to a malloc'd text
@@ -22,6 +29,16 @@ struct http_handlers {
 	int (*metrics)(void *payload, char **body);
 	/** Poll @source now (NULL: every source); 202, or 404 if unknown. */
 	int (*sync)(void *payload, const char *source, char **body);
+	/**
+	 * Optional (NULL: 404): GET/HEAD under /store/. May suspend the
+	 * connection and keep state in *@con_cls (a struct whose first
+	 * member is HTTP_CONN_STORE), released by @store_done.
+	 */
+	enum MHD_Result (*store)(void *payload, struct MHD_Connection *c,
+				 const char *url, void **con_cls);
+	void (*store_done)(void *payload, void *con_cls);
+	/** Optional: resume every suspended connection (before stopping). */
+	void (*quiesce)(void *payload);
 	void *payload;
 };
 

@@ -37,6 +37,18 @@ static const struct command commands[] = {
 	  "Verify every blob against its name and every snapshot against its\n"
 	  "checksum and blobs. Exit status 0 clean, 1 errors repaired, 4\n"
 	  "errors found (run with --repair, daemon stopped), 8 on failure." },
+	{ "airflow-bundles", CMD_BUNDLES,
+	  "airflow-bundles [--config FILE] [--source SPEC]... [--json] "
+	  "[--whole-tree] [MOUNTPOINT]",
+	  "Print Airflow 3's [dag_processor] dag_bundle_config_list for the\n"
+	  "configured sources: one dagfs_airflow.DagfsDagBundle per source\n"
+	  "(versioned by its revisions), or with --whole-tree one for the\n"
+	  "whole tree (versioned by tree ids). Starts nothing." },
+	{ "export", CMD_EXPORT, "export [--cache DIR] [--serve-key-file FILE] DIR",
+	  "Write what serve=true answers under /store/ as files in DIR\n"
+	  "(objects/, snapshots/, sources/NAME/revs/REV, sources/NAME/current,\n"
+	  "in that order), for a static HTTP server or a bucket that dagfs:\n"
+	  "mirror sources poll. Exit status 0, or 1 with a one-line reason." },
 	{ "check-config", CMD_CHECK,
 	  "check-config --config FILE [OPTION]...",
 	  "Check a configuration as mount would (each source is built against\n"
@@ -75,6 +87,8 @@ static void sources_help(FILE *f)
 		"  s3:     endpoint, region, addressing (path|virtual), "
 		"ca-file, marker, profile,\n"
 		"          parallel, credentials-file\n"
+		"  dagfs:  source (required), public-key, token-file, "
+		"parallel, wait, ca-file\n"
 		"Examples:\n"
 		"  dagfs mount --source dir:/home/me/src/dags ./dags\n"
 		"  dagfs mount --source 'git:https://github.com/org/dags.git,"
@@ -85,7 +99,7 @@ static void sources_help(FILE *f)
 static void command_help(FILE *f, const struct command *c)
 {
 	fprintf(f, "Usage: dagfs %s\n%s\n", c->synopsis, c->about);
-	if (c->cmd & (CMD_MOUNT | CMD_CHECK | CMD_SYNC))
+	if (c->cmd & (CMD_MOUNT | CMD_CHECK | CMD_SYNC | CMD_BUNDLES))
 		sources_help(f);
 	else
 		fputc('\n', f);
@@ -180,6 +194,8 @@ static int run(const struct command *cmd, int argc, char **argv)
 		status = cmd->cmd == CMD_MOUNT ? cmd_mount(&c) :
 			 cmd->cmd == CMD_SYNC  ? cmd_sync(&c) :
 			 cmd->cmd == CMD_FSCK  ? cmd_fsck(&c) :
+			 cmd->cmd == CMD_BUNDLES ? cmd_airflow_bundles(&c) :
+			 cmd->cmd == CMD_EXPORT ? cmd_export(&c) :
 						 cmd_status(&c);
 	}
 	config_free(&c);
@@ -213,7 +229,7 @@ int main(int argc, char **argv)
 		return fstab_main(argc, argv, run_mount); /* mount.fuse3 */
 	if (!cmd) {
 		fprintf(stderr, "dagfs: unknown command '%s' (expected mount, "
-				"status or check-config; see dagfs --help)\n",
+				"status, check-config, fsck or airflow-bundles; see dagfs --help)\n",
 			argv[1]);
 		return 2;
 	}

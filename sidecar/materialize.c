@@ -7,6 +7,7 @@
  * dags_folder is DIR/current, swapped by one rename().
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +16,70 @@
 
 #define TAG "materialize"
 
+/*
+ * Describe materialised revision @mid as DIR/.revs/<mid>.json (before
+ * DIR/current names it): its tree id, recorded in the cache like a
+ * mount's, and each source's revision, in the shape of a mount's
+ * .dagfs/status.json, so a DAG bundle over DIR knows what it serves.
+ */
+static int mat_describe(struct store *st, struct source *const *src,
+			struct snap *const *snaps, size_t n, const char *dir,
+			const char *mid, unsigned keep_trees)
+{
+	struct tree_member *m = calloc(n + 1, sizeof(*m));
+	struct tree_json_src *v = calloc(n + 1, sizeof(*v));
+	char (*urls)[1024] = calloc(n + 1, sizeof(*urls));
+	char (*refs)[256] = calloc(n + 1, sizeof(*refs));
+	char tree[DHASH_HEX], revs[PATH_MAX], name[DHASH_HEX + 8];
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = NULL;
+	int rc = m && v && urls && refs ? 0 : -ENOMEM;
+
+	for (size_t i = 0; !rc && i < n; i++) {
+		source_origin(src[i], urls[i], sizeof(urls[i]), refs[i],
+			      sizeof(refs[i]));
+		m[i] = (struct tree_member){ .source = source_name(src[i]),
+					     .at = source_at(src[i]),
+					     .rev = snaps[i] ? snaps[i]->rev : "",
+					     .snap_id = snaps[i] ? snaps[i]->id :
+								   "" };
+		v[i] = (struct tree_json_src){
+			.source = source_name(src[i]),
+			.at = source_at(src[i]),
+			.type = source_type(src[i]),
+			.keep = source_keep(src[i]),
+			.url = *urls[i] ? urls[i] : NULL,
+			.ref = *refs[i] ? refs[i] : NULL,
+			.snap = snaps[i],
+		};
+	}
+	if (!rc)
+		rc = tree_record(st, m, n, keep_trees, tree);
+	if (!rc && !(f = open_memstream(&buf, &len)))
+		rc = -ENOMEM;
+	if (f) {
+		tree_json_put(f, tree, v, n);
+		if (fclose(f))
+			rc = -ENOMEM;
+	}
+	snprintf(revs, sizeof(revs), "%s/.revs", dir);
+	snprintf(name, sizeof(name), "%s.json", mid);
+	if (!rc)
+		rc = pub_write_file(revs, revs, name, buf, len);
+	free(buf);
+	free(m);
+	free(v);
+	free(urls);
+	free(refs);
+	return rc;
+}
+
 void materialize_all(struct dagfs_ctx *ctx)
 {
 	const struct sc_set *set;
 	struct snap **snaps = NULL;
+	struct source **srcs = NULL;
 	const char **ats = NULL;
 	char id[DHASH_HEX];
 	int rc = -ENOMEM;
@@ -26,11 +87,13 @@ void materialize_all(struct dagfs_ctx *ctx)
 	pthread_mutex_lock(&ctx->lock); /* one composition at a time */
 	set = sc_set_get(ctx);
 	snaps = calloc(set->n + 1, sizeof(*snaps));
+	srcs = calloc(set->n + 1, sizeof(*srcs));
 	ats = calloc(set->n + 1, sizeof(*ats));
-	if (snaps && ats) {
+	if (snaps && ats && srcs) {
 		bool all = true;
 
 		for (size_t i = 0; i < set->n; i++) {
+			srcs[i] = set->v[i]->src;
 			snaps[i] = source_current(set->v[i]->src);
 			ats[i] = source_at(set->v[i]->src);
 			all &= snaps[i] != NULL;
@@ -41,6 +104,10 @@ void materialize_all(struct dagfs_ctx *ctx)
 			   -EAGAIN;
 		if (rc == -EAGAIN)
 			goto out;
+		if (!rc)
+			rc = mat_describe(ctx->store, srcs, snaps, set->n,
+					  ctx->materialize, id,
+					  ctx->cfg->keep_trees);
 		if (!rc)
 			rc = mat_publish(ctx->materialize, id);
 	}
@@ -55,6 +122,7 @@ out:
 		snap_unref(snaps[i]);
 	pthread_mutex_unlock(&ctx->lock);
 	free(snaps);
+	free(srcs);
 	free(ats);
 }
 
@@ -101,51 +169,6 @@ static int check_pins(const struct dagfs_config *c, struct source **src)
 	return 0;
 }
 
-/* A pinned revision: from the cache, else (git) fetched by commit id. */
-static int snap_pinned(struct store *st, struct source **srcp,
-		       const struct cfg_source *cs, const char *rev,
-		       struct snap **out, char *err, size_t errlen)
-{
-	struct source_spec spec = cs->spec;
-	const char *name = source_name(*srcp);
-	char **keys, **values;
-	int rc;
-
-	if (!pub_find_rev(st, name, rev, out))
-		return 0;
-	if (strcmp(spec.type, "git")) {
-		snprintf(err, errlen, "source %s: revision %s is not in the cache",
-			 name, rev);
-		return -ENOENT;
-	}
-	/* the same source with ref=REV: a pinned commit never moves */
-	keys = calloc(spec.nkeys + 1, sizeof(*keys));
-	values = calloc(spec.nkeys + 1, sizeof(*values));
-	if (!keys || !values) {
-		free(keys);
-		free(values);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < spec.nkeys; i++) {
-		bool ref = !strcmp(spec.keys[i], "ref");
-
-		keys[i] = spec.keys[i];
-		values[i] = ref ? (char *)rev : spec.values[i];
-	}
-	if (!source_spec_get(&spec, "ref")) {
-		keys[spec.nkeys] = (char *)"ref";
-		values[spec.nkeys++] = (char *)rev;
-	}
-	spec.keys = keys;
-	spec.values = values;
-	source_free(*srcp);
-	*srcp = NULL;
-	rc = source_new(srcp, &spec, st, err, errlen);
-	free(keys);
-	free(values);
-	return rc ? rc : source_sync_once(*srcp, out, err, errlen);
-}
-
 int cmd_sync(const struct dagfs_config *c)
 {
 	struct source **src = calloc(c->nsources, sizeof(*src));
@@ -184,8 +207,9 @@ int cmd_sync(const struct dagfs_config *c)
 		const char *pin = pinned(c->revision, source_name(src[i]), rev,
 					 sizeof(rev));
 
-		rc = pin ? snap_pinned(st, &src[i], &c->sources[i], pin,
-				       &snaps[i], err, sizeof(err)) :
+		/* a pinned revision: from the cache, else fetched by id */
+		rc = pin ? source_fetch_rev(src[i], pin, c->fetch_timeout_ms,
+					    &snaps[i], err, sizeof(err)) :
 			   source_sync_once(src[i], &snaps[i], err, sizeof(err));
 		if (rc)
 			fprintf(stderr, "dagfs: %s\n", err);
@@ -194,6 +218,9 @@ int cmd_sync(const struct dagfs_config *c)
 	}
 	if (!rc) {
 		rc = mat_compose(st, snaps, ats, c->nsources, c->materialize, id);
+		if (!rc)
+			rc = mat_describe(st, src, snaps, c->nsources,
+					  c->materialize, id, c->keep_trees);
 		if (!rc)
 			rc = mat_publish(c->materialize, id);
 		if (rc)

@@ -149,6 +149,8 @@ static struct sc_source *enlist(struct dagfs_ctx *ctx, struct plan *p,
 	p->fresh[i] = NULL; /* ctx->all owns it now */
 	if (p->from[i]) {
 		s->slot = p->from[i]->slot;
+		if (ctx->fs)
+			sc_describe(s); /* keep=, ref= may have changed */
 		p->restarted++;
 		return s;
 	}

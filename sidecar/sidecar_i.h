@@ -18,6 +18,7 @@
 
 #include "fs.h"
 #include "http_i.h"
+#include "serve_i.h"
 #include "sync.h"
 
 #ifndef DAGFS_VERSION
@@ -33,6 +34,8 @@ enum cfg_cmd {
 	CMD_STATUS = 4,
 	CMD_SYNC = 8,
 	CMD_FSCK = 16,
+	CMD_BUNDLES = 32, /* airflow-bundles */
+	CMD_EXPORT = 64,
 };
 
 /** Where an option's value came from; later origins win. */
@@ -71,8 +74,9 @@ struct cfg_option {
 };
 
 /**
- * One configured source. The spec is owned by the configuration (built
- * with cfg_spec_* and freed by cfg_spec_free, never source_spec_free).
+ * One configured source. The spec is embedded and owned by the
+ * configuration (built with source_spec_set, freed by source_spec_clear,
+ * never source_spec_free).
  */
 struct cfg_source {
 	struct source_spec spec;
@@ -97,6 +101,9 @@ struct dagfs_config {
 	unsigned max_failures;
 	bool show_meta;
 	char *webhook_secret_file;
+	bool serve;		   /* the served store on http= */
+	char *serve_token_file;	   /* bearer token /store/ requires */
+	char *serve_key_file;	   /* Ed25519 key that signs statements */
 	char *materialize; /* DIR: materialise mode instead of FUSE */
 	int grace_ms;	   /* materialise: old revisions kept this long */
 	bool once;	   /* dagfs sync --once */
@@ -105,7 +112,11 @@ struct dagfs_config {
 	int status_interval_ms;
 	unsigned threads;
 	bool fuse_debug;
-	bool json; /* dagfs status --json */
+	bool json; /* dagfs status --json, airflow-bundles --json */
+	unsigned keep_trees;  /* tree manifests kept in the cache */
+	int fetch_timeout_ms; /* revisions on demand: most a lookup waits */
+	bool whole_tree;      /* airflow-bundles: one bundle for the tree */
+	char *bundle_mount;   /* airflow-bundles --mount PATH */
 	bool help;
 	bool version;
 
@@ -175,9 +186,6 @@ int cfg_add_source_text(struct dagfs_config *c, const char *text,
 int cfg_source_add(struct dagfs_config *c, const char *type,
 		   const char *location, const char *where,
 		   struct cfg_source **out) WUR;
-/** Add key @k = @v to @spec; -EEXIST if already there. */
-int cfg_spec_set(struct source_spec *spec, const char *k, const char *v) WUR;
-void cfg_spec_free(struct source_spec *spec);
 
 /**
  * Read config file @path into @c: global options in [dagfs] (or before any
@@ -204,7 +212,8 @@ void cfg_redact(char *buf, size_t len, const char *url);
 
 /**
  * Check that sources named @names sit at non-overlapping sub-paths @ats
- * and that no name repeats. Returns -EINVAL with a reason in @err.
+ * and that no name repeats (source_layout_conflict, the daemon's and the
+ * provisioner's rule). Returns -EINVAL with a reason in @err.
  */
 int cfg_check_layout(const char *const *names, const char *const *ats,
 		     size_t n, char *err, size_t errlen) WUR;
@@ -288,6 +297,7 @@ struct dagfs_ctx {
 
 	const char *materialize; /* DIR in materialise mode, else NULL */
 	struct http *http;	 /* NULL when http= is off */
+	struct serve *serve;	 /* NULL unless serve=true */
 	bool notified;		 /* systemd told READY=1; atomic */
 	int64_t usage_at;	 /* ctx->lock: store usage cache */
 	uint64_t usage_blobs, usage_bytes;
@@ -321,6 +331,9 @@ struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
 /** Hand @s's publications to the view or the materialised tree. */
 void sc_on_publish(struct source *src, struct snap *snap, void *payload);
 
+/** Tell the view what status.json says of @s's source (type, keep...). */
+void sc_describe(struct sc_source *s);
+
 /**
  * Give @s its slot in the view (s->slot), serving its cached snapshot
  * from the start if the cache has one. 0 or -errno from fs_add_slot().
@@ -341,6 +354,8 @@ int endpoints_start(struct dagfs_ctx *ctx) WUR;
 void endpoints_stop(struct dagfs_ctx *ctx);
 /** After a publication: READY=1 to systemd once every source has one. */
 void endpoints_published(struct dagfs_ctx *ctx);
+/** Free the served store once no source runs (after endpoints_stop). */
+void endpoints_free(struct dagfs_ctx *ctx);
 
 /* ------------------------------------------------------------ status */
 
@@ -376,6 +391,8 @@ int cmd_status(const struct dagfs_config *c);
  * DIR/current once (pinned revisions from the cache, or fetched) and
  * exit: 0, or 1 with a one-line reason.
  */
+/** `dagfs airflow-bundles`: print Airflow's dag_bundle_config_list. */
+int cmd_airflow_bundles(const struct dagfs_config *c);
 int cmd_sync(const struct dagfs_config *c);
 
 /**
@@ -384,6 +401,12 @@ int cmd_sync(const struct dagfs_config *c);
  * return 0 once mounted or the child's failure.
  */
 int fstab_main(int argc, char **argv, int (*run_mount)(int, char **));
+
+/**
+ * `dagfs export [--cache C] [--serve-key-file K] DIR`: the served store's
+ * layout as files in DIR (export.c). 0, or 1 with a one-line reason.
+ */
+int cmd_export(const struct dagfs_config *c);
 
 /** `dagfs fsck --cache DIR [--repair]`; e2fsck exit statuses. */
 int cmd_fsck(const struct dagfs_config *c);

@@ -167,14 +167,16 @@ static void check_source(struct fsck *f, int sfd, const char *name)
 	}
 	while ((de = readdir(d))) {
 		bool is_cur = !strcmp(de->d_name, "current");
+		bool hist = !strncmp(de->d_name, "h-", 2);
 
+		/* d-: revisions fetched on demand, never made current */
 		if (de->d_name[0] == '.' ||
-		    (!is_cur && strncmp(de->d_name, "h-", 2)))
+		    (!is_cur && !hist && strncmp(de->d_name, "d-", 2)))
 			continue;
 		link_id(sfd, de->d_name, id);
 		if (snapshot_exists(f, id) &&
 		    !snapshot_intact(f, id, why, sizeof(why))) {
-			if (!is_cur && strcmp(de->d_name, best) > 0)
+			if (hist && strcmp(de->d_name, best) > 0)
 				snprintf(best, sizeof(best), "%s", de->d_name);
 			continue;
 		}

@@ -297,7 +297,11 @@ int mat_prune(const char *dir, const char *keep_id, int grace_s)
 		if (now - st.st_mtime < grace_s && now - st.st_ctime < grace_s)
 			continue;
 		if (!remove_at(dirfd(d), de->d_name)) {
+			char desc[NAME_MAX + 16];
+
 			unlinkat(dirfd(d), mark, 0);
+			snprintf(desc, sizeof(desc), "%s.json", de->d_name);
+			unlinkat(dirfd(d), desc, 0); /* its tree (materialize) */
 			removed++;
 		}
 	}

@@ -119,7 +119,10 @@ int pub_read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 	return 0;
 }
 
-int pub_hist_list(const char *srcdir, struct hist *out)
+/* Links @prefix<seq> of a source ("h-": its history, "d-": revisions
+ * fetched on demand), newest first; at most HIST_MAX. */
+static int links_list(const char *srcdir, const char *prefix,
+		      struct hist *out)
 {
 	int fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -134,7 +137,7 @@ int pub_hist_list(const char *srcdir, struct hist *out)
 	while ((de = readdir(d)) && n < HIST_MAX) {
 		char *end;
 
-		if (strncmp(de->d_name, "h-", 2))
+		if (strncmp(de->d_name, prefix, 2))
 			continue;
 		out[n].seq = strtoull(de->d_name + 2, &end, 16);
 		if (*end || pub_read_id_link(fd, de->d_name, out[n].id))
@@ -146,29 +149,51 @@ int pub_hist_list(const char *srcdir, struct hist *out)
 	return n;
 }
 
-/* Drop history beyond the newest @keep, except pinned or current ones. */
-static void hist_trim(struct store *st, const char *srcdir, unsigned keep,
-		      const char *current)
+int pub_hist_list(const char *srcdir, struct hist *out)
+{
+	return links_list(srcdir, "h-", out);
+}
+
+int pub_retained_list(const char *srcdir, struct hist *out)
+{
+	int n = pub_hist_list(srcdir, out), d;
+
+	if (n < 0)
+		return n;
+	d = links_list(srcdir, "d-", out + n);
+	return d < 0 ? n : n + d;
+}
+
+/* Drop @prefix links beyond the newest @keep, except pinned or current
+ * ones. */
+static void links_trim(struct store *st, const char *srcdir,
+		       const char *prefix, unsigned keep, const char *current)
 {
 	struct hist *h = malloc(HIST_MAX * sizeof(*h));
-	int n = h ? pub_hist_list(srcdir, h) : 0;
+	int n = h ? links_list(srcdir, prefix, h) : 0;
 
 	for (int i = (int)keep; i < n; i++) {
 		char p[PATH_MAX];
 
 		if (!strcmp(h[i].id, current) || store_pinned(st, h[i].id))
 			continue;
-		if (!path_fmt(p, sizeof(p), "%s/h-%016llx", srcdir, h[i].seq))
+		if (!path_fmt(p, sizeof(p), "%s/%s%016llx", srcdir, prefix,
+			      h[i].seq))
 			unlink(p);
 	}
 	free(h);
 }
 
-int pub_publish(struct store *st, struct snap *snap, unsigned keep)
+/*
+ * Steps (1) and (2) of a publication: the blobs durable, snapshots/<id>
+ * written; then the link @prefix<next seq> to it in the source's
+ * directory, whose path is left in @srcdir. The directory is not fsynced.
+ */
+static int snap_store(struct store *st, struct snap *snap, const char *prefix,
+		      char srcdir[PATH_MAX])
 {
-	char srcdir[PATH_MAX], snapdir[PATH_MAX], tmpdir[PATH_MAX];
-	char target[PATH_MAX], hname[32];
-	struct hist *h = NULL;
+	char snapdir[PATH_MAX], tmpdir[PATH_MAX], target[PATH_MAX], name[32];
+	struct hist *h;
 	struct dhash id;
 	size_t len;
 	void *buf;
@@ -177,16 +202,22 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	rc = store_flush(st);
 	if (rc)
 		return rc;
-	snap->published_ns = now_ns();
-	rc = snap_encode(snap, &buf, &len);
-	if (rc)
-		return rc;
+	buf = snap_take_raw(snap, &len); /* a mirror's: upstream's bytes */
+	if (!buf) {
+		snap->published_ns = now_ns();
+		rc = snap_encode(snap, &buf, &len);
+		if (rc)
+			return rc;
+	}
 	dhash_buf(&id, buf, len);
 	dhash_hex(snap->id, &id);
-	snprintf(snapdir, sizeof(snapdir), "%s/snapshots", store_dir(st));
-	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", store_dir(st));
-	snprintf(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
-		 snap->source);
+	snprintf(snapdir, PATH_MAX, "%s/snapshots", store_dir(st));
+	snprintf(tmpdir, PATH_MAX, "%s/tmp", store_dir(st));
+	if (path_fmt(srcdir, PATH_MAX, "%s/sources/%s", store_dir(st),
+		     snap->source)) {
+		free(buf);
+		return -ENAMETOOLONG;
+	}
 	rc = pub_write_file(snapdir, tmpdir, snap->id, buf, len);
 	free(buf);
 	if (rc)
@@ -197,19 +228,44 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	h = malloc(HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	n = pub_hist_list(srcdir, h);
-	snprintf(hname, sizeof(hname), "h-%016llx", n > 0 ? h[0].seq + 1 : 1ULL);
+	n = links_list(srcdir, prefix, h);
+	snprintf(name, sizeof(name), "%s%016llx", prefix,
+		 n > 0 ? h[0].seq + 1 : 1ULL);
 	free(h);
 	snprintf(target, sizeof(target), "../../snapshots/%s", snap->id);
-	rc = link_replace(srcdir, hname, target);
+	return link_replace(srcdir, name, target);
+}
+
+int pub_publish(struct store *st, struct snap *snap, unsigned keep)
+{
+	char srcdir[PATH_MAX], target[PATH_MAX];
+	int rc = snap_store(st, snap, "h-", srcdir);
+
+	snprintf(target, sizeof(target), "../../snapshots/%s", snap->id);
 	if (!rc)
 		rc = link_replace(srcdir, "current", target);
 	if (!rc)
 		rc = fsync_dir(srcdir);
 	if (rc)
 		return rc;
-	hist_trim(st, srcdir, keep ? keep : 1, snap->id);
+	links_trim(st, srcdir, "h-", keep ? keep : 1, snap->id);
 	/* derived data: without an index, readers rebuild one */
+	if (pub_index_update(st, snap->source, snap))
+		log_warn(snap->source, "revision index not written; it is "
+			 "rebuilt when next read");
+	return 0;
+}
+
+int pub_retain(struct store *st, struct snap *snap, unsigned keep)
+{
+	char srcdir[PATH_MAX];
+	int rc = snap_store(st, snap, "d-", srcdir);
+
+	if (!rc)
+		rc = fsync_dir(srcdir);
+	if (rc)
+		return rc;
+	links_trim(st, srcdir, "d-", keep ? keep : 1, snap->id);
 	if (pub_index_update(st, snap->source, snap))
 		log_warn(snap->source, "revision index not written; it is "
 			 "rebuilt when next read");
@@ -269,6 +325,29 @@ int pub_load(struct store *st, const char *id, struct snap **out)
 	}
 	snap_pin(s, st);
 	*out = s;
+	return 0;
+}
+
+int pub_read_raw(struct store *st, const char *id, void **out, size_t *len)
+{
+	char path[PATH_MAX], hex[DHASH_HEX];
+	struct dhash h;
+	int rc;
+
+	if (dhash_parse(&h, id))
+		return -EINVAL;
+	if (path_fmt(path, sizeof(path), "%s/snapshots/%s", store_dir(st), id))
+		return -ENAMETOOLONG;
+	rc = pub_read_all(path, out, len);
+	if (rc)
+		return rc;
+	dhash_buf(&h, *out, *len);
+	dhash_hex(hex, &h);
+	if (strcmp(hex, id)) {
+		free(*out);
+		*out = NULL;
+		return -EBADMSG;
+	}
 	return 0;
 }
 

@@ -20,6 +20,11 @@ struct hist {
  *  (at most HIST_MAX; 0 if the directory is absent). */
 int pub_hist_list(const char *srcdir, struct hist *out);
 
+/** Every retained link: the history, then the revisions fetched on
+ *  demand (d-<seq>, pub_retain), each newest first; the count (at most
+ *  2 * HIST_MAX: @out holds that many). */
+int pub_retained_list(const char *srcdir, struct hist *out);
+
 /** Read a link naming ../../snapshots/<id>; 0 and the id, or -errno. */
 int pub_read_id_link(int dirfd, const char *name, char id[DHASH_HEX]) WUR;
 

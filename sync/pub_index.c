@@ -63,7 +63,7 @@ static int index_parse(struct pub_rev **out, char *text)
 	text += strlen(INDEX_MAGIC);
 	for (p = text; (p = strchr(p, '\n')); p++)
 		n++;
-	if (n > HIST_MAX || (*text && text[strlen(text) - 1] != '\n'))
+	if (n > 2 * HIST_MAX || (*text && text[strlen(text) - 1] != '\n'))
 		return -EBADMSG;
 	v = calloc(n ? n : 1, sizeof(*v));
 	if (!v)
@@ -192,11 +192,11 @@ int pub_index_update(struct store *st, const char *source,
 		return -ENAMETOOLONG;
 	if (access(srcdir, F_OK))
 		return -ENOENT; /* no history: nothing to index */
-	h = malloc(HIST_MAX * sizeof(*h));
+	h = malloc(2 * HIST_MAX * sizeof(*h));
 	if (!h)
 		return -ENOMEM;
 	store_index_lock(st);
-	n = pub_hist_list(srcdir, h);
+	n = pub_retained_list(srcdir, h);
 	rc = index_write(st, source, srcdir, h, n, added);
 	store_index_unlock(st);
 	free(h);

@@ -135,7 +135,24 @@ void snap_unref(struct snap *s)
 	free(s->e);
 	free(si->slots);
 	free(si->strings);
+	free(si->raw);
 	free(si);
+}
+
+void snap_set_raw(struct snap *s, void *buf, size_t len)
+{
+	free(impl(s)->raw);
+	impl(s)->raw = buf;
+	impl(s)->rawlen = len;
+}
+
+void *snap_take_raw(struct snap *s, size_t *len)
+{
+	void *buf = impl(s)->raw;
+
+	*len = impl(s)->rawlen;
+	impl(s)->raw = NULL;
+	return buf;
 }
 
 int snap_refs(const struct snap *s)

@@ -17,6 +17,10 @@ struct snap_impl {
 	uint32_t *slots; /* open-addressed path index */
 	uint32_t nslots;
 	char *strings;
+	/* the exact bytes it was decoded from, when a mirror publishes them
+	 * unchanged (the upstream's id); owned; NULL otherwise */
+	void *raw;
+	size_t rawlen;
 };
 
 /**
@@ -25,6 +29,15 @@ struct snap_impl {
  * thread-safe for one snapshot: only its publisher calls it.
  */
 void snap_pin(struct snap *s, struct store *st);
+
+/**
+ * Keep @buf (@len bytes, malloc'd; NULL drops any) as the bytes @s was
+ * decoded from: pub_publish() then writes them as they are instead of
+ * encoding @s again, so the id stays the upstream's. @s owns @buf.
+ */
+void snap_set_raw(struct snap *s, void *buf, size_t len);
+/** Take the bytes snap_set_raw() kept (the caller frees), or NULL. */
+void *snap_take_raw(struct snap *s, size_t *len);
 
 /** The reference count of @s (tests and assertions). */
 int snap_refs(const struct snap *s);

@@ -23,6 +23,7 @@ static const struct source_ops *const source_types[] = {
 	&source_dir_ops,
 	&source_git_ops,
 	&source_s3_ops,
+	&source_dagfs_ops,
 };
 
 static const char *const common_keys[] = { "name", "at", "period",
@@ -40,33 +41,11 @@ static bool key_known(const struct source_ops *ops, const char *key)
 	return false;
 }
 
-/* Normalise at= to "a/b" (no leading or trailing slash). */
-static int at_normalise(char **out, const char *at)
-{
-	char *s;
-	size_t n;
-
-	while (*at == '/')
-		at++;
-	s = strdup(at);
-	if (!s)
-		return -ENOMEM;
-	n = strlen(s);
-	while (n && s[n - 1] == '/')
-		s[--n] = '\0';
-	if (n && snap_path_check(s, n)) {
-		free(s);
-		return -EINVAL;
-	}
-	*out = s;
-	return 0;
-}
-
 static int common_keys_parse(struct source *src, char *err, size_t errlen)
 {
 	const struct source_spec *sp = src->spec;
 	const char *v;
-	int ms;
+	int ms, rc;
 
 	for (size_t i = 0; i < sp->nkeys; i++) {
 		if (!key_known(src->ops, sp->keys[i])) {
@@ -75,11 +54,12 @@ static int common_keys_parse(struct source *src, char *err, size_t errlen)
 			return -EINVAL;
 		}
 	}
-	if (at_normalise(&src->at, (v = source_spec_get(sp, "at")) ? v : "")) {
+	rc = source_spec_at(&src->at, sp);
+	if (rc == -EINVAL)
 		snprintf(err, errlen, "%s source %s: bad at= '%s'", sp->type,
-			 src->name, v);
-		return -EINVAL;
-	}
+			 src->name, source_spec_get(sp, "at"));
+	if (rc)
+		return rc;
 	if ((v = source_spec_get(sp, "period"))) {
 		if (parse_duration_ms(v, &ms) || ms < 100) {
 			snprintf(err, errlen, "%s source %s: bad period '%s' "
@@ -112,33 +92,39 @@ int source_new(struct source **out, const struct source_spec *spec,
 	       struct store *st, char *err, size_t errlen)
 {
 	struct source *src = calloc(1, sizeof(*src));
-	const char *name;
-	int rc = -EINVAL;
+	char name[SOURCE_NAME_MAX + 1];
+	int rc = -EINVAL, bad_name;
 
 	if (!src)
 		return -ENOMEM;
+	pthread_condattr_t ca;
+
 	src->wakefd = -1;
 	pthread_mutex_init(&src->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&src->demand_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	for (size_t i = 0; i < sizeof(source_types) / sizeof(*source_types); i++)
 		if (!strcmp(source_types[i]->type, spec->type))
 			src->ops = source_types[i];
 	if (!src->ops) {
 		snprintf(err, errlen, "unknown source type '%s' (expected dir, "
-			 "git or s3)", spec->type);
+			 "git, s3 or dagfs)", spec->type);
 		goto err;
 	}
 	src->spec = source_spec_copy(spec);
-	name = source_spec_get(spec, "name");
-	src->name = name ? strdup(name) : source_name_derive(spec->location);
+	bad_name = source_spec_name(name, spec);
+	src->name = strdup(name);
 	src->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!src->spec || !src->name || src->wakefd < 0) {
 		rc = -ENOMEM;
 		goto err;
 	}
-	if (!source_name_ok(src->name)) {
+	if (bad_name) {
 		snprintf(err, errlen, "%s source: bad name '%s' (letters, "
 			 "digits, '-', '_', '.'; at most 64)", spec->type,
-			 src->name);
+			 source_spec_get(spec, "name"));
 		goto err;
 	}
 	snprintf(src->tag, sizeof(src->tag), "%s source %s", spec->type,
@@ -170,6 +156,7 @@ void source_free(struct source *src)
 	source_spec_free(src->spec);
 	if (src->wakefd >= 0)
 		close(src->wakefd);
+	pthread_cond_destroy(&src->demand_cond);
 	pthread_mutex_destroy(&src->lock);
 	free(src->name);
 	free(src->at);
@@ -185,6 +172,36 @@ const char *source_name(const struct source *src)
 const char *source_at(const struct source *src)
 {
 	return src->at;
+}
+
+const char *source_type(const struct source *src)
+{
+	return src->ops->type;
+}
+
+unsigned source_keep(const struct source *src)
+{
+	return src->keep;
+}
+
+void source_origin(const struct source *src, char *url, size_t urllen,
+		   char *ref, size_t reflen)
+{
+	const char *loc = src->spec->location, *v, *s, *at, *slash;
+
+	url[0] = ref[0] = '\0';
+	if (strcmp(src->ops->type, "git"))
+		return;
+	v = source_spec_get(src->spec, "ref");
+	snprintf(ref, reflen, "%s", v ? v : "");
+	/* scheme://[userinfo@]host/...: the userinfo goes */
+	s = strstr(loc, "://");
+	at = s ? strchr(s + 3, '@') : NULL;
+	slash = s ? strchr(s + 3, '/') : NULL;
+	if (at && (!slash || at < slash))
+		snprintf(url, urllen, "%.*s%s", (int)(s + 3 - loc), loc, at + 1);
+	else
+		snprintf(url, urllen, "%s", loc);
 }
 
 struct snap *source_current(struct source *src)

@@ -43,6 +43,21 @@ struct source_ops {
 	 */
 	void (*wait)(struct source *src, int timeout_ms);
 	void (*fini)(struct source *src);
+	/**
+	 * Optional: build the snapshot of revision @rev, which is not
+	 * retained (a worker asks for the revision the dag-processor
+	 * recorded). Runs in the source's own thread between syncs, never
+	 * at the same time as ->sync (or, before source_start(), in the
+	 * caller's). Return 0 with a new snapshot in *out, every blob it
+	 * names in the store (the loop keeps it with pub_retain(), it is
+	 * never made current), -ENOENT if the upstream does not have @rev,
+	 * or another negative errno; a one-line reason (no secrets) in
+	 * @err. Without this op an unretained revision is ENOENT. The
+	 * thread is woken through src->wakefd: a type whose ->sync or
+	 * ->wait blocks for long must return when it is readable.
+	 */
+	int (*fetch_rev)(struct source *src, const char *rev,
+			 struct snap **out, char *err, size_t errlen);
 	/** Keys this type accepts besides the common ones; NULL-terminated. */
 	const char *const *keys;
 };
@@ -50,6 +65,7 @@ struct source_ops {
 extern const struct source_ops source_dir_ops;
 extern const struct source_ops source_git_ops;
 extern const struct source_ops source_s3_ops;
+extern const struct source_ops source_dagfs_ops;
 
 struct source {
 	const struct source_ops *ops;
@@ -77,6 +93,8 @@ struct source {
 	bool kicked;
 	struct snap *current;
 	struct source_status st;
+	struct source_demand *demands; /* revisions asked for (demand.c) */
+	pthread_cond_t demand_cond;    /* a demand is done (CLOCK_MONOTONIC) */
 };
 
 /* ---------------------------------------------------- source.c */
@@ -88,6 +106,15 @@ void source_wake(struct source *src);
  *  drains the wake event. Returns 1 if @extra_fd is readable. */
 int source_poll_wake(struct source *src, int extra_fd, int timeout_ms);
 
+/* demand.c */
+
+/** Fetch the revisions asked for, in the source's thread. */
+void source_demands_run(struct source *src);
+/** True if a demand waits for the thread. */
+bool source_demands_pending(struct source *src);
+/** Fail every demand with -ECANCELED (the thread has stopped). */
+void source_demands_cancel(struct source *src);
+
 /** Add to the source's fetch counters (thread-safe). */
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);
 
@@ -95,12 +122,6 @@ void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);
 
 /** A deep copy of @s, or NULL without memory. Free with source_spec_free. */
 struct source_spec *source_spec_copy(const struct source_spec *s);
-
-/** The default name of a source at @location (malloc'd; NULL: no memory). */
-char *source_name_derive(const char *location);
-
-/** Whether @name may name a source: [A-Za-z0-9._-]{1,64}, not "." or "..". */
-bool source_name_ok(const char *name);
 
 /* ----------------------------------------------- source_gate.c */
 

@@ -105,6 +105,35 @@ static int next_delay_ms(const struct source *src, unsigned failures)
 	return (int)d;
 }
 
+/*
+ * Wait @delay_ms for the next sync, fetching revisions asked for on the
+ * way (source_rev.c): a wake that only brought a demand does not start a
+ * sync early.
+ */
+static void wait_next(struct source *src, int delay_ms)
+{
+	int64_t until = mono_ns() + (int64_t)delay_ms * 1000000;
+
+	for (;;) {
+		int64_t left;
+		bool go;
+
+		source_demands_run(src);
+		pthread_mutex_lock(&src->lock);
+		go = src->stop || src->kicked;
+		pthread_mutex_unlock(&src->lock);
+		left = (until - mono_ns()) / 1000000;
+		if (go || left <= 0)
+			return;
+		if (src->ops->wait)
+			src->ops->wait(src, (int)left);
+		else
+			source_poll_wake(src, -1, (int)left);
+		if (!source_demands_pending(src))
+			return;
+	}
+}
+
 static void *source_thread(void *arg)
 {
 	struct source *src = arg;
@@ -144,10 +173,7 @@ static void *source_thread(void *arg)
 				err);
 		if (__atomic_load_n(&src->stop, __ATOMIC_ACQUIRE))
 			break;
-		if (src->ops->wait)
-			src->ops->wait(src, next_delay_ms(src, failures));
-		else
-			source_poll_wake(src, -1, next_delay_ms(src, failures));
+		wait_next(src, next_delay_ms(src, failures));
 	}
 	return NULL;
 }
@@ -210,4 +236,5 @@ void source_stop(struct source *src)
 	source_wake(src);
 	pthread_join(src->thread, NULL);
 	src->started = false;
+	source_demands_cancel(src);
 }

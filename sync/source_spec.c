@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * source_spec.c - the TYPE:LOCATION[,key=value]... specification of a
- * source: parsing, copying, freeing, and the name a source gets from it.
+ * source: parsing, copying, freeing, the name and sub-path a source gets
+ * from it, and the rule that sources neither share a name nor overlap.
+ * The daemon, the config file reader and the provisioner all use these,
+ * so a rendered configuration names sources as the daemon does.
  *
  * Pure text handling: no I/O, no threads, no knowledge of source types.
  */
@@ -13,10 +16,8 @@
 
 #include "source_i.h"
 
-void source_spec_free(struct source_spec *spec)
+void source_spec_clear(struct source_spec *spec)
 {
-	if (!spec)
-		return;
 	for (size_t i = 0; i < spec->nkeys; i++) {
 		free(spec->keys[i]);
 		free(spec->values[i]);
@@ -25,6 +26,14 @@ void source_spec_free(struct source_spec *spec)
 	free(spec->values);
 	free(spec->type);
 	free(spec->location);
+	memset(spec, 0, sizeof(*spec));
+}
+
+void source_spec_free(struct source_spec *spec)
+{
+	if (!spec)
+		return;
+	source_spec_clear(spec);
 	free(spec);
 }
 
@@ -34,6 +43,33 @@ const char *source_spec_get(const struct source_spec *spec, const char *key)
 		if (!strcmp(spec->keys[i], key))
 			return spec->values[i];
 	return NULL;
+}
+
+int source_spec_set(struct source_spec *spec, const char *key,
+		    const char *value)
+{
+	char **keys, **values, *k, *v;
+
+	if (source_spec_get(spec, key))
+		return -EEXIST;
+	keys = realloc(spec->keys, (spec->nkeys + 1) * sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	spec->keys = keys;
+	values = realloc(spec->values, (spec->nkeys + 1) * sizeof(*values));
+	if (!values)
+		return -ENOMEM;
+	spec->values = values;
+	k = strdup(key);
+	v = strdup(value);
+	if (!k || !v) {
+		free(k);
+		free(v);
+		return -ENOMEM;
+	}
+	keys[spec->nkeys] = k;
+	values[spec->nkeys++] = v;
+	return 0;
 }
 
 /* Next comma-separated field of *@p with "\," and "\\" unescaped. */
@@ -57,7 +93,8 @@ static char *next_field(const char **p)
 static int spec_add_key(struct source_spec *sp, char *field, char *err,
 			size_t errlen)
 {
-	char *eq = strchr(field, '='), **k, **v;
+	char *eq = strchr(field, '=');
+	int rc;
 
 	if (!eq || eq == field) {
 		snprintf(err, errlen, "expected key=value, got '%s'", field);
@@ -71,24 +108,12 @@ static int spec_add_key(struct source_spec *sp, char *field, char *err,
 			return -EINVAL;
 		}
 	}
-	if (source_spec_get(sp, field)) {
+	rc = source_spec_set(sp, field, eq + 1);
+	if (rc == -EEXIST) {
 		snprintf(err, errlen, "key '%s' given twice", field);
 		return -EINVAL;
 	}
-	k = realloc(sp->keys, (sp->nkeys + 1) * sizeof(*k));
-	if (k)
-		sp->keys = k;
-	v = realloc(sp->values, (sp->nkeys + 1) * sizeof(*v));
-	if (v)
-		sp->values = v;
-	if (!k || !v || !(sp->keys[sp->nkeys] = strdup(field)))
-		return -ENOMEM;
-	if (!(sp->values[sp->nkeys] = strdup(eq + 1))) {
-		free(sp->keys[sp->nkeys]);
-		return -ENOMEM;
-	}
-	sp->nkeys++;
-	return 0;
+	return rc;
 }
 
 int source_spec_parse(struct source_spec **out, const char *text, char *err,
@@ -165,41 +190,103 @@ struct source_spec *source_spec_copy(const struct source_spec *s)
 	return c;
 }
 
-/* A default name from the location's last meaningful part. */
-char *source_name_derive(const char *location)
+/* The default name of a source at @location: its last meaningful part. */
+static void name_derive(char out[SOURCE_NAME_MAX + 1], const char *location)
 {
-	char buf[65], *copy = strdup(location), *base, *dot;
-	size_t n = 0;
+	size_t len = strlen(location), n = 0;
+	const char *base, *end, *dot;
 
-	if (!copy)
-		return NULL;
-	while (strlen(copy) > 1 && (copy[strlen(copy) - 1] == '/'))
-		copy[strlen(copy) - 1] = '\0';
-	base = strrchr(copy, '/');
-	base = base ? base + 1 : copy;
-	if (strrchr(base, ':'))
-		base = strrchr(base, ':') + 1;
-	dot = strstr(base, ".git");
-	if (dot && dot[4] == '\0')
-		*dot = '\0';
-	for (const char *c = base; *c && n < 64; c++)
-		buf[n++] = isalnum((unsigned char)*c) || *c == '-' ||
+	while (len > 1 && location[len - 1] == '/')
+		len--;
+	end = location + len;
+	for (base = end; base > location && base[-1] != '/'; base--)
+		;
+	for (const char *c = base; c < end; c++)
+		if (*c == ':')
+			base = c + 1;
+	dot = end - base >= 4 ? strstr(base, ".git") : NULL;
+	if (dot && dot + 4 == end) /* the first ".git" ends the name */
+		end = dot;
+	for (const char *c = base; c < end && n < SOURCE_NAME_MAX; c++)
+		out[n++] = isalnum((unsigned char)*c) || *c == '-' ||
 					   *c == '_' || *c == '.' ?
 				   *c :
 				   '-';
-	buf[n] = '\0';
-	free(copy);
-	return strdup(n && strcmp(buf, ".") && strcmp(buf, "..") ? buf : "root");
+	out[n] = '\0';
+	if (!n || !strcmp(out, ".") || !strcmp(out, ".."))
+		strcpy(out, "root");
 }
 
 bool source_name_ok(const char *name)
 {
 	size_t n = strlen(name);
 
-	if (!n || n > 64 || !strcmp(name, ".") || !strcmp(name, ".."))
+	if (!n || n > SOURCE_NAME_MAX || !strcmp(name, ".") ||
+	    !strcmp(name, ".."))
 		return false;
 	for (; *name; name++)
 		if (!isalnum((unsigned char)*name) && !strchr("-_.", *name))
 			return false;
 	return true;
+}
+
+int source_spec_name(char out[SOURCE_NAME_MAX + 1],
+		     const struct source_spec *spec)
+{
+	const char *name = source_spec_get(spec, "name");
+
+	if (!name) {
+		name_derive(out, spec->location);
+		return 0;
+	}
+	snprintf(out, SOURCE_NAME_MAX + 1, "%s", name);
+	return source_name_ok(name) ? 0 : -EINVAL;
+}
+
+int source_spec_at(char **out, const struct source_spec *spec)
+{
+	const char *at = source_spec_get(spec, "at");
+	char *s;
+	size_t n;
+
+	for (at = at ? at : ""; *at == '/'; at++)
+		;
+	s = strdup(at);
+	if (!s)
+		return -ENOMEM;
+	n = strlen(s);
+	while (n && s[n - 1] == '/')
+		s[--n] = '\0';
+	if (n && snap_path_check(s, n)) {
+		free(s);
+		return -EINVAL;
+	}
+	*out = s;
+	return 0;
+}
+
+/* Sub-paths @a and @b ("" is the root) overlap: one contains the other. */
+static bool at_overlap(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), l = la < lb ? la : lb;
+	const char *longer = la < lb ? b : a;
+
+	return l == 0 || (!strncmp(a, b, l) && (longer[l] == '/' || !longer[l]));
+}
+
+int source_layout_conflict(size_t *first, size_t *second,
+			   const char *const *names, const char *const *ats,
+			   size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = i + 1; j < n; j++) {
+			*first = i;
+			*second = j;
+			if (!strcmp(names[i], names[j]))
+				return SOURCE_SAME_NAME;
+			if (at_overlap(ats[i], ats[j]))
+				return SOURCE_OVERLAP;
+		}
+	}
+	return 0;
 }

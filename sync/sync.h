@@ -265,10 +265,117 @@ int pub_list_revs(struct store *st, const char *source, char ***out) WUR;
 int pub_load(struct store *st, const char *id, struct snap **out) WUR;
 
 /**
+ * The bytes of snapshots/<@id>, checked to hash to @id (-EBADMSG if not,
+ * -ENOENT if absent, -EINVAL if @id is not 32 hex digits). *@out is
+ * malloc'd.
+ */
+int pub_read_raw(struct store *st, const char *id, void **out,
+		 size_t *len) WUR;
+
+/**
  * Remove snapshots no source retains, and blobs no retained or pinned
  * snapshot names. Returns the number of blobs removed.
  */
 int pub_gc(struct store *st) WUR;
+
+/**
+ * Keep @snap (a revision fetched on demand) without making it current:
+ * write snapshots/<id> (fsync) and link it from the source's demand list
+ * sources/<source>/d-<seq>, of which the newest @keep are kept. It is then
+ * found by pub_find_rev() and listed by pub_list_revs(), but never served
+ * as the source's current revision, not even after a restart. Every blob
+ * it names must already be stored (hold store_sync_begin()).
+ */
+int pub_retain(struct store *st, struct snap *snap, unsigned keep) WUR;
+
+/**
+ * Write @len bytes to @dir/@name crash-safely: a temporary file in
+ * @tmpdir (same filesystem), fsync, rename, fsync of @dir.
+ */
+int pub_write_file(const char *dir, const char *tmpdir, const char *name,
+		   const void *buf, size_t len) WUR;
+
+/* ---------------------------------------------------------------- trees */
+
+/** One source of a composed view. Strings are borrowed (or owned by the
+ * struct tree that holds the member). */
+struct tree_member {
+	const char *source;  /* source name */
+	const char *at;	     /* its sub-path, "" for the root */
+	const char *rev;     /* its revision, "" if it had none yet */
+	const char *snap_id; /* the snapshot composed, "" if unknown: a hint,
+			      * not part of the id */
+};
+
+/** A tree manifest (tree_load, tree_decode): members sorted by source. */
+struct tree {
+	char id[DHASH_HEX];
+	size_t n;
+	struct tree_member *m;
+	char *text; /* private: the strings */
+};
+
+/**
+ * The tree id of @n members (any order): XXH3-128 hex of the lines
+ * "SOURCE\tAT\tREV\n" sorted by source. -EINVAL if two members share a
+ * source or a field holds a control character.
+ */
+int tree_id(char out[DHASH_HEX], const struct tree_member *m, size_t n) WUR;
+
+/** The manifest text of @n members; *@out malloc'd. */
+int tree_encode(const struct tree_member *m, size_t n, char **out,
+		size_t *len) WUR;
+
+/**
+ * Parse a manifest; -EBADMSG if malformed or, when @want_id is not NULL,
+ * if its lines do not hash to @want_id. Caller frees with tree_free().
+ */
+int tree_decode(struct tree **out, const char *want_id, const void *buf,
+		size_t len) WUR;
+void tree_free(struct tree *t);
+
+/**
+ * Record the composition of @n members as <cache>/trees/<id>, written
+ * crash-safely (or, if that manifest is already there, made the newest),
+ * and keep only the newest @keep manifests. The id is in @id_out.
+ */
+int tree_record(struct store *st, const struct tree_member *m, size_t n,
+		unsigned keep, char id_out[DHASH_HEX]) WUR;
+
+/**
+ * Store manifest @buf as tree @id after checking it hashes to @id (a
+ * manifest fetched from another daemon); as tree_record() otherwise.
+ */
+int tree_put(struct store *st, const char *id, const void *buf, size_t len,
+	     unsigned keep) WUR;
+
+/** Load manifest @id from the cache; -ENOENT if absent, -EBADMSG if bad. */
+int tree_load(struct store *st, const char *id, struct tree **out) WUR;
+
+/** What a status file says of one source of a tree (tree_json_put). */
+struct tree_json_src {
+	const char *source, *at;
+	const char *type;	 /* "git", "s3", "dir"...; NULL: not said */
+	unsigned keep;		 /* its keep= */
+	const char *url, *ref;	 /* git: remote (no userinfo), ref= or NULL;
+				  * url NULL for other types */
+	const struct snap *snap; /* its revision; NULL before the first */
+};
+
+/**
+ * Write {"tree": ID, "sources": {NAME: {"at", "type", "keep", "url",
+ * "ref", "revision", "published", "published_ns"}}} to @f, the shape of
+ * .dagfs/status.json and of a materialised revision's .json. @id NULL or
+ * "" writes null.
+ */
+void tree_json_put(FILE *f, const char *id, const struct tree_json_src *v,
+		   size_t n);
+
+/**
+ * Ids of the manifests in the cache, newest first: a malloc'd array of
+ * malloc'd strings. Returns the count or -errno.
+ */
+int tree_list(struct store *st, char ***out) WUR;
 
 /* ----------------------------------------------------------------- fsck */
 
@@ -314,6 +421,53 @@ int mat_prune(const char *dir, const char *keep_id, int grace_s);
 /** rm -rf @path (no symlinks followed). */
 int mat_remove(const char *path);
 
+/* ------------------------------------------------ snapshot statements */
+
+/*
+ * What a served store says about one snapshot (sdoc.c): source, revision,
+ * snapshot id, SHA-256 of the snapshot's bytes, publication time, and an
+ * optional Ed25519 signature over those lines.
+ */
+#define SDOC_MAX 4096
+
+struct sdoc {
+	char source[65];
+	char rev[128];
+	char snapshot[DHASH_HEX];
+	char sha256[65];
+	int64_t published_ns;
+	bool is_signed;
+	size_t signed_len; /* bytes the signature covers */
+	uint8_t sig[64];
+};
+
+/** An Ed25519 key: secret (signs) or public (verifies). */
+struct sdoc_key;
+
+/** Load a PEM key file; a one-line reason in @err on failure. */
+int sdoc_key_load(struct sdoc_key **out, const char *path, bool secret,
+		  char *err, size_t errlen) WUR;
+/** NULL is a no-op. */
+void sdoc_key_free(struct sdoc_key *k);
+
+/**
+ * The statement for @s, whose encoded bytes are @snapbytes, signed when
+ * @key is a secret key (NULL: unsigned). *@out is malloc'd text.
+ */
+int sdoc_format(char **out, size_t *len, const struct snap *s,
+		const void *snapbytes, size_t snaplen,
+		const struct sdoc_key *key) WUR;
+/** Parse strictly; -EBADMSG on anything malformed. No signature check. */
+int sdoc_parse(struct sdoc *out, const char *buf, size_t len) WUR;
+/** 0 if @d (parsed from @buf) is signed by @pub, else -EPERM. */
+int sdoc_verify(const struct sdoc *d, const char *buf,
+		const struct sdoc_key *pub) WUR;
+/** 0 if @buf hashes to @d's snapshot id and SHA-256, else -EBADMSG. */
+int sdoc_check_snapshot(const struct sdoc *d, const void *buf,
+			size_t len) WUR;
+/** Lowercase hex SHA-256 of @buf. */
+void sdoc_sha256(char out[65], const void *buf, size_t len);
+
 /* --------------------------------------------------------------- sources */
 
 /** A parsed TYPE:LOCATION[,key=value]... specification. */
@@ -332,8 +486,48 @@ struct source_spec {
 int source_spec_parse(struct source_spec **out, const char *text, char *err,
 		      size_t errlen) WUR;
 void source_spec_free(struct source_spec *spec);
+/** Free what @spec holds and zero it (a spec embedded in another struct). */
+void source_spec_clear(struct source_spec *spec);
 /** Value of @key, or NULL. Borrowed from @spec. */
 const char *source_spec_get(const struct source_spec *spec, const char *key);
+/** Add @key = @value (copied); -EEXIST if @key is set, -ENOMEM. */
+int source_spec_set(struct source_spec *spec, const char *key,
+		    const char *value) WUR;
+
+#define SOURCE_NAME_MAX 64
+
+/** Whether @name may name a source: [A-Za-z0-9._-]{1,64}, not "." or "..". */
+bool source_name_ok(const char *name);
+
+/**
+ * The name the daemon gives a source of @spec: name= if set, else one
+ * derived from the location's last part ("team-b" for
+ * "airflow-dags/team-b/", "my.dags" for ".../my.dags.git"). -EINVAL if
+ * name= is not source_name_ok() (@out then holds it, cut to fit, for the
+ * message). The one implementation: the provisioner uses it too.
+ */
+int source_spec_name(char out[SOURCE_NAME_MAX + 1],
+		     const struct source_spec *spec) WUR;
+
+/**
+ * The sub-path of @spec in the mount: at= without leading or trailing
+ * '/', "" for the root; *@out is malloc'd. -EINVAL if not a valid path.
+ */
+int source_spec_at(char **out, const struct source_spec *spec) WUR;
+
+enum source_conflict {
+	SOURCE_SAME_NAME = 1, /* two sources share a name */
+	SOURCE_OVERLAP = 2,   /* one's sub-path contains the other's */
+};
+
+/**
+ * Check the layout of @n sources (names and sub-paths as above): 0 if no
+ * two conflict, else the first enum source_conflict found, with the pair
+ * in *@first < *@second. Callers word the message.
+ */
+int source_layout_conflict(size_t *first, size_t *second,
+			   const char *const *names, const char *const *ats,
+			   size_t n) WUR;
 
 struct source;
 
@@ -360,6 +554,19 @@ int source_start(struct source *src, source_publish_fn cb, void *payload) WUR;
 int source_sync_once(struct source *src, struct snap **out, char *err,
 		     size_t errlen) WUR;
 
+/**
+ * Get revision @rev of @src although it is not retained: the source type
+ * builds it from its upstream (git: fetched by commit id), and it is kept
+ * by pub_retain(), not made current. One fetch per revision at a time:
+ * concurrent calls for the same @rev wait on the same fetch. Runs in the
+ * source's thread when started (woken through its wakefd), else in the
+ * caller's. Waits at most @timeout_ms; -ETIMEDOUT past it, -ENOENT if the
+ * upstream does not have @rev or the type cannot fetch by revision, with
+ * a one-line reason in @err. *@out is a new reference.
+ */
+int source_fetch_rev(struct source *src, const char *rev, int timeout_ms,
+		     struct snap **out, char *err, size_t errlen) WUR;
+
 /** Stop the thread; safe if never started. */
 void source_stop(struct source *src);
 void source_free(struct source *src);
@@ -367,6 +574,17 @@ void source_free(struct source *src);
 const char *source_name(const struct source *src);
 /** Sub-path in the mount: "" for the root, else "a/b". */
 const char *source_at(const struct source *src);
+/** The source's type ("git", "s3", "dir"...); borrowed. */
+const char *source_type(const struct source *src);
+/** Its keep= (snapshots retained). */
+unsigned source_keep(const struct source *src);
+/**
+ * What status files may say of where it comes from: for git, the remote
+ * URL with any userinfo removed, into @url, and ref= (or "" if unset)
+ * into @ref; "" for both for other types.
+ */
+void source_origin(const struct source *src, char *url, size_t urllen,
+		   char *ref, size_t reflen);
 /** Current snapshot with a new reference, or NULL before the first. */
 struct snap *source_current(struct source *src);
 /** Poll now (webhook, tests). */

@@ -178,6 +178,31 @@ static int fetch_all(struct gitsrc_cb *cb, git_repository *repo,
 }
 
 /*
+ * Make commit @want present: if the repository lacks it, fetch every
+ * branch and tag (a server may refuse a want of an unadvertised id).
+ * -ENOENT if no branch or tag of the remote reaches it.
+ */
+static int fetch_commit(struct gitsrc *g, const git_oid *want, char *err,
+			size_t errlen)
+{
+	struct gitsrc_cb cb = { .g = g };
+	int rc;
+
+	if (have_commit(g->repo, want))
+		return 0;
+	rc = fetch_all(&cb, g->repo, g->url, "fetching", err, errlen);
+	if (rc)
+		return rc;
+	if (!have_commit(g->repo, want)) {
+		snprintf(err, errlen, "%s: commit %s is not reachable from any "
+			 "branch or tag of the remote", g->src->tag,
+			 git_oid_tostr_s(want));
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/*
  * Point TIP_REF at @tip: the next fetch sends it as a "have", and a
  * repack keeps everything it reaches.
  */
@@ -303,7 +328,6 @@ static int git_sync(struct source *src, const char *prev_rev,
 		    struct snap **out, char *err, size_t errlen)
 {
 	struct gitsrc *g = src->priv;
-	struct gitsrc_cb cb = { .g = g };
 	char hex[GIT_OID_HEXSZ + 1];
 	struct snap *prev;
 	git_commit *c;
@@ -325,16 +349,8 @@ static int git_sync(struct source *src, const char *prev_rev,
 		git_oid_tostr(hex, sizeof(hex), &want);
 		if (prev_rev && !strcmp(prev_rev, hex))
 			return 0; /* a pin never moves */
-		if (!have_commit(g->repo, &want) &&
-		    (rc = fetch_all(&cb, g->repo, g->url, "fetching", err,
-				    errlen)))
+		if ((rc = fetch_commit(g, &want, err, errlen)))
 			return rc;
-		if (!have_commit(g->repo, &want)) {
-			snprintf(err, errlen, "%s: commit %s is not reachable "
-				 "from any branch or tag of the remote",
-				 src->tag, hex);
-			return -ENOENT;
-		}
 		if ((rc = keep_tip(g, &want)))
 			return gitsrc_fail(g, NULL, rc, "pinning", err, errlen);
 	} else if ((rc = poll_ref(g, prev_rev, &want, err, errlen)) < 0) {
@@ -359,6 +375,39 @@ static int git_sync(struct source *src, const char *prev_rev,
 	log_debug(src->tag, "built the snapshot of %s in %.1f ms",
 		  git_oid_tostr_s(&want), (double)(mono_ns() - t0) / 1e6);
 	return 1;
+}
+
+/*
+ * A revision asked for by id (revisions on demand): the commit, fetched if
+ * need be, built as on a first sync (every mtime the commit's time). The
+ * tip and the served revision do not move.
+ */
+static int git_fetch_rev(struct source *src, const char *rev,
+			 struct snap **out, char *err, size_t errlen)
+{
+	struct gitsrc *g = src->priv;
+	git_commit *c;
+	git_oid want;
+	int rc;
+
+	if (strlen(rev) != GIT_OID_HEXSZ ||
+	    strspn(rev, "0123456789abcdef") != GIT_OID_HEXSZ ||
+	    git_oid_fromstr(&want, rev)) {
+		snprintf(err, errlen, "%s: '%.100s' is not a full commit id "
+			 "(40 lowercase hex digits)", src->tag, rev);
+		return -ENOENT;
+	}
+	gitsrc_stream_timeout(io_timeout_ms(src));
+	rc = fetch_commit(g, &want, err, errlen);
+	if (rc)
+		return rc;
+	rc = git_commit_lookup(&c, g->repo, &want);
+	if (rc)
+		return gitsrc_fail(g, NULL, rc, "looking up the commit", err,
+				   errlen);
+	rc = gitsrc_build(g, c, NULL, out, err, errlen);
+	git_commit_free(c);
+	return rc;
 }
 
 static void git_fini(struct source *src)
@@ -550,5 +599,6 @@ const struct source_ops source_git_ops = {
 	.init = git_init,
 	.sync = git_sync,
 	.fini = git_fini,
+	.fetch_rev = git_fetch_rev,
 	.keys = git_keys,
 };

@@ -18,6 +18,7 @@ Typical use:
 """
 
 import errno
+import json
 import os
 import pathlib
 import shutil
@@ -89,6 +90,22 @@ def wait_for(pred, timeout=10.0, interval=0.02, what=None):
                 msg += f" (last error: {last_exc!r})"
             raise Timeout(msg)
         time.sleep(interval)
+
+
+def served(root):
+    """{relative path: bytes} of every file under @root."""
+    root = pathlib.Path(root)
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in root.rglob("*") if p.is_file()}
+
+
+def source_status(m, name):
+    """Source @name's entry of @m's status.json, {} while there is none."""
+    try:
+        st = json.loads((m.cache / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return next((s for s in st["sources"] if s["name"] == name), {})
 
 
 # ------------------------------------------------------------- mounts

@@ -18,7 +18,6 @@ Stalls cost the source's I/O limit, 10 s at the least (3 periods, within
 [10 s, 60 s]; git.c io_timeout_ms): the stall cases share one mount.
 """
 
-import json
 import os
 import pathlib
 import random
@@ -32,6 +31,8 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
 
+from conftest import served  # noqa: E402
+from conftest import source_status as status  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from git_servers import git_http, git_repo, git_servers  # noqa: E402,F401
 
@@ -65,20 +66,6 @@ def publish(repo, i):
     for rel, data in revision(i).items():
         repo.write(rel, data)
     return repo.commit(f"rev {i}")
-
-
-def served(root):
-    root = pathlib.Path(root)
-    return {str(p.relative_to(root)): p.read_bytes()
-            for p in root.rglob("*") if p.is_file()}
-
-
-def status(m, name):
-    try:
-        st = json.loads((m.cache / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return next((s for s in st["sources"] if s["name"] == name), {})
 
 
 def spec(http, repo, proxy, name, at=None):

@@ -12,6 +12,7 @@ killed and restarted, the containers reading again without a restart.
 
 import base64
 import os
+import re
 import pathlib
 import shutil
 import signal
@@ -486,6 +487,41 @@ def test_vm_render(tmp_path, secrets):
             shutil.copy(out / f, golden / f)
     for f in files:
         assert (out / f).read_text() == (golden / f).read_text(), f
+
+
+@pytest.mark.parametrize("spec", [
+    "s3:airflow-dags/team-b/,at=b", "git:https://e.com/x/my.dags.git,at=m",
+    "dir:{tmp}/team-c/,at=d", "s3:bucket,at=s"])
+def test_provisioner_names_sources_as_the_daemon_does(tmp_path, secrets, spec):
+    """The [source NAME] the provisioner renders is the name `dagfs mount
+    --source SPEC` gives the same spec (status, revisions and metrics
+    are keyed by it)."""
+    (tmp_path / "team-c").mkdir()
+    spec = spec.format(tmp=tmp_path)
+    out = tmp_path / "vm"
+    run_prov("render", out, "--target", "vm", "--source", spec,
+             *fixed_args(secrets))
+    rendered = re.findall(r"^\[source ([^\]]+)\]$",
+                          (out / "dagfs.conf").read_text(), re.M)
+    conf = tmp_path / "empty.conf"
+    conf.write_text("[dagfs]\n")
+    r = subprocess.run([str(build_dir() / "sidecar" / "dagfs"), "check-config",
+                        "--config", str(conf), "--source", spec],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    daemon = re.findall(r"^  (\S+) at /", r.stdout, re.M)
+    assert rendered == daemon and len(daemon) == 1, (rendered, daemon)
+
+
+def test_provisioner_refuses_two_sources_of_one_name(tmp_path):
+    r = run_prov("render", tmp_path / "out", "--node", "n1", "--source",
+                 "git:https://e.com/a/dags.git,at=a", "--source",
+                 "git:https://e.com/b/dags.git,at=b", check=False)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "two sources are named dags" in lines[0], \
+        r.stderr
+    assert not (tmp_path / "out" / "values.yaml").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -102,7 +102,7 @@ def test_hidden_unless_show_meta(local):
     assert sorted(os.listdir(m.mnt)) == ["a.py", "gone.py", "sub"]
     assert os.path.isdir(m.mnt / ".dagfs")
     assert sorted(os.listdir(m.mnt / ".dagfs")) == ["changes", "revs",
-                                                     "status.json"]
+                                                     "status.json", "trees"]
     assert os.listdir(m.mnt / ".dagfs" / "changes") == ["local"]
     m.stop()
     _, m = local(["--show-meta"])
@@ -118,7 +118,7 @@ def test_root_source_dagfs_is_hidden(local):
     swap(m, before, lambda: (src / "a.py").write_text("a2\n"))
     assert ".dagfs" not in os.listdir(m.mnt)
     assert sorted(os.listdir(m.mnt / ".dagfs")) == ["changes", "revs",
-                                                     "status.json"]
+                                                     "status.json", "trees"]
     assert "hidden by dagfs' metadata directory" in m.stderr_text()
 
 

@@ -5,7 +5,9 @@ passes, answers 500 or 503 itself, resets the connection, truncates the
 response body (keeping its Content-Length, or with "truncate-close"
 dropping it, so that only the connection's close ends the body and only
 the protocol inside can tell), stalls before answering, or answers half
-the body and then stalls ("stall-body"), following a cyclic plan:
+the body and then stalls ("stall-body"), or flips one bit in the middle
+of the body, length unchanged ("corrupt": damage only a checksum or a
+hash can see), following a cyclic plan:
 
     p = FaultProxy(upstream_port, plan=["pass", "500", "reset", "truncate"])
     p.start(); ... url = f"http://127.0.0.1:{p.port}" ...; p.stop()
@@ -33,7 +35,7 @@ import struct
 import threading
 
 FAULTS = ("pass", "500", "503", "reset", "truncate", "truncate-close",
-          "stall", "stall-body")
+          "stall", "stall-body", "corrupt")
 
 
 class FaultProxy:
@@ -114,6 +116,12 @@ class FaultProxy:
             await up_w.drain()
             resp = await up_r.read()
             up_w.close()
+            if fault == "corrupt":
+                head, sep, body = resp.partition(b"\r\n\r\n")
+                if body:
+                    i = len(body) // 2
+                    body = body[:i] + bytes([body[i] ^ 0x20]) + body[i + 1:]
+                resp = head + sep + body
             if fault in ("truncate", "truncate-close", "stall-body"):
                 head, sep, body = resp.partition(b"\r\n\r\n")
                 keep = len(body) // 2
