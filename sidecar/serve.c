@@ -46,6 +46,8 @@
 #define TAG "serve"
 #define WAIT_MAX_S 25 /* under the 30 s connection timeout */
 #define TOKEN_MAX 4096
+#define FETCH_MAX 16	   /* on-demand fetches at once */
+#define FETCH_WAIT_MS 20000 /* at most, each (shutdown waits for them) */
 #define IMMUTABLE "public, max-age=31536000, immutable"
 
 struct waiter {
@@ -57,6 +59,13 @@ struct waiter {
 	int64_t deadline; /* mono_ns */
 	bool listed;  /* on sv->waiters */
 	bool resumed; /* answer now */
+	/* a revision fetched on demand (revs/REV not retained) */
+	struct serve *sv;
+	struct source *src;
+	char rev[256];
+	bool fetching, fetched;
+	int rc;
+	struct snap *snap;
 };
 
 struct doc {
@@ -81,6 +90,7 @@ struct serve {
 	size_t nwaiters;
 	struct doc *docs; /* the current statement of each source */
 	size_t ndocs;
+	unsigned nfetching; /* on-demand fetch threads running */
 
 	atomic_ullong n_req, n_blobs, n_bytes, n_snaps, n_polls;
 };
@@ -395,6 +405,8 @@ void serve_quiesce(struct serve *sv)
 	while (sv->waiters)
 		wake_one(sv, sv->waiters);
 	pthread_cond_broadcast(&sv->cond);
+	while (sv->nfetching) /* each ends within FETCH_WAIT_MS */
+		pthread_cond_wait(&sv->cond, &sv->lock);
 	pthread_mutex_unlock(&sv->lock);
 	if (sv->timer_started)
 		pthread_join(sv->timer, NULL);
@@ -408,6 +420,7 @@ void serve_conn_done(struct serve *sv, void *con_cls)
 	pthread_mutex_lock(&sv->lock);
 	unlist(sv, w);
 	pthread_mutex_unlock(&sv->lock);
+	snap_unref(w->snap);
 	free(w);
 }
 
@@ -533,29 +546,119 @@ static enum MHD_Result get_snapshot(struct serve *sv, struct MHD_Connection *c,
 	return ret;
 }
 
-static enum MHD_Result get_rev(struct serve *sv, struct MHD_Connection *c,
-			       const char *name, const char *rev)
+static enum MHD_Result send_rev(struct serve *sv, struct MHD_Connection *c,
+				struct snap *snap)
 {
-	struct snap *snap = NULL, *cur = NULL;
 	char *text;
 	size_t len;
+	int rc = statement(sv, snap, &text, &len);
+
+	if (rc)
+		return send_text(c, 500, "snapshot unreadable\n");
+	return send_buf(c, 200, text, len, "text/plain", "no-cache", NULL,
+			MHD_RESPMEM_MUST_FREE);
+}
+
+/* A thread per on-demand fetch (rare: a revision nobody here retains):
+ * source_fetch_rev() waits on the source's own thread, the connection
+ * stays suspended meanwhile. Touches nothing of @w after the resume. */
+static void *fetch_main(void *arg)
+{
+	struct waiter *w = arg;
+	struct serve *sv = w->sv;
+	struct snap *snap = NULL;
+	char err[512];
+	int rc = source_fetch_rev(w->src, w->rev, FETCH_WAIT_MS, &snap, err,
+				  sizeof(err));
+
+	if (rc)
+		log_info(TAG, "revision %s of %s asked for and not served: %s",
+			 w->rev, w->source, err);
+	pthread_mutex_lock(&sv->lock);
+	w->rc = rc;
+	w->snap = rc ? NULL : snap;
+	w->fetched = true;
+	w->resumed = true;
+	MHD_resume_connection(w->c);
+	sv->nfetching--;
+	pthread_cond_broadcast(&sv->cond);
+	pthread_mutex_unlock(&sv->lock);
+	return NULL;
+}
+
+/* revs/REV not retained: fetch it from the source's upstream (a git
+ * source by commit, a dagfs mirror from its publisher), suspended. */
+static enum MHD_Result fetch_rev(struct serve *sv, struct MHD_Connection *c,
+				 struct source *src, const char *name,
+				 const char *rev, void **con_cls)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	pthread_attr_t a;
+	pthread_t t;
 	int rc;
 
-	if (!find_source(sv, name, &cur))
+	if (!w || strlen(rev) >= sizeof(w->rev)) {
+		free(w);
+		return send_text(c, 404, "revision not retained\n");
+	}
+	w->kind = HTTP_CONN_STORE;
+	w->c = c;
+	w->sv = sv;
+	w->src = src;
+	w->fetching = true;
+	snprintf(w->source, sizeof(w->source), "%s", name);
+	snprintf(w->rev, sizeof(w->rev), "%s", rev);
+	*con_cls = w;
+	pthread_mutex_lock(&sv->lock);
+	if (sv->stopping || sv->nfetching >= FETCH_MAX) {
+		pthread_mutex_unlock(&sv->lock);
+		return send_text(c, 503, "busy fetching other revisions\n");
+	}
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	MHD_suspend_connection(c);
+	rc = pthread_create(&t, &a, fetch_main, w);
+	pthread_attr_destroy(&a);
+	if (rc) {
+		MHD_resume_connection(c);
+		w->fetched = true;
+		w->rc = -rc;
+	} else {
+		sv->nfetching++;
+	}
+	pthread_mutex_unlock(&sv->lock);
+	return MHD_YES;
+}
+
+static enum MHD_Result get_rev(struct serve *sv, struct MHD_Connection *c,
+			       const char *name, const char *rev,
+			       void **con_cls)
+{
+	struct waiter *w = *con_cls;
+	struct snap *snap = NULL, *cur = NULL;
+	struct source *src;
+	enum MHD_Result ret;
+
+	if (w && w->fetching) { /* resumed: the fetch is over */
+		if (!w->fetched)
+			return MHD_YES;
+		if (w->rc)
+			return send_text(c, 404, "revision not retained and "
+					 "not fetchable\n");
+		return send_rev(sv, c, w->snap);
+	}
+	src = find_source(sv, name, &cur);
+	if (!src)
 		return send_text(c, 404, "no such source\n");
 	snap_unref(cur);
 	for (const char *p = rev; *p; p++)
 		if (*p <= ' ' || *p > '~')
 			return send_text(c, 404, "not found\n");
-	rc = pub_find_rev(sv->ctx->store, name, rev, &snap);
-	if (rc)
-		return send_text(c, 404, "revision not retained\n");
-	rc = statement(sv, snap, &text, &len);
+	if (pub_find_rev(sv->ctx->store, name, rev, &snap))
+		return fetch_rev(sv, c, src, name, rev, con_cls);
+	ret = send_rev(sv, c, snap);
 	snap_unref(snap);
-	if (rc)
-		return send_text(c, 500, "snapshot unreadable\n");
-	return send_buf(c, 200, text, len, "text/plain", "no-cache", NULL,
-			MHD_RESPMEM_MUST_FREE);
+	return ret;
 }
 
 static enum MHD_Result get_list(struct serve *sv, struct MHD_Connection *c)
@@ -655,7 +758,7 @@ enum MHD_Result serve_handle(struct serve *sv, struct MHD_Connection *c,
 		if (n == 3 && !strcmp(part[2], "current"))
 			return get_current(sv, c, part[1], con_cls);
 		if (n == 4 && !strcmp(part[2], "revs"))
-			return get_rev(sv, c, part[1], part[3]);
+			return get_rev(sv, c, part[1], part[3], con_cls);
 	}
 	return send_text(c, 404, "not found\n");
 }

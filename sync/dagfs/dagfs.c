@@ -554,6 +554,50 @@ static void prune_statements(struct source *src)
 
 /* ------------------------------------------------------------ sync */
 
+static int own_name(struct source *src, struct snap *snap);
+
+/*
+ * What checked statement @d (text @doc) names: the snapshot and the blobs
+ * the store lacks, under this source's name. The statement is kept for
+ * re-serving when the snapshot keeps the upstream's id.
+ */
+static int take(struct source *src, const struct sdoc *d, const char *doc,
+		size_t len, struct snap **out, char *err, size_t errlen)
+{
+	struct dg *g = src->priv;
+	struct snap *snap = NULL;
+	int rc = fetch_snapshot(src, d, &snap, err, errlen);
+
+	if (!rc)
+		rc = fetch_blobs(src, snap, err, errlen);
+	if (!rc)
+		rc = own_name(src, snap);
+	if (rc) {
+		snap_unref(snap);
+		return rc;
+	}
+	if (!strcmp(src->name, g->upstream))
+		keep_statement(src, d, doc, len);
+	*out = snap;
+	return 0;
+}
+
+/* Under another name here than upstream: our own encoding, our own id. */
+static int own_name(struct source *src, struct snap *snap)
+{
+	char *name;
+
+	if (!strcmp(src->name, snap->source))
+		return 0;
+	name = strdup(src->name);
+	if (!name)
+		return -ENOMEM;
+	free(snap->source);
+	snap->source = name;
+	snap_set_raw(snap, NULL, 0);
+	return 0;
+}
+
 static int dg_sync(struct source *src, const char *prev_rev, struct snap **out,
 		   char *err, size_t errlen)
 {
@@ -587,33 +631,69 @@ static int dg_sync(struct source *src, const char *prev_rev, struct snap **out,
 		rc = -ESTALE;
 		goto out;
 	}
-	rc = fetch_snapshot(src, &d, &snap, err, errlen);
-	if (!rc)
-		rc = fetch_blobs(src, snap, err, errlen);
-	if (!rc && strcmp(src->name, snap->source)) {
-		/* another name here: our own encoding, our own id */
-		char *name = strdup(src->name);
-
-		if (!name) {
-			rc = -ENOMEM;
-		} else {
-			free(snap->source);
-			snap->source = name;
-			snap_set_raw(snap, NULL, 0);
-		}
-	}
-	if (rc) {
-		snap_unref(snap);
+	prune_statements(src); /* before take() keeps the new one */
+	rc = take(src, &d, b.p, b.len, &snap, err, errlen);
+	if (rc)
 		goto out;
-	}
-	prune_statements(src);
-	if (!strcmp(src->name, g->upstream))
-		keep_statement(src, &d, b.p, b.len);
 	snprintf(g->up_id, sizeof(g->up_id), "%s", d.snapshot);
 	g->up_published_ns = d.published_ns;
 	*out = snap;
 	rc = 1;
 out:
+	free(b.p);
+	return rc;
+}
+
+/* @rev percent-encoded (all but unreserved characters) into @out. */
+static int rev_encode(char *out, size_t cap, const char *rev)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
+
+	for (const unsigned char *p = (const unsigned char *)rev; *p; p++) {
+		if (n + 4 > cap)
+			return -ENAMETOOLONG;
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("-._~", *p)) {
+			out[n++] = (char)*p;
+		} else {
+			out[n++] = '%';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		}
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/*
+ * Revision @rev on demand: the upstream's statement of it (revs/REV),
+ * checked as a current one is (but an old revision may be old), its
+ * snapshot and missing blobs. Kept by the loop, never made current.
+ */
+static int dg_fetch_rev(struct source *src, const char *rev, struct snap **out,
+			char *err, size_t errlen)
+{
+	struct dg *g = src->priv;
+	struct body b = { .max = SDOC_MAX };
+	char url[PATH_MAX], enc[768];
+	struct sdoc d;
+	int rc;
+
+	if (rev_encode(enc, sizeof(enc), rev) ||
+	    path_fmt(url, sizeof(url), "%s/sources/%s/revs/%s", g->base,
+		     g->upstream, enc))
+		return -ENAMETOOLONG;
+	rc = get_retry(src, url, "revision statement", &b, err, errlen);
+	if (!rc)
+		rc = check_statement(src, b.p, b.len, &d, err, errlen);
+	if (!rc && strcmp(d.rev, rev)) {
+		snprintf(err, errlen, "%s: statement for revision %s names %s; "
+			 "refused", src->tag, rev, d.rev);
+		rc = -EBADMSG;
+	}
+	if (!rc)
+		rc = take(src, &d, b.p, b.len, out, err, errlen);
 	free(b.p);
 	return rc;
 }
@@ -630,7 +710,7 @@ static void dg_wait(struct source *src, int timeout_ms)
 	char url[PATH_MAX], err[256];
 	int64_t t0 = mono_ns();
 	struct sdoc d;
-	bool waited = false, failing, kicked;
+	bool waited = false, failing, kicked, changed;
 	int rc;
 
 	pthread_mutex_lock(&src->lock);
@@ -655,14 +735,11 @@ static void dg_wait(struct source *src, int timeout_ms)
 		source_poll_wake(src, -1, timeout_ms);
 		return;
 	}
-	if (!sdoc_parse(&d, b.p, b.len) && strcmp(d.snapshot, g->up_id)) {
-		free(g->stash);
-		g->stash = b.p; /* sync checks it */
-		g->stashlen = b.len;
-		return;
-	}
-	free(b.p);
-	if (!waited) { /* a static copy: poll it every period */
+	changed = !sdoc_parse(&d, b.p, b.len) && strcmp(d.snapshot, g->up_id);
+	free(g->stash);
+	g->stash = b.p; /* the next round checks it: no second GET */
+	g->stashlen = b.len;
+	if (!changed && !waited) { /* a static copy: poll it every period */
 		int left = timeout_ms - (int)((mono_ns() - t0) / 1000000);
 
 		if (left > 0)
@@ -854,5 +931,6 @@ const struct source_ops source_dagfs_ops = {
 	.sync = dg_sync_entry,
 	.wait = dg_wait,
 	.fini = dg_fini,
+	.fetch_rev = dg_fetch_rev,
 	.keys = dagfs_keys,
 };

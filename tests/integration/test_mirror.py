@@ -326,3 +326,32 @@ def test_static_copy_by_export(dagfs, tmp_path, keys):
     finally:
         http.terminate()
         http.wait()
+
+
+def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
+    """A mirror asked for .dagfs/revs/team-a/<commit> that nobody retains
+    (keep=1 on both sides): the mirror asks the publisher, the publisher
+    fetches the commit from git, and the lookup answers with exactly that
+    commit's files; a bogus commit is ENOENT on the mirror."""
+    git_repo.write("dags/a.py", b"v1\n")
+    first = git_repo.commit("v1")
+    url = git_http.url(git_repo)
+    pub = publisher(dagfs, [f"git:{url},name=team-a,period=200ms,keep=1,"
+                            f"username=dagfs,password-file="
+                            f"{git_http.password_file}"],
+                    key=keys["good"][0],
+                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    m = mirror(dagfs, pub.store, pub=keys["good"][1], extra_keys=",keep=1",
+               ready=lambda mnt: (mnt / "dags/a.py").exists())
+    for i in (2, 3):
+        git_repo.write("dags/a.py", f"v{i}\n".encode())
+        head = git_repo.commit(f"v{i}")
+        m.wait(lambda: status(m, "team-a").get("revision") == head, 20,
+               what=f"the mirror at v{i}")
+    old = m.mnt / ".dagfs" / "revs" / "team-a" / first
+    assert (old / "dags/a.py").read_bytes() == b"v1\n"
+    assert "fetched revision" in pub.stderr_text()
+    assert "fetched revision" in m.stderr_text()
+    assert (m.mnt / "dags/a.py").read_bytes() == b"v3\n"
+    bogus = m.mnt / ".dagfs" / "revs" / "team-a" / ("0" * 40)
+    assert not bogus.exists()
