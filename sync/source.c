@@ -245,6 +245,11 @@ void source_get_status(struct source *src, struct source_status *out)
 	pthread_mutex_unlock(&src->lock);
 }
 
+bool source_healthy(const struct source_status *st)
+{
+	return st->rev[0] && st->failures < st->max_failures;
+}
+
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects)
 {
 	pthread_mutex_lock(&src->lock);

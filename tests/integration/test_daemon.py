@@ -6,6 +6,7 @@ mount."""
 import errno
 import hashlib
 import hmac
+import json
 import os
 import re
 import shutil
@@ -337,10 +338,28 @@ def test_changed_options_rebuild_the_cached_revision(dagfs, tmp_path):
     (src / "other.py").write_text("y\n")
     m = dagfs.mount([f"dir:{src},name=local"],
                     ready=lambda mnt: (mnt / "other.py").exists())
+    rev = json.loads((m.mnt / ".dagfs/status.json").read_text())[
+        "sources"]["local"]["revision"]
     m.stop()
-    m2 = dagfs.mount([f"dir:{src},name=local,validate=true"], cache=m.cache,
+    # the gate runs only on a rebuilt tree, never on an "unchanged" answer
+    mark = tmp_path / "gated"
+    port = free_port()
+    m2 = dagfs.mount([f"dir:{src},name=local,validate=touch {mark} && "
+                      f"sleep 2 && true"], cache=m.cache,
+                     args=["--http", f"127.0.0.1:{port}",
+                           "--status-interval", "100ms"],
                      ready=lambda mnt: (mnt / "other.py").exists())
     m2.wait(lambda: "options changed" in m2.stderr_text(), what="rebuild")
+    wait_for(mark.exists, 10, what="the rebuilt tree reaching the gate")
+    # while it rebuilds, the cached revision is served, and every report
+    # (readiness, status file, `dagfs status`) says so the same way
+    code, body = http(port, "/readyz")
+    assert code == 200 and rev in body, body
+    time.sleep(0.3)  # a status file written since the rebuild began
+    r = dagfs.run(["status", "--cache", m.cache, "--json"])
+    st = json.loads(r.stdout)["sources"][0]
+    assert r.returncode == 0 and st["healthy"] and st["revision"] == rev, \
+        r.stdout
 
 
 def test_fstab_mount_type(tmp_path):
