@@ -98,7 +98,8 @@ def world(world_dir, dagfs_bin):
         (w.hsrc / "helper.py").write_text("CODE = 'h1'\n")
         w.tspecs = [f"git:{daemon.url(w.trepo)},name=tg,at=dags,period=1s",
                     f"dir:{w.hsrc},name=th,at=lib,debounce=100ms"]
-        w.t = w.mounts.mount("t", w.tspecs, ready=lambda m: (m / "lib" / "helper.py").exists())
+        w.t = w.mounts.mount("t", w.tspecs, ready=lambda m: (m / "lib" / "helper.py").exists()
+                             and (m / "dags" / "tree_dag.py").exists())
         # the bundle list as dagfs prints it for these mounts
         bundles = dagfs_bundles(w.a, w.specs) + dagfs_bundles(w.t, w.tspecs, "--whole-tree")
         assert [b["name"] for b in bundles] == ["g", "s", "d", "dagfs"], bundles

@@ -145,7 +145,8 @@ def test_whole_tree_is_versioned_by_tree_id(base):
         (p / f).write_text("X = 1\n")
     m = mounts.mount("tree", [f"dir:{a},name=a,at=a,debounce=50ms",
                               f"dir:{b},name=b,at=lib/b,debounce=50ms"],
-                     ready=lambda p: (p / "lib" / "b" / "helper.py").exists())
+                     ready=lambda p: (p / "lib" / "b" / "helper.py").exists()
+                     and (p / "a" / "dag.py").exists())
     wb = bundle("tree", mount=str(m.mnt))
     wb.initialize()
     t1 = status(m.mnt)["tree"]

@@ -84,6 +84,18 @@ def io(fn: Callable[[], T], timeout: float, what: str, patient: bool) -> T:
     return bounded(run, timeout, what)
 
 
+def parse_status(f: Path, raw: bytes) -> dict[str, Any]:
+    """status.json, or a materialised tree's record of the same shape,
+    read from @f: parsed and checked."""
+    try:
+        st = json.loads(raw)
+    except ValueError as e:
+        raise AirflowException(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(st, dict) or not isinstance(st.get("sources"), dict):
+        raise AirflowException(f"{f}: no \"sources\" object")
+    return st
+
+
 class Layout:
     """One mount as a bundle sees it: the newest version and where any
     version's files are. @source None means the whole tree."""
@@ -152,13 +164,7 @@ class FuseLayout(Layout):
         """.dagfs/status.json, parsed and checked."""
         f = self.mount / STATUS
         raw = io(f.read_bytes, self.timeout, f"cannot read {f}", self.patient)
-        try:
-            st = json.loads(raw)
-        except ValueError as e:
-            raise AirflowException(f"{f}: not valid JSON ({e})") from None
-        if not isinstance(st, dict) or not isinstance(st.get("sources"), dict):
-            raise AirflowException(f"{f}: no \"sources\" object")
-        return st
+        return parse_status(f, raw)
 
     def source_status(self, st: dict[str, Any]) -> dict[str, Any]:
         src = st["sources"].get(self.source)
@@ -230,13 +236,7 @@ class MatLayout(Layout):
         raw = io(read, self.timeout, f"cannot read {f}", self.patient)
         if raw is None:
             return None
-        try:
-            meta = json.loads(raw)
-        except ValueError as e:
-            raise AirflowException(f"{f}: not valid JSON ({e})") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("sources"), dict):
-            raise AirflowException(f"{f}: no \"sources\" object")
-        return meta
+        return parse_status(f, raw)
 
     def _served(self, mid: str, meta: dict[str, Any] | None) -> tuple[str, Path]:
         """(version, path) that the materialised tree @mid gives this bundle."""
