@@ -41,6 +41,16 @@
  * the same source at the same sub-path. */
 #define FS_SLOTS_MAX 256
 
+/* Listing changes remembered per directory inode, and replaced slot states
+ * kept, at most, each for FS_GRACE_NS after it was replaced: a listing
+ * continues in the view it began in across that many swaps, that long. */
+#define FS_LGEN 3
+#define FS_PAST_MAX 32
+#define FS_GRACE_NS (30 * 1000000000LL)
+
+/* fs_resolve_at(): the current view. */
+#define FS_NOW UINT64_MAX
+
 /** One source's place in the view. */
 struct fs_slot {
 	int live;	   /* atomic: part of the view (swap_lock writes) */
@@ -48,7 +58,6 @@ struct fs_slot {
 	size_t atlen;	   /* strlen(at) */
 	char *source;	   /* source name for logs; immutable */
 	struct snap *snap; /* fs->slot_lock; NULL before the first swap */
-	uint32_t epoch;	   /* fs->slot_lock; swaps of this slot */
 	char *changes;	   /* fs->slot_lock; "A|M|D path" lines of the last
 			    * swap, NULL before the first */
 	int64_t swapped_ns; /* fs->slot_lock; when the last swap was made */
@@ -73,7 +82,7 @@ struct fs_res {
 	int slot;	   /* FS_EMPTY, FS_ENTRY; FS_SLOT_META for a file */
 	struct snap *snap; /* FS_ENTRY */
 	uint32_t idx;	   /* FS_ENTRY: entry index in @snap */
-	uint32_t epoch;	   /* FS_EMPTY, FS_ENTRY: the slot's, with @snap */
+	uint64_t gen;	   /* the view resolved in (fs->gen then) */
 	char *data;	   /* FS_META_FILE: its bytes (owned) */
 	size_t len;	   /* FS_META_FILE */
 	int64_t mtime_ns;  /* FS_META_FILE */
@@ -106,12 +115,25 @@ struct fs_inode {
 	size_t len;	       /* files under .dagfs; immutable */
 	uint64_t inval_gen;    /* directories: last swap that queued it;
 				* fs->lock */
+	uint64_t lgen[FS_LGEN]; /* directories: the views (fs->gen) whose
+				 * flip changed the listing, oldest first;
+				 * fs->lock */
+	uint64_t lfloor;       /* directories: changes before this view are
+				* not in lgen; fs->lock */
+	uint8_t nlgen;	       /* directories: used in lgen; fs->lock */
 	bool verified;	       /* files: blob checked once; fs->lock */
 };
 
-/** First member of an open directory handle (ops.c). */
-struct fs_handle {
-	struct fs_handle *prev, *next; /* fs->handles; fs->lock */
+/*
+ * A slot's state that a flip replaced, kept a grace period so that a
+ * listing begun in an older view finishes in it (ops.c, readdir).
+ */
+struct fs_past {
+	uint64_t gen;	   /* the flip that replaced it: views before it */
+	int slot;
+	bool live;	   /* the slot was part of the view */
+	struct snap *snap; /* a reference, NULL for none */
+	int64_t until_ns;  /* when it was replaced */
 };
 
 struct fs {
@@ -119,22 +141,27 @@ struct fs {
 	struct fs_opts o;
 	int64_t start_ns; /* mtime of made-up directories */
 
-	pthread_mutex_t slot_lock; /* slots[].snap and .epoch */
+	pthread_mutex_t slot_lock; /* slots[].snap, .live, gen, past */
 	struct fs_slot *slots;	   /* FS_SLOTS_MAX of them, never moved */
 	int nslots;		   /* atomic: slots ever used */
-	uint64_t layout;	   /* atomic: slots added or removed */
+	uint64_t gen;		   /* flips so far (swaps, slots added or
+				    * removed): the current view; written
+				    * with slot_lock and lock held */
+	struct fs_past past[FS_PAST_MAX]; /* slot_lock: ring, oldest first */
+	unsigned past_first, npast;	  /* slot_lock */
+	uint64_t past_floor; /* slot_lock: views before it are gone */
+	int64_t meta_clock;  /* atomic: last mtime of a .dagfs directory */
 
 	pthread_mutex_t lock; /* the inode table and inode fields so marked */
 	struct fs_inode **buckets;
 	size_t nbuckets, ninodes;
 	struct fs_inode root;
-	uint64_t swap_gen; /* swaps planned; fs->lock */
-	uint64_t done_gen; /* swaps whose notifications are sent; fs->lock */
-	struct fs_handle handles; /* open handles; fs->lock */
+	uint64_t swap_gen; /* invalidation rounds planned; fs->lock */
 
 	pthread_mutex_t swap_lock; /* one fs_swap at a time */
 	uint64_t seq; /* atomic: odd while a swap invalidates (swap.c) */
 	bool no_open; /* the kernel opens files itself; set at init */
+	bool no_opendir; /* ...and directories; set at init */
 
 	/* Mount state. notify_lock (read) covers a swap's kernel
 	 * notifications, (write) covers unmounting, so a notification never
@@ -189,21 +216,38 @@ static inline bool fs_path_covers(const char *a, size_t alen, const char *b,
 
 /** Resolve mount path @path; *out holds a reference to release. */
 void fs_resolve(struct fs *fs, const char *path, struct fs_res *out);
+/**
+ * Resolve @path in view @gen (FS_NOW: the current one, as fs_resolve);
+ * -ESTALE if that view is no longer kept (fs_past_keep).
+ */
+int fs_resolve_at(struct fs *fs, const char *path, uint64_t gen,
+		  struct fs_res *out) __attribute__((warn_unused_result));
 void fs_res_drop(struct fs_res *r);
 /** The entry of an FS_ENTRY resolution. */
 const struct snap_entry *fs_res_entry(const struct fs_res *r);
 /** True if @r is a directory of any kind. */
 bool fs_res_is_dir(const struct fs_res *r);
-/** Current snapshot of @slot with a new reference, or NULL; its epoch
- * in @epoch if not NULL. */
-struct snap *fs_slot_snap(struct fs *fs, int slot, uint32_t *epoch);
+/** Current snapshot of @slot with a new reference, or NULL; the view
+ * (fs->gen) in @gen if not NULL. */
+struct snap *fs_slot_snap(struct fs *fs, int slot, uint64_t *gen);
 /** True if @snap is still @slot's current snapshot. */
 bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap);
 /**
- * Names of the children of made-up directory @path, sorted, malloc'd
- * (free each and the array). Returns the count or -ENOMEM.
+ * Names of the children of made-up directory @path in view @gen (as for
+ * fs_resolve_at), sorted, malloc'd (free each and the array). Returns the
+ * count, -ENOMEM or -ESTALE.
  */
-int fs_synth_children(struct fs *fs, const char *path, char ***out);
+int fs_synth_children(struct fs *fs, const char *path, uint64_t gen,
+		      char ***out);
+/**
+ * Keep slot @slot's state before the flip now being made (@live, @snap:
+ * the reference is taken over) for a grace period; slot_lock held. A
+ * state that had to make room is returned, to be dropped unlocked.
+ */
+struct snap *fs_past_keep(struct fs *fs, int slot, bool live,
+			  struct snap *snap);
+/** Drop the kept states whose grace period is over (takes slot_lock). */
+void fs_past_expire(struct fs *fs);
 /** Write "@dir/@name" ("@name" at the root, "@dir" for an empty name)
  * into @buf; -ENAMETOOLONG if it does not fit. */
 int fs_path_join(char *buf, size_t len, const char *dir, const char *name);
@@ -364,7 +408,11 @@ void fs_attr_dir(struct fs *fs, const struct fs_inode *dir,
 /** Attributes of a file generated under .dagfs. */
 void fs_attr_meta(struct fs *fs, uint64_t key, size_t len, int64_t mtime_ns,
 		  struct stat *st);
-/** Attributes of any inode; -ENOENT for a directory that is gone. */
+/**
+ * Attributes of any inode; -ENOENT for a directory that is gone. Returns
+ * 1 for a directory under .dagfs, whose listing is made at each read: its
+ * mtime is new at every call, and the kernel must not keep it.
+ */
 int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
 	__attribute__((warn_unused_result));
 
@@ -377,7 +425,5 @@ extern const struct fuse_lowlevel_ops fs_ops;
  */
 void fs_lookup_reply(struct fs *fs, fuse_req_t req, const char *path,
 		     uint64_t seq);
-/** Release the directory handles the kernel never released (unmounted). */
-void fs_handles_free(struct fs *fs);
 
 #endif

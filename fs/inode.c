@@ -149,8 +149,8 @@ static void table_grow(struct fs *fs)
 	fs->nbuckets = n;
 }
 
-static struct fs_inode *inode_new(uint64_t key, const char *path,
-				  const struct fs_res *r)
+static struct fs_inode *inode_new(struct fs *fs, uint64_t key,
+				  const char *path, const struct fs_res *r)
 {
 	struct fs_inode *ino = calloc(1, sizeof(*ino));
 
@@ -159,6 +159,8 @@ static struct fs_inode *inode_new(uint64_t key, const char *path,
 	ino->key = key;
 	if (fs_res_is_dir(r)) {
 		ino->type = SNAP_DIR;
+		/* flips take fs->lock: the view cannot move meanwhile */
+		ino->lfloor = __atomic_load_n(&fs->gen, __ATOMIC_ACQUIRE);
 		ino->path = strdup(path);
 		if (!ino->path) {
 			free(ino);
@@ -199,7 +201,7 @@ struct fs_inode *fs_inode_get(struct fs *fs, const char *path,
 		if (inode_is(ino, key, path, r))
 			break;
 	if (!ino) {
-		ino = inode_new(key, path, r);
+		ino = inode_new(fs, key, path, r);
 		if (ino) {
 			ino->next = fs->buckets[b];
 			fs->buckets[b] = ino;
@@ -318,6 +320,21 @@ void fs_attr_entry(struct fs *fs, uint64_t key, const struct snap_entry *e,
 	attr_times(st, e->mtime_ns);
 }
 
+/* A new mtime at every call, later than any before (a .dagfs directory). */
+static int64_t meta_tick(struct fs *fs)
+{
+	int64_t t = now_ns(),
+		last = __atomic_load_n(&fs->meta_clock, __ATOMIC_RELAXED);
+
+	do {
+		if (t <= last)
+			t = last + 1;
+	} while (!__atomic_compare_exchange_n(&fs->meta_clock, &last, t, false,
+					      __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
+	return t;
+}
+
 void fs_attr_dir(struct fs *fs, const struct fs_inode *dir,
 		 const struct fs_res *r, struct stat *st)
 {
@@ -330,8 +347,10 @@ void fs_attr_dir(struct fs *fs, const struct fs_inode *dir,
 
 	fs_attr_entry(fs, dir->key, r->kind == FS_ENTRY ? fs_res_entry(r) :
 			  &made, st);
-	if (floor > (int64_t)st->st_mtim.tv_sec * 1000000000 +
-			    st->st_mtim.tv_nsec)
+	if (r->kind == FS_META_DIR)
+		attr_times(st, meta_tick(fs));
+	else if (floor > (int64_t)st->st_mtim.tv_sec * 1000000000 +
+				 st->st_mtim.tv_nsec)
 		attr_times(st, floor);
 }
 
@@ -351,6 +370,7 @@ void fs_attr_meta(struct fs *fs, uint64_t key, size_t len, int64_t mtime_ns,
 int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
 {
 	struct fs_res r;
+	int rc;
 
 	if (ino->slot == FS_SLOT_META) {
 		fs_attr_meta(fs, ino->key, ino->len, ino->mtime_floor, st);
@@ -368,6 +388,7 @@ int fs_getattr(struct fs *fs, const struct fs_inode *ino, struct stat *st)
 		return -ENOENT;
 	}
 	fs_attr_dir(fs, ino, &r, st);
+	rc = r.kind == FS_META_DIR;
 	fs_res_drop(&r);
-	return 0;
+	return rc;
 }

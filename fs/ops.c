@@ -18,17 +18,6 @@
 
 #include "fs_i.h"
 
-/* An open directory: the listing its readdir calls walk. */
-struct fs_dirh {
-	struct fs_handle h;
-	pthread_mutex_t lock; /* readdir calls on one handle */
-	struct fs_res res;    /* the directory, FS_ENTRY holds a snapshot */
-	char **names;	      /* FS_SYNTH, FS_META_DIR: children */
-	uint32_t n;	      /* children */
-	bool meta;	      /* the root, listing .dagfs first */
-	uint64_t layout;      /* fs->layout when @res was resolved */
-};
-
 const char *const fs_op_names[FS_OP_COUNT] = {
 	[FS_OP_LOOKUP] = "lookup",	   [FS_OP_GETATTR] = "getattr",
 	[FS_OP_READLINK] = "readlink",	   [FS_OP_OPEN] = "open",
@@ -70,28 +59,6 @@ static void refuse(fuse_req_t req)
 {
 	fs_count(fs_of(req), FS_OP_WRITE_REFUSED);
 	reply_err(req, FS_OP_WRITE_REFUSED, EROFS);
-}
-
-/*
- * Open directories are listed so fs_free() can release those the kernel
- * never released: unmounting drops the requests still queued.
- */
-static void handle_add(struct fs *fs, struct fs_handle *h)
-{
-	pthread_mutex_lock(&fs->lock);
-	h->next = fs->handles.next;
-	h->prev = &fs->handles;
-	h->next->prev = h;
-	fs->handles.next = h;
-	pthread_mutex_unlock(&fs->lock);
-}
-
-static void handle_del(struct fs *fs, struct fs_handle *h)
-{
-	pthread_mutex_lock(&fs->lock);
-	h->prev->next = h->next;
-	h->next->prev = h->prev;
-	pthread_mutex_unlock(&fs->lock);
 }
 
 /*
@@ -204,16 +171,17 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
+	uint64_t seq = fs_seq_begin(fs);
 	struct stat st;
 	int rc;
 
 	(void)fi;
 	fs_count(fs, FS_OP_GETATTR);
 	rc = fs_getattr(fs, fs_inode_of(fs, ino), &st);
-	if (rc)
+	if (rc < 0)
 		reply_err(req, FS_OP_GETATTR, -rc);
-	else
-		fuse_reply_attr(req, &st, FS_TIMEOUT);
+	else /* not kept meanwhile a swap runs (swap.c), or under .dagfs */
+		fuse_reply_attr(req, &st, rc ? 0 : timeout_for(fs, seq));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -331,124 +299,42 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 /* ---------------------------------------------------------- directories */
 
-static void dirh_reset(struct fs_dirh *dh)
-{
-	fs_res_drop(&dh->res);
-	for (uint32_t i = 0; dh->names && i < dh->n; i++)
-		free(dh->names[i]);
-	free(dh->names);
-	dh->names = NULL;
-	dh->n = 0;
-}
-
-static void dirh_free(struct fs_dirh *dh)
-{
-	pthread_mutex_destroy(&dh->lock);
-	dirh_reset(dh);
-	free(dh);
-}
-
-void fs_handles_free(struct fs *fs)
-{
-	struct fs_handle *h = fs->handles.next, *next;
-
-	for (; h && h != &fs->handles; h = next) {
-		next = h->next;
-		dirh_free((struct fs_dirh *)h);
-	}
-	fs->handles.next = fs->handles.prev = &fs->handles;
-}
-
-/* Resolve @dir now: the listing every later readdir of the handle uses. */
-static int dirh_capture(struct fs *fs, const struct fs_inode *dir,
-			struct fs_dirh *dh)
-{
-	int n;
-
-	dirh_reset(dh);
-	dh->layout = __atomic_load_n(&fs->layout, __ATOMIC_ACQUIRE);
-	fs_resolve(fs, dir->path, &dh->res);
-	if (!fs_res_is_dir(&dh->res)) {
-		fs_res_drop(&dh->res);
-		return -ENOENT;
-	}
-	if (dh->res.kind == FS_ENTRY) {
-		dh->n = fs_res_entry(&dh->res)->child_count;
-	} else if (dh->res.kind == FS_SYNTH || dh->res.kind == FS_META_DIR) {
-		n = dh->res.kind == FS_SYNTH ?
-			    fs_synth_children(fs, dir->path, &dh->names) :
-			    fs_meta_children(fs, dir->path, &dh->names);
-		if (n < 0)
-			return n;
-		dh->n = (uint32_t)n;
-	}
-	dh->meta = !*dir->path && fs->o.show_meta;
-	dh->n += dh->meta;
-	return 0;
-}
-
-/* True if the handle's tree is still the current one. */
-static bool dirh_fresh(struct fs *fs, const struct fs_dirh *dh)
-{
-	if (dh->res.kind == FS_NONE || dh->res.kind == FS_META_DIR)
-		return false; /* revisions come and go */
-	if (dh->layout != __atomic_load_n(&fs->layout, __ATOMIC_ACQUIRE))
-		return false; /* a slot came or went */
-	if (dh->res.kind == FS_SYNTH)
-		return true;
-	return fs_slot_current(fs, dh->res.slot, dh->res.snap);
-}
-
+/*
+ * Opendir costs no request either: the first one answers ENOSYS, and the
+ * kernel opens every directory itself from then on, with its readdir
+ * cache on (fs/fuse/file.c fuse_file_open: FOPEN_KEEP_CACHE |
+ * FOPEN_CACHE_DIR for no_opendir), and sends no RELEASEDIR. So a readdir
+ * has no handle: it resolves the directory anew each time, and the offset
+ * it hands back says in which view (fs->gen) the listing began. A listing
+ * continues in that view to its end, across any swap, never mixing two
+ * trees; swap.c keeps the kernel's cache of every listing exact. A kernel
+ * without zero-message opendir gets an empty handle with the same flags.
+ */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_inode *dir = fs_inode_of(fs, ino);
-	struct fs_dirh *dh;
-	int rc;
 
 	fs_count(fs, FS_OP_OPENDIR);
-	if (dir->type != SNAP_DIR) {
+	if (fs_inode_of(fs, ino)->type != SNAP_DIR) {
 		reply_err(req, FS_OP_OPENDIR, ENOTDIR);
 		return;
 	}
-	dh = calloc(1, sizeof(*dh));
-	if (!dh) {
-		reply_err(req, FS_OP_OPENDIR, ENOMEM);
+	if (fs->no_opendir) {
+		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	rc = dirh_capture(fs, dir, dh);
-	if (rc) {
-		dirh_reset(dh);
-		free(dh);
-		reply_err(req, FS_OP_OPENDIR, -rc);
-		return;
-	}
-	pthread_mutex_init(&dh->lock, NULL);
-	handle_add(fs, &dh->h);
-	fi->fh = (uintptr_t)dh;
-	/* .dagfs listings are never cached: no swap invalidates them */
-	fi->cache_readdir = dh->res.kind != FS_META_DIR;
-	/* keep the kernel's listing unless a swap's invalidation of it is
-	 * still on its way (swap.c) */
-	pthread_mutex_lock(&fs->lock);
-	fi->keep_cache = fi->cache_readdir && dir->inval_gen <= fs->done_gen;
-	pthread_mutex_unlock(&fs->lock);
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		handle_del(fs, &dh->h);
-		dirh_free(dh);
-	}
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
-	struct fs_dirh *dh = (struct fs_dirh *)(uintptr_t)fi->fh;
-
 	(void)ino;
+	(void)fi;
 	fs_count(fs_of(req), FS_OP_RELEASEDIR);
-	handle_del(fs_of(req), &dh->h);
-	dirh_free(dh);
 	fuse_reply_err(req, 0);
 }
 
@@ -457,36 +343,120 @@ struct listing {
 	fuse_req_t req;
 	struct fs *fs;
 	const struct fs_inode *dir;
-	struct fs_dirh *dh;
-	bool plus; /* readdirplus records */
-	bool link; /* hand nodeids to the kernel (readdirplus, current tree) */
+	struct fs_res res; /* the directory, in the view listed */
+	char **names;	   /* FS_SYNTH, FS_META_DIR: children */
+	uint32_t n;	   /* positions after "." and ".." */
+	bool meta;	   /* the root, listing .dagfs first */
+	uint32_t tag;	   /* high half of every offset: the view begun in */
+	bool plus;	   /* readdirplus records */
+	bool link;	   /* hand nodeids to the kernel (readdirplus, current
+			    * tree, no swap meanwhile) */
+	uint64_t seq;	   /* fs->seq when the request began */
 	char *buf;
 	size_t size, used;
 	struct fs_inode **counted; /* lookups taken, undone if not sent */
 	size_t ncounted;
 };
 
+#define TAG_MASK 0x7fffffffULL
+
+/*
+ * The view to list @l->dir in, for a readdir at offset @off, resolved into
+ * @l->res. Offset 0 begins a listing in the current view. A later offset
+ * carries the view V it began in (its low 31 bits): if the directory's
+ * listing changed since (lgen holds the view C of the first flip that
+ * changed it after V), it is read in view C - 1, the last one with the
+ * listing V saw, which swap.c keeps for a grace period. -ESTALE: that view
+ * is gone (more changes than lgen remembers, or past the grace period).
+ */
+static int listing_view(struct listing *l, off_t off)
+{
+	struct fs *fs = l->fs;
+	const struct fs_inode *dir = l->dir;
+	uint64_t t = (uint64_t)off >> 32, v, change = 0, floor;
+
+	for (;;) {
+		fs_resolve(fs, dir->path, &l->res);
+		if (l->res.kind == FS_META_DIR || fs_is_meta(dir->path))
+			return 0; /* made at each read: by position */
+		pthread_mutex_lock(&fs->lock);
+		floor = dir->lfloor;
+		v = l->res.gen - ((l->res.gen - t) & TAG_MASK);
+		for (unsigned i = 0; off && i < dir->nlgen && !change; i++)
+			if (dir->lgen[i] > v)
+				change = dir->lgen[i];
+		pthread_mutex_unlock(&fs->lock);
+		if (!off && l->res.gen < floor) {
+			/* resolved before the inode was made: once more */
+			fs_res_drop(&l->res);
+			continue;
+		}
+		l->tag = (uint32_t)((off ? v : l->res.gen) & TAG_MASK);
+		if (!off || !change || change > l->res.gen)
+			return off && v < floor ? -ESTALE : 0;
+		fs_res_drop(&l->res);
+		return fs_resolve_at(fs, dir->path, change - 1, &l->res);
+	}
+}
+
+/* Resolve the directory and its children for a readdir at @off. */
+static int listing_open(struct listing *l, off_t off)
+{
+	int n, rc = listing_view(l, off);
+
+	if (rc)
+		return rc;
+	if (!fs_res_is_dir(&l->res))
+		return off ? -ESTALE : -ENOENT;
+	l->link = l->plus && l->res.gen == __atomic_load_n(&l->fs->gen,
+							     __ATOMIC_ACQUIRE) &&
+		  l->res.kind != FS_META_DIR && fs_seq_stable(l->fs, l->seq);
+	if (l->res.kind == FS_ENTRY) {
+		l->n = fs_res_entry(&l->res)->child_count;
+	} else if (l->res.kind == FS_SYNTH || l->res.kind == FS_META_DIR) {
+		n = l->res.kind == FS_SYNTH ?
+			    fs_synth_children(l->fs, l->dir->path, l->res.gen,
+					      &l->names) :
+			    fs_meta_children(l->fs, l->dir->path, &l->names);
+		if (n < 0)
+			return n;
+		l->n = (uint32_t)n;
+	}
+	l->meta = !*l->dir->path && l->fs->o.show_meta;
+	l->n += l->meta;
+	return 0;
+}
+
+static void listing_close(struct listing *l)
+{
+	fs_res_drop(&l->res);
+	for (uint32_t i = 0; l->names && i < l->n - l->meta; i++)
+		free(l->names[i]);
+	free(l->names);
+	free(l->buf);
+	free(l->counted);
+}
+
 /*
  * Name, mount path and resolution of position @pos: 0 is ".", 1 "..",
  * then .dagfs if listed, then the children. The resolution is borrowed
- * from the handle for a snapshot entry and owned (*@owned: drop it)
+ * from the listing for a snapshot entry and owned (*@owned: drop it)
  * otherwise. The root slot's own .dagfs resolves to nothing (skipped).
  */
 static const char *listing_at(struct listing *l, off_t pos, char *path,
 			      struct fs_res *r, bool *owned)
 {
-	const struct fs_dirh *dh = l->dh;
 	const char *name;
 	char *slash;
 
 	memset(r, 0, sizeof(*r));
-	*owned = pos >= 2 && (dh->res.kind != FS_ENTRY || (dh->meta && pos == 2));
-	if (dh->meta && pos == 2) {
+	*owned = pos >= 2 && (l->res.kind != FS_ENTRY || (l->meta && pos == 2));
+	if (l->meta && pos == 2) {
 		snprintf(path, FS_PATH_MAX, "%s", FS_META);
 		fs_resolve(l->fs, path, r);
 		return FS_META;
 	}
-	pos -= dh->meta && pos > 2;
+	pos -= l->meta && pos > 2;
 	if (pos < 2) {
 		snprintf(path, FS_PATH_MAX, "%s", l->dir->path);
 		slash = strrchr(path, '/');
@@ -495,21 +465,21 @@ static const char *listing_at(struct listing *l, off_t pos, char *path,
 		r->kind = FS_SYNTH; /* a directory: only st_ino is used */
 		return pos ? ".." : ".";
 	}
-	if (dh->res.kind == FS_ENTRY) {
-		*r = dh->res;
-		r->idx = fs_res_entry(&dh->res)->child_first + (uint32_t)(pos - 2);
+	if (l->res.kind == FS_ENTRY) {
+		*r = l->res;
+		r->idx = fs_res_entry(&l->res)->child_first + (uint32_t)(pos - 2);
 		name = fs_res_entry(r)->name;
 		fs_path_join(path, FS_PATH_MAX, l->dir->path, name);
 		if (!*l->dir->path && !strcmp(name, FS_META))
 			r->kind = FS_NONE;
 		return name;
 	}
-	name = dh->names[pos - 2];
+	name = l->names[pos - 2];
 	fs_path_join(path, FS_PATH_MAX, l->dir->path, name);
-	if (dh->res.kind == FS_META_DIR && fs_meta_rev_root(path))
+	if (l->res.kind == FS_META_DIR && fs_meta_rev_root(path))
 		r->kind = FS_META_DIR; /* no need to load it to list it */
-	else
-		fs_resolve(l->fs, path, r);
+	else if (fs_resolve_at(l->fs, path, l->res.gen, r))
+		r->kind = FS_NONE;
 	return name;
 }
 
@@ -523,7 +493,8 @@ static void listing_entry(struct listing *l, off_t pos, const char *path,
 	if (l->link && pos >= 2)
 		ino = fs_inode_get(l->fs, path, r);
 	if (ino) {
-		entry_fill(l->fs, ino, r, FS_TIMEOUT, e);
+		entry_fill(l->fs, ino, r, entry_timeout(l->fs, l->seq, path, r),
+			   e);
 		l->counted[l->ncounted++] = ino;
 		return;
 	}
@@ -537,18 +508,18 @@ static void listing_entry(struct listing *l, off_t pos, const char *path,
 
 /*
  * The offset the kernel hands back to continue after position @pos - 1:
- * the position, tagged with the epoch of the tree the handle lists.
+ * the position, tagged with the view the listing began in.
  *
- * The kernel's readdir cache is filled by whichever open handle reads at
- * the offset where the cache ends, and it trusts all handles of a
- * directory to list the same thing. A handle opened before a swap keeps
- * listing the old tree; with the epoch in the offset its entries can
- * never continue a cache that a handle on the new tree began, nor the
- * reverse, so the cache never holds a listing that mixes two trees.
+ * The kernel's readdir cache is filled by whichever reader reads at the
+ * offset where the cache ends, and it trusts every reader of a directory
+ * to list the same thing. With the view in the offset, a listing begun
+ * before a change of the directory can never continue a cache that one
+ * begun after it started, nor the reverse, so the cache never holds a
+ * listing that mixes two trees.
  */
-static off_t listing_off(const struct fs_dirh *dh, off_t pos)
+static off_t listing_off(const struct listing *l, off_t pos)
 {
-	return (off_t)(dh->res.epoch & 0x7fffffff) << 32 | pos;
+	return (off_t)l->tag << 32 | pos;
 }
 
 /* Add position @pos; false once the buffer is full. */
@@ -573,69 +544,52 @@ static bool listing_add(struct listing *l, off_t pos)
 		fs_res_drop(&r);
 	if (l->plus)
 		fuse_add_direntry_plus(l->req, l->buf + l->used, room, name,
-				       &e, listing_off(l->dh, pos + 1));
+				       &e, listing_off(l, pos + 1));
 	else
 		fuse_add_direntry(l->req, l->buf + l->used, room, name,
-				  &e.attr, listing_off(l->dh, pos + 1));
+				  &e.attr, listing_off(l, pos + 1));
 	l->used += need;
 	return true;
-}
-
-static void listing_fill(struct listing *l, off_t off)
-{
-	off_t end = 2 + (off_t)l->dh->n;
-
-	/* A handle read after a swap goes on listing its own tree, so one
-	 * listing never mixes two revisions, but it must not plant that
-	 * tree's names in the kernel's dentry cache: no nodeids then, nor
-	 * while a swap is invalidating (swap.c). */
-	l->link = l->plus && !(fs_seq_begin(l->fs) & 1) &&
-		  dirh_fresh(l->fs, l->dh);
-	for (off_t pos = off; pos < end && listing_add(l, pos); pos++)
-		;
 }
 
 static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi, bool plus)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_dirh *dh = (struct fs_dirh *)(uintptr_t)fi->fh;
 	struct listing l = {
 		.req = req,
 		.fs = fs,
 		.dir = fs_inode_of(fs, ino),
-		.dh = dh,
 		.plus = plus,
+		.seq = fs_seq_begin(fs),
 		.size = size,
 	};
 	size_t min = fuse_add_direntry(req, NULL, 0, "x", NULL, 0);
-	int rc = 0;
+	int rc;
 
+	(void)fi;
 	fs_count(fs, FS_OP_READDIR);
+	fs_past_expire(fs);
 	l.buf = malloc(size + 1);
 	l.counted = malloc((size / min + 1) * sizeof(*l.counted));
-	if (!l.buf || !l.counted) {
-		reply_err(req, FS_OP_READDIR, ENOMEM);
-		goto out;
-	}
-	pthread_mutex_lock(&dh->lock);
-	/* Offset 0 starts a listing (opendir or rewinddir): take the tree as
-	 * it is now, not as it was at opendir (see swap.c). */
-	if (off == 0 && !dirh_fresh(fs, dh))
-		rc = dirh_capture(fs, l.dir, dh);
-	if (!rc)
-		listing_fill(&l, off & 0xffffffff);
-	pthread_mutex_unlock(&dh->lock);
-	/* Reply last: once the kernel has the answer it may release the
-	 * handle at any moment, on another thread. */
-	if (rc)
+	rc = l.buf && l.counted ? listing_open(&l, off) : -ENOMEM;
+	if (rc == -ESTALE) {
+		/* begun in a view that is gone: end it, never mix */
+		log_debug("fs", "readdir of /%s: its view is gone",
+			  l.dir->path);
+	} else if (rc) {
 		reply_err(req, FS_OP_READDIR, -rc);
-	else if (fuse_reply_buf(req, l.buf, l.used) == -ENOENT)
+		goto out;
+	} else {
+		for (off_t pos = off & 0xffffffff;
+		     pos < 2 + (off_t)l.n && listing_add(&l, pos); pos++)
+			;
+	}
+	if (fuse_reply_buf(req, l.buf, l.used) == -ENOENT)
 		for (size_t i = 0; i < l.ncounted; i++)
 			fs_inode_forget(fs, l.counted[i], 1);
 out:
-	free(l.buf);
-	free(l.counted);
+	listing_close(&l);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -841,15 +795,17 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * before it trusts its readdir cache (swap.c relies on it). */
 	conn->want |= conn->capable & want;
 	fs->no_open = !!(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+	fs->no_opendir = !!(conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT);
 	conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
 	/* The kernel offers its largest readahead (its bdi default); DAG
 	 * files are small and read whole, so keep it. */
 	log_info("fs", "serving %s (FUSE %u.%u, readdirplus %s, "
-		 "zero-message open %s, readahead %u KiB)",
+		 "zero-message open %s, opendir %s, readahead %u KiB)",
 		 fs->mountpoint ? fs->mountpoint : "?", conn->proto_major,
 		 conn->proto_minor,
 		 conn->want & FUSE_CAP_READDIRPLUS ? "on" : "off",
-		 fs->no_open ? "on" : "off", conn->max_readahead / 1024);
+		 fs->no_open ? "on" : "off", fs->no_opendir ? "on" : "off",
+		 conn->max_readahead / 1024);
 }
 
 /* Write-type operations: the mount is read-only. */

@@ -18,33 +18,45 @@
  *
  * The kernel caches names (dentries, negative ones too), attributes and
  * directory listings for a day, and it can only be told to forget them
- * one notification at a time. A reader must still never see the new
- * revision of one file and then the old revision of another. So a swap
- * runs in two phases, bracketed by fs->seq (odd in between):
+ * one notification at a time. Opendir costs no request (ops.c), so the
+ * kernel keeps the listing of every directory and answers getdents from
+ * it with no word to us; it checks a directory's mtime only at offset 0,
+ * and asks for it only when its attributes have expired (auto_inval_data,
+ * fs/fuse/readdir.c fuse_readdir_cached). A reader must still never see
+ * the new revision of one file and then the old revision of another, nor
+ * an old listing after a new file. So a swap runs in two phases,
+ * bracketed by fs->seq (odd in between):
  *
  * A. Before the flip, every changed name the kernel may hold under a
- *    directory it knows is invalidated. While fs->seq is odd, lookups
- *    and readdirplus hand out names with a zero timeout (or none at all),
- *    so nothing cached from here on outlives its first use. A request
- *    that began earlier is still in flight while the kernel holds its
- *    parent directory's lock, and notify_inval_entry takes that lock: its
- *    answer is installed first and dropped after, never the reverse.
- *    When phase A ends the kernel holds no long-lived name that the flip
- *    will change, so after the flip every path walk reaches the new tree.
+ *    directory it knows is invalidated, and so is every directory whose
+ *    listing will change: its cached listing and attributes are dropped
+ *    (dir_inval). While fs->seq is odd, lookups, getattr and readdirplus
+ *    hand out names and attributes with a zero timeout (or none at all),
+ *    so nothing cached from here on outlives its first use: a listing
+ *    cached meanwhile is stamped with an mtime the kernel must ask for
+ *    again at the next offset 0. A request that began earlier is still in
+ *    flight while the kernel holds its parent directory's lock, and
+ *    notify_inval_entry takes that lock: its answer is installed first and
+ *    dropped after, never the reverse (attributes that arrive late are
+ *    dropped by their attr_version). When phase A ends the kernel holds
+ *    no long-lived name, attribute or listing that the flip will change,
+ *    so after the flip every path walk and every listing from offset 0
+ *    reaches the new tree.
  *
  * B. The flip (and the move of unchanged inodes to the new snapshot)
- *    happens under fs->lock. Then each directory whose listing changed
- *    gets a new mtime and an inval_inode, sent once the kernel's lock on
- *    that directory has been taken and released (dir_inval). The
- *    kernel's readdir cache is trusted only while a directory's mtime is
- *    unchanged, so a listing of the old tree that lands in it late is
- *    thrown away at the next opendir; until the notification is
- *    delivered, opendir of such a directory (inval_gen > done_gen) drops
- *    the cache itself. A handle re-resolves its tree at offset 0 (ops.c).
+ *    happens under fs->lock. Each directory whose listing changed gets a
+ *    new mtime, the view number of the flip in its lgen (ops.c continues
+ *    a listing begun before it in the view before it), and once more an
+ *    inval_inode, sent once the kernel's lock on that directory has been
+ *    taken and released (dir_inval), which drops what phase A let in.
  *
  * A slot joining or leaving the view (fs_relayout) runs the same two
  * phases, its changes being the directories from the top down to the
  * slot's root.
+ *
+ * Directories under .dagfs are not told: their listings are made at each
+ * read and their mtime is new at every getattr (inode.c), so the kernel
+ * never reuses one.
  *
  * Notifications are sent with no fs/ lock held: notify_inval_entry waits
  * for in-flight requests on the directory, and those need handler
@@ -67,6 +79,7 @@ struct swap {
 	struct fs *fs;
 	const struct fs_slot *slot;
 	struct snap *old, *new;
+	struct snap *gone; /* a kept state that made room (fs_past_keep) */
 	struct change *c;
 	size_t nc, capc;
 	struct note *n;
@@ -149,7 +162,29 @@ static int64_t dir_mtime(const struct snap *s, const char *rel)
 	return i >= 0 ? s->e[i].mtime_ns : 0;
 }
 
-/* The listing of @dir changed: new mtime (see above), one inval_inode. */
+/* Phase A: the listing of @dir will change; one inval_inode. */
+static void dir_stale(struct swap *sw, struct fs_inode *dir)
+{
+	if (dir->inval_gen == sw->fs->swap_gen)
+		return;
+	dir->inval_gen = sw->fs->swap_gen;
+	queue(sw, 0, fs_nodeid(sw->fs, dir), NULL);
+}
+
+/* Record that the listing of @dir changed in view @gen. */
+static void dir_lgen(struct fs_inode *dir, uint64_t gen)
+{
+	if (dir->nlgen == FS_LGEN) {
+		dir->lfloor = dir->lgen[0];
+		memmove(dir->lgen, dir->lgen + 1,
+			(FS_LGEN - 1) * sizeof(*dir->lgen));
+		dir->nlgen--;
+	}
+	dir->lgen[dir->nlgen++] = gen;
+}
+
+/* Phase B: the listing of @dir changed: new mtime and lgen (see above),
+ * one inval_inode. */
 static void dir_changed(struct swap *sw, struct fs_inode *dir)
 {
 	const char *at = sw->slot->at, *rel = dir->path;
@@ -158,6 +193,7 @@ static void dir_changed(struct swap *sw, struct fs_inode *dir)
 	if (dir->inval_gen == sw->fs->swap_gen)
 		return;
 	dir->inval_gen = sw->fs->swap_gen;
+	dir_lgen(dir, sw->fs->gen);
 	if (sw->slot->atlen && !strncmp(rel, at, sw->slot->atlen))
 		rel += sw->slot->atlen + (rel[sw->slot->atlen] == '/');
 	m = dir->mtime_floor;
@@ -194,7 +230,31 @@ static struct fs_inode *parent_of(struct swap *sw, struct change *c,
 	return dir;
 }
 
-/* Phase A: the names to forget; fs->lock held. */
+/* Call @fn on each directory the kernel knows whose listing the changes
+ * alter: a changed directory, the parent of a changed name. */
+static void each_listing(struct swap *sw,
+			 void (*fn)(struct swap *sw, struct fs_inode *dir))
+{
+	sw->fs->swap_gen++;
+	for (size_t i = 0; i < sw->nc && !sw->err; i++) {
+		struct change *c = &sw->c[i];
+		struct fs_inode *dir;
+		const char *name;
+
+		if (c->dirish) {
+			dir = fs_dir_find(sw->fs, c->path);
+			if (dir)
+				fn(sw, dir);
+		}
+		if (c->named) {
+			dir = parent_of(sw, c, &name);
+			if (dir)
+				fn(sw, dir);
+		}
+	}
+}
+
+/* Phase A: the names and the listings to forget; fs->lock held. */
 static void plan_names(struct swap *sw)
 {
 	for (size_t i = 0; i < sw->nc && !sw->err; i++) {
@@ -208,28 +268,13 @@ static void plan_names(struct swap *sw)
 		if (dir)
 			queue(sw, fs_nodeid(sw->fs, dir), 0, name);
 	}
+	each_listing(sw, dir_stale);
 }
 
 /* Phase B: the listings and directory attributes; fs->lock held. */
 static void plan_dirs(struct swap *sw)
 {
-	sw->fs->swap_gen++;
-	for (size_t i = 0; i < sw->nc && !sw->err; i++) {
-		struct change *c = &sw->c[i];
-		struct fs_inode *dir;
-		const char *name;
-
-		if (c->dirish) {
-			dir = fs_dir_find(sw->fs, c->path);
-			if (dir)
-				dir_changed(sw, dir);
-		}
-		if (c->named) {
-			dir = parent_of(sw, c, &name);
-			if (dir)
-				dir_changed(sw, dir);
-		}
-	}
+	each_listing(sw, dir_changed);
 }
 
 /*
@@ -323,9 +368,7 @@ static void swap_run(struct swap *sw, void (*flip)(struct swap *sw, int slot),
 	pthread_mutex_unlock(&fs->lock);
 	__atomic_add_fetch(&fs->seq, 1, __ATOMIC_ACQ_REL);
 	notify(sw);
-	pthread_mutex_lock(&fs->lock);
-	fs->done_gen = fs->swap_gen;
-	pthread_mutex_unlock(&fs->lock);
+	fs_past_expire(fs);
 }
 
 static void swap_end(struct swap *sw)
@@ -340,6 +383,7 @@ static void swap_end(struct swap *sw)
 		free(sw->c[i].path);
 	free(sw->c);
 	free(sw->n);
+	snap_unref(sw->gone);
 }
 
 /* The new snapshot in place, and the unchanged inodes moved to it. */
@@ -348,8 +392,9 @@ static void flip_snap(struct swap *sw, int slot)
 	struct fs *fs = sw->fs;
 
 	pthread_mutex_lock(&fs->slot_lock);
+	sw->gone = fs_past_keep(fs, slot, true, snap_ref(sw->old));
 	__atomic_store_n(&fs->slots[slot].snap, sw->new, __ATOMIC_RELEASE);
-	fs->slots[slot].epoch++;
+	__atomic_store_n(&fs->gen, fs->gen + 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&fs->slot_lock);
 	fs_inodes_move(fs, slot, sw->new);
 }
@@ -389,14 +434,15 @@ static void flip_layout(struct swap *sw, int slot)
 
 	pthread_mutex_lock(&fs->slot_lock);
 	sw->old = fs->slots[slot].snap;
+	sw->gone = fs_past_keep(fs, slot, fs->slots[slot].live,
+				snap_ref(sw->old));
 	__atomic_store_n(&fs->slots[slot].snap, snap_ref(sw->fill),
 			 __ATOMIC_RELEASE);
-	fs->slots[slot].epoch++;
 	__atomic_store_n(&fs->slots[slot].live, sw->live, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&fs->slot_lock);
 	if (slot == fs->nslots)
 		__atomic_store_n(&fs->nslots, slot + 1, __ATOMIC_RELEASE);
-	__atomic_add_fetch(&fs->layout, 1, __ATOMIC_ACQ_REL);
+	__atomic_store_n(&fs->gen, fs->gen + 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&fs->slot_lock);
 }
 
 /* Path @path changes: it appears or vanishes as a directory. */

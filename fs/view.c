@@ -6,6 +6,11 @@
  *
  * It holds snapshots only by reference and never touches the kernel; the
  * swap and its invalidations live in swap.c, the inode table in inode.c.
+ *
+ * Views are numbered by fs->gen, one more at every flip. The slot states
+ * that flips replaced are kept a grace period (struct fs_past), so a path
+ * can be resolved in a recent past view too: a directory listing that
+ * began in one view finishes in it (ops.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,7 +32,6 @@ int fs_new(struct fs **out, struct store *st, const struct fs_opts *o)
 	fs->root.key = FUSE_ROOT_ID;
 	fs->root.type = SNAP_DIR;
 	fs->root.path = (char *)"";
-	fs->handles.next = fs->handles.prev = &fs->handles;
 	fs->slots = calloc(FS_SLOTS_MAX, sizeof(*fs->slots));
 	rc = fs->slots ? fs_table_init(fs) : -ENOMEM;
 	if (rc) {
@@ -53,8 +57,9 @@ void fs_free(struct fs *fs)
 	if (fs->se)
 		fuse_session_destroy(fs->se);
 	free(fs->mountpoint);
-	fs_handles_free(fs);
 	fs_table_free(fs);
+	for (unsigned k = 0; k < fs->npast; k++)
+		snap_unref(fs->past[(fs->past_first + k) % FS_PAST_MAX].snap);
 	fs_meta_free(fs);
 	fs_trees_free(fs);
 	for (int i = 0; i < fs->nslots; i++) {
@@ -152,16 +157,91 @@ int fs_path_join(char *buf, size_t len, const char *dir, const char *name)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-struct snap *fs_slot_snap(struct fs *fs, int slot, uint32_t *epoch)
+struct snap *fs_slot_snap(struct fs *fs, int slot, uint64_t *gen)
 {
 	struct snap *s;
 
 	pthread_mutex_lock(&fs->slot_lock);
 	s = snap_ref(fs->slots[slot].snap);
-	if (epoch)
-		*epoch = fs->slots[slot].epoch;
+	if (gen)
+		*gen = fs->gen;
 	pthread_mutex_unlock(&fs->slot_lock);
 	return s;
+}
+
+struct snap *fs_past_keep(struct fs *fs, int slot, bool live,
+			  struct snap *snap)
+{
+	struct fs_past *p;
+	struct snap *gone = NULL;
+
+	if (fs->npast == FS_PAST_MAX) {
+		p = &fs->past[fs->past_first];
+		fs->past_floor = p->gen;
+		gone = p->snap;
+		fs->past_first = (fs->past_first + 1) % FS_PAST_MAX;
+		fs->npast--;
+	}
+	p = &fs->past[(fs->past_first + fs->npast++) % FS_PAST_MAX];
+	*p = (struct fs_past){ .gen = fs->gen + 1, .slot = slot, .live = live,
+			       .snap = snap, .until_ns = now_ns() };
+	return gone;
+}
+
+void fs_past_expire(struct fs *fs)
+{
+	struct snap *gone[FS_PAST_MAX];
+	int64_t limit = now_ns() - FS_GRACE_NS;
+	unsigned n = 0;
+
+	if (!__atomic_load_n(&fs->npast, __ATOMIC_RELAXED))
+		return; /* a hint: nothing kept */
+	pthread_mutex_lock(&fs->slot_lock);
+	while (fs->npast && fs->past[fs->past_first].until_ns < limit) {
+		struct fs_past *p = &fs->past[fs->past_first];
+
+		fs->past_floor = p->gen;
+		gone[n++] = p->snap;
+		fs->past_first = (fs->past_first + 1) % FS_PAST_MAX;
+		__atomic_store_n(&fs->npast, fs->npast - 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&fs->slot_lock);
+	while (n)
+		snap_unref(gone[--n]);
+}
+
+/*
+ * Whether slot @i was part of view @gen, and its snapshot then (borrowed);
+ * slot_lock held. The oldest state replaced after that view is the one it
+ * had; without one, its state has not changed since.
+ */
+static bool slot_at(struct fs *fs, int i, uint64_t gen, struct snap **snap)
+{
+	for (unsigned k = 0; gen != FS_NOW && k < fs->npast; k++) {
+		const struct fs_past *p =
+			&fs->past[(fs->past_first + k) % FS_PAST_MAX];
+
+		if (p->slot == i && p->gen > gen) {
+			*snap = p->snap;
+			return p->live;
+		}
+	}
+	*snap = fs->slots[i].snap;
+	return fs->slots[i].live;
+}
+
+/* View @gen as slot_at() takes it (FS_NOW for the current one), or
+ * -ESTALE; slot_lock held. */
+static int view_at(struct fs *fs, uint64_t gen, uint64_t *out)
+{
+	if (gen >= fs->gen) {
+		*out = FS_NOW;
+		return 0;
+	}
+	if (gen < fs->past_floor)
+		return -ESTALE;
+	*out = gen;
+	return 0;
 }
 
 bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap)
@@ -196,68 +276,69 @@ bool fs_res_is_dir(const struct fs_res *r)
 	return r->kind != FS_NONE && r->kind != FS_META_FILE;
 }
 
-static void resolve_in_slot(struct fs *fs, int slot, const char *rel,
-			    struct fs_res *out)
+int fs_resolve_at(struct fs *fs, const char *path, uint64_t gen,
+		  struct fs_res *out)
 {
-	struct snap *s;
-	bool live;
-	int idx;
+	size_t len = strlen(path);
+	const char *rel = NULL;
+	struct snap *s = NULL;
+	bool synth = false;
+	int rc, idx;
 
-	/* the slot may have left since the caller saw it: then nothing */
+	memset(out, 0, sizeof(*out));
+	if (fs_is_meta(path)) {
+		out->gen = __atomic_load_n(&fs->gen, __ATOMIC_ACQUIRE);
+		fs_meta_resolve(fs, path, out);
+		return 0;
+	}
 	pthread_mutex_lock(&fs->slot_lock);
-	live = fs->slots[slot].live;
-	s = live ? snap_ref(fs->slots[slot].snap) : NULL;
-	out->epoch = fs->slots[slot].epoch;
+	rc = view_at(fs, gen, &gen);
+	out->gen = gen == FS_NOW ? fs->gen : gen;
+	/* slots never overlap within one view: one covers @path, or some
+	 * lie below it, or neither */
+	for (int i = 0, n = rc ? 0 : fs->nslots; i < n && !rel; i++) {
+		const struct fs_slot *sl = &fs->slots[i];
+		struct snap *si;
+
+		if (!slot_at(fs, i, gen, &si))
+			continue;
+		if (fs_path_covers(sl->at, sl->atlen, path, len)) {
+			rel = path + sl->atlen;
+			rel += sl->atlen && *rel == '/';
+			out->slot = i;
+			s = snap_ref(si);
+		} else if (sl->atlen > len &&
+			   fs_path_covers(path, len, sl->at, sl->atlen)) {
+			synth = true;
+		}
+	}
 	pthread_mutex_unlock(&fs->slot_lock);
-	if (!live)
-		return;
-	out->slot = slot;
+	if (rc)
+		return rc;
+	if (!rel) {
+		out->kind = synth ? FS_SYNTH : FS_NONE;
+		return 0;
+	}
 	if (!s) {
 		out->kind = *rel ? FS_NONE : FS_EMPTY;
-		return;
+		return 0;
 	}
 	idx = snap_lookup(s, rel);
 	if (idx < 0) {
 		snap_unref(s);
-		return;
+		return 0;
 	}
 	out->kind = FS_ENTRY;
 	out->snap = s;
 	out->idx = (uint32_t)idx;
+	return 0;
 }
 
 void fs_resolve(struct fs *fs, const char *path, struct fs_res *out)
 {
-	size_t len = strlen(path);
-	const struct fs_slot *s;
-	int n;
-
-	if (fs_is_meta(path)) {
-		fs_meta_resolve(fs, path, out);
-		return;
-	}
-	memset(out, 0, sizeof(*out));
-	n = fs_nslots(fs);
-	for (int i = 0; i < n; i++) {
-		s = &fs->slots[i];
-		if (fs_slot_live(fs, i) &&
-		    fs_path_covers(s->at, s->atlen, path, len)) {
-			const char *rel = path + s->atlen;
-
-			if (s->atlen && *rel == '/')
-				rel++;
-			resolve_in_slot(fs, i, rel, out);
-			return;
-		}
-	}
-	for (int i = 0; i < n; i++) {
-		s = &fs->slots[i];
-		if (s->atlen > len && fs_slot_live(fs, i) &&
-		    fs_path_covers(path, len, s->at, s->atlen)) {
-			out->kind = FS_SYNTH;
-			return;
-		}
-	}
+	/* the current view is always there */
+	if (fs_resolve_at(fs, path, FS_NOW, out))
+		out->kind = FS_NONE;
 }
 
 static int name_cmp(const void *a, const void *b)
@@ -265,20 +346,24 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int fs_synth_children(struct fs *fs, const char *path, char ***out)
+int fs_synth_children(struct fs *fs, const char *path, uint64_t gen,
+		      char ***out)
 {
 	size_t len = strlen(path), skip = len ? len + 1 : 0;
-	int nslots = fs_nslots(fs), n = 0;
-	char **v = calloc(nslots ? nslots : 1, sizeof(*v));
+	char **v = calloc(FS_SLOTS_MAX, sizeof(*v));
+	int n = 0, rc;
 
 	if (!v)
 		return -ENOMEM;
-	for (int i = 0; i < nslots; i++) {
+	pthread_mutex_lock(&fs->slot_lock);
+	rc = view_at(fs, gen, &gen);
+	for (int i = 0, nslots = rc ? 0 : fs->nslots; i < nslots; i++) {
 		const struct fs_slot *s = &fs->slots[i];
 		const char *c = s->at + skip, *end;
+		struct snap *unused;
 		bool dup = false;
 
-		if (s->atlen <= len || !fs_slot_live(fs, i) ||
+		if (s->atlen <= len || !slot_at(fs, i, gen, &unused) ||
 		    !fs_path_covers(path, len, s->at, s->atlen))
 			continue;
 		end = strchrnul(c, '/');
@@ -288,12 +373,17 @@ int fs_synth_children(struct fs *fs, const char *path, char ***out)
 			continue;
 		v[n] = strndup(c, end - c);
 		if (!v[n]) {
-			while (n--)
-				free(v[n]);
-			free(v);
-			return -ENOMEM;
+			rc = -ENOMEM;
+			break;
 		}
 		n++;
+	}
+	pthread_mutex_unlock(&fs->slot_lock);
+	if (rc) {
+		while (n--)
+			free(v[n]);
+		free(v);
+		return rc;
 	}
 	qsort(v, n, sizeof(*v), name_cmp);
 	*out = v;

@@ -91,6 +91,7 @@ struct source {
 	pthread_mutex_t lock; /* guards everything below */
 	bool stop;
 	bool kicked;
+	bool rebuild; /* options changed: build even an unchanged revision */
 	struct snap *current;
 	struct source_status st;
 	struct source_demand *demands; /* revisions asked for (demand.c) */
