@@ -194,14 +194,22 @@ void source_origin(const struct source *src, char *url, size_t urllen,
 		return;
 	v = source_spec_get(src->spec, "ref");
 	snprintf(ref, reflen, "%s", v ? v : "");
-	/* scheme://[userinfo@]host/...: the userinfo goes */
+	/* scheme://[userinfo@]host/... and [user@]host:path (scp-like):
+	 * the userinfo goes */
 	s = strstr(loc, "://");
-	at = s ? strchr(s + 3, '@') : NULL;
-	slash = s ? strchr(s + 3, '/') : NULL;
-	if (at && (!slash || at < slash))
-		snprintf(url, urllen, "%.*s%s", (int)(s + 3 - loc), loc, at + 1);
-	else
-		snprintf(url, urllen, "%s", loc);
+	if (s) {
+		at = strchr(s + 3, '@');
+		slash = strchr(s + 3, '/');
+		if (at && (!slash || at < slash))
+			snprintf(url, urllen, "%.*s%s", (int)(s + 3 - loc), loc,
+				 at + 1);
+		else
+			snprintf(url, urllen, "%s", loc);
+		return;
+	}
+	at = strchr(loc, '@');
+	slash = strchr(loc, ':');
+	snprintf(url, urllen, "%s", at && slash && at < slash ? at + 1 : loc);
 }
 
 struct snap *source_current(struct source *src)

@@ -264,8 +264,13 @@ def materialize_swaps(src, out, proc):
     write_revision(src, 99)
     wait_for(lambda: (out / "current" / "a.py").read_text()
              .startswith("revision 99\n"), timeout=20, what="last revision")
-    revs = [p for p in (out / ".revs").iterdir() if not p.name.endswith(".retired")]
+    revs = [p for p in (out / ".revs").iterdir()
+            if not p.name.endswith((".retired", ".json"))]
     assert len(revs) <= 5, revs  # of 17: retired ones go after the grace
+    # each revision's description goes with it
+    descs = {p.name[:-5] for p in (out / ".revs").glob("*.json")}
+    assert descs <= {p.name for p in revs} | {os.readlink(out / "current")
+                                              .split("/")[-1]}, descs
 
 
 def test_sync_once_and_pinned_revision(dagfs, tmp_path):
