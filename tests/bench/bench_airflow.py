@@ -9,7 +9,8 @@ side by side in one run. Run with the Airflow venv's python:
 push    push -> new version recorded by Airflow (dag_bundle.version in its
         database), --pushes pushes each: DagfsDagBundle over a git source
         with period=1s; over one with period=300s and the webhook (POST
-        /sync right after the push, as a forge would); Airflow's
+        /sync right after the push, as a forge would), both at the bundle's
+        default refresh_interval (1 s); Airflow's
         GitDagBundle at refresh_interval=1 (with bundle_refresh_check_interval
         1: the smallest it does) and, --default-pushes of them, at its
         default refresh_interval (300 s), measured meanwhile.
@@ -105,7 +106,8 @@ def bench_push(base, pushes, default_pushes):
         {"name": "git1", "classpath": GIT, "kwargs": {
             "repo_url": daemon.url(repos["git1"]), "tracking_ref": "main", "refresh_interval": 1}},
         {"name": "git300", "classpath": GIT, "kwargs": {
-            "repo_url": daemon.url(repos["git300"]), "tracking_ref": "main"}},
+            "repo_url": daemon.url(repos["git300"]), "tracking_ref": "main",
+            "refresh_interval": 300}},
     ]
     pg = Postgres(base / "pg").start()
     af = Airflow(pg.url, bundles, root=base / "airflow")
