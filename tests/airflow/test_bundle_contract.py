@@ -83,6 +83,7 @@ def test_unknown_source(mount):
 
 
 def test_refresh_follows_the_newest_revision(mount):
+    assert DagfsDagBundle(name="x", mount=str(mount.mnt)).refresh_interval == 1  # not 300
     b = bundle("follow", mount=str(mount.mnt), source="d")
     b.initialize()
     r1 = revision(mount.mnt, "d")
