@@ -258,6 +258,21 @@ void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects)
 	pthread_mutex_unlock(&src->lock);
 }
 
+int source_sleep(struct source *src, int ms)
+{
+	int64_t end = mono_ns() + (int64_t)ms * 1000000;
+
+	for (;;) {
+		int64_t left = end - mono_ns();
+
+		if (source_stopping(src))
+			return -ECANCELED;
+		if (left <= 0)
+			return 0;
+		source_poll_wake(src, -1, (int)((left + 999999) / 1000000));
+	}
+}
+
 int source_poll_wake(struct source *src, int extra_fd, int timeout_ms)
 {
 	struct pollfd p[2] = { { .fd = src->wakefd, .events = POLLIN },

@@ -156,6 +156,8 @@ static void *source_thread(void *arg)
 		pthread_mutex_unlock(&src->lock);
 		t0 = mono_ns();
 		rc = attempt(src, err, sizeof(err));
+		if (rc == -ECANCELED && source_stopping(src))
+			break; /* stopped, not failed */
 		pthread_mutex_lock(&src->lock);
 		src->st.syncs++;
 		duration_observe(&src->st, (double)(mono_ns() - t0) / 1e9);
