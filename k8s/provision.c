@@ -79,8 +79,9 @@ static const struct opt opts[] = {
 	O("db-host", OPT_STR, db_host, "an external metadata database (PostgreSQL) host; Kubernetes: turns the chart's PostgreSQL off (VM default 127.0.0.1)"),
 	O("db-port", OPT_UINT, db_port, "metadata database port with --db-host (default 5432)"),
 	O("webserver-port", OPT_UINT, webserver_port, "VM: API server port (default 8080)"),
-	O("dagfs-bin", OPT_STR, dagfs_bin, "VM: dagfs binary (default /usr/local/bin/dagfs)"),
-	O("airflow-bin", OPT_STR, airflow_bin, "VM: airflow binary (default /usr/local/bin/airflow)"),
+	O("dagfs-deb", OPT_STR, dagfs_deb, "VM: the dagfs package (dagfs_VERSION_ARCH.deb, from dpkg-buildpackage -b) that install.sh installs"),
+	O("dagfs-bin", OPT_STR, dagfs_bin, "VM: dagfs binary (default /usr/bin/dagfs, the package's)"),
+	O("airflow-bin", OPT_STR, airflow_bin, "VM: an installed airflow binary (default: install.sh installs the pinned Airflow in AIRFLOW_HOME/venv)"),
 	O("api-server-url", OPT_STR, api_url, "VM: the API server as task pods reach it, e.g. http://10.0.0.120:8080 (sets execution_api_server_url)"),
 	O("prometheus-operator", OPT_FLAG, prometheus_operator, "also render a PrometheusRule, metrics Services and a ServiceMonitor (prometheus-operator.yaml; apply applies it)"),
 	O("prometheus-release", OPT_STR, prometheus_release, "label release=NAME on the PrometheusRule and ServiceMonitor, which kube-prometheus-stack's Prometheus selects by"),
@@ -126,8 +127,7 @@ static void defaults(struct prov *p)
 	p->kubeconfig = "/opt/airflow/.kube/config";
 	p->db_port = 5432;
 	p->webserver_port = 8080;
-	p->dagfs_bin = "/usr/local/bin/dagfs";
-	p->airflow_bin = "/usr/local/bin/airflow";
+	p->dagfs_bin = "/usr/bin/dagfs";
 }
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -380,6 +380,20 @@ static int validate(struct prov *p)
 			    p->node_port);
 	if (!p->http_port || !p->webserver_port || !p->db_port)
 		return fail("--dagfs-http-port/--webserver-port/--db-port: port out of range (1-65535)");
+	if (p->dagfs_deb && (strlen(p->dagfs_deb) < 5 ||
+			     strcmp(p->dagfs_deb + strlen(p->dagfs_deb) - 4, ".deb") ||
+			     strpbrk(p->dagfs_deb, "'\\\"$`\n")))
+		return fail("--dagfs-deb: '%s' is not a .deb file name",
+			    p->dagfs_deb);
+	if (p->airflow_home[0] != '/' || strpbrk(p->airflow_home, " '\"$`\\"))
+		return fail("--airflow-home: '%s' is not an absolute path "
+			    "without quotes or spaces", p->airflow_home);
+	if (!p->airflow_bin) {
+		snprintf(p->airflow_bin_buf, sizeof(p->airflow_bin_buf),
+			 "%s/venv/bin/airflow", p->airflow_home);
+		p->airflow_bin = p->airflow_bin_buf;
+		p->airflow_venv = true;
+	}
 	if (!p->stale_periods)
 		return fail("--stale-periods must be at least 1");
 	if (p->prometheus_release && !dns_label(p->prometheus_release, 63))
@@ -428,6 +442,7 @@ static int validate(struct prov *p)
 	       check_file("s3-credentials-file", p->s3_credentials_file) ||
 	       check_file("fernet-key-file", p->fernet_key_file) ||
 	       check_file("webserver-secret-key-file", p->webserver_secret_file) ||
+	       check_file("dagfs-deb", p->dagfs_deb) ||
 	       check_file("db-password-file", p->db_password_file) ||
 	       check_file("jwt-secret-file", p->jwt_secret_file) ||
 	       check_file("admin-password-file", p->admin_password_file);

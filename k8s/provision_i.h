@@ -52,6 +52,9 @@ struct prov {
 	/* VM target */
 	const char *airflow_home, *kubeconfig, *db_host, *dagfs_bin;
 	const char *airflow_bin, *api_url;
+	const char *dagfs_deb; /* the package install.sh installs */
+	bool airflow_venv; /* install.sh installs Airflow in AIRFLOW_HOME/venv */
+	char airflow_bin_buf[512];
 	unsigned db_port, webserver_port;
 
 	size_t nsources;

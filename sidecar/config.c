@@ -727,6 +727,51 @@ void config_help(FILE *f, unsigned cmd)
 	fprintf(f, "  %-28s %s\n", "--version", "print the version");
 }
 
+/* @s in roff: '-' as \-, a leading '.' or '\'' escaped, '\\' as \e. */
+static void roff_text(FILE *f, const char *s)
+{
+	if (*s == '.' || *s == '\'')
+		fputs("\\&", f);
+	for (; *s; s++) {
+		if (*s == '-')
+			fputs("\\-", f);
+		else if (*s == '\\')
+			fputs("\\e", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+void config_man(FILE *f, unsigned cmd)
+{
+	char env[64];
+
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		const struct cfg_option *o = &options[i];
+
+		if (!(o->cmds & cmd))
+			continue;
+		env_name(env, sizeof(env), o);
+		fprintf(f, ".TP\n.B \\-\\-");
+		roff_text(f, o->name);
+		if (o->arg)
+			fprintf(f, "=\\fI%s\\fR", o->arg);
+		fputs("\n", f);
+		roff_text(f, o->help);
+		fputs(".\n", f);
+		if (o->def && *o->def) {
+			fputs("Default: ", f);
+			roff_text(f, o->def);
+			fputs(". ", f);
+		}
+		fputs("Environment: ", f);
+		roff_text(f, env);
+		fputs("; in the config file: ", f);
+		roff_text(f, o->name);
+		fputs(" = ...\n", f);
+	}
+}
+
 void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,
 		char *buf, size_t len)
 {

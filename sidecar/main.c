@@ -67,7 +67,8 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		fprintf(f, "  dagfs %s\n", commands[i].synopsis);
 	fprintf(f, "\nRun 'dagfs COMMAND --help' for its options; "
-		   "'dagfs --version' for the version.\n");
+		   "'dagfs --version' for the version;\n'dagfs --man' prints "
+		   "the manual page.\n");
 }
 
 static void sources_help(FILE *f)
@@ -103,6 +104,53 @@ static void command_help(FILE *f, const struct command *c)
 	else
 		fputc('\n', f);
 	config_help(f, c->cmd);
+}
+
+static void roff_line(FILE *f, const char *text)
+{
+	for (const char *s = text; *s; s++)
+		fputs(*s == '-' ? "\\-" : *s == '\n' ? "\n.br\n" : (char[]){ *s, 0 },
+		      f);
+	fputc('\n', f);
+}
+
+/*
+ * `dagfs --man`: the manual page, dagfs(1), from the commands above and
+ * the option table (config_man). The build writes it into the package.
+ */
+static void man_page(FILE *f)
+{
+	fprintf(f, ".TH DAGFS 1 \"\" \"dagfs %s\" \"User Commands\"\n"
+		   ".SH NAME\ndagfs \\- serve Apache Airflow DAG files from git, S3 "
+		   "and local directories through one read\\-only FUSE mount\n"
+		   ".SH SYNOPSIS\n",
+		DAGFS_VERSION);
+	for (size_t i = 0; i < NCOMMANDS; i++) {
+		fputs(".B dagfs\n", f);
+		roff_line(f, commands[i].synopsis);
+		fputs(".br\n", f);
+	}
+	fputs(".SH DESCRIPTION\nEvery option is also DAGFS_NAME in the "
+	      "environment and \\fIname = value\\fR in the config file "
+	      "(\\fB/etc/dagfs/dagfs.conf\\fR as installed); a flag wins over "
+	      "the environment, which wins over the file. Sources are "
+	      "\\fITYPE\\fR:\\fILOCATION\\fR[,key=value]... on the command "
+	      "line, or [source NAME] sections in the file.\n"
+	      ".PP\nAs a mount helper (\\fBmount \\-t fuse.dagfs\\fR, "
+	      "/etc/fstab) dagfs takes the config file as the device:\n"
+	      ".PP\n.nf\n/etc/dagfs/dagfs.conf /opt/airflow/dags fuse.dagfs "
+	      "allow_other,uid=50000,_netdev 0 0\n.fi\n"
+	      ".SH COMMANDS\n", f);
+	for (size_t i = 0; i < NCOMMANDS; i++) {
+		fprintf(f, ".SS dagfs %s\n", commands[i].name);
+		roff_line(f, commands[i].about);
+		fputs(".PP\nOptions:\n", f);
+		config_man(f, commands[i].cmd);
+	}
+	fputs(".SH FILES\n.TP\n/etc/dagfs/dagfs.conf\nthe configuration "
+	      "(dagfs.service reads it)\n.TP\n/var/cache/dagfs\nthe content "
+	      "store, snapshots and status.json\n"
+	      ".SH SEE ALSO\n.BR mount.fuse3 (8),\n.BR fusermount3 (1)\n", f);
 }
 
 static const struct command *command_find(const char *name)
@@ -170,6 +218,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "--version")) {
 		printf("dagfs %s\n", DAGFS_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--man")) {
+		man_page(stdout);
 		return 0;
 	}
 	cmd = command_find(argv[1]);

@@ -199,6 +199,9 @@ int config_file_read(struct dagfs_config *c, FILE *f, const char *path,
 
 /** Print the option help of command @cmd, generated from the table. */
 void config_help(FILE *f, unsigned cmd);
+/** The options of the commands in @cmd as man(7) .TP paragraphs, from the
+ *  same table as config_help(). */
+void config_man(FILE *f, unsigned cmd);
 
 /** Text of option @o's current value into @buf (for summaries). */
 void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,

@@ -246,7 +246,10 @@ static int remove_at(int dfd, const char *name)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISDIR(st.st_mode))
 		return unlinkat(dfd, name, 0) ? -errno : 0;
-	fchmodat(dfd, name, 0755, 0);
+	/* a read-only directory must be made writable to be emptied; where
+	 * that is not ours to do, the removals below report what fails */
+	if (fchmodat(dfd, name, 0755, 0) && errno != EPERM && errno != EACCES)
+		return -errno;
 	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!d) {

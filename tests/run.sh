@@ -14,6 +14,7 @@
 #   DAGFS_ASAN_TESTS  pytest arguments for the sanitizer run
 #                 (default: the core and sidecar integration tests)
 #   PYTEST_ARGS   extra arguments for the main pytest run
+#   DAGFS_AIRFLOW 0 skips the real-Airflow tests (tests/airflow)
 # Exit status: 0 if every step passed.
 
 set -uo pipefail
@@ -41,7 +42,8 @@ PACKAGES=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	libgit2-dev libcurl4-openssl-dev libssl-dev libxxhash-dev libinih-dev
 	libmicrohttpd-dev libexpat1-dev libsystemd-dev python3-pytest lighttpd
 	openssh-server git attr libclang-rt-14-dev ceph-mon ceph-osd radosgw
-	ceph-common util-linux python3-jsonschema python3-yaml prometheus jq)
+	ceph-common util-linux python3-jsonschema python3-yaml prometheus jq
+	python3-venv postgresql debhelper dpkg-dev debootstrap groff-base systemd)
 
 install_packages() {
 	local missing=() p
@@ -57,6 +59,23 @@ install_packages() {
 	echo "installing: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Apache Airflow for tests/airflow: a venv outside the clone, named by the
+# lock file's hash, made once (a rerun installs nothing but dagfs_airflow)
+AIRFLOW_LOCK=tests/airflow/requirements-lock.txt
+AIRFLOW_VENV=/var/cache/dagfs-test/venv-airflow-$(sha256sum "$AIRFLOW_LOCK" | cut -c1-16)
+airflow_venv() {
+	if [ ! -f "$AIRFLOW_VENV/.complete" ]; then
+		rm -rf "$AIRFLOW_VENV"
+		mkdir -p "$(dirname "$AIRFLOW_VENV")"
+		/usr/bin/python3 -m venv "$AIRFLOW_VENV" &&
+			"$AIRFLOW_VENV/bin/pip" install -q --disable-pip-version-check \
+				--no-deps -r "$AIRFLOW_LOCK" &&
+			touch "$AIRFLOW_VENV/.complete" || return 1
+	fi
+	"$AIRFLOW_VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
+		--no-build-isolation --no-index --force-reinstall ./airflow
 }
 
 setup() { # DIR [meson options...]
@@ -86,10 +105,22 @@ TMPBASE=$(mktemp -d /tmp/dagfs-tests.XXXXXX)
 trap 'rm -rf "$TMPBASE" 2>/dev/null' EXIT
 run "build" build build || { echo "build failed" >&2; exit 1; }
 run "unit tests" meson test -C build --suite unit --print-errorlogs
+# the venv first: integration tests use its Airflow too (test_deb.py's
+# systemd-analyze verify of the VM target's Airflow units)
+venv_ok=
+if [ "${DAGFS_AIRFLOW:-1}" != 0 ] && run "airflow venv" airflow_venv; then
+	venv_ok=1
+	export DAGFS_AIRFLOW_VENV="$AIRFLOW_VENV"
+fi
 # shellcheck disable=SC2086
 run "integration tests" env DAGFS_BUILD=build \
 	"$PY" -m pytest -q -p no:cacheprovider --basetemp="$TMPBASE/main" \
 	tests/integration ${PYTEST_ARGS:-}
+if [ -n "$venv_ok" ]; then
+	run "airflow tests" env DAGFS_BUILD=build DAGFS_AIRFLOW_VENV="$AIRFLOW_VENV" \
+		"$AIRFLOW_VENV/bin/python" -m pytest -q -p no:cacheprovider \
+		--basetemp="$TMPBASE/airflow" tests/airflow
+fi
 if [ -f tests/fuzz/run.sh ]; then
 	run "fuzz (bounded)" bash tests/fuzz/run.sh
 fi

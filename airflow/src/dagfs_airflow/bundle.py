@@ -1,0 +1,219 @@
+# SPDX-License-Identifier: Apache-2.0
+"""DagfsDagBundle: an Airflow 3 DAG bundle whose versions are dagfs
+revisions, served from the mount's immutable trees with no copy.
+
+    [dag_processor]
+    dag_bundle_config_list = [{"name": "team-a",
+        "classpath": "dagfs_airflow.DagfsDagBundle",
+        "kwargs": {"mount": "/opt/airflow/dags", "source": "team-a"}}]
+
+How Airflow uses a bundle (airflow/dag_processing/manager.py and
+airflow/sdk/execution_time/task_runner.py):
+
+- the dag-processor builds it with ``version=None``, calls initialize()
+  once, then refresh() every ``refresh_interval`` seconds, and after each
+  refresh get_current_version(), which it records on every DAG it parses
+  from ``path`` and so on every DagRun;
+- a worker builds it with ``version=`` the DagRun's version, calls
+  initialize(), and loads the DAG file from ``path``;
+- Airflow's version cleanup takes ``_tracking/<name>/<version>`` lock files
+  and ``shutil.rmtree``s ``versions_dir/<version>``.
+
+Here the version is the dagfs revision of ``source`` (the git commit id,
+or the revision id of an S3 or dir source), or the tree id of the whole
+view when ``source`` is left out. On a worker ``path`` is the immutable
+``<mount>/.dagfs/revs/<source>/<version>`` (or ``.dagfs/trees/<id>``, or
+``<dir>/.revs/<id>`` of a materialise directory). On the dag-processor
+``path`` is a symlink in Airflow's bundle storage, ``<base_dir>/current``,
+replaced by one rename() to point at the newest such tree: the files
+found at a refresh and every file parsed after it come from the version
+get_current_version() names, including files Airflow queued before the
+refresh (its queue keeps the path it listed them under). The bundle
+never writes into the mount; ``versions_dir/<version>/`` holds only an
+empty marker so Airflow's cleanup has something to remove.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from airflow.dag_processing.bundles.base import BaseDagBundle
+
+from dagfs_airflow.layout import AirflowException, Layout
+
+try:  # Airflow 3.3+
+    from airflow.dag_processing.bundles.base import BundleVersion
+except ImportError:  # pragma: no cover - Airflow 3.0-3.2 take a plain string
+    BundleVersion = None
+
+log = logging.getLogger(__name__)
+
+FORGES = {  # host: template after the repository URL
+    "github.com": "/tree/{version}",
+    "gitlab.com": "/-/tree/{version}",
+    "bitbucket.org": "/src/{version}",
+}
+
+
+def forge_url_template(url: str, subpath: str | None = None) -> str | None:
+    """The web URL template of git remote @url on a known forge (GitHub,
+    GitLab, Bitbucket, or a host under one of those), with ``{version}``
+    for the commit; None for any other host. Credentials are dropped."""
+    if url.startswith("git@") and ":" in url:
+        host, _, repo = url[4:].partition(":")
+        url = f"https://{host}/{repo}"
+    elif url.startswith("ssh://"):
+        p = urlparse(url)
+        url = f"https://{p.hostname}{p.path}"
+    p = urlparse(url)
+    if p.scheme not in ("https", "http", "git", "ssh") or not p.hostname:
+        return None
+    path = p.path.rstrip("/")
+    if path.endswith(".git"):
+        path = path[:-4]
+    for forge, tail in FORGES.items():
+        if p.hostname == forge or p.hostname.endswith("." + forge):
+            t = f"https://{p.hostname}{path}{tail}"
+            sub = (subpath or "").strip("/")
+            return f"{t}/{sub}" if sub else t
+    return None
+
+
+class DagfsDagBundle(BaseDagBundle):
+    """A DAG bundle over a dagfs mount or materialise directory.
+
+    :param mount: the dagfs mount (e.g. ``/opt/airflow/dags``) or a
+        materialise directory (the one holding ``current``)
+    :param source: a source name of that mount; left out, the bundle is
+        the whole tree, versioned by tree id
+    :param timeout: seconds any one look at the mount may take before the
+        bundle gives up with an AirflowException (default 60; a git
+        revision fetched on demand by the daemon counts against it)
+    """
+
+    supports_versioning = True
+
+    def __init__(self, *, mount: str, source: str | None = None, timeout: float = 60.0,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mount = Path(mount)
+        self.source = source or None
+        self.timeout = float(timeout)
+        self._layout: Layout | None = None
+        self.link = self.base_dir / "current"
+        """dag-processor only: the symlink ``path`` is, to the newest version."""
+
+    def __repr__(self) -> str:
+        return (f"<DagfsDagBundle name={self.name!r} mount={str(self.mount)!r} "
+                f"source={self.source!r} version={self.version!r}>")
+
+    @property
+    def layout(self) -> Layout:
+        """The mount, checked on first use (AirflowException if bad)."""
+        if self._layout is None:
+            # a worker waits out a dagfs restart; the dag-processor does not
+            # (its refresh fails, and Airflow keeps what it has)
+            self._layout = Layout.open(self.mount, self.source, self.timeout,
+                                       patient=bool(self.version))
+        return self._layout
+
+    def initialize(self) -> None:
+        """Worker: check that the recorded version is served (a git commit
+        no longer retained is fetched by the daemon during the lookup) and
+        fail at once if not. dag-processor: refresh()."""
+        if self.version:
+            self.layout.check(self.version)
+            self._mark(self.version)
+        else:
+            self.refresh()
+        super().initialize()
+
+    @property
+    def path(self) -> Path:
+        """Worker: the immutable tree of ``version``. dag-processor: the
+        ``current`` symlink in bundle storage. Needs no I/O, so Airflow may
+        ask before initialize()."""
+        if self.version:
+            if self._layout is None:  # layout without touching the mount
+                return self._worker_path_unchecked()
+            return self.layout.path_of(self.version)
+        return self.link
+
+    def _worker_path_unchecked(self) -> Path:
+        if self.source is not None:
+            return self.mount / ".dagfs" / "revs" / self.source / self.version
+        if (self.mount / "current").is_symlink():
+            return self.mount / ".revs" / self.version
+        return self.mount / ".dagfs" / "trees" / self.version
+
+    def get_current_version(self):
+        """The version ``path`` serves: the worker's pinned one, or the one
+        the dag-processor's ``current`` link names (None before the first
+        refresh)."""
+        if self.version:
+            v = self.version
+        else:
+            try:
+                v = Path(os.readlink(self.link)).name
+            except OSError:
+                return None
+        return BundleVersion(version=v) if BundleVersion else v
+
+    def refresh(self) -> None:
+        """Move ``path`` to the newest published version with one
+        rename(): a new version's tree, or none. A mount that cannot be
+        read raises, so Airflow keeps what it has and neither lists nor
+        deactivates anything."""
+        if self.version:
+            raise AirflowException("Refreshing a specific version is not supported")
+        with self.lock():
+            version, target = self.layout.current()
+            try:
+                if os.readlink(self.link) == str(target):
+                    return
+            except OSError:
+                pass
+            self.layout.check(version)
+            self._mark(version)
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.base_dir / f".current.{os.getpid()}.tmp"
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            os.symlink(target, tmp)
+            os.replace(tmp, self.link)
+            log.info("dagfs bundle %s: now at version %s (%s)", self.name, version, target)
+
+    def _mark(self, version: str) -> None:
+        """An empty ``versions_dir/<version>/`` for Airflow's cleanup to
+        rmtree (it fails on a missing one); never the mount itself."""
+        try:
+            (self.versions_dir / version).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            log.warning("dagfs bundle %s: cannot create %s: %s", self.name,
+                        self.versions_dir / version, e)
+
+    def view_url_template(self) -> str | None:
+        """An explicit ``view_url_template`` kwarg, else for a git source
+        on GitHub, GitLab or Bitbucket the forge's tree URL of
+        ``{version}`` (read from the mount's status.json, which carries
+        the remote URL without credentials). Works before initialize()."""
+        if self._view_url_template:
+            return self._view_url_template
+        if self.source is None:
+            return None
+        try:
+            layout = self.layout
+            if layout.kind != "fuse":
+                return None
+            src = layout.source_status(layout.status())
+        except AirflowException as e:
+            log.debug("dagfs bundle %s: no view URL: %s", self.name, e)
+            return None
+        if src.get("type") != "git" or not isinstance(src.get("url"), str):
+            return None
+        return forge_url_template(src["url"], src.get("subpath"))

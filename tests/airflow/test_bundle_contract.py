@@ -1,0 +1,185 @@
+# SPDX-License-Identifier: Apache-2.0
+"""DagfsDagBundle in this process, against real dagfs mounts and a real
+materialise directory, with Airflow's own bundle code (the venv's
+Airflow 3.3.2): bad input, missing versions, refresh, the whole-tree and
+materialise layouts, forge URLs, and Airflow's stale-version cleanup."""
+
+import json
+import os
+import pathlib
+import tempfile
+import time
+
+_home = tempfile.mkdtemp(prefix="dagfs-af-home-")
+os.environ["AIRFLOW_HOME"] = _home
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH"] = os.path.join(_home, "bundles")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+import pytest  # noqa: E402
+
+from conftest import Mounts, revision  # noqa: E402
+
+from airflow.dag_processing.bundles.base import (  # noqa: E402
+    BundleUsageTrackingManager, BundleVersionLock)
+from airflow.exceptions import AirflowException  # noqa: E402
+from dagfs_airflow import DagfsDagBundle  # noqa: E402
+from dagfs_airflow.bundle import forge_url_template  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base(dagfs_bin):
+    d = pathlib.Path(tempfile.mkdtemp(prefix="dagfs-af-c-"))
+    d.chmod(0o755)
+    m = Mounts(d)
+    yield d, m
+    m.stop()
+
+
+@pytest.fixture(scope="module")
+def mount(base):
+    d, mounts = base
+    src = d / "src"
+    src.mkdir()
+    (src / "a.py").write_text("A = 1\n")
+    m = mounts.mount("m", [f"dir:{src},name=d,debounce=50ms,keep=2"],
+                     ready=lambda mnt: (mnt / "a.py").exists())
+    m.src = src
+    return m
+
+
+def bundle(name, **kw):
+    return DagfsDagBundle(name=name, refresh_interval=1, **kw)
+
+
+def tree_bytes(p):
+    return {str(f.relative_to(p)): f.read_bytes() for f in sorted(p.rglob("*")) if f.is_file()}
+
+
+def test_not_a_dagfs_mount(tmp_path):
+    b = bundle("bad1", mount=str(tmp_path))
+    with pytest.raises(AirflowException, match="is not a dagfs mount") as e:
+        b.initialize()
+    assert "\n" not in str(e.value)
+    with pytest.raises(AirflowException, match="No such file or directory"):
+        bundle("bad2", mount=str(tmp_path / "nope")).initialize()
+    with pytest.raises(AirflowException, match="not an absolute path"):
+        bundle("bad3", mount="relative/dags").initialize()
+
+
+def test_unreadable_or_broken_status(tmp_path):
+    (tmp_path / ".dagfs").mkdir()
+    st = tmp_path / ".dagfs" / "status.json"
+    st.write_text("{not json")
+    with pytest.raises(AirflowException, match="status.json: not valid JSON"):
+        bundle("bad4", mount=str(tmp_path), source="d").initialize()
+    st.write_text('{"nothing": 1}')
+    with pytest.raises(AirflowException, match='no "sources" object'):
+        bundle("bad5", mount=str(tmp_path), source="d").initialize()
+
+
+def test_unknown_source(mount):
+    with pytest.raises(AirflowException, match=r"has no source 'x' \(sources: d\)"):
+        bundle("bad6", mount=str(mount.mnt), source="x").initialize()
+
+
+def test_refresh_follows_the_newest_revision(mount):
+    b = bundle("follow", mount=str(mount.mnt), source="d")
+    b.initialize()
+    r1 = revision(mount.mnt, "d")
+    assert b.get_current_version().version == r1
+    assert os.readlink(b.path) == str(mount.mnt / ".dagfs" / "revs" / "d" / r1)
+    assert (b.path / "a.py").read_text() == "A = 1\n"
+    before = tree_bytes(mount.mnt / ".dagfs" / "revs" / "d" / r1)
+    (mount.src / "a.py").write_text("A = 2\n")
+    mount.wait(lambda: revision(mount.mnt, "d") != r1, what="a new revision")
+    r2 = revision(mount.mnt, "d")
+    assert b.get_current_version().version == r1  # until refresh()
+    b.refresh()
+    assert b.get_current_version().version == r2
+    assert (b.path / "a.py").read_text() == "A = 2\n"
+    # both versions have only a marker in Airflow's storage; the mount is as it was
+    assert sorted(p.name for p in b.versions_dir.iterdir()) == sorted([r1, r2])
+    assert all(not any((b.versions_dir / v).iterdir()) for v in (r1, r2))
+    assert tree_bytes(mount.mnt / ".dagfs" / "revs" / "d" / r1) == before
+    # a worker at r1 serves the pinned tree itself
+    w = bundle("follow", mount=str(mount.mnt), source="d", version=r1)
+    w.initialize()
+    assert w.path == mount.mnt / ".dagfs" / "revs" / "d" / r1
+    assert (w.path / "a.py").read_text() == "A = 1\n"
+    assert w.get_current_version().version == r1
+    with pytest.raises(AirflowException, match="specific version"):
+        w.refresh()
+
+
+def test_missing_version_fails_at_once_naming_keep(mount):
+    gone = "dir-" + "0" * 32
+    w = bundle("gone", mount=str(mount.mnt), source="d", version=gone)
+    t0 = time.monotonic()
+    with pytest.raises(AirflowException) as e:
+        w.initialize()
+    assert time.monotonic() - t0 < 5
+    msg = str(e.value)
+    assert gone in msg and "keep=" in msg and "\n" not in msg, msg
+
+
+def test_airflow_cleanup_removes_markers_not_the_mount(mount, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__STALE_BUNDLE_CLEANUP_MIN_VERSIONS", "0")
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__STALE_BUNDLE_CLEANUP_AGE_THRESHOLD", "0")
+    rev = revision(mount.mnt, "d")
+    w = bundle("clean", mount=str(mount.mnt), source="d", version=rev)
+    w.initialize()
+    with BundleVersionLock(bundle_name="clean", bundle_version=rev):
+        pass
+    assert (w.versions_dir / rev).is_dir()
+    time.sleep(1.1)
+    BundleUsageTrackingManager()._remove_stale_bundle_versions_for_bundle("clean")
+    assert not (w.versions_dir / rev).exists()
+    assert (mount.mnt / ".dagfs" / "revs" / "d" / rev / "a.py").exists()
+
+
+def test_materialize_directory_is_one_version(base):
+    d, mounts = base
+    src = d / "msrc"
+    src.mkdir()
+    (src / "m.py").write_text("M = 1\n")
+    m = mounts.mount("mat", [f"dir:{src},name=m,debounce=50ms"], materialize=True,
+                     ready=lambda p: (p / "current" / "m.py").exists())
+    b = bundle("mat", mount=str(m.mnt))
+    b.initialize()
+    rid = os.readlink(m.mnt / "current")[len(".revs/"):]
+    assert b.get_current_version().version == rid
+    assert (b.path / "m.py").read_text() == "M = 1\n"
+    w = bundle("mat", mount=str(m.mnt), version=rid)
+    w.initialize()
+    assert w.path == m.mnt / ".revs" / rid
+    with pytest.raises(AirflowException, match="materialise directory"):
+        bundle("mat2", mount=str(m.mnt), source="m").initialize()
+    with pytest.raises(AirflowException, match="grace="):
+        bundle("mat", mount=str(m.mnt), version="0" * 32).initialize()
+
+
+def test_view_url_templates():
+    t = forge_url_template
+    assert t("https://user:tok@github.com/org/dags.git") == \
+        "https://github.com/org/dags/tree/{version}"
+    assert t("git@github.com:org/dags.git", "dags/") == \
+        "https://github.com/org/dags/tree/{version}/dags"
+    assert t("ssh://git@gitlab.com/group/sub/dags.git") == \
+        "https://gitlab.com/group/sub/dags/-/tree/{version}"
+    assert t("https://bitbucket.org/team/dags") == "https://bitbucket.org/team/dags/src/{version}"
+    assert t("https://code.example.com/org/dags.git") is None
+    assert t("git://127.0.0.1:9418/dags.git") is None
+    assert t("/srv/git/dags.git") is None
+
+
+def test_view_url_template_from_status(tmp_path):
+    (tmp_path / ".dagfs").mkdir()
+    (tmp_path / ".dagfs" / "status.json").write_text(json.dumps({"sources": {
+        "g": {"type": "git", "url": "https://github.com/org/dags.git", "subpath": "dags",
+              "revision": "a" * 40}}}))
+    b = bundle("url", mount=str(tmp_path), source="g")
+    assert b.view_url_template() == "https://github.com/org/dags/tree/{version}/dags"
+    assert bundle("url2", mount=str(tmp_path), source="g",
+                  view_url_template="https://x/{version}").view_url_template() == \
+        "https://x/{version}"
+    assert bundle("url3", mount=str(tmp_path / "nope"), source="g").view_url_template() is None
