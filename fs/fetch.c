@@ -178,6 +178,8 @@ bool fs_fetch_defer(struct fs *fs, fuse_req_t req, const char *path,
 	}
 	*f->tail = d;
 	f->tail = &d->next;
+	log_debug("fs", "%s: waits for a fetch (%d threads, %d idle)", path,
+		  f->nthreads, f->idle);
 	pthread_cond_signal(&f->cond);
 	pthread_mutex_unlock(&f->lock);
 	return true;

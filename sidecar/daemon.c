@@ -98,35 +98,56 @@ void sc_on_publish(struct source *src, struct snap *snap, void *payload)
 struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
 				const struct cfg_source *cfg)
 {
-	struct sc_source *s = calloc(1, sizeof(*s)), **all;
+	struct sc_source *s = calloc(1, sizeof(*s));
 
-	all = s ? realloc(ctx->all, (ctx->nall + 1) * sizeof(*all)) : NULL;
-	if (!all) {
-		free(s);
-		return NULL;
-	}
-	ctx->all = all;
-	*s = (struct sc_source){ .ctx = ctx, .src = src, .cfg = cfg,
-				 .slot = -1 };
-	ctx->all[ctx->nall++] = s;
+	if (s)
+		*s = (struct sc_source){ .ctx = ctx, .src = src, .cfg = cfg,
+					 .slot = -1 };
 	return s;
 }
 
-int sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set)
+void sc_source_free(struct sc_source *s)
 {
-	struct sc_set **sets;
+	if (!s)
+		return;
+	source_free(s->src); /* stops its thread first */
+	free(s);
+}
 
-	sets = realloc(ctx->sets, (ctx->nsets + 1) * sizeof(*sets));
-	if (!sets) {
-		free(set);
-		return -ENOMEM;
-	}
-	ctx->sets = sets;
-	ctx->sets[ctx->nsets++] = set;
-	pthread_mutex_lock(&ctx->lock);
+struct sc_set *sc_set_acquire(struct dagfs_ctx *ctx)
+{
+	struct sc_set *set;
+
+	pthread_mutex_lock(&ctx->set_lock);
+	set = ctx->set;
+	if (set)
+		__atomic_add_fetch(&set->refs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&ctx->set_lock);
+	return set;
+}
+
+void sc_set_release(struct sc_set *set)
+{
+	if (!set || __atomic_sub_fetch(&set->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	for (size_t i = 0; i < set->n; i++)
+		if (!__atomic_sub_fetch(&set->v[i]->refs, 1, __ATOMIC_ACQ_REL))
+			sc_source_free(set->v[i]);
+	free(set);
+}
+
+void sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set)
+{
+	struct sc_set *old;
+
+	set->refs = 1;
+	for (size_t i = 0; i < set->n; i++)
+		__atomic_add_fetch(&set->v[i]->refs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&ctx->set_lock);
+	old = ctx->set;
 	__atomic_store_n(&ctx->set, set, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&ctx->lock);
-	return 0;
+	pthread_mutex_unlock(&ctx->set_lock);
+	sc_set_release(old);
 }
 
 void sc_describe(struct sc_source *s)
@@ -152,21 +173,22 @@ static int sc_fetch(const char *name, const char *rev, int timeout_ms,
 		    void *payload)
 {
 	struct dagfs_ctx *ctx = payload;
-	const struct sc_set *set = sc_set_get(ctx);
+	struct sc_set *set = sc_set_acquire(ctx);
+	int rc = -ENOENT;
 	char err[1024];
 	struct snap *snap;
-	int rc;
 
-	for (size_t i = 0; i < set->n; i++) {
+	for (size_t i = 0; set && i < set->n; i++) {
 		if (strcmp(source_name(set->v[i]->src), name))
 			continue;
 		rc = source_fetch_rev(set->v[i]->src, rev, timeout_ms, &snap,
 				      err, sizeof(err));
 		if (!rc)
 			snap_unref(snap);
-		return rc;
+		break;
 	}
-	return -ENOENT;
+	sc_set_release(set);
+	return rc;
 }
 
 int sc_place(struct sc_source *s)
@@ -241,14 +263,17 @@ static int sources_create(struct dagfs_ctx *ctx)
 			snprintf(err, sizeof(err), "%s", strerror(ENOMEM));
 			rc = -ENOMEM;
 		} else {
-			fresh[i] = NULL; /* ctx->all owns it now */
+			fresh[i] = NULL; /* the set owns it now */
 			set->n++;
 		}
 	}
-	if (!rc && (rc = sc_set_publish(ctx, set)))
-		snprintf(err, sizeof(err), "%s", strerror(ENOMEM));
-	else if (rc)
+	if (!rc) {
+		sc_set_publish(ctx, set);
+	} else if (set) {
+		for (size_t i = 0; i < set->n; i++)
+			sc_source_free(set->v[i]);
 		free(set);
+	}
 	if (rc)
 		fprintf(stderr, "dagfs: %s\n", err);
 	for (size_t i = 0; fresh && i < c->nsources; i++)
@@ -364,22 +389,18 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 
 static void ctx_free(struct dagfs_ctx *ctx)
 {
+	const struct sc_set *set = sc_set_get(ctx);
+
 	endpoints_stop(ctx);
-	for (size_t i = 0; i < ctx->nall; i++)
-		source_stop(ctx->all[i]->src);
+	for (size_t i = 0; set && i < set->n; i++)
+		source_stop(set->v[i]->src);
 	endpoints_free(ctx);
 	status_writer_stop(ctx);
 	if (ctx->fs)
 		fs_unmount(ctx->fs);
 	fs_free(ctx->fs);
-	for (size_t i = 0; i < ctx->nall; i++) {
-		source_free(ctx->all[i]->src);
-		free(ctx->all[i]);
-	}
-	free(ctx->all);
-	for (size_t i = 0; i < ctx->nsets; i++)
-		free(ctx->sets[i]);
-	free(ctx->sets);
+	sc_set_release(ctx->set); /* no reader is left: frees the sources */
+	ctx->set = NULL;
 	for (size_t i = 0; i < ctx->nreloads; i++) {
 		config_free(ctx->reloads[i]);
 		free(ctx->reloads[i]);
@@ -388,6 +409,7 @@ static void ctx_free(struct dagfs_ctx *ctx)
 	store_close(ctx->store);
 	free(ctx->mountpoint);
 	pthread_mutex_destroy(&ctx->lock);
+	pthread_mutex_destroy(&ctx->set_lock);
 }
 
 static int open_cache(struct dagfs_ctx *ctx)

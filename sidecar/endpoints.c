@@ -22,12 +22,9 @@
 static bool source_ready(struct sc_source *s, struct source_status *st,
 			 bool *published)
 {
-	struct snap *snap = source_current(s->src);
-
-	*published = snap != NULL;
-	snap_unref(snap);
 	source_get_status(s->src, st);
-	return *published && st->failures < st->max_failures;
+	*published = st->rev[0] != '\0';
+	return source_healthy(st);
 }
 
 static int h_healthz(void *payload, char **body)
@@ -49,7 +46,7 @@ static int h_healthz(void *payload, char **body)
 static int h_readyz(void *payload, char **body)
 {
 	struct dagfs_ctx *ctx = payload;
-	const struct sc_set *set = sc_set_get(ctx);
+	struct sc_set *set;
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
@@ -57,6 +54,7 @@ static int h_readyz(void *payload, char **body)
 
 	if (!f)
 		return 500;
+	set = sc_set_acquire(ctx);
 	for (size_t i = 0; i < set->n; i++) {
 		struct source_status st;
 		bool published;
@@ -69,6 +67,7 @@ static int h_readyz(void *payload, char **body)
 			ok	   ? st.rev :
 				     "too many failures in a row");
 	}
+	sc_set_release(set);
 	fclose(f);
 	*body = text;
 	return all ? 200 : 503;
@@ -98,7 +97,7 @@ static void per_source(FILE *f, struct dagfs_ctx *ctx, const char *name,
 		       const char *type, const char *help,
 		       double (*get)(const struct source_status *, bool))
 {
-	const struct sc_set *set = sc_set_get(ctx);
+	struct sc_set *set = sc_set_acquire(ctx);
 
 	metric_head(f, name, type, help);
 	for (size_t i = 0; i < set->n; i++) {
@@ -110,6 +109,7 @@ static void per_source(FILE *f, struct dagfs_ctx *ctx, const char *name,
 		label(f, source_name(set->v[i]->src));
 		fprintf(f, "\"} %.17g\n", get(&st, ok));
 	}
+	sc_set_release(set);
 }
 
 static double m_published(const struct source_status *s, bool ok)
@@ -162,7 +162,7 @@ static double m_syncs(const struct source_status *s, bool ok)
 
 static void histogram(FILE *f, struct dagfs_ctx *ctx)
 {
-	const struct sc_set *set = sc_set_get(ctx);
+	struct sc_set *set = sc_set_acquire(ctx);
 
 	metric_head(f, "sync_duration_seconds", "histogram",
 		    "Duration of sync attempts.");
@@ -191,11 +191,12 @@ static void histogram(FILE *f, struct dagfs_ctx *ctx)
 		label(f, name);
 		fprintf(f, "\"} %llu\n", (unsigned long long)cum);
 	}
+	sc_set_release(set);
 }
 
 static void revisions(FILE *f, struct dagfs_ctx *ctx)
 {
-	const struct sc_set *set = sc_set_get(ctx);
+	struct sc_set *set = sc_set_acquire(ctx);
 
 	metric_head(f, "source_revision_info", "gauge",
 		    "The revision a source serves (value 1).");
@@ -211,6 +212,7 @@ static void revisions(FILE *f, struct dagfs_ctx *ctx)
 		label(f, st.rev);
 		fputs("\"} 1\n", f);
 	}
+	sc_set_release(set);
 }
 
 /* The store walk costs a readdir of objects/: at most every 30 s. */
@@ -289,7 +291,7 @@ static int h_metrics(void *payload, char **body)
 static int h_sync(void *payload, const char *source, char **body)
 {
 	struct dagfs_ctx *ctx = payload;
-	const struct sc_set *set = sc_set_get(ctx);
+	struct sc_set *set = sc_set_acquire(ctx);
 	int kicked = 0;
 
 	for (size_t i = 0; i < set->n; i++) {
@@ -298,6 +300,7 @@ static int h_sync(void *payload, const char *source, char **body)
 		source_kick(set->v[i]->src);
 		kicked++;
 	}
+	sc_set_release(set);
 	if (!kicked) {
 		if (asprintf(body, "unknown source '%s'\n", source) < 0)
 			*body = NULL;
@@ -382,7 +385,7 @@ void endpoints_free(struct dagfs_ctx *ctx)
 
 void endpoints_published(struct dagfs_ctx *ctx)
 {
-	const struct sc_set *set = sc_set_get(ctx);
+	struct sc_set *set = sc_set_acquire(ctx);
 	bool all = true;
 
 	for (size_t i = 0; i < set->n && all; i++) {
@@ -391,6 +394,7 @@ void endpoints_published(struct dagfs_ctx *ctx)
 		all = snap != NULL;
 		snap_unref(snap);
 	}
+	sc_set_release(set);
 	if (all && !__atomic_exchange_n(&ctx->notified, true, __ATOMIC_ACQ_REL))
 		sd_notify(0, "READY=1\nSTATUS=serving every source");
 }

@@ -77,7 +77,7 @@ static int mat_describe(struct store *st, struct source *const *src,
 
 void materialize_all(struct dagfs_ctx *ctx)
 {
-	const struct sc_set *set;
+	struct sc_set *set;
 	struct snap **snaps = NULL;
 	struct source **srcs = NULL;
 	const char **ats = NULL;
@@ -85,7 +85,7 @@ void materialize_all(struct dagfs_ctx *ctx)
 	int rc = -ENOMEM;
 
 	pthread_mutex_lock(&ctx->lock); /* one composition at a time */
-	set = sc_set_get(ctx);
+	set = sc_set_acquire(ctx);
 	snaps = calloc(set->n + 1, sizeof(*snaps));
 	srcs = calloc(set->n + 1, sizeof(*srcs));
 	ats = calloc(set->n + 1, sizeof(*ats));
@@ -121,6 +121,7 @@ out:
 	for (size_t i = 0; snaps && i < set->n; i++)
 		snap_unref(snaps[i]);
 	pthread_mutex_unlock(&ctx->lock);
+	sc_set_release(set);
 	free(snaps);
 	free(srcs);
 	free(ats);

@@ -146,7 +146,7 @@ static struct sc_source *enlist(struct dagfs_ctx *ctx, struct plan *p,
 			strerror(ENOMEM));
 		return NULL;
 	}
-	p->fresh[i] = NULL; /* ctx->all owns it now */
+	p->fresh[i] = NULL; /* s owns it now */
 	if (p->from[i]) {
 		s->slot = p->from[i]->slot;
 		if (ctx->fs)
@@ -160,6 +160,7 @@ static struct sc_source *enlist(struct dagfs_ctx *ctx, struct plan *p,
 		if (rc) {
 			log_err(TAG, "reload: source %s at /%s: %s; not served",
 				source_name(src), source_at(src), strerror(-rc));
+			sc_source_free(s);
 			return NULL;
 		}
 	}
@@ -193,8 +194,7 @@ static void apply(struct dagfs_ctx *ctx, struct plan *p)
 		if (s && !p->same[i])
 			start[nstart++] = s;
 	}
-	if (sc_set_publish(ctx, set))
-		log_err(TAG, "reload: %s", strerror(ENOMEM));
+	sc_set_publish(ctx, set); /* frees what only the old set named */
 	for (size_t i = 0; i < nstart; i++)
 		if (source_start(start[i]->src, sc_on_publish, start[i]))
 			log_err(TAG, "reload: source %s did not start",

@@ -180,15 +180,17 @@ static bool hex_ok(const char *s, size_t n)
 static struct source *find_source(struct serve *sv, const char *name,
 				  struct snap **snap)
 {
-	const struct sc_set *set = sc_set_get(sv->ctx);
+	struct sc_set *set = sc_set_acquire(sv->ctx);
+	struct source *found = NULL;
 
-	for (size_t i = 0; i < set->n; i++) {
+	for (size_t i = 0; set && i < set->n && !found; i++) {
 		if (strcmp(source_name(set->v[i]->src), name))
 			continue;
 		*snap = source_current(set->v[i]->src);
-		return set->v[i]->src;
+		found = set->v[i]->src; /* only tested against NULL */
 	}
-	return NULL;
+	sc_set_release(set);
+	return found;
 }
 
 /* A statement an upstream signed for snapshot @id, kept by a mirror
@@ -661,13 +663,14 @@ static enum MHD_Result get_rev(struct serve *sv, struct MHD_Connection *c,
 
 static enum MHD_Result get_list(struct serve *sv, struct MHD_Connection *c)
 {
-	const struct sc_set *set = sc_set_get(sv->ctx);
+	struct sc_set *set;
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
 
 	if (!f)
 		return MHD_NO;
+	set = sc_set_acquire(sv->ctx);
 	fputs("{\"sources\":[", f);
 	for (size_t i = 0; i < set->n; i++) {
 		struct snap *s = source_current(set->v[i]->src);
@@ -680,6 +683,7 @@ static enum MHD_Result get_list(struct serve *sv, struct MHD_Connection *c)
 			s ? s->id : "", s ? (long long)s->published_ns : 0LL);
 		snap_unref(s);
 	}
+	sc_set_release(set);
 	fputs("]}\n", f);
 	if (fclose(f))
 		return MHD_NO;

@@ -253,21 +253,28 @@ bool json_bool(const struct json *j, const char *key, bool def);
 
 /* ------------------------------------------------------------ daemon */
 
-/** One running source and its place in the mount. */
+/**
+ * One running source and its place in the mount. Refcounted by the sets
+ * that name it: the last sc_set_release() of the last such set stops
+ * and frees it (a source a reload replaced or removed).
+ */
 struct sc_source {
 	struct dagfs_ctx *ctx;
 	struct source *src;
 	const struct cfg_source *cfg;
 	int slot;
+	int refs; /* atomic */
 };
 
 /**
  * The running sources, in configuration order. A set never changes once
- * published: a reload builds a new one and keeps the old (and every
- * source it named) until exit, so a thread that took the pointer with
- * sc_set_get() never touches freed memory.
+ * published; a reload publishes a new one. Refcounted like snapshots:
+ * the context holds one reference to the current set, and a thread that
+ * reads it holds another (sc_set_acquire/sc_set_release), so a set and
+ * its sources outlive every reader and are freed by the last.
  */
 struct sc_set {
+	int refs; /* atomic */
 	size_t n;
 	struct sc_source *v[];
 };
@@ -284,12 +291,9 @@ struct dagfs_ctx {
 	struct store *store;
 	struct fs *fs;
 
-	pthread_mutex_t lock;	  /* publishing a set; usage; compositions */
-	struct sc_set *set;	  /* atomic: the current set (sc_set_get) */
-	struct sc_set **sets;	  /* every set published, the current last */
-	size_t nsets;
-	struct sc_source **all;	  /* every source ever built (owned) */
-	size_t nall;
+	pthread_mutex_t lock;	  /* usage; compositions */
+	pthread_mutex_t set_lock; /* taking a reference to set */
+	struct sc_set *set;	  /* atomic: the current set (one reference) */
 	struct dagfs_config **reloads; /* configs loaded by SIGHUP, kept */
 	size_t nreloads;
 
@@ -303,17 +307,31 @@ struct dagfs_ctx {
 	uint64_t usage_blobs, usage_bytes;
 };
 
-/** The current set of sources (borrowed; lives until exit). */
+/**
+ * The current set, borrowed: only for the thread that publishes sets
+ * (start-up, then the SIGHUP handler), since only it drops the context's
+ * reference. Every other thread uses sc_set_acquire().
+ */
 static inline const struct sc_set *sc_set_get(struct dagfs_ctx *ctx)
 {
 	return __atomic_load_n(&ctx->set, __ATOMIC_ACQUIRE);
 }
 
+/** A new reference to the current set (never NULL once the daemon runs). */
+struct sc_set *sc_set_acquire(struct dagfs_ctx *ctx);
+
+/** Drop a reference; the last frees the set and releases its sources,
+ *  stopping and freeing those no other set names. NULL is a no-op. */
+void sc_set_release(struct sc_set *set);
+
 /**
- * Make @set (malloc'd, its sources in ctx->all) the current set; ctx
- * owns it from here, even on failure. -ENOMEM leaves the old one.
+ * Make @set (malloc'd, refs 0) the current set: it takes a reference to
+ * each of its sources, and the set it replaces is released. ctx owns it.
  */
-int sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set) WUR;
+void sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set);
+
+/** Free @s, which no set names yet, and its source. */
+void sc_source_free(struct sc_source *s);
 
 /**
  * Build a source (not started) for each of @c's into @out (c->nsources
@@ -324,7 +342,7 @@ int sc_set_publish(struct dagfs_ctx *ctx, struct sc_set *set) WUR;
 int sc_build(struct dagfs_ctx *ctx, const struct dagfs_config *c,
 	     struct source **out, char *err, size_t errlen) WUR;
 
-/** A new source @src for @cfg in ctx->all, NULL on ENOMEM (@src kept). */
+/** A new source @src for @cfg, in no set yet; NULL on ENOMEM (@src kept). */
 struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
 				const struct cfg_source *cfg);
 

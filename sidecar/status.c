@@ -29,13 +29,6 @@ struct status_writer {
 	bool kick, stop;
 };
 
-static bool source_healthy(const struct source_status *st)
-{
-	if (!st->rev[0])
-		return false;
-	return st->max_failures == 0 || st->failures < st->max_failures;
-}
-
 static void put_source(FILE *f, const struct sc_source *s)
 {
 	struct source_status st;
@@ -65,7 +58,7 @@ static void put_source(FILE *f, const struct sc_source *s)
 
 static void put_status(FILE *f, struct dagfs_ctx *ctx, bool running)
 {
-	const struct sc_set *set;
+	struct sc_set *set;
 
 	fprintf(f, "{\"format\":%d,\"version\":", STATUS_FORMAT);
 	json_put_str(f, DAGFS_VERSION);
@@ -74,14 +67,13 @@ static void put_status(FILE *f, struct dagfs_ctx *ctx, bool running)
 	json_put_str(f, ctx->mountpoint);
 	fprintf(f, ",\"written_ns\":%lld,\"interval_ms\":%d,\"sources\":[",
 		(long long)now_ns(), ctx->cfg->status_interval_ms);
-	pthread_mutex_lock(&ctx->lock);
-	set = sc_set_get(ctx);
+	set = sc_set_acquire(ctx);
 	for (size_t i = 0; i < set->n; i++) {
 		if (i)
 			fputc(',', f);
 		put_source(f, set->v[i]);
 	}
-	pthread_mutex_unlock(&ctx->lock);
+	sc_set_release(set);
 	fputs("]}\n", f);
 }
 
@@ -275,12 +267,10 @@ static bool daemon_fresh(const struct json *st, int64_t now)
 	       now - json_int(st, "written_ns", 0) <= limit;
 }
 
+/* Health as the daemon judged it (source_healthy): never recomputed. */
 static bool entry_healthy(const struct json *s)
 {
-	int64_t max = json_int(s, "max_failures", 0);
-
-	return *json_str(s, "revision", "") &&
-	       (max == 0 || json_int(s, "failures", 0) < max);
+	return json_bool(s, "healthy", false);
 }
 
 static void print_text(const struct json *st, int64_t now, bool fresh)

@@ -194,14 +194,22 @@ void source_origin(const struct source *src, char *url, size_t urllen,
 		return;
 	v = source_spec_get(src->spec, "ref");
 	snprintf(ref, reflen, "%s", v ? v : "");
-	/* scheme://[userinfo@]host/...: the userinfo goes */
+	/* scheme://[userinfo@]host/... and [user@]host:path (scp-like):
+	 * the userinfo goes */
 	s = strstr(loc, "://");
-	at = s ? strchr(s + 3, '@') : NULL;
-	slash = s ? strchr(s + 3, '/') : NULL;
-	if (at && (!slash || at < slash))
-		snprintf(url, urllen, "%.*s%s", (int)(s + 3 - loc), loc, at + 1);
-	else
-		snprintf(url, urllen, "%s", loc);
+	if (s) {
+		at = strchr(s + 3, '@');
+		slash = strchr(s + 3, '/');
+		if (at && (!slash || at < slash))
+			snprintf(url, urllen, "%.*s%s", (int)(s + 3 - loc), loc,
+				 at + 1);
+		else
+			snprintf(url, urllen, "%s", loc);
+		return;
+	}
+	at = strchr(loc, '@');
+	slash = strchr(loc, ':');
+	snprintf(url, urllen, "%s", at && slash && at < slash ? at + 1 : loc);
 }
 
 struct snap *source_current(struct source *src)
@@ -237,12 +245,32 @@ void source_get_status(struct source *src, struct source_status *out)
 	pthread_mutex_unlock(&src->lock);
 }
 
+bool source_healthy(const struct source_status *st)
+{
+	return st->rev[0] && st->failures < st->max_failures;
+}
+
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects)
 {
 	pthread_mutex_lock(&src->lock);
 	src->st.bytes_fetched += bytes;
 	src->st.objects_fetched += objects;
 	pthread_mutex_unlock(&src->lock);
+}
+
+int source_sleep(struct source *src, int ms)
+{
+	int64_t end = mono_ns() + (int64_t)ms * 1000000;
+
+	for (;;) {
+		int64_t left = end - mono_ns();
+
+		if (source_stopping(src))
+			return -ECANCELED;
+		if (left <= 0)
+			return 0;
+		source_poll_wake(src, -1, (int)((left + 999999) / 1000000));
+	}
 }
 
 int source_poll_wake(struct source *src, int extra_fd, int timeout_ms)

@@ -91,6 +91,7 @@ struct source {
 	pthread_mutex_t lock; /* guards everything below */
 	bool stop;
 	bool kicked;
+	bool rebuild; /* options changed: build even an unchanged revision */
 	struct snap *current;
 	struct source_status st;
 	struct source_demand *demands; /* revisions asked for (demand.c) */
@@ -114,6 +115,22 @@ void source_demands_run(struct source *src);
 bool source_demands_pending(struct source *src);
 /** Fail every demand with -ECANCELED (the thread has stopped). */
 void source_demands_cancel(struct source *src);
+
+/**
+ * Whether source_stop() was called. A type's long loops (downloads,
+ * retries) check it and return -ECANCELED, so a stop ends a sync within
+ * a moment rather than at its end.
+ */
+static inline bool source_stopping(struct source *src)
+{
+	return __atomic_load_n(&src->stop, __ATOMIC_ACQUIRE);
+}
+
+/**
+ * Sleep @ms (a retry's backoff) unless the source is stopped first:
+ * 0, or -ECANCELED. A kick meanwhile is drained, not a reason to wake.
+ */
+int source_sleep(struct source *src, int ms) WUR;
 
 /** Add to the source's fetch counters (thread-safe). */
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);

@@ -41,7 +41,7 @@ static int attempt(struct source *src, char *err, size_t errlen)
 	int rc;
 
 	pthread_mutex_lock(&src->lock);
-	snprintf(prev, sizeof(prev), "%s", src->st.rev);
+	snprintf(prev, sizeof(prev), "%s", src->rebuild ? "" : src->st.rev);
 	src->st.last_attempt_ns = now_ns();
 	pthread_mutex_unlock(&src->lock);
 	err[0] = '\0';
@@ -62,6 +62,9 @@ static int attempt(struct source *src, char *err, size_t errlen)
 			snprintf(err, errlen, "%s: %s", src->tag, strerror(-rc));
 		return rc;
 	}
+	pthread_mutex_lock(&src->lock);
+	src->rebuild = false;
+	pthread_mutex_unlock(&src->lock);
 	if (snap) {
 		log_notice(src->tag, "published revision %s (%u entries, %.0f "
 			   "ms)", snap->rev, snap->n,
@@ -153,6 +156,8 @@ static void *source_thread(void *arg)
 		pthread_mutex_unlock(&src->lock);
 		t0 = mono_ns();
 		rc = attempt(src, err, sizeof(err));
+		if (rc == -ECANCELED && source_stopping(src))
+			break; /* stopped, not failed */
 		pthread_mutex_lock(&src->lock);
 		src->st.syncs++;
 		duration_observe(&src->st, (double)(mono_ns() - t0) / 1e9);
@@ -214,7 +219,7 @@ int source_start(struct source *src, source_publish_fn cb, void *payload)
 			log_info(src->tag, "options changed since the cached "
 				 "revision: rebuilding it");
 			pthread_mutex_lock(&src->lock);
-			src->st.rev[0] = '\0';
+			src->rebuild = true; /* still serving the cached one */
 			pthread_mutex_unlock(&src->lock);
 		}
 	} else {

@@ -609,4 +609,11 @@ struct source_status {
 extern const double source_duration_bounds[10];
 void source_get_status(struct source *src, struct source_status *out);
 
+/**
+ * The one rule of health, for /readyz, /metrics, status.json and `dagfs
+ * status`: a revision is published and fewer than max_failures syncs in
+ * a row have failed.
+ */
+bool source_healthy(const struct source_status *st);
+
 #endif

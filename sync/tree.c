@@ -97,8 +97,10 @@ static struct tree_member *sorted_copy(const struct tree_member *m, size_t n)
 
 	if (!v)
 		return NULL;
-	memcpy(v, m, n * sizeof(*v));
-	qsort(v, n, sizeof(*v), member_cmp);
+	if (n) {
+		memcpy(v, m, n * sizeof(*v));
+		qsort(v, n, sizeof(*v), member_cmp);
+	}
 	return v;
 }
 
@@ -170,7 +172,7 @@ static int line_parse(char *l, struct tree_member *m)
 	m->at = f[1];
 	m->rev = f[2];
 	m->snap_id = !strcmp(f[3], "-") ? "" : f[3];
-	if (*m->snap_id) {
+	if (strcmp(f[3], "-")) { /* "-" or an id, nothing else */
 		struct dhash h;
 
 		if (dhash_parse(&h, m->snap_id))

@@ -65,6 +65,7 @@ struct dg {
 	size_t stashlen;
 	char up_id[DHASH_HEX];	 /* upstream snapshot last published */
 	int64_t up_published_ns; /* its statement's time */
+	bool unreachable; /* the last request found no upstream to talk to */
 };
 
 struct body {
@@ -193,6 +194,10 @@ static int get(struct source *src, CURL *e, const char *url, const char *what,
 	}
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
 	curl_multi_remove_handle(g->m, e);
+	if (!interrupted)
+		g->unreachable = cc == CURLE_COULDNT_CONNECT ||
+				 cc == CURLE_COULDNT_RESOLVE_HOST ||
+				 cc == CURLE_GOT_NOTHING || cc == CURLE_RECV_ERROR;
 	if (waited)
 		*waited = w;
 	if (interrupted) {
@@ -699,6 +704,49 @@ static int dg_fetch_rev(struct source *src, const char *rev, struct snap **out,
 }
 
 /*
+ * The upstream was not there (down, restarting): rather than sleep the
+ * whole backoff, knock about once a second (jittered) with a plain GET of
+ * the statement, and end the wait as soon as one answers, so mirrors
+ * catch up within a second or two of the publisher's return. Only for
+ * "nobody answered": any other failure waits the loop's backoff.
+ */
+static void probe(struct source *src, int timeout_ms)
+{
+	struct dg *g = src->priv;
+	int64_t until = mono_ns() + (int64_t)timeout_ms * 1000000;
+	char url[PATH_MAX], err[256];
+
+	if (path_fmt(url, sizeof(url), "%s/sources/%s/current", g->base,
+		     g->upstream))
+		return;
+	for (;;) {
+		int64_t left = (until - mono_ns()) / 1000000;
+		int step = 700 + (int)(random() % 600);
+		struct body b = { .max = SDOC_MAX };
+		bool go;
+
+		if (left <= 0)
+			return;
+		source_poll_wake(src, -1, step < left ? step : (int)left);
+		pthread_mutex_lock(&src->lock);
+		go = src->stop || src->kicked;
+		pthread_mutex_unlock(&src->lock);
+		if (go || source_demands_pending(src))
+			return;
+		if (!get(src, g->poll_e, url, "probe", &b, 5, true, NULL, err,
+			 sizeof(err))) {
+			free(g->stash);
+			g->stash = b.p; /* the round checks it */
+			g->stashlen = b.len;
+			return;
+		}
+		free(b.p);
+		if (!g->unreachable)
+			return; /* it answers, with an error: the loop's turn */
+	}
+}
+
+/*
  * Wait for the next round: the long-poll when the last round went well
  * (it answers when the upstream publishes), else the loop's backoff. A
  * server that did not long-poll (a static copy) is polled every period.
@@ -719,6 +767,10 @@ static void dg_wait(struct source *src, int timeout_ms)
 	pthread_mutex_unlock(&src->lock);
 	if (kicked)
 		return;
+	if (failing && g->unreachable) {
+		probe(src, timeout_ms);
+		return;
+	}
 	if (failing || !g->up_id[0] ||
 	    path_fmt(url, sizeof(url), "%s/sources/%s/current?after=%s&wait=%d",
 		     g->base, g->upstream, g->up_id, g->wait_s)) {
@@ -732,7 +784,10 @@ static void dg_wait(struct source *src, int timeout_ms)
 	if (rc) {
 		log_debug(src->tag, "long-poll: %s", err);
 		free(b.p);
-		source_poll_wake(src, -1, timeout_ms);
+		if (g->unreachable)
+			probe(src, timeout_ms);
+		else
+			source_poll_wake(src, -1, timeout_ms);
 		return;
 	}
 	changed = !sdoc_parse(&d, b.p, b.len) && strcmp(d.snapshot, g->up_id);

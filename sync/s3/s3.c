@@ -639,6 +639,7 @@ static int s3_init(struct source *src, char *err, size_t errlen)
 		return -ENOMEM;
 	pthread_once(&curl_once, curl_init_once);
 	src->priv = s;
+	s->src = src;
 	rc = s3_parse_location(s, src->spec->location);
 	if (rc == -EINVAL)
 		snprintf(err, errlen, "%s: location '%s' is not BUCKET[/PREFIX]",

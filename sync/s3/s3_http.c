@@ -120,9 +120,23 @@ static struct curl_slist *sign_headers(struct s3_src *s, const char *payload)
 	return h;
 }
 
+/* curl's progress callback: a nonzero answer aborts the transfer. */
+static int stop_check(void *payload, curl_off_t dltotal, curl_off_t dlnow,
+		      curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return source_stopping(payload);
+}
+
 static void easy_setup(struct s3_src *s, CURL *e, const char *url,
 		       struct curl_slist *h)
 {
+	curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, stop_check);
+	curl_easy_setopt(e, CURLOPT_XFERINFODATA, s->src);
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(e, CURLOPT_AWS_SIGV4, s->sigv4);
@@ -238,12 +252,18 @@ int s3_get_small(struct source *src, const char *url, const char *what,
 			rc = 0;
 			break;
 		}
+		if (cc == CURLE_ABORTED_BY_CALLBACK) {
+			rc = -ECANCELED; /* stopped */
+			break;
+		}
 		if (!retryable(cc, status) || attempt >= S3_TRIES) {
 			rc = s3_fail(src, err, errlen, what, cc, status, out->p,
 				     out->len);
 			break;
 		}
-		usleep((useconds_t)backoff_ms(attempt) * 1000);
+		rc = source_sleep(src, backoff_ms(attempt));
+		if (rc)
+			break;
 	}
 	curl_slist_free_all(hl);
 	return rc;
@@ -381,6 +401,13 @@ static void xfer_done(struct dl *d, struct xfer *x, CURLcode cc)
 
 	curl_multi_remove_handle(d->m, x->e);
 	curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &x->status);
+	if (cc == CURLE_ABORTED_BY_CALLBACK) { /* stopped */
+		store_txn_abort(x->txn);
+		x->txn = NULL;
+		x->job = NULL;
+		d->fatal = -ECANCELED;
+		return;
+	}
 	if (cc == CURLE_WRITE_ERROR && x->werr && x->werr != -EFBIG) {
 		snprintf(d->err, d->errlen, "%s: storing %s: %s", d->src->tag,
 			 j->o->key, strerror(-x->werr));
@@ -497,7 +524,9 @@ int s3_download(struct source *src, struct job *jobs, size_t n, char *err,
 					  (char **)&x);
 			xfer_done(&d, x, msg->data.result);
 		}
-		if (d.left && !d.fatal)
+		if (source_stopping(src))
+			d.fatal = -ECANCELED;
+		else if (d.left && !d.fatal)
 			curl_multi_poll(d.m, NULL, 0, 50, NULL);
 	}
 	for (size_t i = 0; xs && i < nx; i++) {

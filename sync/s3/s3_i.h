@@ -107,6 +107,7 @@ struct s3_entry;
 
 /* A source's settings and state; used by its thread only. */
 struct s3_src {
+	struct source *src; /* its source, for stop */
 	char *bucket, *prefix, *endpoint, *region, *marker, *ca_file;
 	bool virtual_host;
 	long parallel;

@@ -10,6 +10,7 @@ plain dagfs mount (dags_folder) and one on a materialise directory's
 database.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -87,8 +88,22 @@ def world(world_dir, dagfs_bin):
         w.mat = w.mounts.mount("mat", [f"dir:{w.mat_src},name=m,debounce=100ms"],
                                materialize=True,
                                ready=lambda m: (m / "current" / "mat_dag.py").exists())
-        bundles = [{"name": f"dagfs-{s}", "classpath": BUNDLE,
-                    "kwargs": {"mount": str(w.a.mnt), "source": s}} for s in SOURCES]
+        # the whole tree: a DAG in git, the helper it imports in a dir source
+        w.trepo = w.git.repo("tree")
+        w.trepo.write("tree_dag.py", dags.gated("tree_dag", None, w.gates,
+                                                code_from="lib.helper"))
+        w.trepo.commit("first")
+        w.hsrc = world_dir / "hsrc"
+        w.hsrc.mkdir()
+        (w.hsrc / "helper.py").write_text("CODE = 'h1'\n")
+        w.tspecs = [f"git:{daemon.url(w.trepo)},name=tg,at=dags,period=1s",
+                    f"dir:{w.hsrc},name=th,at=lib,debounce=100ms"]
+        w.t = w.mounts.mount("t", w.tspecs, ready=lambda m: (m / "lib" / "helper.py").exists()
+                             and (m / "dags" / "tree_dag.py").exists())
+        # the bundle list as dagfs prints it for these mounts
+        bundles = dagfs_bundles(w.a, w.specs) + dagfs_bundles(w.t, w.tspecs, "--whole-tree")
+        assert [b["name"] for b in bundles] == ["g", "s", "d", "dagfs"], bundles
+        assert all(b["classpath"] == BUNDLE for b in bundles)
         bundles += [{"name": "dags-folder", "classpath": LOCAL, "kwargs": {}},
                     {"name": "mat-current", "classpath": LOCAL,
                      "kwargs": {"path": str(w.mat.mnt / "current")}}]
@@ -105,6 +120,15 @@ def world(world_dir, dagfs_bin):
         if w.rgw:
             w.rgw.stop()
         w.git.close()
+
+
+def dagfs_bundles(m, specs, *args):
+    """`dagfs airflow-bundles --json` for mount @m of @specs."""
+    argv = [str(m.binary), "airflow-bundles", "--json", *args]
+    for spec in specs:
+        argv += ["--source", spec]
+    r = subprocess.run(argv + [str(m.mnt)], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
 
 
 def dag_bundle_version(w, dag_id):
@@ -131,9 +155,10 @@ def wait_started(w, run_id, timeout=180):
 
 def test_discovery_over_git_s3_and_dir(world):
     w = world
-    want = {"exact_g": ("dagfs-g", "exact_g.py"), "gate_g": ("dagfs-g", "gate_g.py"),
-            "exact_s": ("dagfs-s", "exact_s.py"), "exact_d": ("dagfs-d", "exact_d.py"),
-            "del_d": ("dagfs-d", "del_d.py"), "slow_d": ("dagfs-d", "slow_d.py"),
+    want = {"exact_g": ("g", "exact_g.py"), "gate_g": ("g", "gate_g.py"),
+            "exact_s": ("s", "exact_s.py"), "exact_d": ("d", "exact_d.py"),
+            "del_d": ("d", "del_d.py"), "slow_d": ("d", "slow_d.py"),
+            "tree_dag": ("dagfs", "dags/tree_dag.py"),
             "plain_dag": ("dags-folder", "plain_dag.py"),
             "mat_dag": ("mat-current", "mat_dag.py")}
     for dag_id in want:
@@ -147,7 +172,7 @@ def test_discovery_over_git_s3_and_dir(world):
     for s in SOURCES:
         rev = revision(w.a.mnt, s)
         for dag_id, (bundle, _) in want.items():
-            if bundle == f"dagfs-{s}":
+            if bundle == s:
                 assert listed[dag_id]["bundle_version"] == rev, (dag_id, rev)
     assert listed["plain_dag"]["bundle_version"] is None
     assert w.af.import_errors() == []
@@ -158,7 +183,9 @@ def test_discovery_over_git_s3_and_dir(world):
     assert sorted((b, f) for b, f in rows) == sorted(want.values())
     bundles = {r[0]: r[1] for r in w.pg.psql("select name, version from dag_bundle")}
     for s in SOURCES:
-        assert bundles[f"dagfs-{s}"] == revision(w.a.mnt, s)
+        assert bundles[s] == revision(w.a.mnt, s)
+    assert listed["tree_dag"]["bundle_version"] == status(w.t.mnt)["tree"]
+    assert bundles["dagfs"] == status(w.t.mnt)["tree"]
 
 
 def test_worker_runs_recorded_version(world):
@@ -210,6 +237,46 @@ def test_worker_runs_recorded_version(world):
         assert w.af.xcom(dag_id, runs[s], "second") == f"{s}1"
         tis = w.af.task_instances(dag_id, runs[s])
         assert all(t["try_number"] == 2 for t in tis.values()), tis
+
+
+def test_whole_tree_runs_the_parsed_tree_with_a_helper_from_another_source(world):
+    w = world
+    st1 = status(w.t.mnt)
+    t1 = st1["tree"]
+    revs1 = {n: v["revision"] for n, v in st1["sources"].items()}
+    wait_version(w, "tree_dag", t1)
+    run_id = w.af.trigger("tree_dag")
+    wait_started(w, run_id)
+    assert (w.gates / f"{run_id}.started").read_text() == "h1"
+    # a new revision in both sources: the helper's code, and the DAG file
+    (w.hsrc / "helper.py").write_text("CODE = 'h2'\n")
+    w.trepo.write("tree_dag.py", dags.gated("tree_dag", None, w.gates, code_from="lib.helper")
+                  + "# second revision\n")
+    w.trepo.commit("second")
+    wait_for(lambda: all(status(w.t.mnt)["sources"][n]["revision"] != rev
+                         for n, rev in revs1.items()), 30,
+             what="both sources of the tree to move")
+    t2 = status(w.t.mnt)["tree"]
+    assert t2 != t1
+    wait_version(w, "tree_dag", t2)
+    release(w, run_id)
+    r = w.af.wait_run("tree_dag", run_id)
+    assert r["state"] == "success" and r["bundle_version"] == t1, r
+    assert w.af.xcom("tree_dag", run_id, "second") == "h1"
+    run2 = w.af.trigger("tree_dag")
+    wait_started(w, run2)
+    release(w, run2)
+    r = w.af.wait_run("tree_dag", run2)
+    assert r["state"] == "success" and r["bundle_version"] == t2, r
+    assert w.af.xcom("tree_dag", run2, "first") == "h2"
+    assert w.af.xcom("tree_dag", run2, "second") == "h2"
+    (w.gates / f"{run_id}.started").unlink()
+    w.af.clear_run("tree_dag", run_id)
+    wait_started(w, run_id)
+    assert (w.gates / f"{run_id}.started").read_text() == "h1"
+    r = w.af.wait_run("tree_dag", run_id)
+    assert r["state"] == "success" and r["bundle_version"] == t1, r
+    assert w.af.xcom("tree_dag", run_id, "second") == "h1"
 
 
 def test_publish_gate_keeps_a_syntax_error_out(world):

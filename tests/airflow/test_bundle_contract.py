@@ -17,7 +17,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 import pytest  # noqa: E402
 
-from conftest import Mounts, revision  # noqa: E402
+from conftest import Mounts, revision, status  # noqa: E402
 
 from airflow.dag_processing.bundles.base import (  # noqa: E402
     BundleUsageTrackingManager, BundleVersionLock)
@@ -87,7 +87,7 @@ def test_refresh_follows_the_newest_revision(mount):
     b.initialize()
     r1 = revision(mount.mnt, "d")
     assert b.get_current_version().version == r1
-    assert os.readlink(b.path) == str(mount.mnt / ".dagfs" / "revs" / "d" / r1)
+    assert b.path.resolve() == mount.mnt / ".dagfs" / "revs" / "d" / r1
     assert (b.path / "a.py").read_text() == "A = 1\n"
     before = tree_bytes(mount.mnt / ".dagfs" / "revs" / "d" / r1)
     (mount.src / "a.py").write_text("A = 2\n")
@@ -137,23 +137,65 @@ def test_airflow_cleanup_removes_markers_not_the_mount(mount, monkeypatch):
     assert (mount.mnt / ".dagfs" / "revs" / "d" / rev / "a.py").exists()
 
 
-def test_materialize_directory_is_one_version(base):
+def test_whole_tree_is_versioned_by_tree_id(base):
+    d, mounts = base
+    a, b = d / "ta", d / "tb"
+    for p, f in ((a, "dag.py"), (b, "helper.py")):
+        p.mkdir()
+        (p / f).write_text("X = 1\n")
+    m = mounts.mount("tree", [f"dir:{a},name=a,at=a,debounce=50ms",
+                              f"dir:{b},name=b,at=lib/b,debounce=50ms"],
+                     ready=lambda p: (p / "lib" / "b" / "helper.py").exists()
+                     and (p / "a" / "dag.py").exists())
+    wb = bundle("tree", mount=str(m.mnt))
+    wb.initialize()
+    t1 = status(m.mnt)["tree"]
+    assert wb.get_current_version().version == t1
+    assert wb.path.resolve() == m.mnt / ".dagfs" / "trees" / t1
+    assert sorted(str(p.relative_to(wb.path)) for p in wb.path.rglob("*.py")) == \
+        ["a/dag.py", "lib/b/helper.py"]
+    (b / "helper.py").write_text("X = 2\n")
+    m.wait(lambda: status(m.mnt)["tree"] != t1, what="a new tree")
+    wb.refresh()
+    t2 = wb.get_current_version().version
+    assert t2 == status(m.mnt)["tree"] != t1
+    assert (wb.path / "lib" / "b" / "helper.py").read_text() == "X = 2\n"
+    old = bundle("tree", mount=str(m.mnt), version=t1)
+    old.initialize()
+    assert (old.path / "lib" / "b" / "helper.py").read_text() == "X = 1\n"
+    with pytest.raises(AirflowException, match="keep="):
+        bundle("tree", mount=str(m.mnt), version="f" * 32).initialize()
+
+
+def test_materialize_directory(base):
     d, mounts = base
     src = d / "msrc"
     src.mkdir()
     (src / "m.py").write_text("M = 1\n")
-    m = mounts.mount("mat", [f"dir:{src},name=m,debounce=50ms"], materialize=True,
-                     ready=lambda p: (p / "current" / "m.py").exists())
-    b = bundle("mat", mount=str(m.mnt))
-    b.initialize()
-    rid = os.readlink(m.mnt / "current")[len(".revs/"):]
-    assert b.get_current_version().version == rid
-    assert (b.path / "m.py").read_text() == "M = 1\n"
-    w = bundle("mat", mount=str(m.mnt), version=rid)
-    w.initialize()
-    assert w.path == m.mnt / ".revs" / rid
-    with pytest.raises(AirflowException, match="materialise directory"):
-        bundle("mat2", mount=str(m.mnt), source="m").initialize()
+    m = mounts.mount("mat", [f"dir:{src},name=m,at=team,debounce=50ms"], materialize=True,
+                     ready=lambda p: (p / "current" / "team" / "m.py").exists())
+    mid = os.readlink(m.mnt / "current")[len(".revs/"):]
+    meta = json.loads((m.mnt / ".revs" / f"{mid}.json").read_text())
+    whole = bundle("mat", mount=str(m.mnt))
+    whole.initialize()
+    assert whole.get_current_version().version == meta["tree"]
+    assert (whole.path / "team" / "m.py").read_text() == "M = 1\n"
+    one = bundle("mat1", mount=str(m.mnt), source="m")
+    one.initialize()
+    r1 = meta["sources"]["m"]["revision"]
+    assert one.get_current_version().version == r1
+    assert (one.path / "m.py").read_text() == "M = 1\n"
+    (src / "m.py").write_text("M = 2\n")
+    m.wait(lambda: os.readlink(m.mnt / "current") != f".revs/{mid}", what="a new tree")
+    one.refresh()
+    assert one.get_current_version().version != r1
+    assert (one.path / "m.py").read_text() == "M = 2\n"
+    w = bundle("mat1", mount=str(m.mnt), source="m", version=r1)
+    w.initialize()  # the replaced tree is kept for grace= (60 s)
+    assert w.path == m.mnt / ".revs" / mid / "team"
+    assert (w.path / "m.py").read_text() == "M = 1\n"
+    with pytest.raises(AirflowException, match="no source 'x'"):
+        bundle("mat2", mount=str(m.mnt), source="x").initialize()
     with pytest.raises(AirflowException, match="grace="):
         bundle("mat", mount=str(m.mnt), version="0" * 32).initialize()
 

@@ -6,6 +6,7 @@ mount."""
 import errno
 import hashlib
 import hmac
+import json
 import os
 import re
 import shutil
@@ -263,8 +264,13 @@ def materialize_swaps(src, out, proc):
     write_revision(src, 99)
     wait_for(lambda: (out / "current" / "a.py").read_text()
              .startswith("revision 99\n"), timeout=20, what="last revision")
-    revs = [p for p in (out / ".revs").iterdir() if not p.name.endswith(".retired")]
+    revs = [p for p in (out / ".revs").iterdir()
+            if not p.name.endswith((".retired", ".json"))]
     assert len(revs) <= 5, revs  # of 17: retired ones go after the grace
+    # each revision's description goes with it
+    descs = {p.name[:-5] for p in (out / ".revs").glob("*.json")}
+    assert descs <= {p.name for p in revs} | {os.readlink(out / "current")
+                                              .split("/")[-1]}, descs
 
 
 def test_sync_once_and_pinned_revision(dagfs, tmp_path):
@@ -332,10 +338,28 @@ def test_changed_options_rebuild_the_cached_revision(dagfs, tmp_path):
     (src / "other.py").write_text("y\n")
     m = dagfs.mount([f"dir:{src},name=local"],
                     ready=lambda mnt: (mnt / "other.py").exists())
+    rev = json.loads((m.mnt / ".dagfs/status.json").read_text())[
+        "sources"]["local"]["revision"]
     m.stop()
-    m2 = dagfs.mount([f"dir:{src},name=local,validate=true"], cache=m.cache,
+    # the gate runs only on a rebuilt tree, never on an "unchanged" answer
+    mark = tmp_path / "gated"
+    port = free_port()
+    m2 = dagfs.mount([f"dir:{src},name=local,validate=touch {mark} && "
+                      f"sleep 2 && true"], cache=m.cache,
+                     args=["--http", f"127.0.0.1:{port}",
+                           "--status-interval", "100ms"],
                      ready=lambda mnt: (mnt / "other.py").exists())
     m2.wait(lambda: "options changed" in m2.stderr_text(), what="rebuild")
+    wait_for(mark.exists, 10, what="the rebuilt tree reaching the gate")
+    # while it rebuilds, the cached revision is served, and every report
+    # (readiness, status file, `dagfs status`) says so the same way
+    code, body = http(port, "/readyz")
+    assert code == 200 and rev in body, body
+    time.sleep(0.3)  # a status file written since the rebuild began
+    r = dagfs.run(["status", "--cache", m.cache, "--json"])
+    st = json.loads(r.stdout)["sources"][0]
+    assert r.returncode == 0 and st["healthy"] and st["revision"] == rev, \
+        r.stdout
 
 
 def test_fstab_mount_type(tmp_path):

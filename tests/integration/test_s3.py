@@ -5,10 +5,12 @@ ListObjectsV2 for real. Faults come from tests/rigs/faultproxy.py; STS
 and IMDS from a STAND-IN (tests/rigs/aws_standin.py), the only thing
 here that is not the real service."""
 
+import concurrent.futures
 import datetime
 import os
 import pathlib
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -332,3 +334,27 @@ def test_tls_is_verified_and_ca_file_trusts(dagfs, rgw, bucket, tmp_path):
         assert served(m.mnt) == want(FILES)
     finally:
         proxy.stop()
+
+
+def test_sigterm_stops_a_sync_in_progress(dagfs, rgw, bucket):
+    """SIGTERM during a 600-object sync with parallel=1 ends the daemon
+    within a second: the download loop and its backoff sleeps watch the
+    source's stop, and nothing half-fetched is published."""
+    files = {f"d{i:03}.py": f"x = {i}\n" * 200 for i in range(600)}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda kv: rgw.put(bucket, "dags/" + kv[0], kv[1]),
+                      files.items()))
+    m = dagfs.mount([spec(rgw, bucket, parallel=1, name="big")], env=ENV,
+                    ready=None)
+    blobs = lambda: sum(len(f) for _, _, f in os.walk(m.cache / "objects"))
+    m.wait(lambda: blobs() >= 20, 20, what="downloads under way")
+    assert "published revision" not in m.stderr_text() and \
+        "sync failed" not in m.stderr_text(), \
+        "the sync is not in progress: nothing to stop"
+    t0 = time.monotonic()
+    m.signal(signal.SIGTERM)
+    rc = m.wait_exit(10)
+    took = time.monotonic() - t0
+    assert rc == 0 and took < 1.0, (rc, took, m.stderr_text()[-2000:])
+    assert "published revision" not in m.stderr_text()
+    assert blobs() < 600, "the sync ran to its end"

@@ -5,6 +5,7 @@ fails and recovers, `dagfs check-config`, SIGHUP, JSON logs, usage."""
 
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -214,15 +215,43 @@ def _conf(path, **sources):
     path.write_text(text)
 
 
-def test_sighup_reloads_changed_sources(dagfs, tmp_path):
+def _two_teams(dagfs, tmp_path):
+    """Dir sources ta and tb at /team_a and /team_b from a config file."""
     a = make_src(tmp_path, "a", {"a.py": "a\n"})
     b = make_src(tmp_path, "b", {"b.py": "b\n"})
-    a2 = make_src(tmp_path, "a2", {"a2.py": "a2\n"})
     conf = tmp_path / "dagfs.conf"
     _conf(conf, ta=(a, "team_a"), tb=(b, "team_b"))
     m = dagfs.mount([], args=["--config", str(conf)],
                     ready=lambda mnt: (mnt / "team_b/b.py").exists()
                     and (mnt / "team_a/a.py").exists())
+    return a, b, conf, m
+
+
+def test_sighup_frees_the_sources_it_replaces(dagfs, tmp_path):
+    """A reload that restarts a source frees the old one: ten reloads
+    changing one dir source's debounce leave the daemon with the open
+    descriptors it had (each dir source holds an inotify fd)."""
+    a, b, conf, m = _two_teams(dagfs, tmp_path)
+    fds = pathlib.Path(f"/proc/{m.pid}/fd")
+    before = len(list(fds.iterdir()))
+    for i in range(10):
+        conf.write_text(conf.read_text().replace(
+            f"debounce = {100 + i}ms", f"debounce = {101 + i}ms", 1))
+        m.signal(signal.SIGHUP)
+        wait_for(lambda: m.stderr_text().count("1 restarted") == i + 1, 10,
+                 what=f"reload {i + 1}")
+    (a / "a2.py").write_text("a2\n")  # the last restarted source serves
+    wait_for(lambda: (m.mnt / "team_a/a2.py").exists(), 10,
+             what="the restarted source publishing")
+    after = len(list(fds.iterdir()))
+    assert after <= before, (before, after, sorted(
+        os.readlink(f) for f in fds.iterdir()))
+    assert (m.mnt / "team_b/b.py").read_text() == "b\n"
+
+
+def test_sighup_reloads_changed_sources(dagfs, tmp_path):
+    a, b, conf, m = _two_teams(dagfs, tmp_path)
+    a2 = make_src(tmp_path, "a2", {"a2.py": "a2\n"})
     dev = os.stat(m.mnt).st_dev
     held = open(m.mnt / "team_b/b.py", "rb")
 
@@ -326,9 +355,9 @@ def test_sighup_adds_moves_and_removes_sources(dagfs, tmp_path):
     wait_for(lambda: (mnt / "team_c/c.py").exists()
              and (mnt / "nested/td/d.py").exists(), 10,
              what="new sources served")
+    wait_for(lambda: "2 added, 1 removed, 0 restarted, 3 sources serving"
+             in m.stderr_text(), 5, what="the reload summary")
     assert "1 added" not in m.stderr_text()
-    assert "2 added, 1 removed, 0 restarted, 3 sources serving" in \
-        m.stderr_text()
     assert sorted(os.listdir(mnt)) == ["nested", "team_c"]
     assert sorted(os.listdir(mnt / "nested")) == ["td", "team_b"]
     assert not (mnt / "team_a").exists()

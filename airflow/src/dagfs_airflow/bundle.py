@@ -24,8 +24,9 @@ or the revision id of an S3 or dir source), or the tree id of the whole
 view when ``source`` is left out. On a worker ``path`` is the immutable
 ``<mount>/.dagfs/revs/<source>/<version>`` (or ``.dagfs/trees/<id>``, or
 ``<dir>/.revs/<id>`` of a materialise directory). On the dag-processor
-``path`` is a symlink in Airflow's bundle storage, ``<base_dir>/current``,
-replaced by one rename() to point at the newest such tree: the files
+``path`` is a symlink in Airflow's bundle storage, ``<base_dir>/current``
+(to ``links/<version>``, which links to the tree), replaced by one
+rename() to point at the newest such tree: the files
 found at a refresh and every file parsed after it come from the version
 get_current_version() names, including files Airflow queued before the
 refresh (its queue keeps the path it listed them under). The bundle
@@ -103,8 +104,11 @@ class DagfsDagBundle(BaseDagBundle):
         self.source = source or None
         self.timeout = float(timeout)
         self._layout: Layout | None = None
+        self._served: Path | None = None  # worker: the checked tree of ``version``
         self.link = self.base_dir / "current"
-        """dag-processor only: the symlink ``path`` is, to the newest version."""
+        """dag-processor: ``path``, a symlink to ``links/<version>``, which
+        links to that version's tree in the mount."""
+        self.links = self.base_dir / "links"
 
     def __repr__(self) -> str:
         return (f"<DagfsDagBundle name={self.name!r} mount={str(self.mount)!r} "
@@ -125,7 +129,7 @@ class DagfsDagBundle(BaseDagBundle):
         no longer retained is fetched by the daemon during the lookup) and
         fail at once if not. dag-processor: refresh()."""
         if self.version:
-            self.layout.check(self.version)
+            self._served = self.layout.check(self.version)
             self._mark(self.version)
         else:
             self.refresh()
@@ -133,20 +137,16 @@ class DagfsDagBundle(BaseDagBundle):
 
     @property
     def path(self) -> Path:
-        """Worker: the immutable tree of ``version``. dag-processor: the
-        ``current`` symlink in bundle storage. Needs no I/O, so Airflow may
-        ask before initialize()."""
-        if self.version:
-            if self._layout is None:  # layout without touching the mount
-                return self._worker_path_unchecked()
-            return self.layout.path_of(self.version)
-        return self.link
-
-    def _worker_path_unchecked(self) -> Path:
+        """Worker: the immutable tree of ``version`` (known once
+        initialize() checked it; before that, where a FUSE mount serves
+        it). dag-processor: the ``current`` symlink in bundle storage.
+        Never raises, so Airflow may ask before initialize()."""
+        if not self.version:
+            return self.link
+        if self._served is not None:
+            return self._served
         if self.source is not None:
             return self.mount / ".dagfs" / "revs" / self.source / self.version
-        if (self.mount / "current").is_symlink():
-            return self.mount / ".revs" / self.version
         return self.mount / ".dagfs" / "trees" / self.version
 
     def get_current_version(self):
@@ -164,29 +164,38 @@ class DagfsDagBundle(BaseDagBundle):
 
     def refresh(self) -> None:
         """Move ``path`` to the newest published version with one
-        rename(): a new version's tree, or none. A mount that cannot be
-        read raises, so Airflow keeps what it has and neither lists nor
-        deactivates anything."""
+        rename(). A mount that cannot be read raises, so Airflow keeps
+        what it has and neither lists nor deactivates anything."""
         if self.version:
             raise AirflowException("Refreshing a specific version is not supported")
         with self.lock():
             version, target = self.layout.current()
+            rel = f"links/{version}"
             try:
-                if os.readlink(self.link) == str(target):
+                if os.readlink(self.link) == rel and \
+                        os.readlink(self.links / version) == str(target):
                     return
             except OSError:
                 pass
             self.layout.check(version)
             self._mark(version)
-            self.base_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.base_dir / f".current.{os.getpid()}.tmp"
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-            os.symlink(target, tmp)
-            os.replace(tmp, self.link)
+            self.links.mkdir(parents=True, exist_ok=True)
+            self._replace_link(self.links / version, str(target))
+            self._replace_link(self.link, rel)
+            for old in self.links.iterdir():  # Airflow resolves only ``current``
+                if old.name != version and old.is_symlink():
+                    old.unlink()
             log.info("dagfs bundle %s: now at version %s (%s)", self.name, version, target)
+
+    @staticmethod
+    def _replace_link(link: Path, target: str) -> None:
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
 
     def _mark(self, version: str) -> None:
         """An empty ``versions_dir/<version>/`` for Airflow's cleanup to

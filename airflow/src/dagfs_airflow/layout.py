@@ -84,6 +84,18 @@ def io(fn: Callable[[], T], timeout: float, what: str, patient: bool) -> T:
     return bounded(run, timeout, what)
 
 
+def parse_status(f: Path, raw: bytes) -> dict[str, Any]:
+    """status.json, or a materialised tree's record of the same shape,
+    read from @f: parsed and checked."""
+    try:
+        st = json.loads(raw)
+    except ValueError as e:
+        raise AirflowException(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(st, dict) or not isinstance(st.get("sources"), dict):
+        raise AirflowException(f"{f}: no \"sources\" object")
+    return st
+
+
 class Layout:
     """One mount as a bundle sees it: the newest version and where any
     version's files are. @source None means the whole tree."""
@@ -121,11 +133,7 @@ class Layout:
             raise AirflowException(
                 f"{m} is not a dagfs mount (no {STATUS}) nor a materialise "
                 "directory (no current -> .revs/<id>)")
-        if source is not None:
-            raise AirflowException(
-                f"{m} is a materialise directory: it has one version for the whole tree, "
-                f"so source={source!r} cannot be served (leave source out)")
-        return MatLayout(m, None, timeout, patient)
+        return MatLayout(m, source, timeout, patient)
 
     def current(self) -> tuple[str, Path]:
         """(version, path) of the newest published version."""
@@ -156,13 +164,7 @@ class FuseLayout(Layout):
         """.dagfs/status.json, parsed and checked."""
         f = self.mount / STATUS
         raw = io(f.read_bytes, self.timeout, f"cannot read {f}", self.patient)
-        try:
-            st = json.loads(raw)
-        except ValueError as e:
-            raise AirflowException(f"{f}: not valid JSON ({e})") from None
-        if not isinstance(st, dict) or not isinstance(st.get("sources"), dict):
-            raise AirflowException(f"{f}: no \"sources\" object")
-        return st
+        return parse_status(f, raw)
 
     def source_status(self, st: dict[str, Any]) -> dict[str, Any]:
         src = st["sources"].get(self.source)
@@ -197,29 +199,101 @@ class FuseLayout(Layout):
         return self.mount / ".dagfs" / "revs" / self.source / version
 
     def missing(self, version: str) -> str:
+        try:
+            st = self.status()
+        except AirflowException:
+            st = {"sources": {}}
         if self.source is None:
-            return (f"dagfs tree {version} is no longer at {self.path_of(version)}: a tree is "
-                    "served while every source revision in it is retained (keep=, default 5); "
-                    "raise keep= on the sources")
+            keeps = sorted({f"{n} keep={v.get('keep', 5)}" for n, v in st["sources"].items()
+                            if isinstance(v, dict)})
+            return (f"dagfs tree {version} is not at {self.path_of(version)}: a tree is served "
+                    "while every source revision in it is retained or can be fetched "
+                    f"({', '.join(keeps) or 'keep= default 5'}); raise keep= on the sources")
+        src = st["sources"].get(self.source)
+        keep = src.get("keep", 5) if isinstance(src, dict) else 5
         return (f"dagfs source {self.source}: revision {version} is not retained at "
-                f"{self.path_of(version)} (keep= retains the newest N, default 5): "
-                "raise keep= on the source")
+                f"{self.path_of(version)} and cannot be fetched (keep={keep} retains the "
+                "newest snapshots): raise keep= on the source")
 
 
 class MatLayout(Layout):
+    """``DIR/current -> .revs/<mid>``; a dagfs that records it writes
+    ``DIR/.revs/<mid>.json`` (status.json's shape: the tree id and each
+    source's revision and ``at``) before switching ``current``. Versions are
+    then tree ids or source revisions, as on a FUSE mount; without the
+    record (an older dagfs) the whole-tree version is <mid> itself."""
+
     kind = "materialize"
+
+    def _meta(self, mid: str) -> dict[str, Any] | None:
+        f = self.mount / ".revs" / f"{mid}.json"
+
+        def read() -> bytes | None:
+            try:
+                return f.read_bytes()
+            except FileNotFoundError:
+                return None
+        raw = io(read, self.timeout, f"cannot read {f}", self.patient)
+        if raw is None:
+            return None
+        return parse_status(f, raw)
+
+    def _served(self, mid: str, meta: dict[str, Any] | None) -> tuple[str, Path]:
+        """(version, path) that the materialised tree @mid gives this bundle."""
+        root = self.mount / ".revs" / mid
+        if self.source is None:
+            return str(meta.get("tree") or mid) if meta else mid, root
+        if meta is None:
+            raise AirflowException(
+                f"{self.mount}/.revs/{mid}.json is missing: this dagfs records no source "
+                f"revisions in a materialise directory, so source={self.source!r} cannot be "
+                "served (leave source out)")
+        src = meta["sources"].get(self.source)
+        if not isinstance(src, dict):
+            names = ", ".join(sorted(meta["sources"])) or "none"
+            raise AirflowException(f"materialise directory {self.mount} has no source "
+                                   f"{self.source!r} (sources: {names})")
+        if not src.get("revision"):
+            raise AirflowException(f"dagfs source {self.source} in {self.mount} has no "
+                                   "revision yet")
+        at = str(src.get("at") or "")
+        return str(src["revision"]), root / at if at else root
 
     def current(self) -> tuple[str, Path]:
         cur = self.mount / "current"
         target = io(lambda: os.readlink(cur), self.timeout, f"cannot read {cur}", self.patient)
         if not target.startswith(".revs/") or "/" in target[6:] or not target[6:]:
             raise AirflowException(f"{cur} -> {target}: not a .revs/<id> link")
-        rev = target[6:]
-        return rev, self.path_of(rev)
+        mid = target[6:]
+        return self._served(mid, self._meta(mid))
+
+    def check(self, version: str) -> Path:
+        """The materialised tree that holds @version: the current one, or
+        any older one not yet removed."""
+        v, p = self.current()
+        if v == version:
+            return p
+
+        def scan() -> list[str]:
+            return sorted(f.name[:-5] for f in (self.mount / ".revs").iterdir()
+                          if f.name.endswith(".json") and not f.name.startswith("."))
+        for mid in io(scan, self.timeout, f"cannot list {self.mount}/.revs", self.patient):
+            try:
+                v, p = self._served(mid, self._meta(mid))
+            except AirflowException:
+                continue  # removed meanwhile, or another layout
+            if v == version and io(p.is_dir, self.timeout, str(p), self.patient):
+                return p
+        p = self.mount / ".revs" / version  # an older dagfs: the version is <mid>
+        if self.source is None and io(p.is_dir, self.timeout, str(p), self.patient):
+            return p
+        raise AirflowException(self.missing(version))
 
     def path_of(self, version: str) -> Path:
-        return self.mount / ".revs" / version
+        return self.check(version)
 
     def missing(self, version: str) -> str:
-        return (f"dagfs materialised revision {version} is gone from {self.mount}/.revs "
-                "(removed grace= after it was replaced, default 60s): raise grace=")
+        what = f"source {self.source} revision" if self.source else "tree"
+        return (f"dagfs {what} {version} is gone from materialise directory {self.mount} "
+                "(a replaced tree is removed grace= after it was replaced, default 60s): "
+                "raise grace=")
