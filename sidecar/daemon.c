@@ -191,6 +191,29 @@ static int sc_fetch(const char *name, const char *rev, int timeout_ms,
 	return rc;
 }
 
+/*
+ * The view's tree fetcher: the manifest of tree @id from the first source
+ * whose upstream has it (mirrors of a served store). Fetch threads.
+ */
+static int sc_fetch_tree(const char *id, int timeout_ms, void *payload)
+{
+	struct dagfs_ctx *ctx = payload;
+	const struct sc_set *set = sc_set_get(ctx);
+	int64_t until = mono_ns() + (int64_t)timeout_ms * 1000000;
+	char err[1024];
+	int rc = -ENOENT;
+
+	for (size_t i = 0; rc && i < set->n; i++) {
+		int left = (int)((until - mono_ns()) / 1000000);
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		rc = source_fetch_tree(set->v[i]->src, id, left, err,
+				       sizeof(err));
+	}
+	return rc;
+}
+
 int sc_place(struct sc_source *s)
 {
 	struct dagfs_ctx *ctx = s->ctx;
@@ -303,7 +326,7 @@ static int view_create(struct dagfs_ctx *ctx)
 		fprintf(stderr, "dagfs: creating the view: %s\n", strerror(-rc));
 		return rc;
 	}
-	fs_set_fetcher(ctx->fs, sc_fetch, ctx);
+	fs_set_fetcher(ctx->fs, sc_fetch, sc_fetch_tree, ctx);
 	for (size_t i = 0; i < set->n; i++) {
 		struct sc_source *s = set->v[i];
 

@@ -564,6 +564,13 @@ int source_sync_once(struct source *src, struct snap **out, char *err,
  * upstream does not have @rev or the type cannot fetch by revision, with
  * a one-line reason in @err. *@out is a new reference.
  */
+/**
+ * Get the manifest of tree @id from @src's upstream into the store (see
+ * tree_put); -ENOENT (no reason) if its type cannot. Any thread.
+ */
+int source_fetch_tree(struct source *src, const char *id, int timeout_ms,
+		      char *err, size_t errlen) WUR;
+
 int source_fetch_rev(struct source *src, const char *rev, int timeout_ms,
 		     struct snap **out, char *err, size_t errlen) WUR;
 

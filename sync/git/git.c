@@ -47,7 +47,7 @@ static const char *const git_keys[] = {
 	"ref",	       "subpath",	"submodules",
 	"ssh-key",     "ssh-passphrase-file", "known-hosts",
 	"insecure-no-host-key-check", "username", "password-file",
-	"token-file",  NULL
+	"token-file",  "fetch-timeout", NULL
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -115,8 +115,17 @@ int gitsrc_fail(struct gitsrc *g, const struct gitsrc_cb *cb, int rc,
 	const char *cause = cb && cb->why[0] ? cb->why :
 			    e && e->message   ? e->message :
 						"unknown libgit2 error";
-	int errnum = errno_of(rc, e);
+	int errnum = errno_of(rc, e), deadline_ms;
+	int expired = gitsrc_stream_expired(&deadline_ms);
 
+	if (expired == GITSRC_STOPPED)
+		return -ECANCELED; /* not a failure: the loop ends quietly */
+	if (expired == GITSRC_DEADLINE) {
+		snprintf(err, errlen, "%s: %s%sfetch took longer than %d s "
+			 "(fetch-timeout=)", g->src->tag, doing ? doing : "",
+			 doing ? ": " : "", deadline_ms / 1000);
+		return -ETIMEDOUT;
+	}
 	if (cb && cb->why[0] && rc != GIT_EUSER)
 		errnum = rc == GIT_EAUTH ? EACCES : EPERM;
 	if (rc == GIT_EAUTH && !(cb && cb->why[0]))
@@ -382,6 +391,15 @@ static int io_timeout_ms(const struct source *src)
 	return ms < 10000 ? 10000 : ms;
 }
 
+/* The limits of one sync's (or one on-demand fetch's) remote work. */
+static void set_limits(struct source *src)
+{
+	struct gitsrc *g = src->priv;
+
+	gitsrc_stream_limits(io_timeout_ms(src), g->fetch_timeout_ms,
+			     &src->stop);
+}
+
 static int git_sync(struct source *src, const char *prev_rev,
 		    struct snap **out, char *err, size_t errlen)
 {
@@ -401,7 +419,7 @@ static int git_sync(struct source *src, const char *prev_rev,
 		gitsrc_pack_sweep(g);
 		g->swept = true;
 	}
-	gitsrc_stream_timeout(io_timeout_ms(src));
+	set_limits(src);
 	if (g->pinned) {
 		git_oid_cpy(&want, &g->pin);
 		git_oid_tostr(hex, sizeof(hex), &want);
@@ -455,7 +473,7 @@ static int git_fetch_rev(struct source *src, const char *rev,
 			 "(40 lowercase hex digits)", src->tag, rev);
 		return -ENOENT;
 	}
-	gitsrc_stream_timeout(io_timeout_ms(src));
+	set_limits(src);
 	rc = fetch_commit(g, &want, err, errlen);
 	if (rc)
 		return rc;
@@ -555,6 +573,18 @@ static int opts_auth(struct gitsrc *g, char *err, size_t errlen)
 	if (v && parse_bool(v, &g->insecure)) {
 		snprintf(err, errlen, "%s: bad insecure-no-host-key-check "
 			 "'%s'", g->src->tag, v);
+		return -EINVAL;
+	}
+	/* default: ten periods within [10 min, 24 h] (a first clone) */
+	g->fetch_timeout_ms = g->src->period_ms > 8640000 ? 86400000 :
+			      g->src->period_ms > 60000 ?
+						    10 * g->src->period_ms :
+						    600000;
+	v = source_spec_get(g->src->spec, "fetch-timeout");
+	if (v && (parse_duration_ms(v, &g->fetch_timeout_ms) ||
+		  g->fetch_timeout_ms < 1000)) {
+		snprintf(err, errlen, "%s: bad fetch-timeout '%s' (e.g. 10m; "
+			 "at least 1s)", g->src->tag, v);
 		return -EINVAL;
 	}
 	g->username = source_spec_get(g->src->spec, "username");

@@ -63,6 +63,7 @@ struct gitsrc {
 	const char *password_file;
 	const char *token_file;
 	bool insecure;           /* no host key check */
+	int fetch_timeout_ms;    /* whole-fetch deadline */
 	char dir[PATH_MAX];      /* <cache>/git/<name> */
 	git_repository *repo;
 	struct gitsrc_blobmap map;
@@ -178,8 +179,25 @@ void gitsrc_pack_sweep(struct gitsrc *g);
 
 /** Route libgit2's TCP streams through ours (time limits, keepalive). */
 int gitsrc_stream_register(void) WUR;
-/** Time limit of this thread's next connections: connect and each read. */
-void gitsrc_stream_timeout(int ms);
+
+enum gitsrc_expiry {
+	GITSRC_DEADLINE = 1, /* the whole-fetch deadline passed */
+	GITSRC_STOPPED = 2,  /* the source was stopped */
+};
+
+/**
+ * Limits of this thread's remote work from now on: @io_ms for a connect
+ * and for each read or write, @deadline_ms (0: none) for everything
+ * until the next call, and *@stop (may be NULL), which ends it at once.
+ */
+void gitsrc_stream_limits(int io_ms, int deadline_ms, const bool *stop);
+
+/**
+ * Whether this thread's remote work was cut short since the last
+ * gitsrc_stream_limits(): 0, or an enum gitsrc_expiry; the deadline given
+ * goes to *@deadline_ms.
+ */
+int gitsrc_stream_expired(int *deadline_ms);
 
 /* -------------------------------------------------- git_tree.c */
 

@@ -344,6 +344,27 @@ def test_silent_remote_times_out(dagfs):
         silent.close()
 
 
+def test_ssh_peer_that_stalls_meets_the_fetch_deadline(dagfs, git_sshd):
+    """An ssh peer that takes the connection and then says nothing holds
+    libssh2 (which waits on the socket itself) past any per-read limit:
+    the fetch deadline ends it, well before the 10 s I/O limit."""
+    silent = Silent()
+    try:
+        m = dagfs.mount([git_spec(silent.url("ssh").replace("//", "//git@"),
+                                  name="stall", ssh_key=git_sshd.user_key,
+                                  known_hosts=git_sshd.known_hosts,
+                                  fetch_timeout="3s")], start=False)
+        m.start(wait_mounted=False)
+        t0 = time.monotonic()
+        err = wait_stderr(m, "git source stall: sync failed", timeout=30)
+        took = time.monotonic() - t0
+        assert "fetch took longer than 3 s" in err, err
+        assert took < 8, took
+        m.stop()
+    finally:
+        silent.close()
+
+
 # ----------------------------------------------------------------- http
 
 def test_http_basic_auth_password_token_and_wrong_password(dagfs, git_http, git_repo,
