@@ -485,9 +485,51 @@ static enum MHD_Result get_current(struct serve *sv, struct MHD_Connection *c,
 
 /* -------------------------------------------------- immutable objects */
 
+int serve_range_parse(const char *h, uint64_t size, uint64_t *off,
+		      uint64_t *len)
+{
+	uint64_t a = 0, b = 0;
+	bool ha = false, hb = false;
+	const char *p;
+
+	if (!h || strncmp(h, "bytes=", 6))
+		return 0;
+	for (p = h + 6; *p >= '0' && *p <= '9'; p++, ha = true) {
+		if (a > (UINT64_MAX - 9) / 10)
+			return 0;
+		a = a * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p++ != '-')
+		return 0;
+	for (; *p >= '0' && *p <= '9'; p++, hb = true) {
+		if (b > (UINT64_MAX - 9) / 10)
+			return 0;
+		b = b * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p || (!ha && !hb))
+		return 0; /* several ranges or junk: the whole body */
+	if (!ha) { /* the last b bytes */
+		if (!b || !size)
+			return -1;
+		*off = b >= size ? 0 : size - b;
+		*len = size - *off;
+		return 1;
+	}
+	if (a >= size || (hb && b < a))
+		return -1;
+	*off = a;
+	*len = (hb && b < size - 1 ? b : size - 1) - a + 1;
+	return 1;
+}
+
 static enum MHD_Result get_blob(struct serve *sv, struct MHD_Connection *c,
 				const char *hex)
 {
+	const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							"Range");
+	uint64_t off = 0, len = 0;
+	char cr[80];
+	int rr;
 	char etag[DHASH_HEX + 2];
 	struct MHD_Response *r;
 	enum MHD_Result ret;
@@ -507,7 +549,23 @@ static enum MHD_Result get_blob(struct serve *sv, struct MHD_Connection *c,
 		close(fd);
 		return send_text(c, 500, "blob unreadable\n");
 	}
-	r = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+	rr = serve_range_parse(range, (uint64_t)st.st_size, &off, &len);
+	if (rr < 0) {
+		close(fd);
+		snprintf(cr, sizeof(cr), "bytes */%llu",
+			 (unsigned long long)st.st_size);
+		r = MHD_create_response_from_buffer(0, (void *)"",
+						    MHD_RESPMEM_PERSISTENT);
+		if (!r)
+			return MHD_NO;
+		MHD_add_response_header(r, "Content-Range", cr);
+		ret = MHD_queue_response(c, 416, r);
+		MHD_destroy_response(r);
+		return ret;
+	}
+	if (rr == 0)
+		len = (uint64_t)st.st_size;
+	r = MHD_create_response_from_fd_at_offset64(len, fd, off);
 	if (!r) {
 		close(fd);
 		return MHD_NO;
@@ -515,9 +573,17 @@ static enum MHD_Result get_blob(struct serve *sv, struct MHD_Connection *c,
 	MHD_add_response_header(r, "Content-Type", "application/octet-stream");
 	MHD_add_response_header(r, "Cache-Control", IMMUTABLE);
 	MHD_add_response_header(r, "ETag", etag);
+	MHD_add_response_header(r, "Accept-Ranges", "bytes");
+	if (rr > 0) {
+		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu",
+			 (unsigned long long)off,
+			 (unsigned long long)(off + len - 1),
+			 (unsigned long long)st.st_size);
+		MHD_add_response_header(r, "Content-Range", cr);
+	}
 	atomic_fetch_add(&sv->n_blobs, 1);
-	atomic_fetch_add(&sv->n_bytes, (unsigned long long)st.st_size);
-	ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+	atomic_fetch_add(&sv->n_bytes, (unsigned long long)len);
+	ret = MHD_queue_response(c, rr > 0 ? 206 : MHD_HTTP_OK, r);
 	MHD_destroy_response(r);
 	return ret;
 }
