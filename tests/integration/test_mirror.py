@@ -344,6 +344,16 @@ def test_static_copy_by_export(dagfs, tmp_path, keys):
         http.wait()
 
 
+def git_publisher(dagfs, git_http, git_repo, keys):
+    """A signed publisher over @git_repo by smart HTTP, polling every 200 ms."""
+    url = git_http.url(git_repo)
+    return publisher(dagfs, [f"git:{url},name=team-a,period=200ms,"
+                             f"username=dagfs,password-file="
+                             f"{git_http.password_file}"],
+                     key=keys["good"][0],
+                     ready=lambda mnt: (mnt / "dags/a.py").exists())
+
+
 def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
     """A mirror asked for .dagfs/revs/team-a/<commit> that neither it nor
     its publisher ever had (both started after three pushes): the mirror
@@ -355,12 +365,7 @@ def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
     for i in (2, 3):
         git_repo.write("dags/a.py", f"v{i}\n".encode())
         git_repo.commit(f"v{i}")
-    url = git_http.url(git_repo)
-    pub = publisher(dagfs, [f"git:{url},name=team-a,period=200ms,"
-                            f"username=dagfs,password-file="
-                            f"{git_http.password_file}"],
-                    key=keys["good"][0],
-                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    pub = git_publisher(dagfs, git_http, git_repo, keys)
     m = mirror(dagfs, pub.store, pub=keys["good"][1],
                ready=lambda mnt: (mnt / "dags/a.py").exists())
     assert (m.mnt / "dags/a.py").read_bytes() == b"v3\n"
@@ -429,12 +434,7 @@ def test_whole_tree_version_through_mirror(dagfs, git_http, git_repo, keys):
     carries the manifest too."""
     git_repo.write("dags/a.py", b"t1\n")
     git_repo.commit("t1")
-    url = git_http.url(git_repo)
-    pub = publisher(dagfs, [f"git:{url},name=team-a,period=200ms,"
-                            f"username=dagfs,password-file="
-                            f"{git_http.password_file}"],
-                    key=keys["good"][0],
-                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    pub = git_publisher(dagfs, git_http, git_repo, keys)
     tree1 = json.loads((pub.mnt / ".dagfs/status.json").read_text())["tree"]
     git_repo.write("dags/a.py", b"t2\n")
     head = git_repo.commit("t2")
