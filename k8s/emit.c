@@ -39,6 +39,17 @@ void y_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+void prov_yaml_block(FILE *f, const char *text, int ind)
+{
+	for (const char *l = text; *l;) {
+		const char *e = strchr(l, '\n');
+		size_t n = e ? (size_t)(e - l) : strlen(l);
+
+		fprintf(f, "%*s%.*s\n", n ? ind : 0, "", (int)n, l);
+		l += n + (e != NULL);
+	}
+}
+
 void prov_url_escape(char *out, size_t len, const char *s)
 {
 	size_t n = 0;
@@ -341,6 +352,14 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		   "connection");
 	secret_env(f, "AIRFLOW__API_AUTH__JWT_SECRET", "airflow-jwt-secret",
 		   "jwt-secret");
+	if (prov_bundles(p)) {
+		fputs("    - {name: PYTHONPATH, value: " PROV_BUNDLE_DIR "}\n", f);
+		/* the VMs' airflow.cfg names their mount; the pod's is here */
+		fputs("    - name: AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST\n"
+		      "      value: '", f);
+		prov_bundle_list_json(f, &q, prov_bundle_mount(&q));
+		fputs("'\n", f);
+	}
 	fputs("    - {name: TZ, value: ", f);
 	y_str(f, p->timezone);
 	fprintf(f, "}\n    volumeMounts:\n"
@@ -349,9 +368,12 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		   "    - {name: logs, mountPath: /opt/airflow/logs}\n"
 		   "    - {name: airflow-config, mountPath: "
 		   "/opt/airflow/airflow.cfg, subPath: airflow.cfg, readOnly: "
-		   "true}\n"
-		   "  volumes:\n",
+		   "true}\n",
 		fuse ? ", mountPropagation: HostToContainer" : "");
+	if (prov_bundles(p))
+		fputs("    - {name: dagfs-airflow, mountPath: " PROV_BUNDLE_DIR
+		      "/dagfs_airflow, readOnly: true}\n", f);
+	fputs("  volumes:\n", f);
 	prov_dagfs_volumes(f, &q, 2);
 	if (prov_logs_claim(p))
 		fprintf(f, "  - {name: logs, persistentVolumeClaim: {claimName: "
@@ -360,4 +382,7 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		fputs("  - {name: logs, emptyDir: {}}\n", f);
 	fprintf(f, "  - {name: airflow-config, configMap: {name: %s-config}}\n",
 		strcmp(p->target, "vm") ? p->release : "airflow");
+	if (prov_bundles(p))
+		fputs("  - {name: dagfs-airflow, configMap: {name: dagfs-airflow}}\n",
+		      f);
 }

@@ -42,6 +42,7 @@ static const struct opt opts[] = {
 	O("target", OPT_STR, target, "k8s (default) or vm"),
 	O("chart-version", OPT_STR, chart_version, "Airflow Helm chart release: " PROV_CHART_VERSION " (default, validated) or 1.18.0; a newer one is rendered as for " PROV_CHART_VERSION " but not validated here"),
 	O("airflow-version", OPT_STR, airflow_version, "Airflow version (default: the chart's own, " PROV_AIRFLOW_VERSION " for " PROV_CHART_VERSION ")"),
+	O("bundle", OPT_STR, bundle, "DAG bundles (dagfs_airflow.DagfsDagBundle, versioned by dagfs revisions): source (default: one per source), tree (one for the whole mount) or none (Airflow's dags-folder bundle)"),
 	O("no-admin-user", OPT_FLAG, no_admin_user, "create no admin user (default: user admin, password generated into DIR/.secrets/admin-password; print it with 'dagfs-provision admin-password DIR')"),
 	O("source", OPT_SOURCE, nsources, "a dagfs source, as for dagfs mount; repeatable"),
 	O("namespace", OPT_STR, ns, "Kubernetes namespace (default airflow)"),
@@ -108,6 +109,7 @@ static void defaults(struct prov *p)
 	p->ns = p->release = "airflow";
 	p->executor = "KubernetesExecutor";
 	p->chart_version = PROV_CHART_VERSION;
+	p->bundle = "source";
 	p->image = PROV_DEFAULT_IMAGE;
 	p->mode = "fuse";
 	p->sidecar = "native";
@@ -363,9 +365,17 @@ static int validate(struct prov *p)
 	if (!one_of(p->sidecar, (const char *const[]){ "native", "classic", NULL }))
 		return fail("--sidecar: unknown sidecar '%s' (expected native or classic)",
 			    p->sidecar);
+	if (!one_of(p->bundle, (const char *const[]){ "source", "tree", "none",
+						      NULL }))
+		return fail("--bundle: unknown bundle '%s' (expected source, "
+			    "tree or none)", p->bundle);
 	if (!one_of(p->worker, (const char *const[]){ "sidecar", "pinned", NULL }))
 		return fail("--worker: unknown worker '%s' (expected sidecar or pinned)",
 			    p->worker);
+	if (!strcmp(p->worker, "pinned") && strcmp(p->bundle, "none"))
+		return fail("--worker pinned: with DAG bundles each task already "
+			    "runs the version its DAG run was parsed from; "
+			    "give --bundle none or --worker sidecar");
 	if (!strcmp(p->worker, "pinned") &&
 	    strcmp(p->executor, "KubernetesExecutor"))
 		return fail("--worker pinned needs --executor KubernetesExecutor "
@@ -715,6 +725,18 @@ static int delete_chart_jobs(const struct prov *p)
 					     NULL });
 }
 
+/* The dagfs_airflow package, before any pod that imports it. */
+static int apply_bundle(const struct prov *p)
+{
+	char file[4096];
+
+	if (!prov_bundles(p))
+		return 0;
+	snprintf(file, sizeof(file), "%s/dagfs-airflow.yaml", p->outdir);
+	return run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+					     "-f", file, NULL });
+}
+
 /* The Prometheus Operator's objects (its CRDs must be installed). */
 static int apply_monitoring(const struct prov *p)
 {
@@ -739,7 +761,7 @@ static int apply(const struct prov *p)
 		snprintf(f[i], sizeof(f[i]), "%s/%s", p->outdir, files[i]);
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1], NULL }) ||
-	    wait_volumes(p) ||
+	    wait_volumes(p) || apply_bundle(p) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
 				    "-f", f[2], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
@@ -806,7 +828,7 @@ int main(int argc, char **argv)
 	}
 	rc = 1;
 	if ((!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p)) ||
-	    prov_render_obs(&p))
+	    prov_render_bundle(&p) || prov_render_obs(&p))
 		goto out;
 	printf("rendered %s target into %s (chart %s, Airflow %s, %s mode)\n",
 	       p.target, p.outdir, p.chart_version, p.airflow_version, p.mode);

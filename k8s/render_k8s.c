@@ -275,8 +275,11 @@ static void component(FILE *f, const struct prov *p, const char *name,
 	fprintf(f, "%s:\n", name);
 	if (!strcmp(name, "scheduler"))
 		fprintf(f, "  replicas: %u\n", p->scheduler_replicas);
-	if (!strcmp(name, "dagProcessor"))
+	if (!strcmp(name, "dagProcessor")) {
 		fputs("  enabled: true\n", f);
+		if (prov_bundles(p) && !p->chart_legacy_workers)
+			prov_bundle_list_yaml(f, p, 2);
+	}
 	if (dagfs)
 		dagfs_keys(f, p, 2, !strcmp(p->sidecar, "native"), false);
 	if (!strcmp(name, "apiServer")) {
@@ -407,11 +410,25 @@ static int render_values(const struct prov *p)
 	admin_user(f, p);
 	fprintf(f, "env:\n- name: TZ\n  value: ");
 	y_str(f, p->timezone);
-	fprintf(f, "\nconfig:\n  core:\n    dags_folder: %s\n"
+	fputc('\n', f);
+	if (prov_bundles(p)) /* the package in every Airflow container */
+		fputs("- name: PYTHONPATH\n  value: " PROV_BUNDLE_DIR "\n"
+		      "volumes:\n- {name: dagfs-airflow, configMap: {name: "
+		      "dagfs-airflow}}\n"
+		      "volumeMounts:\n- {name: dagfs-airflow, mountPath: "
+		      PROV_BUNDLE_DIR "/dagfs_airflow, readOnly: true}\n", f);
+	/* dags_folder stays: Airflow's default route, the CLI's default */
+	fprintf(f, "config:\n  core:\n    dags_folder: %s\n"
 		   "    default_timezone: ",
 		prov_dags_folder(p));
 	y_str(f, p->timezone);
 	fputs("\n    load_examples: \"False\"\n", f);
+	if (prov_bundles(p) && p->chart_legacy_workers) {
+		/* chart 1.18.0 has no dagProcessor.dagBundleConfigList */
+		fputs("  dag_processor:\n    dag_bundle_config_list: '", f);
+		prov_bundle_list_json(f, p, prov_bundle_mount(p));
+		fputs("'\n", f);
+	}
 	component(f, p, "scheduler", local);
 	component(f, p, "apiServer", false);
 	component(f, p, "dagProcessor", true);

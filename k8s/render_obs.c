@@ -208,18 +208,6 @@ static void rules(FILE *f, const struct prov *p, int ind)
 		ind, "", ind, "", ind, "", ind, "", ind, "", ind, "", ind, "");
 }
 
-/* @text as a YAML block scalar at @ind spaces. */
-static void block(FILE *f, const char *text, int ind)
-{
-	for (const char *l = text; *l;) {
-		const char *e = strchr(l, '\n');
-		size_t n = e ? (size_t)(e - l) : strlen(l);
-
-		fprintf(f, "%*s%.*s\n", n ? ind : 0, "", (int)n, l);
-		l += n + (e != NULL);
-	}
-}
-
 static int render_dashboard(const struct prov *p)
 {
 	char *json = NULL;
@@ -244,7 +232,7 @@ static int render_dashboard(const struct prov *p)
 			   "dagfs-provision, grafana_dashboard: \"1\"}\n"
 			   "data:\n  dagfs.json: |\n",
 			p->release, p->ns);
-		block(f, json, 4);
+		prov_yaml_block(f, json, 4);
 		rc = prov_close(f, "grafana-dashboard.yaml");
 	} else {
 		rc = -1;

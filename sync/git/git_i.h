@@ -11,6 +11,9 @@
 #define DAGFS_GIT_I_H
 
 #include <git2.h>
+#if LIBGIT2_VER_MAJOR > 1 || LIBGIT2_VER_MINOR >= 8
+#include <git2/sys/errors.h> /* git_error_set*() moved here in 1.8 */
+#endif
 #include <limits.h>
 
 #include "source_i.h"
@@ -120,13 +123,39 @@ int gitsrc_connect(git_remote **out, struct gitsrc_cb *cb, git_repository *repo,
 int gitsrc_ls_find(git_remote *r, const char *ref, char *name, size_t namelen,
 		   git_oid *tip, git_oid *commit) WUR;
 
+/*
+ * libgit2 1.7 and later fetch shallow (git_fetch_options.depth), decided
+ * when dagfs is built; with an older one every fetch brings the whole
+ * history it reaches.
+ */
+#if LIBGIT2_VER_MAJOR > 1 || LIBGIT2_VER_MINOR >= 7
+#define GITSRC_SHALLOW 1
+#define GITSRC_UNSHALLOW GIT_FETCH_DEPTH_UNSHALLOW
+#else
+#define GITSRC_SHALLOW 0
+#define GITSRC_UNSHALLOW INT_MAX
+#endif
+
+/**
+ * True if fetches from @url can be shallow: GITSRC_SHALLOW, and smart
+ * HTTP. libgit2 1.8 gets the shallow negotiation right only on stateless
+ * transports: over git:// and ssh it sends its wants a second time and
+ * the server hangs up ("expected SHA1 list"; rust-lang/git2-rs#1084), so
+ * there every fetch is whole.
+ */
+bool gitsrc_shallow(const char *url);
+
 /**
  * Download what @refspecs name over the connected @r (negotiating with
- * every local ref). Counts the bytes and objects fetched on the source.
- * Returns 0 or a libgit2 error code.
+ * every local ref). @depth > 0 asks for at most that many commits of
+ * history from each wanted tip (GITSRC_UNSHALLOW: all of it, on a
+ * shallow repository), 0 for what the repository has (a shallow one stays
+ * shallow below what it had); ignored unless gitsrc_shallow(). Counts the
+ * bytes and objects fetched on the source. Returns 0 or a libgit2 error
+ * code.
  */
 int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
-		    size_t n) WUR;
+		    size_t n, int depth) WUR;
 
 /* -------------------------------------------------- git_pack.c */
 
