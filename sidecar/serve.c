@@ -11,6 +11,7 @@
  *   /store/sources/NAME/revs/REV         statement of a retained revision
  *   /store/snapshots/ID                  a snapshot's bytes (immutable)
  *   /store/objects/AB/CDEF...            a blob's bytes (immutable)
+ *   /store/trees/ID                      a tree manifest (immutable)
  *
  * The same names as files are a complete static copy (`dagfs export`):
  * objects/ and snapshots/ are the cache's own layout, and a static server
@@ -20,7 +21,7 @@
  *
  * Nothing outside those shapes is answered: names and ids are checked
  * character by character before they touch a path, so no request reaches
- * a file outside objects/ and snapshots/, and nothing of a source's
+ * a file outside objects/, snapshots/ and trees/, and nothing of a source's
  * configuration or credentials is ever named. Every blob and snapshot is
  * verified against its name before it is sent.
  *
@@ -696,6 +697,45 @@ static enum MHD_Result fetch_rev(struct serve *sv, struct MHD_Connection *c,
 	return MHD_YES;
 }
 
+/* trees/ID: a tree manifest, checked against its name (immutable). */
+static enum MHD_Result get_tree(struct serve *sv, struct MHD_Connection *c,
+				const char *id)
+{
+	char path[4096], etag[DHASH_HEX + 2];
+	enum MHD_Result ret;
+	struct tree *t;
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	int fd;
+
+	if (!hex_ok(id, 32) ||
+	    path_fmt(path, sizeof(path), "%s/trees/%s",
+		     store_dir(sv->ctx->store), id))
+		return send_text(c, 404, "not found\n");
+	snprintf(etag, sizeof(etag), "\"%s\"", id);
+	if (not_modified(c, etag, &ret))
+		return ret;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return send_text(c, 404, "no such tree\n");
+	buf = !fstat(fd, &st) && st.st_size <= (1 << 20) ?
+		      malloc((size_t)st.st_size + 1) :
+		      NULL;
+	n = buf ? pread(fd, buf, (size_t)st.st_size, 0) : -1;
+	close(fd);
+	if (n != st.st_size || tree_decode(&t, id, buf, (size_t)n)) {
+		free(buf);
+		return send_text(c, 404, "no such tree\n");
+	}
+	tree_free(t);
+	ret = send_buf(c, 200, buf, (size_t)n, "text/plain", IMMUTABLE, etag,
+		       MHD_RESPMEM_MUST_FREE);
+	if (ret != MHD_YES)
+		free(buf);
+	return ret;
+}
+
 static enum MHD_Result get_rev(struct serve *sv, struct MHD_Connection *c,
 			       const char *name, const char *rev,
 			       void **con_cls)
@@ -813,6 +853,8 @@ enum MHD_Result serve_handle(struct serve *sv, struct MHD_Connection *c,
 		return get_list(sv, c);
 	if (n == 2 && !strcmp(part[0], "snapshots"))
 		return get_snapshot(sv, c, part[1]);
+	if (n == 2 && !strcmp(part[0], "trees"))
+		return get_tree(sv, c, part[1]);
 	if (n == 3 && !strcmp(part[0], "objects") && hex_ok(part[1], 2) &&
 	    hex_ok(part[2], 30)) {
 		char hex[DHASH_HEX];

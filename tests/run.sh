@@ -44,7 +44,7 @@ PACKAGES=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	openssh-server git attr libclang-rt-14-dev ceph-mon ceph-osd radosgw
 	ceph-common util-linux python3-jsonschema python3-yaml prometheus jq
 	python3-venv postgresql debhelper dpkg-dev debootstrap groff-base systemd
-	podman runc)
+	podman runc openssl curl)
 
 install_packages() {
 	local missing=() p

@@ -344,6 +344,16 @@ def test_static_copy_by_export(dagfs, tmp_path, keys):
         http.wait()
 
 
+def git_publisher(dagfs, git_http, git_repo, keys):
+    """A signed publisher over @git_repo by smart HTTP, polling every 200 ms."""
+    url = git_http.url(git_repo)
+    return publisher(dagfs, [f"git:{url},name=team-a,period=200ms,"
+                             f"username=dagfs,password-file="
+                             f"{git_http.password_file}"],
+                     key=keys["good"][0],
+                     ready=lambda mnt: (mnt / "dags/a.py").exists())
+
+
 def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
     """A mirror asked for .dagfs/revs/team-a/<commit> that neither it nor
     its publisher ever had (both started after three pushes): the mirror
@@ -355,12 +365,7 @@ def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
     for i in (2, 3):
         git_repo.write("dags/a.py", f"v{i}\n".encode())
         git_repo.commit(f"v{i}")
-    url = git_http.url(git_repo)
-    pub = publisher(dagfs, [f"git:{url},name=team-a,period=200ms,"
-                            f"username=dagfs,password-file="
-                            f"{git_http.password_file}"],
-                    key=keys["good"][0],
-                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    pub = git_publisher(dagfs, git_http, git_repo, keys)
     m = mirror(dagfs, pub.store, pub=keys["good"][1],
                ready=lambda mnt: (mnt / "dags/a.py").exists())
     assert (m.mnt / "dags/a.py").read_bytes() == b"v3\n"
@@ -420,3 +425,30 @@ def test_s3_publisher_one_get_per_changed_object(dagfs, rgw, keys):
         assert SECRET_KEY not in "".join(m.stderr_text() for m in ms)
     finally:
         proxy.stop()
+
+
+def test_whole_tree_version_through_mirror(dagfs, git_http, git_repo, keys):
+    """A fresh mirror asked for .dagfs/trees/<T> of a composition only the
+    publisher ever had: it fetches the manifest (trees/T, checked against
+    its name) and the revision it names, and serves that tree; an export
+    carries the manifest too."""
+    git_repo.write("dags/a.py", b"t1\n")
+    git_repo.commit("t1")
+    pub = git_publisher(dagfs, git_http, git_repo, keys)
+    tree1 = json.loads((pub.mnt / ".dagfs/status.json").read_text())["tree"]
+    git_repo.write("dags/a.py", b"t2\n")
+    head = git_repo.commit("t2")
+    pub.wait(lambda: status(pub, "team-a").get("revision") == head, 20)
+    st, hdr, body = get(f"{pub.store}/trees/{tree1}")
+    assert st == 200 and body.startswith(b"dagfs-tree 1\n")
+    assert "immutable" in hdr["Cache-Control"]
+    m = mirror(dagfs, pub.store, pub=keys["good"][1],
+               ready=lambda mnt: (mnt / "dags/a.py").exists())
+    assert (m.mnt / "dags/a.py").read_bytes() == b"t2\n"
+    old = m.mnt / ".dagfs" / "trees" / tree1
+    assert (old / "dags/a.py").read_bytes() == b"t1\n"
+    assert (m.cache / "trees" / tree1).exists()
+    assert get(f"{pub.store}/trees/{'0' * 32}")[0] == 404
+    out = pub.cache.parent / "export-trees"
+    r = dagfs.run(["export", "--cache", str(pub.cache), str(out)])
+    assert r.returncode == 0 and (out / "trees" / tree1).exists(), r.stderr
