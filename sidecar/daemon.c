@@ -24,6 +24,7 @@
 #include "sidecar_i.h"
 
 #define TAG "daemon"
+#define GC_INTERVAL_MS 10000 /* a look for garbage after publications */
 
 extern char **environ;
 
@@ -345,18 +346,22 @@ static int view_create(struct dagfs_ctx *ctx)
 static int sources_start(struct dagfs_ctx *ctx)
 {
 	const struct sc_set *set = sc_set_get(ctx);
+	int rc;
 
 	for (size_t i = 0; i < set->n; i++) {
 		struct sc_source *s = set->v[i];
-		int rc = source_start(s->src, sc_on_publish, s);
 
+		rc = source_start(s->src, sc_on_publish, s);
 		if (rc) {
 			fprintf(stderr, "dagfs: source %s: cannot start: %s\n",
 				source_name(s->src), strerror(-rc));
 			return rc;
 		}
 	}
-	return 0;
+	rc = gc_start(&ctx->gc, ctx->store, GC_INTERVAL_MS);
+	if (rc)
+		fprintf(stderr, "dagfs: garbage collector: %s\n", strerror(-rc));
+	return rc;
 }
 
 /* Materialise mode: no mount to serve, only signals to wait for. */
@@ -422,6 +427,7 @@ static void ctx_free(struct dagfs_ctx *ctx)
 	if (ctx->fs)
 		fs_unmount(ctx->fs);
 	fs_free(ctx->fs);
+	gc_stop(ctx->gc);
 	sc_set_release(ctx->set); /* no reader is left: frees the sources */
 	ctx->set = NULL;
 	for (size_t i = 0; i < ctx->nreloads; i++) {
@@ -491,6 +497,7 @@ int cmd_mount(const struct dagfs_config *c)
 		return 1;
 	}
 	pthread_mutex_init(&ctx.lock, NULL);
+	pthread_mutex_init(&ctx.set_lock, NULL);
 	signals_block(&set);
 	if (c->materialize)
 		return mount_materialized(&ctx, &set);
