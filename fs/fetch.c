@@ -32,6 +32,7 @@ struct fs_defer {
 
 struct fs_fetch {
 	fs_fetch_fn fn;
+	fs_fetch_tree_fn tree_fn;
 	void *payload;
 	pthread_mutex_t lock; /* everything below */
 	pthread_cond_t cond;
@@ -41,7 +42,8 @@ struct fs_fetch {
 	bool stop;
 };
 
-void fs_set_fetcher(struct fs *fs, fs_fetch_fn fn, void *payload)
+void fs_set_fetcher(struct fs *fs, fs_fetch_fn fn, fs_fetch_tree_fn tree_fn,
+		    void *payload)
 {
 	struct fs_fetch *f = calloc(1, sizeof(*f));
 
@@ -51,6 +53,7 @@ void fs_set_fetcher(struct fs *fs, fs_fetch_fn fn, void *payload)
 		return;
 	}
 	f->fn = fn;
+	f->tree_fn = tree_fn;
 	f->payload = payload;
 	f->tail = &f->head;
 	pthread_mutex_init(&f->lock, NULL);
@@ -72,6 +75,17 @@ int fs_fetch_rev(struct fs *fs, const char *source, const char *rev,
 		return -ETIMEDOUT;
 	}
 	return fs->fetch->fn(source, rev, (int)left, fs->fetch->payload);
+}
+
+int fs_fetch_tree(struct fs *fs, const char *id, int64_t until_ns)
+{
+	int64_t left = (until_ns - mono_ns()) / 1000000;
+
+	if (!fs->fetch || !fs->fetch->tree_fn)
+		return -ENOENT;
+	if (left <= 0)
+		return -ETIMEDOUT;
+	return fs->fetch->tree_fn(id, (int)left, fs->fetch->payload);
 }
 
 /* Fetch what the lookup of @d->path needs, then answer it. */

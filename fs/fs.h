@@ -125,12 +125,22 @@ typedef int (*fs_fetch_fn)(const char *source, const char *rev,
 			   int timeout_ms, void *payload);
 
 /**
- * Let lookups of unretained revisions (.dagfs/revs/<source>/<rev>, and
- * the members of .dagfs/trees/<id>) fetch them through @fn. Such a lookup
- * is answered from a fetch thread once @fn returns, so FUSE threads never
- * wait. Set before mounting.
+ * Get the manifest of tree @id into the store (tree_put) although this
+ * view never composed it: 0 once stored, or a negative errno, within
+ * @timeout_ms. Called from fs/'s fetch threads.
  */
-void fs_set_fetcher(struct fs *fs, fs_fetch_fn fn, void *payload);
+typedef int (*fs_fetch_tree_fn)(const char *id, int timeout_ms,
+				void *payload);
+
+/**
+ * Let lookups of unretained revisions (.dagfs/revs/<source>/<rev>, and
+ * the members of .dagfs/trees/<id>) fetch them through @fn, and lookups
+ * of unknown trees their manifests through @tree_fn (may be NULL). Such
+ * a lookup is answered from a fetch thread once the fetch returns, so
+ * FUSE threads never wait. Set before mounting.
+ */
+void fs_set_fetcher(struct fs *fs, fs_fetch_fn fn, fs_fetch_tree_fn tree_fn,
+		    void *payload);
 
 /**
  * The current tree id (see .dagfs/trees/) into @out; -ENOENT if the view

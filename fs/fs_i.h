@@ -347,6 +347,8 @@ bool fs_fetch_defer(struct fs *fs, fuse_req_t req, const char *path,
 		    uint64_t seq);
 /** Stop the fetch threads, answering what they still hold. */
 void fs_fetch_free(struct fs *fs);
+/** Fetch the manifest of tree @id until @until_ns; fetch threads only. */
+int fs_fetch_tree(struct fs *fs, const char *id, int64_t until_ns);
 /** The fetcher's verdict on @rev of @source, waiting until @until_ns
  * (CLOCK_MONOTONIC) at most; fetch threads only. */
 int fs_fetch_rev(struct fs *fs, const char *source, const char *rev,

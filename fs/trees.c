@@ -206,6 +206,9 @@ static struct fs_tree *tree_load_from(struct fs *fs, const char *id,
 	struct tree *mf;
 	int rc = tree_load(fs->st, id, &mf);
 
+	/* never composed here: perhaps the upstream has its manifest */
+	if (rc == -ENOENT && fetch_until && !fs_fetch_tree(fs, id, fetch_until))
+		rc = tree_load(fs->st, id, &mf);
 	if (rc) {
 		if (fetch_until)
 			log_warn("fs", "tree %s: %s", id, rc == -ENOENT ?

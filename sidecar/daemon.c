@@ -24,6 +24,7 @@
 #include "sidecar_i.h"
 
 #define TAG "daemon"
+#define GC_INTERVAL_MS 10000 /* a look for garbage after publications */
 
 extern char **environ;
 
@@ -191,6 +192,29 @@ static int sc_fetch(const char *name, const char *rev, int timeout_ms,
 	return rc;
 }
 
+/*
+ * The view's tree fetcher: the manifest of tree @id from the first source
+ * whose upstream has it (mirrors of a served store). Fetch threads.
+ */
+static int sc_fetch_tree(const char *id, int timeout_ms, void *payload)
+{
+	struct dagfs_ctx *ctx = payload;
+	const struct sc_set *set = sc_set_get(ctx);
+	int64_t until = mono_ns() + (int64_t)timeout_ms * 1000000;
+	char err[1024];
+	int rc = -ENOENT;
+
+	for (size_t i = 0; rc && i < set->n; i++) {
+		int left = (int)((until - mono_ns()) / 1000000);
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		rc = source_fetch_tree(set->v[i]->src, id, left, err,
+				       sizeof(err));
+	}
+	return rc;
+}
+
 int sc_place(struct sc_source *s)
 {
 	struct dagfs_ctx *ctx = s->ctx;
@@ -303,7 +327,7 @@ static int view_create(struct dagfs_ctx *ctx)
 		fprintf(stderr, "dagfs: creating the view: %s\n", strerror(-rc));
 		return rc;
 	}
-	fs_set_fetcher(ctx->fs, sc_fetch, ctx);
+	fs_set_fetcher(ctx->fs, sc_fetch, sc_fetch_tree, ctx);
 	for (size_t i = 0; i < set->n; i++) {
 		struct sc_source *s = set->v[i];
 
@@ -322,18 +346,22 @@ static int view_create(struct dagfs_ctx *ctx)
 static int sources_start(struct dagfs_ctx *ctx)
 {
 	const struct sc_set *set = sc_set_get(ctx);
+	int rc;
 
 	for (size_t i = 0; i < set->n; i++) {
 		struct sc_source *s = set->v[i];
-		int rc = source_start(s->src, sc_on_publish, s);
 
+		rc = source_start(s->src, sc_on_publish, s);
 		if (rc) {
 			fprintf(stderr, "dagfs: source %s: cannot start: %s\n",
 				source_name(s->src), strerror(-rc));
 			return rc;
 		}
 	}
-	return 0;
+	rc = gc_start(&ctx->gc, ctx->store, GC_INTERVAL_MS);
+	if (rc)
+		fprintf(stderr, "dagfs: garbage collector: %s\n", strerror(-rc));
+	return rc;
 }
 
 /* Materialise mode: no mount to serve, only signals to wait for. */
@@ -399,6 +427,7 @@ static void ctx_free(struct dagfs_ctx *ctx)
 	if (ctx->fs)
 		fs_unmount(ctx->fs);
 	fs_free(ctx->fs);
+	gc_stop(ctx->gc);
 	sc_set_release(ctx->set); /* no reader is left: frees the sources */
 	ctx->set = NULL;
 	for (size_t i = 0; i < ctx->nreloads; i++) {
@@ -468,6 +497,7 @@ int cmd_mount(const struct dagfs_config *c)
 		return 1;
 	}
 	pthread_mutex_init(&ctx.lock, NULL);
+	pthread_mutex_init(&ctx.set_lock, NULL);
 	signals_block(&set);
 	if (c->materialize)
 		return mount_materialized(&ctx, &set);

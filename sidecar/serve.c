@@ -11,6 +11,7 @@
  *   /store/sources/NAME/revs/REV         statement of a retained revision
  *   /store/snapshots/ID                  a snapshot's bytes (immutable)
  *   /store/objects/AB/CDEF...            a blob's bytes (immutable)
+ *   /store/trees/ID                      a tree manifest (immutable)
  *
  * The same names as files are a complete static copy (`dagfs export`):
  * objects/ and snapshots/ are the cache's own layout, and a static server
@@ -20,7 +21,7 @@
  *
  * Nothing outside those shapes is answered: names and ids are checked
  * character by character before they touch a path, so no request reaches
- * a file outside objects/ and snapshots/, and nothing of a source's
+ * a file outside objects/, snapshots/ and trees/, and nothing of a source's
  * configuration or credentials is ever named. Every blob and snapshot is
  * verified against its name before it is sent.
  *
@@ -485,9 +486,51 @@ static enum MHD_Result get_current(struct serve *sv, struct MHD_Connection *c,
 
 /* -------------------------------------------------- immutable objects */
 
+int serve_range_parse(const char *h, uint64_t size, uint64_t *off,
+		      uint64_t *len)
+{
+	uint64_t a = 0, b = 0;
+	bool ha = false, hb = false;
+	const char *p;
+
+	if (!h || strncmp(h, "bytes=", 6))
+		return 0;
+	for (p = h + 6; *p >= '0' && *p <= '9'; p++, ha = true) {
+		if (a > (UINT64_MAX - 9) / 10)
+			return 0;
+		a = a * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p++ != '-')
+		return 0;
+	for (; *p >= '0' && *p <= '9'; p++, hb = true) {
+		if (b > (UINT64_MAX - 9) / 10)
+			return 0;
+		b = b * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p || (!ha && !hb))
+		return 0; /* several ranges or junk: the whole body */
+	if (!ha) { /* the last b bytes */
+		if (!b || !size)
+			return -1;
+		*off = b >= size ? 0 : size - b;
+		*len = size - *off;
+		return 1;
+	}
+	if (a >= size || (hb && b < a))
+		return -1;
+	*off = a;
+	*len = (hb && b < size - 1 ? b : size - 1) - a + 1;
+	return 1;
+}
+
 static enum MHD_Result get_blob(struct serve *sv, struct MHD_Connection *c,
 				const char *hex)
 {
+	const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							"Range");
+	uint64_t off = 0, len = 0;
+	char cr[80];
+	int rr;
 	char etag[DHASH_HEX + 2];
 	struct MHD_Response *r;
 	enum MHD_Result ret;
@@ -507,7 +550,23 @@ static enum MHD_Result get_blob(struct serve *sv, struct MHD_Connection *c,
 		close(fd);
 		return send_text(c, 500, "blob unreadable\n");
 	}
-	r = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+	rr = serve_range_parse(range, (uint64_t)st.st_size, &off, &len);
+	if (rr < 0) {
+		close(fd);
+		snprintf(cr, sizeof(cr), "bytes */%llu",
+			 (unsigned long long)st.st_size);
+		r = MHD_create_response_from_buffer(0, (void *)"",
+						    MHD_RESPMEM_PERSISTENT);
+		if (!r)
+			return MHD_NO;
+		MHD_add_response_header(r, "Content-Range", cr);
+		ret = MHD_queue_response(c, 416, r);
+		MHD_destroy_response(r);
+		return ret;
+	}
+	if (rr == 0)
+		len = (uint64_t)st.st_size;
+	r = MHD_create_response_from_fd_at_offset64(len, fd, off);
 	if (!r) {
 		close(fd);
 		return MHD_NO;
@@ -515,9 +574,17 @@ static enum MHD_Result get_blob(struct serve *sv, struct MHD_Connection *c,
 	MHD_add_response_header(r, "Content-Type", "application/octet-stream");
 	MHD_add_response_header(r, "Cache-Control", IMMUTABLE);
 	MHD_add_response_header(r, "ETag", etag);
+	MHD_add_response_header(r, "Accept-Ranges", "bytes");
+	if (rr > 0) {
+		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu",
+			 (unsigned long long)off,
+			 (unsigned long long)(off + len - 1),
+			 (unsigned long long)st.st_size);
+		MHD_add_response_header(r, "Content-Range", cr);
+	}
 	atomic_fetch_add(&sv->n_blobs, 1);
-	atomic_fetch_add(&sv->n_bytes, (unsigned long long)st.st_size);
-	ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+	atomic_fetch_add(&sv->n_bytes, (unsigned long long)len);
+	ret = MHD_queue_response(c, rr > 0 ? 206 : MHD_HTTP_OK, r);
 	MHD_destroy_response(r);
 	return ret;
 }
@@ -628,6 +695,45 @@ static enum MHD_Result fetch_rev(struct serve *sv, struct MHD_Connection *c,
 	}
 	pthread_mutex_unlock(&sv->lock);
 	return MHD_YES;
+}
+
+/* trees/ID: a tree manifest, checked against its name (immutable). */
+static enum MHD_Result get_tree(struct serve *sv, struct MHD_Connection *c,
+				const char *id)
+{
+	char path[4096], etag[DHASH_HEX + 2];
+	enum MHD_Result ret;
+	struct tree *t;
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	int fd;
+
+	if (!hex_ok(id, 32) ||
+	    path_fmt(path, sizeof(path), "%s/trees/%s",
+		     store_dir(sv->ctx->store), id))
+		return send_text(c, 404, "not found\n");
+	snprintf(etag, sizeof(etag), "\"%s\"", id);
+	if (not_modified(c, etag, &ret))
+		return ret;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return send_text(c, 404, "no such tree\n");
+	buf = !fstat(fd, &st) && st.st_size <= (1 << 20) ?
+		      malloc((size_t)st.st_size + 1) :
+		      NULL;
+	n = buf ? pread(fd, buf, (size_t)st.st_size, 0) : -1;
+	close(fd);
+	if (n != st.st_size || tree_decode(&t, id, buf, (size_t)n)) {
+		free(buf);
+		return send_text(c, 404, "no such tree\n");
+	}
+	tree_free(t);
+	ret = send_buf(c, 200, buf, (size_t)n, "text/plain", IMMUTABLE, etag,
+		       MHD_RESPMEM_MUST_FREE);
+	if (ret != MHD_YES)
+		free(buf);
+	return ret;
 }
 
 static enum MHD_Result get_rev(struct serve *sv, struct MHD_Connection *c,
@@ -747,6 +853,8 @@ enum MHD_Result serve_handle(struct serve *sv, struct MHD_Connection *c,
 		return get_list(sv, c);
 	if (n == 2 && !strcmp(part[0], "snapshots"))
 		return get_snapshot(sv, c, part[1]);
+	if (n == 2 && !strcmp(part[0], "trees"))
+		return get_tree(sv, c, part[1]);
 	if (n == 3 && !strcmp(part[0], "objects") && hex_ok(part[1], 2) &&
 	    hex_ok(part[2], 30)) {
 		char hex[DHASH_HEX];

@@ -8,6 +8,7 @@
 #define DAGFS_SERVE_I_H
 
 #include <microhttpd.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "sync.h"
@@ -41,6 +42,14 @@ void serve_published(struct serve *sv, const char *source);
 
 /** Counters in the Prometheus text format; NULL @sv writes nothing. */
 void serve_metrics(struct serve *sv, FILE *f);
+
+/**
+ * A Range header @h ("bytes=A-B", "bytes=A-", "bytes=-N") against a body
+ * of @size bytes: 1 with the one range in *@off and *@len, 0 for the whole
+ * body (no header, several ranges, junk), -1 if unsatisfiable (416).
+ */
+int serve_range_parse(const char *h, uint64_t size, uint64_t *off,
+		      uint64_t *len);
 
 /**
  * The statement (sdoc) of retained snapshot @s, signed with @key when

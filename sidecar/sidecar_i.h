@@ -298,6 +298,7 @@ struct dagfs_ctx {
 	size_t nreloads;
 
 	struct status_writer *status;
+	struct gc *gc;		 /* the store's garbage collector */
 
 	const char *materialize; /* DIR in materialise mode, else NULL */
 	struct http *http;	 /* NULL when http= is off */

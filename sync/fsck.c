@@ -2,8 +2,9 @@
 /*
  * fsck.c - check a cache: every blob against its name, every snapshot
  * against its checksum and its blobs, every source's links against the
- * snapshots. With repair, remove what is broken (the next sync fetches
- * it again) and point `current` at the newest intact history entry.
+ * snapshots, every tree manifest against its name. With repair, remove
+ * what is broken (the next sync fetches it again) and point `current` at
+ * the newest intact history entry.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -226,6 +227,32 @@ static void check_sources(struct fsck *f)
 	closedir(d);
 }
 
+/* Every tree manifest must hash to its name (a broken one is removed:
+ * its tree can no longer be served, it would never be again). */
+static void check_trees(struct fsck *f)
+{
+	char **ids = NULL, path[PATH_MAX];
+	int n = tree_list(f->st, &ids);
+
+	for (int i = 0; i < n; i++) {
+		struct tree *t;
+		int rc = tree_load(f->st, ids[i], &t);
+
+		if (!rc) {
+			tree_free(t);
+		} else if (rc != -ENOENT) { /* ENOENT: trimmed meanwhile */
+			report(f, "tree %s: manifest is corrupt (%s)%s", ids[i],
+			       strerror(-rc), f->repair ? "; removed" : "");
+			if (f->repair &&
+			    !path_fmt(path, sizeof(path), "%s/trees/%s",
+				      store_dir(f->st), ids[i]))
+				unlink(path);
+		}
+		free(ids[i]);
+	}
+	free(ids);
+}
+
 int fsck_run(struct store *st, bool repair, fsck_report_fn fn, void *payload,
 	     struct fsck_result *out)
 {
@@ -235,6 +262,7 @@ int fsck_run(struct store *st, bool repair, fsck_report_fn fn, void *payload,
 	check_blobs(&f);
 	check_snapshots(&f);
 	check_sources(&f);
+	check_trees(&f);
 	*out = f.res;
 	return 0;
 }

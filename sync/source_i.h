@@ -58,6 +58,17 @@ struct source_ops {
 	 */
 	int (*fetch_rev)(struct source *src, const char *rev,
 			 struct snap **out, char *err, size_t errlen);
+	/**
+	 * Optional: get the manifest of tree @id from the upstream (a
+	 * mirror's publisher) and store it with tree_put(), which checks
+	 * it hashes to @id. Called from fs/'s fetch threads, not the
+	 * source's, possibly while ->sync runs: it must not touch what
+	 * ->sync uses without a lock of its own. At most @timeout_ms.
+	 * Return 0 once stored, -ENOENT if the upstream lacks it, or
+	 * another -errno; a one-line reason in @err.
+	 */
+	int (*fetch_tree)(struct source *src, const char *id, int timeout_ms,
+			  char *err, size_t errlen);
 	/** Keys this type accepts besides the common ones; NULL-terminated. */
 	const char *const *keys;
 };

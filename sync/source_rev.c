@@ -223,3 +223,20 @@ int source_fetch_rev(struct source *src, const char *rev, int timeout_ms,
 	pthread_mutex_unlock(&src->lock);
 	return rc;
 }
+
+int source_fetch_tree(struct source *src, const char *id, int timeout_ms,
+		      char *err, size_t errlen)
+{
+	int rc;
+
+	err[0] = '\0';
+	if (!src->ops->fetch_tree)
+		return -ENOENT;
+	rc = src->ops->fetch_tree(src, id, timeout_ms, err, errlen);
+	if (rc)
+		log_warn(src->tag, "tree %s: %s", id, err[0] ? err :
+			 strerror(-rc));
+	else
+		log_notice(src->tag, "fetched tree %s on demand", id);
+	return rc;
+}

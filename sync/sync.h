@@ -118,7 +118,12 @@ bool store_pinned(struct store *s, const char *snap_id);
 void store_sync_begin(struct store *s);
 void store_sync_end(struct store *s);
 void store_gc_begin(struct store *s);
+/** store_gc_begin() if no sync holds the store: true if taken. */
+bool store_gc_trybegin(struct store *s);
 void store_gc_end(struct store *s);
+
+/** Publications into @s so far (a counter the collector watches). */
+uint64_t store_publications(struct store *s);
 
 /* ------------------------------------------------------------- snapshots */
 
@@ -274,9 +279,25 @@ int pub_read_raw(struct store *st, const char *id, void **out,
 
 /**
  * Remove snapshots no source retains, and blobs no retained or pinned
- * snapshot names. Returns the number of blobs removed.
+ * snapshot names. Waits for running syncs (store_gc_begin). Returns the
+ * number of blobs removed. For one-shot commands; a daemon uses gc_start.
  */
 int pub_gc(struct store *st) WUR;
+
+/** pub_gc() unless a sync holds the store: then -EBUSY at once. */
+int pub_gc_try(struct store *st) WUR;
+
+struct gc;
+
+/**
+ * Collect garbage in a thread of its own: every @interval_ms, if anything
+ * was published since the last collection, pub_gc_try(), retried a second
+ * later while syncs hold the store. Never blocks a sync or a publication
+ * from starting. Stop and free with gc_stop().
+ */
+int gc_start(struct gc **out, struct store *st, int interval_ms) WUR;
+/** Stop the collector (waits for a collection in progress); NULL: no-op. */
+void gc_stop(struct gc *g);
 
 /**
  * Keep @snap (a revision fetched on demand) without making it current:
@@ -564,6 +585,13 @@ int source_sync_once(struct source *src, struct snap **out, char *err,
  * upstream does not have @rev or the type cannot fetch by revision, with
  * a one-line reason in @err. *@out is a new reference.
  */
+/**
+ * Get the manifest of tree @id from @src's upstream into the store (see
+ * tree_put); -ENOENT (no reason) if its type cannot. Any thread.
+ */
+int source_fetch_tree(struct source *src, const char *id, int timeout_ms,
+		      char *err, size_t errlen) WUR;
+
 int source_fetch_rev(struct source *src, const char *rev, int timeout_ms,
 		     struct snap **out, char *err, size_t errlen) WUR;
 

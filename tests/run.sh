@@ -43,7 +43,8 @@ PACKAGES=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	libmicrohttpd-dev libexpat1-dev libsystemd-dev python3-pytest lighttpd
 	openssh-server git attr libclang-rt-14-dev ceph-mon ceph-osd radosgw
 	ceph-common util-linux python3-jsonschema python3-yaml prometheus jq
-	python3-venv postgresql debhelper dpkg-dev debootstrap groff-base systemd)
+	python3-venv postgresql debhelper dpkg-dev debootstrap groff-base systemd
+	podman runc openssl curl)
 
 install_packages() {
 	local missing=() p
@@ -93,7 +94,41 @@ build() { # DIR [meson options...]
 	setup "$@" && ninja -C "$1"
 }
 
-if ! install_packages; then
+# libgit2 1.8 from bookworm-backports: it fetches shallow (a first sync
+# and a pinned commit bring one commit, not the history); the code builds
+# against Debian 12's 1.5 too, fetching whole. Adds the backports source
+# if it is missing; replaces the machine's libgit2-dev.
+BACKPORTS=/etc/apt/sources.list.d/dagfs-bookworm-backports.sources
+libgit2_backports() {
+	local have mirror
+	have=$(dpkg-query -W -f='${Version}' libgit2-dev 2>/dev/null)
+	dpkg --compare-versions "${have:-0}" ge 1.8 && {
+		echo "libgit2-dev $have"
+		return 0
+	}
+	if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list \
+		/etc/apt/sources.list.d/; then
+		# the mirror the machine already uses for bookworm
+		mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources |
+			awk '{print $2; exit}')
+		[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" \
+			{print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+		[ -n "$mirror" ] || {
+			echo "no Debian mirror in the apt sources" >&2
+			return 1
+		}
+		printf '%s\n' 'Types: deb' "URIs: $mirror" \
+			'Suites: bookworm-backports' 'Components: main' \
+			'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+			>"$BACKPORTS"
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q &&
+		apt-get install -y -q --no-install-recommends \
+			-t bookworm-backports libgit2-dev
+}
+
+if ! install_packages || ! libgit2_backports; then
 	echo "package installation failed" >&2
 	exit 1
 fi

@@ -18,8 +18,13 @@
  *   a source every entry gets the served commit's time: dagfs does not
  *   walk history. A directory's mtime is the newest of its entries'.
  * - Only the wanted ref is fetched; every fetch negotiates with all local
- *   refs, so later fetches are incremental. libgit2 1.5 cannot fetch
- *   shallow: the first fetch brings the whole history of that ref.
+ *   refs, so later fetches are incremental. Built with libgit2 1.7 or
+ *   later (GITSRC_SHALLOW), from smart HTTP (gitsrc_shallow), a source's
+ *   first fetch and a commit asked for by id bring one commit and its tree
+ *   (depth 1): mtimes need no history (above), and an older commit is
+ *   fetched by its id, or failing that by deepening the branches and tags
+ *   until it appears. Otherwise the first fetch brings the whole history
+ *   of that ref.
  *
  * Polling, backoff, health and publication belong to source_loop.c; this
  * file only answers "build me the current revision". libgit2 errors become
@@ -42,7 +47,7 @@ static const char *const git_keys[] = {
 	"ref",	       "subpath",	"submodules",
 	"ssh-key",     "ssh-passphrase-file", "known-hosts",
 	"insecure-no-host-key-check", "username", "password-file",
-	"token-file",  NULL
+	"token-file",  "fetch-timeout", NULL
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -110,8 +115,17 @@ int gitsrc_fail(struct gitsrc *g, const struct gitsrc_cb *cb, int rc,
 	const char *cause = cb && cb->why[0] ? cb->why :
 			    e && e->message   ? e->message :
 						"unknown libgit2 error";
-	int errnum = errno_of(rc, e);
+	int errnum = errno_of(rc, e), deadline_ms;
+	int expired = gitsrc_stream_expired(&deadline_ms);
 
+	if (expired == GITSRC_STOPPED)
+		return -ECANCELED; /* not a failure: the loop ends quietly */
+	if (expired == GITSRC_DEADLINE) {
+		snprintf(err, errlen, "%s: %s%sfetch took longer than %d s "
+			 "(fetch-timeout=)", g->src->tag, doing ? doing : "",
+			 doing ? ": " : "", deadline_ms / 1000);
+		return -ETIMEDOUT;
+	}
 	if (cb && cb->why[0] && rc != GIT_EUSER)
 		errnum = rc == GIT_EAUTH ? EACCES : EPERM;
 	if (rc == GIT_EAUTH && !(cb && cb->why[0]))
@@ -141,7 +155,7 @@ static bool have_commit(git_repository *repo, const git_oid *oid)
  * server refuses wants of unadvertised ids, and later fetches negotiate.
  */
 static int fetch_all(struct gitsrc_cb *cb, git_repository *repo,
-		     const char *url, const char *what, char *err,
+		     const char *url, int depth, const char *what, char *err,
 		     size_t errlen)
 {
 	const char *specs[] = { "+refs/heads/*:refs/dagfs/heads/*",
@@ -153,7 +167,7 @@ static int fetch_all(struct gitsrc_cb *cb, git_repository *repo,
 	int rc = gitsrc_connect(&r, cb, repo, url);
 
 	if (!rc)
-		rc = gitsrc_download(cb, r, specs, 2);
+		rc = gitsrc_download(cb, r, specs, 2, depth);
 	if (!rc)
 		rc = git_remote_ls(&heads, &n, r);
 	if (!rc)
@@ -178,28 +192,83 @@ static int fetch_all(struct gitsrc_cb *cb, git_repository *repo,
 }
 
 /*
- * Make commit @want present: if the repository lacks it, fetch every
- * branch and tag (a server may refuse a want of an unadvertised id).
- * -ENOENT if no branch or tag of the remote reaches it.
+ * Shallow: ask for commit @want by its id, one commit deep, kept as
+ * refs/dagfs/commits/<id>. True if it came; a server may refuse a want of
+ * an id it does not advertise (git's uploadpack.allow*SHA1InWant), and
+ * that is no error: the branches and tags are tried next.
  */
+static bool fetch_by_id(struct gitsrc_cb *cb, git_repository *repo,
+			const char *url, const git_oid *want)
+{
+	char hex[GIT_OID_HEXSZ + 1], spec[2 * GIT_OID_HEXSZ + 32];
+	const char *specs[] = { spec };
+	git_reference *ref;
+	git_remote *r = NULL;
+	int rc;
+
+	if (!gitsrc_shallow(url))
+		return false;
+	git_oid_tostr(hex, sizeof(hex), want);
+	snprintf(spec, sizeof(spec), "+%s:refs/dagfs/commits/%s", hex, hex);
+	rc = gitsrc_connect(&r, cb, repo, url);
+	if (!rc)
+		rc = gitsrc_download(cb, r, specs, 1, 1);
+	git_remote_free(r);
+	if (rc) {
+		log_debug(cb->g->src->tag, "fetching %s by id: %s", hex,
+			  git_error_last() ? git_error_last()->message : "?");
+		return false;
+	}
+	if (!have_commit(repo, want))
+		return false;
+	snprintf(spec, sizeof(spec), "refs/dagfs/commits/%s", hex);
+	if (!git_reference_create(&ref, repo, spec, want, 1, "dagfs fetch"))
+		git_reference_free(ref);
+	return true;
+}
+
+/*
+ * Make commit @want present in @repo (of @url): by its id, else from
+ * every branch and tag, one commit deep and then deeper until it appears
+ * (shallow), or whole (libgit2 1.5). -ENOENT if none of them reaches it;
+ * @what names the fetch in errors.
+ */
+static int fetch_commit_into(struct gitsrc_cb *cb, git_repository *repo,
+			     const char *url, const git_oid *want,
+			     const char *what, char *err, size_t errlen)
+{
+	static const int depths[] = { 1, 64, 4096, GITSRC_UNSHALLOW };
+	bool shallow = gitsrc_shallow(url);
+	int rc = 0;
+
+	if (have_commit(repo, want) || fetch_by_id(cb, repo, url, want))
+		return 0;
+	for (size_t i = shallow ? 0 : 3; i < 4; i++) {
+		/* unshallowing a repository that is not shallow is an error */
+		if (shallow && depths[i] == GITSRC_UNSHALLOW &&
+		    !git_repository_is_shallow(repo))
+			break;
+		rc = fetch_all(cb, repo, url, shallow ? depths[i] : 0, what,
+			       err, errlen);
+		if (rc || have_commit(repo, want))
+			return rc;
+	}
+	return -ENOENT;
+}
+
+/* Make commit @want of the source present (a pin, a revision by id). */
 static int fetch_commit(struct gitsrc *g, const git_oid *want, char *err,
 			size_t errlen)
 {
 	struct gitsrc_cb cb = { .g = g };
-	int rc;
+	int rc = fetch_commit_into(&cb, g->repo, g->url, want, "fetching",
+				   err, errlen);
 
-	if (have_commit(g->repo, want))
-		return 0;
-	rc = fetch_all(&cb, g->repo, g->url, "fetching", err, errlen);
-	if (rc)
-		return rc;
-	if (!have_commit(g->repo, want)) {
+	if (rc == -ENOENT)
 		snprintf(err, errlen, "%s: commit %s is not reachable from any "
 			 "branch or tag of the remote", g->src->tag,
 			 git_oid_tostr_s(want));
-		return -ENOENT;
-	}
-	return 0;
+	return rc;
 }
 
 /*
@@ -262,7 +331,10 @@ static int poll_ref(struct gitsrc *g, const char *prev_rev, git_oid *out,
 	if (!have_commit(g->repo, out)) {
 		doing = "fetching";
 		snprintf(spec, sizeof(spec), "+%s:%s", name, TIP_REF);
-		rc = gitsrc_download(&cb, r, specs, 1);
+		/* the first fetch brings the tip alone (shallow); later ones
+		 * what lies between it and what the repository has */
+		rc = gitsrc_download(&cb, r, specs, 1,
+				     git_repository_is_empty(g->repo) == 1);
 		if (!rc)
 			rc = keep_tip(g, &tip);
 		if (!rc)
@@ -296,16 +368,11 @@ int gitsrc_submodule_repo(git_repository **out, struct gitsrc *g,
 	if (rc)
 		return gitsrc_fail(g, NULL, rc, "submodule repository", err,
 				   errlen);
-	if (!have_commit(repo, commit)) {
-		snprintf(what, sizeof(what), "fetching submodule %.200s", url);
-		rc = fetch_all(&cb, repo, url, what, err, errlen);
-		if (!rc && !have_commit(repo, commit)) {
-			snprintf(err, errlen, "%s: submodule %.200s has no "
-				 "commit %s", g->src->tag, url,
-				 git_oid_tostr_s(commit));
-			rc = -ENOENT;
-		}
-	}
+	snprintf(what, sizeof(what), "fetching submodule %.200s", url);
+	rc = fetch_commit_into(&cb, repo, url, commit, what, err, errlen);
+	if (rc == -ENOENT)
+		snprintf(err, errlen, "%s: submodule %.200s has no commit %s",
+			 g->src->tag, url, git_oid_tostr_s(commit));
 	if (rc) {
 		git_repository_free(repo);
 		return rc;
@@ -322,6 +389,15 @@ static int io_timeout_ms(const struct source *src)
 	int ms = src->period_ms > 20000 ? 60000 : 3 * src->period_ms;
 
 	return ms < 10000 ? 10000 : ms;
+}
+
+/* The limits of one sync's (or one on-demand fetch's) remote work. */
+static void set_limits(struct source *src)
+{
+	struct gitsrc *g = src->priv;
+
+	gitsrc_stream_limits(io_timeout_ms(src), g->fetch_timeout_ms,
+			     &src->stop);
 }
 
 static int git_sync(struct source *src, const char *prev_rev,
@@ -343,7 +419,7 @@ static int git_sync(struct source *src, const char *prev_rev,
 		gitsrc_pack_sweep(g);
 		g->swept = true;
 	}
-	gitsrc_stream_timeout(io_timeout_ms(src));
+	set_limits(src);
 	if (g->pinned) {
 		git_oid_cpy(&want, &g->pin);
 		git_oid_tostr(hex, sizeof(hex), &want);
@@ -397,7 +473,7 @@ static int git_fetch_rev(struct source *src, const char *rev,
 			 "(40 lowercase hex digits)", src->tag, rev);
 		return -ENOENT;
 	}
-	gitsrc_stream_timeout(io_timeout_ms(src));
+	set_limits(src);
 	rc = fetch_commit(g, &want, err, errlen);
 	if (rc)
 		return rc;
@@ -497,6 +573,18 @@ static int opts_auth(struct gitsrc *g, char *err, size_t errlen)
 	if (v && parse_bool(v, &g->insecure)) {
 		snprintf(err, errlen, "%s: bad insecure-no-host-key-check "
 			 "'%s'", g->src->tag, v);
+		return -EINVAL;
+	}
+	/* default: ten periods within [10 min, 24 h] (a first clone) */
+	g->fetch_timeout_ms = g->src->period_ms > 8640000 ? 86400000 :
+			      g->src->period_ms > 60000 ?
+						    10 * g->src->period_ms :
+						    600000;
+	v = source_spec_get(g->src->spec, "fetch-timeout");
+	if (v && (parse_duration_ms(v, &g->fetch_timeout_ms) ||
+		  g->fetch_timeout_ms < 1000)) {
+		snprintf(err, errlen, "%s: bad fetch-timeout '%s' (e.g. 10m; "
+			 "at least 1s)", g->src->tag, v);
 		return -EINVAL;
 	}
 	g->username = source_spec_get(g->src->spec, "username");

@@ -11,6 +11,9 @@
 #define DAGFS_GIT_I_H
 
 #include <git2.h>
+#if LIBGIT2_VER_MAJOR > 1 || LIBGIT2_VER_MINOR >= 8
+#include <git2/sys/errors.h> /* git_error_set*() moved here in 1.8 */
+#endif
 #include <limits.h>
 
 #include "source_i.h"
@@ -60,6 +63,7 @@ struct gitsrc {
 	const char *password_file;
 	const char *token_file;
 	bool insecure;           /* no host key check */
+	int fetch_timeout_ms;    /* whole-fetch deadline */
 	char dir[PATH_MAX];      /* <cache>/git/<name> */
 	git_repository *repo;
 	struct gitsrc_blobmap map;
@@ -119,13 +123,39 @@ int gitsrc_connect(git_remote **out, struct gitsrc_cb *cb, git_repository *repo,
 int gitsrc_ls_find(git_remote *r, const char *ref, char *name, size_t namelen,
 		   git_oid *tip, git_oid *commit) WUR;
 
+/*
+ * libgit2 1.7 and later fetch shallow (git_fetch_options.depth), decided
+ * when dagfs is built; with an older one every fetch brings the whole
+ * history it reaches.
+ */
+#if LIBGIT2_VER_MAJOR > 1 || LIBGIT2_VER_MINOR >= 7
+#define GITSRC_SHALLOW 1
+#define GITSRC_UNSHALLOW GIT_FETCH_DEPTH_UNSHALLOW
+#else
+#define GITSRC_SHALLOW 0
+#define GITSRC_UNSHALLOW INT_MAX
+#endif
+
+/**
+ * True if fetches from @url can be shallow: GITSRC_SHALLOW, and smart
+ * HTTP. libgit2 1.8 gets the shallow negotiation right only on stateless
+ * transports: over git:// and ssh it sends its wants a second time and
+ * the server hangs up ("expected SHA1 list"; rust-lang/git2-rs#1084), so
+ * there every fetch is whole.
+ */
+bool gitsrc_shallow(const char *url);
+
 /**
  * Download what @refspecs name over the connected @r (negotiating with
- * every local ref). Counts the bytes and objects fetched on the source.
- * Returns 0 or a libgit2 error code.
+ * every local ref). @depth > 0 asks for at most that many commits of
+ * history from each wanted tip (GITSRC_UNSHALLOW: all of it, on a
+ * shallow repository), 0 for what the repository has (a shallow one stays
+ * shallow below what it had); ignored unless gitsrc_shallow(). Counts the
+ * bytes and objects fetched on the source. Returns 0 or a libgit2 error
+ * code.
  */
 int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
-		    size_t n) WUR;
+		    size_t n, int depth) WUR;
 
 /* -------------------------------------------------- git_pack.c */
 
@@ -149,8 +179,25 @@ void gitsrc_pack_sweep(struct gitsrc *g);
 
 /** Route libgit2's TCP streams through ours (time limits, keepalive). */
 int gitsrc_stream_register(void) WUR;
-/** Time limit of this thread's next connections: connect and each read. */
-void gitsrc_stream_timeout(int ms);
+
+enum gitsrc_expiry {
+	GITSRC_DEADLINE = 1, /* the whole-fetch deadline passed */
+	GITSRC_STOPPED = 2,  /* the source was stopped */
+};
+
+/**
+ * Limits of this thread's remote work from now on: @io_ms for a connect
+ * and for each read or write, @deadline_ms (0: none) for everything
+ * until the next call, and *@stop (may be NULL), which ends it at once.
+ */
+void gitsrc_stream_limits(int io_ms, int deadline_ms, const bool *stop);
+
+/**
+ * Whether this thread's remote work was cut short since the last
+ * gitsrc_stream_limits(): 0, or an enum gitsrc_expiry; the deadline given
+ * goes to *@deadline_ms.
+ */
+int gitsrc_stream_expired(int *deadline_ms);
 
 /* -------------------------------------------------- git_tree.c */
 

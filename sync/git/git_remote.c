@@ -531,8 +531,14 @@ int gitsrc_ls_find(git_remote *r, const char *ref, char *name, size_t namelen,
 	return GIT_ENOTFOUND;
 }
 
+bool gitsrc_shallow(const char *url)
+{
+	return GITSRC_SHALLOW && (!strncmp(url, "http://", 7) ||
+				  !strncmp(url, "https://", 8));
+}
+
 int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
-		    size_t n)
+		    size_t n, int depth)
 {
 	git_fetch_options opts;
 	git_strarray specs = { (char **)refspecs, n };
@@ -546,14 +552,21 @@ int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
 	opts.prune = GIT_FETCH_NO_PRUNE;
 	opts.update_fetchhead = 0;
 	opts.proxy_opts.type = GIT_PROXY_AUTO;
+	if (!gitsrc_shallow(git_remote_url(r)))
+		depth = 0;
+#if GITSRC_SHALLOW
+	opts.depth = depth;
+#endif
 	rc = git_remote_download(r, &specs, &opts);
 	if (rc)
 		return rc;
 	st = git_remote_stats(r);
 	source_count_fetch(cb->g->src, st->received_bytes,
 			   st->received_objects);
-	log_info(cb->g->src->tag, "fetched %u objects, %zu bytes in %.0f ms",
+	log_info(cb->g->src->tag, "fetched %u objects, %zu bytes in %.0f ms%s",
 		 st->received_objects, st->received_bytes,
-		 (double)(mono_ns() - t0) / 1e6);
+		 (double)(mono_ns() - t0) / 1e6,
+		 depth > 0 && depth < GITSRC_UNSHALLOW ?
+			 " (shallow)" : "");
 	return 0;
 }

@@ -11,6 +11,16 @@
  * source sets it before each remote operation. This file knows nothing
  * else of sources.
  *
+ * A per-read limit does not bound a fetch: a server that trickles a byte
+ * a second, or an ssh peer that stalls inside libssh2 (which reads the
+ * socket itself and retries on a timeout), holds the thread forever. So
+ * each thread also sets a deadline for its remote work and a stop flag,
+ * and every live stream is on one list that a watchdog thread scans
+ * every 100 ms: past the deadline, or once stopped, it shuts the socket
+ * down, which ends any read or write in whatever transport sits above.
+ * The list lock also guards close(), so the watchdog never shuts down a
+ * descriptor number already reused.
+ *
  * Layout: libgit2 1.5's ssh transport reaches into its standard stream
  * for the socket (struct git_socket_stream: parent, host, port, socket),
  * so struct tstream begins with exactly those fields.
@@ -22,6 +32,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,24 +41,99 @@
 
 #include "git_i.h"
 
+/* One thread's limits; its streams point here while they live. */
+struct limits {
+	int io_ms;
+	int64_t deadline_ns; /* mono_ns(); 0: none */
+	int deadline_ms;
+	const bool *stop;    /* atomic; NULL: none */
+	int expired;	     /* atomic: enum gitsrc_expiry */
+};
+
 struct tstream {
 	git_stream parent;
 	char *host;
 	char *port;
 	int s; /* the fields above mirror libgit2's git_socket_stream */
 	int timeout_ms;
+	struct limits *lim;
+	struct tstream *prev, *next; /* on the live list (live_lock) */
 };
 
-static __thread int thread_timeout_ms = 30000;
+static __thread struct limits thread_limits = { .io_ms = 30000 };
 
-void gitsrc_stream_timeout(int ms)
+/* Every live stream of the process, for the watchdog. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tstream *live;
+static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
+
+void gitsrc_stream_limits(int io_ms, int deadline_ms, const bool *stop)
 {
-	thread_timeout_ms = ms;
+	thread_limits.io_ms = io_ms;
+	thread_limits.deadline_ms = deadline_ms;
+	thread_limits.deadline_ns =
+		deadline_ms > 0 ? mono_ns() + (int64_t)deadline_ms * 1000000 : 0;
+	thread_limits.stop = stop;
+	__atomic_store_n(&thread_limits.expired, 0, __ATOMIC_RELAXED);
+}
+
+int gitsrc_stream_expired(int *deadline_ms)
+{
+	*deadline_ms = thread_limits.deadline_ms;
+	return __atomic_load_n(&thread_limits.expired, __ATOMIC_ACQUIRE);
+}
+
+static void *watchdog(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int64_t now;
+
+		usleep(100000);
+		now = mono_ns();
+		pthread_mutex_lock(&live_lock);
+		for (struct tstream *t = live; t; t = t->next) {
+			struct limits *l = t->lim;
+			int why = l->stop && __atomic_load_n(l->stop,
+							     __ATOMIC_ACQUIRE) ?
+					  GITSRC_STOPPED :
+				  l->deadline_ns && now > l->deadline_ns ?
+					  GITSRC_DEADLINE :
+					  0;
+
+			if (why && t->s >= 0) {
+				__atomic_store_n(&l->expired, why,
+						 __ATOMIC_RELEASE);
+				shutdown(t->s, SHUT_RDWR);
+			}
+		}
+		pthread_mutex_unlock(&live_lock);
+	}
+	return NULL;
+}
+
+static void watch_start(void)
+{
+	pthread_t t;
+	pthread_attr_t a;
+
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, watchdog, NULL))
+		log_err("git", "no fetch watchdog: fetch deadlines not enforced");
+	pthread_attr_destroy(&a);
 }
 
 static int net_fail(struct tstream *t, const char *what, int e)
 {
-	if (e == EAGAIN || e == EWOULDBLOCK || e == ETIMEDOUT)
+	int why = __atomic_load_n(&t->lim->expired, __ATOMIC_ACQUIRE);
+
+	if (why == GITSRC_DEADLINE)
+		git_error_set(GIT_ERROR_NET, "fetch took longer than %d s",
+			      t->lim->deadline_ms / 1000);
+	else if (why == GITSRC_STOPPED)
+		git_error_set(GIT_ERROR_NET, "stopped");
+	else if (e == EAGAIN || e == EWOULDBLOCK || e == ETIMEDOUT)
 		git_error_set(GIT_ERROR_NET, "%s %s:%s: no answer in %d s",
 			      what, t->host, t->port, t->timeout_ms / 1000);
 	else
@@ -123,6 +209,8 @@ static ssize_t ts_read(git_stream *st, void *buf, size_t len)
 	do
 		n = recv(t->s, buf, len, 0);
 	while (n < 0 && errno == EINTR);
+	if (n == 0 && __atomic_load_n(&t->lim->expired, __ATOMIC_ACQUIRE))
+		return net_fail(t, "reading from", ECONNABORTED);
 	return n < 0 ? net_fail(t, "reading from", errno) : n;
 }
 
@@ -142,9 +230,11 @@ static int ts_close(git_stream *st)
 {
 	struct tstream *t = (struct tstream *)st;
 
+	pthread_mutex_lock(&live_lock); /* not while the watchdog looks */
 	if (t->s >= 0)
 		close(t->s);
 	t->s = -1;
+	pthread_mutex_unlock(&live_lock);
 	return 0;
 }
 
@@ -153,6 +243,14 @@ static void ts_free(git_stream *st)
 	struct tstream *t = (struct tstream *)st;
 
 	ts_close(st);
+	pthread_mutex_lock(&live_lock);
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		live = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	pthread_mutex_unlock(&live_lock);
 	free(t->host);
 	free(t->port);
 	free(t);
@@ -170,13 +268,21 @@ static int ts_new(git_stream **out, const char *host, const char *port)
 		return -1;
 	}
 	t->s = -1;
-	t->timeout_ms = thread_timeout_ms;
+	t->timeout_ms = thread_limits.io_ms;
+	t->lim = &thread_limits;
 	t->parent.version = GIT_STREAM_VERSION;
 	t->parent.connect = ts_connect;
 	t->parent.read = ts_read;
 	t->parent.write = ts_write;
 	t->parent.close = ts_close;
 	t->parent.free = ts_free;
+	pthread_once(&watch_once, watch_start);
+	pthread_mutex_lock(&live_lock);
+	t->next = live;
+	if (live)
+		live->prev = t;
+	live = t;
+	pthread_mutex_unlock(&live_lock);
 	*out = &t->parent;
 	return 0;
 }

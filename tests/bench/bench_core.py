@@ -28,10 +28,13 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
+import socket
 import statistics
 import sys
 import time
+import urllib.request
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -76,6 +79,10 @@ class Target:
         """Peak RSS of the serving process in KiB, or None."""
         return None
 
+    def requests(self):
+        """{op: count} of the FUSE requests served so far, or None."""
+        return None
+
     def close(self):
         pass
 
@@ -99,8 +106,10 @@ class DagfsTarget(Target):
             proc_status(self.m.pid, "VmHWM"))
 
     def _start(self):
+        self.port = free_port()
         m = Dagfs(self.mnt, self.cache, [f"dir:{self.corpus},name=bench"],
-                  self.opts.dagfs_args,
+                  list(self.opts.dagfs_args) +
+                  ["--http", f"127.0.0.1:{self.port}"],
                   stderr_path=self.workdir / f"dagfs-{self.corpus.name}.stderr")
         m.start(timeout=600, ready=lambda mnt: glob.glob(
             str(self.cache / "sources" / "*" / "current"))
@@ -120,9 +129,27 @@ class DagfsTarget(Target):
     def peak_rss_kib(self):
         return proc_status(self.m.pid, "VmHWM")
 
+    def requests(self):
+        return fuse_requests(self.port)
+
     def close(self):
         if getattr(self, "m", None):
             self.m.stop()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fuse_requests(port):
+    """{op: count} from dagfs_fuse_requests_total on /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                timeout=10) as r:
+        text = r.read().decode()
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^dagfs_fuse_requests_total\{op="([a-z_]+)"\} (\d+)$', text, re.M)}
 
 
 register("native", NativeTarget)
@@ -190,8 +217,16 @@ def measure(targets, mode, warm_runs):
     for _ in range(warm_runs):
         wait_quiet(opts_min_idle)
         for t in targets:
-            s, _ = timed_scan(t.path, compile_py)
+            before = t.requests()
+            s, shape = timed_scan(t.path, compile_py)
             res[t.name][1].append(s)
+            after = t.requests()
+            if before is not None:
+                # deterministic: the round trips one warm scan costs
+                sent = {op: n - before.get(op, 0) for op, n in after.items()
+                        if n - before.get(op, 0)}
+                t.notes[f"warm {mode} scan requests ({shape[0]} files)"] = \
+                    sent
     if len(set(shapes.values())) != 1:
         raise RuntimeError(f"targets disagree on the corpus: {shapes}")
     return res

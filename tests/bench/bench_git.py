@@ -13,12 +13,21 @@
             --idle seconds of period=200ms polls, divided by the polls)
   history   first fetch of a repository with --commits (10,000) commits:
             time to the first published snapshot, daemon peak RSS, and
-            the same repository's size; libgit2 1.5 cannot fetch shallow,
-            so this is the cost of the whole history
+            the same repository's size; over git:// every fetch is whole
+  shallow   over smart HTTP, a repository of --commits commits each
+            rewriting one of 100 files with --blob-bytes (10,000) of
+            incompressible data (about 100 MB of history, 1 MB of tree):
+            bytes fetched and seconds for the first
+            sync of main and for a pin to the middle commit, for each
+            build in --builds (e.g. one against libgit2 1.5, which
+            fetches the whole history, one against 1.8, which fetches
+            one commit); --only shallow runs just this
 
 Prints a Markdown table (and --out FILE writes it too).
 Usage: bench_git.py [--pushes 25] [--files 10000] [--commits 10000]
                     [--idle 20] [--workdir DIR] [--out FILE]
+                    [--only shallow --builds build,build-lg18
+                     --blob-bytes 10000]
 """
 
 import argparse
@@ -42,12 +51,12 @@ from conftest import Dagfs, proc_status  # noqa: E402
 from git_servers import Servers  # noqa: E402
 
 
-def mount(base, name, spec, ready, timeout=600):
+def mount(base, name, spec, ready, timeout=600, binary=None):
     d = pathlib.Path(base) / name
     (d / "mnt").mkdir(parents=True)
     m = Dagfs(d / "mnt", d / "cache", [spec],
               args=["--status-interval", "200ms", "--log-level", "notice"],
-              stderr_path=d / "stderr")
+              stderr_path=d / "stderr", binary=binary)
     t0 = time.monotonic()
     m.start(ready=ready, timeout=timeout)
     return m, time.monotonic() - t0
@@ -192,6 +201,78 @@ def bench_history(srv, daemon, base, commits):
             "fetched_bytes": st["bytes_fetched"]}
 
 
+def fast_import_big(repo, commits, blob_bytes):
+    """@commits commits, each rewriting one of 100 files with @blob_bytes
+    random bytes: the history holds every version, a tree only 100."""
+    when = 1_600_000_000
+    p = subprocess.Popen(["git", "fast-import", "--quiet"],
+                         stdin=subprocess.PIPE, cwd=repo.bare)
+    for i in range(commits):
+        when += 60
+        msg = f"commit {i}"
+        body = os.urandom(blob_bytes)
+        p.stdin.write((f"commit refs/heads/main\nmark :{i + 1}\n"
+                       f"committer t <t@example.com> {when} +0000\n"
+                       f"data {len(msg)}\n{msg}\n").encode())
+        if i:
+            p.stdin.write(f"from :{i}\n".encode())
+        p.stdin.write(f"M 100644 inline data/b{i % 100:02d}.bin\n"
+                      f"data {len(body)}\n".encode() + body + b"\n")
+    p.stdin.close()
+    if p.wait():
+        raise RuntimeError("git fast-import failed")
+
+
+def bench_shallow(srv, base, commits, blob_bytes, builds):
+    """First sync of main and of a pin to the middle commit, over smart
+    HTTP, for each build: seconds to the first snapshot, bytes fetched."""
+    http = srv.http()
+    repo = srv.repo("big")
+    fast_import_big(repo, commits, blob_bytes)
+    revs = subprocess.run(["git", "rev-list", "--reverse", "main"],
+                          cwd=repo.bare, capture_output=True, text=True,
+                          check=True).stdout.split()
+    url = (f"git:{http.url(repo)},username={http.user},"
+           f"password-file={http.password_file},period=1h")
+    res = {"commits": len(revs), "repo_bytes": du(repo.bare), "builds": {}}
+    for b in builds:
+        binary = pathlib.Path(b) / "sidecar" / "dagfs"
+        out = {}
+        for what, ref in (("main", "main"), ("pin", revs[len(revs) // 2])):
+            m, t = mount(base, f"{pathlib.Path(b).name}-{what}",
+                         f"{url},ref={ref}",
+                         lambda mnt: (mnt / "data").exists(), binary=binary)
+            try:
+                want = revs[-1] if what == "main" else ref
+                for _ in range(100):  # status.json lags by its interval
+                    st = status(m)
+                    if st["revision"] == want:
+                        break
+                    time.sleep(0.1)
+                assert st["revision"] == want, (b, what, st, want)
+                out[what] = {"s": t, "bytes": st["bytes_fetched"],
+                             "rss_mib": proc_status(m.pid, "VmHWM") / 1024}
+            finally:
+                m.stop()
+        res["builds"][b] = out
+    return res
+
+
+def shallow_table(sh):
+    mib = 1024 * 1024
+    out = [f"over smart HTTP, {sh['commits']} commits, repository "
+           f"{sh['repo_bytes'] / mib:.1f} MiB, load "
+           f"{open('/proc/loadavg').read().split()[0]}", "",
+           "| build | first sync of main | pin to the middle commit |",
+           "|---|---|---|"]
+    for b, r in sh["builds"].items():
+        cells = [f"{r[w]['bytes'] / mib:.2f} MiB in {r[w]['s']:.2f} s "
+                 f"(peak RSS {r[w]['rss_mib']:.1f} MiB)"
+                 for w in ("main", "pin")]
+        out.append(f"| {b} | {cells[0]} | {cells[1]} |")
+    return "\n".join(out) + "\n"
+
+
 # --------------------------------------------------------------- report
 
 def table(lat, one, idle, hist):
@@ -228,10 +309,25 @@ def main():
     ap.add_argument("--idle", type=float, default=20)
     ap.add_argument("--workdir")
     ap.add_argument("--out")
+    ap.add_argument("--only", choices=["shallow"])
+    ap.add_argument("--builds", default=os.environ.get("DAGFS_BUILD",
+                                                       "build"))
+    ap.add_argument("--blob-bytes", type=int, default=10000)
     o = ap.parse_args()
     base = pathlib.Path(o.workdir or tempfile.mkdtemp(prefix="dagfs-bgit-"))
     base.mkdir(parents=True, exist_ok=True)
     srv = Servers(base / "servers")
+    if o.only == "shallow":
+        try:
+            t = shallow_table(bench_shallow(srv, base, o.commits,
+                                            o.blob_bytes,
+                                            o.builds.split(",")))
+        finally:
+            srv.close()
+        print(t)
+        if o.out:
+            pathlib.Path(o.out).write_text(t)
+        return
     try:
         daemon = srv.daemon()
         lat = bench_latency(srv, daemon, base, o.pushes)

@@ -15,19 +15,23 @@ import json
 import multiprocessing as mp
 import os
 import pathlib
+import re
 import shutil
+import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
 
-from conftest import tree_equal_errors, wait_for  # noqa: E402
+from conftest import dagfs_binary, tree_equal_errors, wait_for  # noqa: E402
 from git_servers import (Silent, git_daemon, git_http,  # noqa: E402,F401
                          git_repo, git_servers, git_sshd)
 from tree_gen import gen_tree  # noqa: E402
 import test_core as core  # noqa: E402
+from test_daemon import free_port  # noqa: E402
 from test_core import fast_dir  # noqa: E402,F401
 
 PERIOD = "200ms"
@@ -166,6 +170,63 @@ def test_tag_and_commit_pins(dagfs, git_daemon, git_repo):
         shutil.move(str(git_repo.bare) + ".gone", git_repo.bare)
 
 
+# -------------------------------------------------------------- shallow
+
+def libgit2_minor():
+    """Minor version of the libgit2 1.x that the dagfs under test links."""
+    out = subprocess.run(["ldd", str(dagfs_binary())], capture_output=True,
+                         text=True).stdout
+    found = re.search(r"libgit2\.so\.1\.(\d+)", out)
+    assert found, out
+    return int(found.group(1))
+
+
+def fetched_bytes(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                  timeout=5).read().decode()
+    return {x.group(1): int(x.group(2)) for x in re.finditer(
+        r'^dagfs_source_fetched_bytes_total\{source="([^"]+)"\} (\d+)$',
+        text, re.M)}
+
+
+def test_first_sync_and_pinned_commit_fetch_one_commit(dagfs, git_http,
+                                                       git_repo):
+    """Built with libgit2 1.7 or later, a source's first fetch and a commit
+    pinned by id over smart HTTP bring that one commit (depth 1), not the
+    history; later fetches stay incremental. With libgit2 1.5 the whole
+    history comes (git:// and ssh too: libgit2 1.8 cannot fetch shallow
+    over them, the rest of this file covers them)."""
+    ids = []
+    for i in range(24):  # 24 x 64 KiB of incompressible history
+        git_repo.write("big.bin", os.urandom(65536))
+        git_repo.write("v.txt", f"{i}\n")
+        ids.append(git_repo.commit(f"c{i}", when=T0 + i))
+    url = git_http.url(git_repo)
+    auth = {"username": "dagfs", "password_file": git_http.password_file}
+    port = free_port()
+    m = dagfs.mount([git_spec(url, ref="main", at="head", name="head", **auth),
+                     git_spec(url, ref=ids[5], at="pin", name="pin", **auth)],
+                    args=["--http", f"127.0.0.1:{port}"],
+                    ready=lambda mnt: read(mnt / "head/v.txt") == b"23\n"
+                    and read(mnt / "pin/v.txt") == b"5\n")
+    assert os.stat(m.mnt / "pin/v.txt").st_mtime == T0 + 5
+    assert len(read(m.mnt / "head/big.bin")) == 65536
+    got = fetched_bytes(port)
+    shallow = libgit2_minor() >= 7
+    for name in ("head", "pin"):
+        is_shallow = (m.cache / "git" / name / "repo.git" / "shallow").exists()
+        assert is_shallow == shallow, name
+        if shallow:  # one 64 KiB blob and a few small objects
+            assert got[name] < 200_000, got
+        else:
+            assert got[name] > 20 * 65536, got
+    git_repo.write("v.txt", "24\n")
+    git_repo.commit("c24", when=T0 + 24)
+    wait_shows(m, "head/v.txt", "24\n")
+    assert fetched_bytes(port)["head"] - got["head"] < 20_000  # incremental
+    assert len(read(m.mnt / "head/big.bin")) == 65536
+
+
 # -------------------------------------------------------------- subpath
 
 def test_subpath(dagfs, git_daemon, git_repo):
@@ -278,6 +339,27 @@ def test_silent_remote_times_out(dagfs):
                           "reading from 127.0.0.1", timeout=30)
         assert "no answer in 10 s" in err
         assert time.monotonic() - t0 < 25
+        m.stop()
+    finally:
+        silent.close()
+
+
+def test_ssh_peer_that_stalls_meets_the_fetch_deadline(dagfs, git_sshd):
+    """An ssh peer that takes the connection and then says nothing holds
+    libssh2 (which waits on the socket itself) past any per-read limit:
+    the fetch deadline ends it, well before the 10 s I/O limit."""
+    silent = Silent()
+    try:
+        m = dagfs.mount([git_spec(silent.url("ssh").replace("//", "//git@"),
+                                  name="stall", ssh_key=git_sshd.user_key,
+                                  known_hosts=git_sshd.known_hosts,
+                                  fetch_timeout="3s")], start=False)
+        m.start(wait_mounted=False)
+        t0 = time.monotonic()
+        err = wait_stderr(m, "git source stall: sync failed", timeout=30)
+        took = time.monotonic() - t0
+        assert "fetch took longer than 3 s" in err, err
+        assert took < 8, took
         m.stop()
     finally:
         silent.close()

@@ -68,10 +68,11 @@ def publish(repo, i):
     return repo.commit(f"rev {i}")
 
 
-def spec(http, repo, proxy, name, at=None):
+def spec(http, repo, proxy, name, at=None, extra=""):
     url = f"http://127.0.0.1:{proxy.port}/git/{repo.name}.git"
     return (f"git:{url},name={name},period=200ms,username=dagfs,"
-            f"password-file={http.password_file}" + (f",at={at}" if at else ""))
+            f"password-file={http.password_file}" + (f",at={at}" if at else "")
+            + extra)
 
 
 def hold(m, root, want, until, timeout, what):
@@ -252,3 +253,31 @@ def test_killed_mid_pack_restart_sweeps_and_catches_up(dagfs, git_http,
     assert not lock.exists() and not any((pack / n).exists() for n in temp)
     m2.stop()
     check_cache(dagfs, m.cache, "k")
+
+
+def test_a_trickling_server_meets_the_fetch_deadline(dagfs, git_http,
+                                                     git_repo, proxy):
+    """A server that answers one byte every half second never trips the
+    per-read limit; the whole-fetch deadline (fetch-timeout=) ends the
+    sync, the last good revision stays served, and the next round, the
+    trickle over, catches up."""
+    publish(git_repo, 1)
+    m = dagfs.mount([spec(git_http, git_repo, proxy, "t",
+                          extra=",fetch-timeout=3s")],
+                    args=["--status-interval", "100ms"],
+                    ready=lambda mnt: served(mnt) == revision(1))
+    proxy.set_plan(["trickle"] + ["pass"] * 99, WHERE["pack"])
+    head = publish(git_repo, 2)
+    t0 = time.monotonic()
+    hold(m, m.mnt, revision(1),
+         lambda: "git source t: sync failed" in m.stderr_text(), 20,
+         "the deadline")
+    took = time.monotonic() - t0
+    err = status(m, "t")["error"]
+    assert "fetch took longer than 3 s" in err, err
+    assert 2.5 < took < 9, took
+    m.wait(lambda: served(m.mnt) == revision(2), 15,
+           what="revision 2 once the trickle is over")
+    assert status(m, "t").get("revision") == head
+    m.stop()
+    check_cache(dagfs, m.cache, "t")

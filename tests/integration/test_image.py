@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The container image cannot be built here (no container engine): check
-what can be checked. The runtime stage's package list must provide every
+"""The image's package lists, checked against the binary (test_podman.py
+builds the image for real and runs it). The runtime stage's package list
+must provide every
 shared library the built binary links (ldd), and nothing the binary does
 not need beyond fuse3, CA certificates and curl (the health check)."""
 

@@ -13,7 +13,9 @@ checks the origin's signature; nothing outside the store is served.
 """
 
 import json
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -24,10 +26,11 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
 
-from conftest import served  # noqa: E402
+from conftest import served, skip_or_fail  # noqa: E402
 from conftest import source_status as status  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from git_servers import free_port, git_http, git_repo, git_servers  # noqa: E402,F401
+from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
 
 
 def get(url, headers=None):
@@ -54,13 +57,13 @@ def keys(tmp_path_factory):
     return out
 
 
-def publisher(dagfs, sources, key=None, extra=(), ready=None):
+def publisher(dagfs, sources, key=None, extra=(), ready=None, env=None):
     port = free_port()
     args = ["--http", f"127.0.0.1:{port}", "--serve",
             "--status-interval", "100ms"] + list(extra)
     if key:
         args += ["--serve-key-file", str(key)]
-    m = dagfs.mount(sources, args=args, ready=ready)
+    m = dagfs.mount(sources, args=args, ready=ready, env=env)
     m.port = port
     m.store = f"http://127.0.0.1:{port}/store"
     return m
@@ -111,6 +114,9 @@ def test_mirrors_follow_git_pushes_one_fetch_each(dagfs, git_http, git_repo,
                      ready=lambda mnt: served(mnt) == want)
               for _ in range(4)]
         packs0 = sum("/git-upload-pack" in r for r in proxy.requests)
+        for m in ms:  # status.json has counted the first round
+            m.wait(lambda m=m: status(m, "team-a").get(
+                "objects_fetched") == len(FILES), 10, what="first count")
         objs0 = [status(m, "team-a")["objects_fetched"] for m in ms]
         for i in range(3):
             git_repo.write("dags/a.py", f"a = {i + 2}\n".encode())
@@ -270,6 +276,16 @@ def test_served_store_answers_only_its_names(dagfs, tmp_path):
     st, _, _ = get(f"{pub.store}/objects/{ab.parent.name}/{ab.name}",
                    dict(auth, **{"If-None-Match": f'"{hexid}"'}))
     assert st == 304
+    blob = ab.read_bytes()
+    for rng, want_body in (("bytes=1-3", blob[1:4]), ("bytes=-2", blob[-2:]),
+                           ("bytes=2-", blob[2:])):
+        st, hdr, body = get(f"{pub.store}/objects/{ab.parent.name}/"
+                            f"{ab.name}", dict(auth, Range=rng))
+        assert st == 206 and body == want_body, (rng, st)
+        assert hdr["Content-Range"].endswith(f"/{len(blob)}")
+    st, hdr, _ = get(f"{pub.store}/objects/{ab.parent.name}/{ab.name}",
+                     dict(auth, Range=f"bytes={len(blob)}-"))
+    assert st == 416 and hdr["Content-Range"] == f"bytes */{len(blob)}"
     st, _, lst = get(pub.store + "/sources.json", auth)
     assert json.loads(lst)["sources"][0]["snapshot"] == doc["snapshot"]
     for bad in ["/store/../lock", "/store/lock", "/store/sources/team-a/spec",
@@ -328,26 +344,31 @@ def test_static_copy_by_export(dagfs, tmp_path, keys):
         http.wait()
 
 
+def git_publisher(dagfs, git_http, git_repo, keys):
+    """A signed publisher over @git_repo by smart HTTP, polling every 200 ms."""
+    url = git_http.url(git_repo)
+    return publisher(dagfs, [f"git:{url},name=team-a,period=200ms,"
+                             f"username=dagfs,password-file="
+                             f"{git_http.password_file}"],
+                     key=keys["good"][0],
+                     ready=lambda mnt: (mnt / "dags/a.py").exists())
+
+
 def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
-    """A mirror asked for .dagfs/revs/team-a/<commit> that nobody retains
-    (keep=1 on both sides): the mirror asks the publisher, the publisher
-    fetches the commit from git, and the lookup answers with exactly that
-    commit's files; a bogus commit is ENOENT on the mirror."""
+    """A mirror asked for .dagfs/revs/team-a/<commit> that neither it nor
+    its publisher ever had (both started after three pushes): the mirror
+    asks the publisher, the publisher fetches the commit from git, and the
+    lookup answers with exactly that commit's files; a bogus commit is
+    ENOENT on the mirror."""
     git_repo.write("dags/a.py", b"v1\n")
     first = git_repo.commit("v1")
-    url = git_http.url(git_repo)
-    pub = publisher(dagfs, [f"git:{url},name=team-a,period=200ms,keep=1,"
-                            f"username=dagfs,password-file="
-                            f"{git_http.password_file}"],
-                    key=keys["good"][0],
-                    ready=lambda mnt: (mnt / "dags/a.py").exists())
-    m = mirror(dagfs, pub.store, pub=keys["good"][1], extra_keys=",keep=1",
-               ready=lambda mnt: (mnt / "dags/a.py").exists())
     for i in (2, 3):
         git_repo.write("dags/a.py", f"v{i}\n".encode())
-        head = git_repo.commit(f"v{i}")
-        m.wait(lambda: status(m, "team-a").get("revision") == head, 20,
-               what=f"the mirror at v{i}")
+        git_repo.commit(f"v{i}")
+    pub = git_publisher(dagfs, git_http, git_repo, keys)
+    m = mirror(dagfs, pub.store, pub=keys["good"][1],
+               ready=lambda mnt: (mnt / "dags/a.py").exists())
+    assert (m.mnt / "dags/a.py").read_bytes() == b"v3\n"
     old = m.mnt / ".dagfs" / "revs" / "team-a" / first
     assert (old / "dags/a.py").read_bytes() == b"v1\n"
     assert "fetched revision" in pub.stderr_text()
@@ -355,3 +376,79 @@ def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
     assert (m.mnt / "dags/a.py").read_bytes() == b"v3\n"
     bogus = m.mnt / ".dagfs" / "revs" / "team-a" / ("0" * 40)
     assert not bogus.exists()
+
+
+@pytest.fixture(scope="module")
+def rgw():
+    if not shutil.which("radosgw"):
+        skip_or_fail("radosgw (Debian's ceph packages) not installed")
+    r = Rgw().start()
+    yield r
+    r.stop()
+
+
+def test_s3_publisher_one_get_per_changed_object(dagfs, rgw, keys):
+    """A publisher over an S3 prefix (the RADOS Gateway behind a counting
+    proxy) and three mirrors: after two objects change, the gateway saw
+    exactly two object GETs (the publisher's), and every mirror serves the
+    new bytes; no mirror holds or needs the S3 credentials."""
+    bucket = rgw.bucket(f"fanout-{os.getpid()}")
+    for k, v in FILES.items():
+        rgw.put(bucket, "p/" + k, v)
+    proxy = FaultProxy(rgw.port).start()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY,
+               AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               AWS_EC2_METADATA_DISABLED="true")
+    try:
+        pub = publisher(dagfs, [f"s3:{bucket}/p/,endpoint=http://127.0.0.1:"
+                                f"{proxy.port},region=us-east-1,"
+                                f"period=300ms,name=team-a"],
+                        key=keys["good"][0], env=env,
+                        ready=lambda mnt: (mnt / "dags/a.py").exists())
+        want = served(pub.mnt)
+        ms = [mirror(dagfs, pub.store, pub=keys["good"][1],
+                     ready=lambda mnt: served(mnt) == want)
+              for _ in range(3)]
+
+        def gets():
+            return sum(r.startswith(f"GET /{bucket}/") for r in
+                       proxy.requests)
+        g0 = gets()
+        rgw.put(bucket, "p/dags/a.py", b"a = 42\n")
+        rgw.put(bucket, "p/dags/s3new.py", b"new = 1\n")
+        pub.wait(lambda: (pub.mnt / "dags/s3new.py").exists(), 20)
+        want = served(pub.mnt)
+        for m in ms:
+            m.wait(lambda m=m: served(m.mnt) == want, 15,
+                   what=f"mirror {m.mnt} after the S3 change")
+        assert gets() - g0 == 2, proxy.requests[-10:]
+        assert SECRET_KEY not in "".join(m.stderr_text() for m in ms)
+    finally:
+        proxy.stop()
+
+
+def test_whole_tree_version_through_mirror(dagfs, git_http, git_repo, keys):
+    """A fresh mirror asked for .dagfs/trees/<T> of a composition only the
+    publisher ever had: it fetches the manifest (trees/T, checked against
+    its name) and the revision it names, and serves that tree; an export
+    carries the manifest too."""
+    git_repo.write("dags/a.py", b"t1\n")
+    git_repo.commit("t1")
+    pub = git_publisher(dagfs, git_http, git_repo, keys)
+    tree1 = json.loads((pub.mnt / ".dagfs/status.json").read_text())["tree"]
+    git_repo.write("dags/a.py", b"t2\n")
+    head = git_repo.commit("t2")
+    pub.wait(lambda: status(pub, "team-a").get("revision") == head, 20)
+    st, hdr, body = get(f"{pub.store}/trees/{tree1}")
+    assert st == 200 and body.startswith(b"dagfs-tree 1\n")
+    assert "immutable" in hdr["Cache-Control"]
+    m = mirror(dagfs, pub.store, pub=keys["good"][1],
+               ready=lambda mnt: (mnt / "dags/a.py").exists())
+    assert (m.mnt / "dags/a.py").read_bytes() == b"t2\n"
+    old = m.mnt / ".dagfs" / "trees" / tree1
+    assert (old / "dags/a.py").read_bytes() == b"t1\n"
+    assert (m.cache / "trees" / tree1).exists()
+    assert get(f"{pub.store}/trees/{'0' * 32}")[0] == 404
+    out = pub.cache.parent / "export-trees"
+    r = dagfs.run(["export", "--cache", str(pub.cache), str(out)])
+    assert r.returncode == 0 and (out / "trees" / tree1).exists(), r.stderr

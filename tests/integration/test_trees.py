@@ -154,14 +154,20 @@ def test_old_tree_served_after_a_layout_change(dagfs, tmp_path):
 
 
 def test_git_commit_fetched_on_demand(dagfs, git_daemon, git_repo, tmp_path):
+    git_repo.write("dag.py", "base\n")
+    c0 = git_repo.commit("base", when=T0)
+    # c1 only on another branch: nothing the daemon follows reaches it
     git_repo.write("dag.py", "old\n")
     git_repo.write("lib/x.py", "x-old\n")
-    c1 = git_repo.commit("old", when=T0)
+    c1 = git_repo.commit("old", when=T0 + 30, push=False)
+    git_repo.push(ref="side")
     want = git_repo.archive(tmp_path / "archive1", rev=c1)
+    git_repo.reset_hard(c0)
     git_repo.write("dag.py", "new\n")
     c2 = git_repo.commit("new", when=T0 + 60)
-    # a fresh daemon on the newest commit only: it never had c1
-    m = dagfs.mount([f"git:{git_daemon.url(git_repo)},name=g,period=30s"],
+    # a fresh daemon on main: it never had c1, not even its objects
+    m = dagfs.mount([f"git:{git_daemon.url(git_repo)},name=g,ref=main,"
+                     "period=30s"],
                     args=["--fetch-timeout", "8s"],
                     ready=lambda mnt: (mnt / "dag.py").exists())
     assert status(m.mnt)["sources"]["g"]["revision"] == c2

@@ -7,7 +7,9 @@ dropping it, so that only the connection's close ends the body and only
 the protocol inside can tell), stalls before answering, or answers half
 the body and then stalls ("stall-body"), or flips one bit in the middle
 of the body, length unchanged ("corrupt": damage only a checksum or a
-hash can see), following a cyclic plan:
+hash can see), or sends the answer one byte every trickle_s seconds
+("trickle": no read ever waits long, the whole never ends), following a
+cyclic plan:
 
     p = FaultProxy(upstream_port, plan=["pass", "500", "reset", "truncate"])
     p.start(); ... url = f"http://127.0.0.1:{p.port}" ...; p.stop()
@@ -35,12 +37,13 @@ import struct
 import threading
 
 FAULTS = ("pass", "500", "503", "reset", "truncate", "truncate-close",
-          "stall", "stall-body", "corrupt")
+          "stall", "stall-body", "corrupt", "trickle")
 
 
 class FaultProxy:
     def __init__(self, upstream_port, plan=("pass",), stall_s=3.0,
-                 ssl_context=None, match=None, truncate_at=None):
+                 ssl_context=None, match=None, truncate_at=None,
+                 trickle_s=0.5):
         for f in plan:
             assert f in FAULTS, f
         self.upstream_port = upstream_port
@@ -48,6 +51,7 @@ class FaultProxy:
         self.match = match
         self.stall_s = stall_s
         self.truncate_at = truncate_at
+        self.trickle_s = trickle_s
         self.ssl_context = ssl_context
         self.counts = collections.Counter()
         self.requests = []  # request lines, e.g. "GET /bucket?list-type=2"
@@ -132,6 +136,12 @@ class FaultProxy:
                         h for h in head.split(b"\r\n")
                         if not h.lower().startswith(b"content-length:"))
                 resp = head + sep + body[:keep]
+            if fault == "trickle":
+                for i in range(len(resp)):
+                    writer.write(resp[i:i + 1])
+                    await writer.drain()
+                    await asyncio.sleep(self.trickle_s)
+                return
             writer.write(resp)
             await writer.drain()
             if fault == "stall-body":

@@ -194,6 +194,70 @@ static void test_fs__swap_keeps_old_trees_bounded(void)
 	store_close(st);
 }
 
+/* A published snapshot of source "t" whose dags/x.py holds @rev. */
+static struct snap *published(struct store *st, const char *rev)
+{
+	struct snap *s = tree(rev);
+	struct dhash h;
+
+	if (!s || store_put_buf(st, &h, rev, strlen(rev)) ||
+	    pub_publish(st, s, 5)) {
+		snap_unref(s);
+		return NULL;
+	}
+	return s;
+}
+
+static void test_fs__tree_recorded_before_each_swap(void)
+{
+	struct store *st;
+	struct fs *fs = fresh(&st);
+	char t0[DHASH_HEX], t1[DHASH_HEX], t2[DHASH_HEX], path[128];
+	struct snap *a, *b;
+	struct fs_res r;
+	struct tree *mf;
+	int slot;
+
+	CHECK(fs);
+	a = published(st, "a");
+	b = published(st, "b");
+	CHECK(a && b);
+	CHECK(fs_tree_current(fs, t0) == -ENOENT); /* no slot yet */
+	slot = fs_add_slot(fs, "team", "t", NULL);
+	CHECK(slot == 0 && !fs_tree_current(fs, t0));
+	fs_swap(fs, slot, a);
+	CHECK(!fs_tree_current(fs, t1) && strcmp(t0, t1));
+	fs_swap(fs, slot, b);
+	CHECK(!fs_tree_current(fs, t2) && strcmp(t1, t2));
+	/* the manifest is in the cache: tree t1 is a's */
+	CHECK(!tree_load(st, t1, &mf) && mf->n == 1 &&
+	      !strcmp(mf->m[0].rev, "a") && !strcmp(mf->m[0].at, "team"));
+	tree_free(mf);
+	snprintf(path, sizeof(path), ".dagfs/trees/%s/team/dags/x.py", t1);
+	fs_resolve(fs, path, &r);
+	CHECK(r.kind == FS_ENTRY && !strcmp(r.snap->rev, "a"));
+	fs_res_drop(&r);
+	snprintf(path, sizeof(path), ".dagfs/trees/%s", t1);
+	fs_resolve(fs, path, &r);
+	CHECK(r.kind == FS_META_DIR); /* made up above team/ */
+	snprintf(path, sizeof(path), ".dagfs/trees/%s/other", t1);
+	fs_resolve(fs, path, &r);
+	CHECK(r.kind == FS_NONE);
+	/* the empty tree (the slot before its first snapshot) too */
+	snprintf(path, sizeof(path), ".dagfs/trees/%s/team", t0);
+	fs_resolve(fs, path, &r);
+	CHECK(r.kind == FS_META_DIR);
+	fs_free(fs);
+	/* a new view over the same cache composing the same: the same id */
+	CHECK(!fs_new(&fs, st, &(struct fs_opts)FS_OPTS_INIT));
+	CHECK(fs_add_slot(fs, "team", "t", b) == 0);
+	CHECK(!fs_tree_current(fs, t0) && !strcmp(t0, t2));
+	fs_free(fs);
+	snap_unref(a);
+	snap_unref(b);
+	store_close(st);
+}
+
 int main(void)
 {
 	static const struct harness_case cases[] = {
@@ -204,6 +268,8 @@ int main(void)
 		  test_fs__mountpoint_refused_with_reason },
 		{ "test_fs__swap_keeps_old_trees_bounded",
 		  test_fs__swap_keeps_old_trees_bounded },
+		{ "test_fs__tree_recorded_before_each_swap",
+		  test_fs__tree_recorded_before_each_swap },
 		{ NULL, NULL },
 	};
 	char cmd[128];

@@ -2,6 +2,8 @@
 /* test_tree.c - tree ids and manifests (tree.c), revisions kept on demand
  * (pub_retain) and source_fetch_rev for a type that cannot fetch. */
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -122,6 +124,37 @@ static void test_tree__record_keeps_the_newest(void)
 	store_close(st);
 }
 
+static void count(const char *msg, void *payload)
+{
+	(void)msg;
+	++*(int *)payload;
+}
+
+static void test_tree__fsck_removes_a_corrupt_manifest(void)
+{
+	struct store *st = fresh();
+	struct tree_member m = { .source = "s", .at = "a", .rev = "r",
+				 .snap_id = "" };
+	struct fsck_result res;
+	char id[DHASH_HEX], path[PATH_MAX];
+	struct tree *t;
+	int n = 0;
+	FILE *f;
+
+	CHECK(st && !tree_record(st, &m, 1, 8, id));
+	CHECK(!fsck_run(st, false, count, &n, &res) && res.problems == 0);
+	snprintf(path, sizeof(path), "%s/trees/%s", dir, id);
+	CHECK(!chmod(path, 0644));
+	f = fopen(path, "a");
+	CHECK(f && fputs("x\tb\tr\t-\n", f) >= 0 && !fclose(f));
+	CHECK(tree_load(st, id, &t) == -EBADMSG);
+	CHECK(!fsck_run(st, false, count, &n, &res) && res.problems == 1);
+	CHECK(!access(path, F_OK));
+	CHECK(!fsck_run(st, true, count, &n, &res) && res.problems == 1);
+	CHECK(access(path, F_OK) && n == 2);
+	store_close(st);
+}
+
 static struct snap *one_file(const char *source, const char *rev)
 {
 	struct snap_builder *b;
@@ -230,6 +263,8 @@ int main(void)
 		  test_tree__manifest_round_trip_and_refusals },
 		{ "test_tree__record_keeps_the_newest",
 		  test_tree__record_keeps_the_newest },
+		{ "test_tree__fsck_removes_a_corrupt_manifest",
+		  test_tree__fsck_removes_a_corrupt_manifest },
 		{ "test_pub__retained_found_listed_never_current",
 		  test_pub__retained_found_listed_never_current },
 		{ "test_source__fetch_rev_refused_by_dir",
