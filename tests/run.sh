@@ -171,7 +171,7 @@ if [ "${DAGFS_ASAN:-1}" != 0 ]; then
 		run "integration subset (sanitizers)" env DAGFS_BUILD=build-asan \
 			"$PY" -m pytest -q -p no:cacheprovider \
 			--basetemp="$TMPBASE/asan" \
-			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py tests/integration/test_sidecar.py tests/integration/test_daemon.py tests/integration/test_s3.py tests/integration/test_git.py tests/integration/test_meta.py}
+			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py tests/integration/test_sidecar.py tests/integration/test_daemon.py tests/integration/test_s3.py tests/integration/test_git.py tests/integration/test_meta.py tests/integration/test_mirror.py}
 	fi
 fi
 
