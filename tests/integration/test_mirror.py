@@ -266,6 +266,15 @@ def test_served_store_answers_only_its_names(dagfs, tmp_path):
     st, hdr, _ = get(pub.store + "/sources/team-a/current",
                      dict(auth, **{"If-None-Match": hdr["ETag"]}))
     assert st == 304 and hdr["Cache-Control"] == "no-cache"
+    # the long-poll waits on the current snapshot id or revision only
+    for after, waits in ((doc["snapshot"], True), (doc["rev"], True),
+                         ("0" * 32, False)):
+        t0 = time.monotonic()
+        st, hdr, _ = get(f"{pub.store}/sources/team-a/current?after={after}"
+                         f"&wait=1", auth)
+        took = time.monotonic() - t0
+        assert st == 200 and (took >= 0.9) == waits, (after, took)
+        assert ("X-Dagfs-Long-Poll" in hdr) == waits
     st, hdr, snap = get(pub.store + "/snapshots/" + doc["snapshot"], auth)
     assert st == 200 and hdr["ETag"] == f'"{doc["snapshot"]}"'
     assert "immutable" in hdr["Cache-Control"]
