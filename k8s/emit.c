@@ -217,12 +217,46 @@ static void pinned_command(FILE *f, const struct prov *p, int ind)
 	fputs("\"}\n", f);
 }
 
+/*
+ * --mode node: no dagfs in the pod, only this unprivileged init container
+ * waiting until the node's dagfs serves under the hostPath, so Airflow
+ * never starts on an empty DAG folder.
+ */
+static void node_wait(FILE *f, const struct prov *p, int ind)
+{
+	pad(f, ind);
+	fputs("- name: dagfs-wait\n", f);
+	pad(f, ind + 2);
+	fputs("image: ", f);
+	y_str(f, p->image);
+	fputc('\n', f);
+	pad(f, ind + 2);
+	fputs("command: [\"/bin/sh\", \"-c\", \"until [ -e "
+	      "/dags/mnt/.dagfs/status.json ]; do sleep 1; done\"]\n", f);
+	pad(f, ind + 2);
+	fputs("securityContext: {runAsUser: 50000, runAsGroup: 0, "
+	      "runAsNonRoot: true, allowPrivilegeEscalation: false, "
+	      "readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}\n",
+	      f);
+	pad(f, ind + 2);
+	fputs("resources: {requests: {cpu: 10m, memory: 16Mi}, limits: "
+	      "{memory: 32Mi}}\n", f);
+	pad(f, ind + 2);
+	fputs("volumeMounts:\n", f);
+	mount_item(f, ind + 2, PROV_DAGS_VOLUME, "/dags",
+		   ", readOnly: true, mountPropagation: HostToContainer");
+}
+
 void prov_dagfs_container(FILE *f, const struct prov *p, int ind, bool native,
 			  bool oneshot)
 {
 	bool fuse = !strcmp(p->mode, "fuse") && !oneshot;
 	const char *cache = fuse ? "/var/cache/dagfs" : "/dags/.cache";
 
+	if (p->node_level && !oneshot) {
+		node_wait(f, p, ind);
+		return;
+	}
 	pad(f, ind);
 	fprintf(f, "- name: %s\n", oneshot ? "dagfs-sync" : "dagfs");
 	ind += 2;
@@ -290,6 +324,15 @@ void prov_dagfs_volumes(FILE *f, const struct prov *p, int ind)
 {
 	bool fuse = !strcmp(p->mode, "fuse");
 
+	if (p->node_level) { /* the node's dagfs mounts under it */
+		char path[512];
+
+		prov_node_hostpath(path, sizeof(path), p, "");
+		pad(f, ind);
+		fprintf(f, "- {name: " PROV_DAGS_VOLUME ", hostPath: {path: %s, "
+			   "type: DirectoryOrCreate}}\n", path);
+		return;
+	}
 	pad(f, ind);
 	fputs("- {name: " PROV_DAGS_VOLUME ", emptyDir: {}}\n", f);
 	if (fuse) {

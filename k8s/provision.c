@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -49,7 +50,7 @@ static const struct opt opts[] = {
 	O("release", OPT_STR, release, "Helm release name (default airflow)"),
 	O("executor", OPT_STR, executor, "KubernetesExecutor (default), CeleryExecutor, LocalExecutor, CeleryKubernetesExecutor"),
 	O("image", OPT_STR, image, "dagfs image, built from sidecar/Dockerfile and pushed where the nodes pull (default " PROV_DEFAULT_IMAGE ", which is not published: see README)"),
-	O("mode", OPT_STR, mode, "fuse (default) or materialize (no privileges)"),
+	O("mode", OPT_STR, mode, "fuse (default: dagfs in each pod), materialize (no privileges) or node (one privileged dagfs per node mirroring a publisher; Airflow pods read its hostPath)"),
 	O("sidecar", OPT_STR, sidecar, "native (init container, Kubernetes >= 1.29; default) or classic"),
 	O("worker", OPT_STR, worker, "dagfs in the chart's worker pods: sidecar (native sidecar; default) or pinned (one-shot init container at the scheduler's revision)"),
 	O("git-ssh-key", OPT_STR, git_ssh_key, "git SSH private key file"),
@@ -359,9 +360,20 @@ static int validate(struct prov *p)
 			    p->db_name);
 	if (!dns_label(p->release, 53))
 		return fail("--release: invalid release name '%s'", p->release);
-	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", NULL }))
-		return fail("--mode: unknown mode '%s' (expected fuse or materialize)",
-			    p->mode);
+	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", "node",
+						    NULL }))
+		return fail("--mode: unknown mode '%s' (expected fuse, materialize "
+			    "or node)", p->mode);
+	if (!strcmp(p->mode, "node")) {
+		if (!strcmp(p->target, "vm"))
+			return fail("--mode node: the Kubernetes target only (a "
+				    "VM mounts dagfs itself)");
+		if (!strcmp(p->worker, "pinned"))
+			return fail("--mode node: task pods read the node's "
+				    "mount; not with --worker pinned");
+		p->node_level = true;
+		p->mode = "fuse"; /* what the Airflow containers see */
+	}
 	if (!one_of(p->sidecar, (const char *const[]){ "native", "classic", NULL }))
 		return fail("--sidecar: unknown sidecar '%s' (expected native or classic)",
 			    p->sidecar);
@@ -629,6 +641,56 @@ static int secret(const struct prov *p, const char *flag, const char *given,
 }
 
 /*
+ * --mode node: the Ed25519 key the publisher signs its statements with
+ * (the mirrors check them with the public half), generated once with
+ * OpenSSL and kept in DIR/.secrets/serve-key.pem like the other secrets.
+ */
+static int serve_key(struct prov *p)
+{
+	char path[4096];
+	EVP_PKEY *k = NULL;
+	BIO *b;
+	FILE *f;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/.secrets/serve-key.pem", p->outdir);
+	f = fopen(path, "re");
+	if (f) {
+		k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+		fclose(f);
+		if (!k || EVP_PKEY_id(k) != EVP_PKEY_ED25519) {
+			EVP_PKEY_free(k);
+			return fail("%s: not an Ed25519 private key", path);
+		}
+	} else {
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+		k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+		f = fd >= 0 ? fdopen(fd, "w") : NULL;
+		if (!k || !f || !PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL,
+						      NULL) || fclose(f)) {
+			EVP_PKEY_free(k);
+			return fail("%s: cannot write the signing key", path);
+		}
+	}
+	b = BIO_new(BIO_s_mem());
+	n = b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) ?
+		    BIO_read(b, p->serve_key, sizeof(p->serve_key) - 1) :
+		    -1;
+	p->serve_key[n > 0 ? n : 0] = '\0';
+	BIO_free(b);
+	b = BIO_new(BIO_s_mem());
+	n = b && PEM_write_bio_PUBKEY(b, k) ?
+		    BIO_read(b, p->serve_pub, sizeof(p->serve_pub) - 1) :
+		    -1;
+	p->serve_pub[n > 0 ? n : 0] = '\0';
+	BIO_free(b);
+	EVP_PKEY_free(k);
+	return p->serve_key[0] && p->serve_pub[0] ? 0 :
+		       fail("%s: the OpenSSL key encoding failed", path);
+}
+
+/*
  * The JWT secret is generated here once rather than by the chart, whose
  * secrets/jwt-secret.yaml draws a new randAlphaNum at every render: each
  * `helm upgrade` would rotate it under running pods, and the next restart
@@ -655,7 +717,11 @@ static int prepare_secrets(struct prov *p)
 	       (!p->no_admin_user &&
 		secret(p, "admin-password-file", p->admin_password_file,
 		       "admin-password", p->adminpass, sizeof(p->adminpass),
-		       12));
+		       12)) ||
+	       (p->node_level &&
+		(secret(p, "serve-token", NULL, "serve-token", p->serve_token,
+			sizeof(p->serve_token), 32) ||
+		 serve_key(p)));
 }
 
 /* Print (dry run) or run one command; its arguments hold no secrets. */
@@ -737,6 +803,18 @@ static int apply_bundle(const struct prov *p)
 					     "-f", file, NULL });
 }
 
+/* --mode node: the publisher and the DaemonSet, before the Airflow pods. */
+static int apply_node(const struct prov *p)
+{
+	char file[4096];
+
+	if (!p->node_level)
+		return 0;
+	snprintf(file, sizeof(file), "%s/dagfs-node.yaml", p->outdir);
+	return run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+					     "-f", file, NULL });
+}
+
 /* The Prometheus Operator's objects (its CRDs must be installed). */
 static int apply_monitoring(const struct prov *p)
 {
@@ -780,7 +858,7 @@ static int apply(const struct prov *p)
 	}
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
 				    f[6], NULL }) ||
-	    apply_monitoring(p) || delete_chart_jobs(p))
+	    apply_node(p) || apply_monitoring(p) || delete_chart_jobs(p))
 		return -1;
 	return run(p, (const char *const[]){
 			      "helm", "upgrade", "--install", p->release,
@@ -828,10 +906,12 @@ int main(int argc, char **argv)
 	}
 	rc = 1;
 	if ((!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p)) ||
-	    prov_render_bundle(&p) || prov_render_obs(&p))
+	    prov_render_bundle(&p) || prov_render_node(&p) ||
+	    prov_render_obs(&p))
 		goto out;
 	printf("rendered %s target into %s (chart %s, Airflow %s, %s mode)\n",
-	       p.target, p.outdir, p.chart_version, p.airflow_version, p.mode);
+	       p.target, p.outdir, p.chart_version, p.airflow_version,
+	       p.node_level ? "node" : p.mode);
 	if (!strcmp(p.image, PROV_DEFAULT_IMAGE))
 		fprintf(stderr, "dagfs-provision: note: --image not given: %s is "
 				"not published anywhere; build sidecar/Dockerfile, "
@@ -847,6 +927,8 @@ out:
 	OPENSSL_cleanse(p.dbpass, sizeof(p.dbpass));
 	OPENSSL_cleanse(p.jwt, sizeof(p.jwt));
 	OPENSSL_cleanse(p.adminpass, sizeof(p.adminpass));
+	OPENSSL_cleanse(p.serve_token, sizeof(p.serve_token));
+	OPENSSL_cleanse(p.serve_key, sizeof(p.serve_key));
 	for (size_t i = 0; p.sources && i < p.nsources; i++)
 		source_spec_free(p.sources[i]);
 	free(p.sources);

@@ -37,6 +37,7 @@ struct prov {
 	bool chart_legacy_workers; /* 1.18.0: workers.extra*, no .kubernetes */
 	bool no_admin_user;
 	const char *bundle; /* source, tree, none: DagfsDagBundle entries */
+	bool node_level; /* --mode node: one dagfs per node (mode is "fuse") */
 	bool prometheus_operator;
 	const char *prometheus_release; /* the label its Prometheus selects */
 	unsigned stale_periods;
@@ -67,6 +68,8 @@ struct prov {
 
 	/* filled by prov_secrets(): never printed */
 	char fernet[64], websecret[64], dbpass[80], jwt[80], adminpass[40];
+	/* --mode node: the publisher's token and signing key (PEM) */
+	char serve_token[80], serve_key[512], serve_pub[256];
 };
 
 /** Write @text as the lines of a YAML block scalar at @ind spaces. */
@@ -122,6 +125,14 @@ void prov_bundle_list_json(FILE *f, const struct prov *p, const char *mount);
 const char *prov_bundle_mount(const struct prov *p);
 /** The ConfigMap dagfs-airflow with the dagfs_airflow package. */
 int prov_render_bundle(const struct prov *p) WUR;
+/** --mode node: the hostPath of the node's dagfs, with @what appended. */
+void prov_node_hostpath(char *out, size_t len, const struct prov *p,
+			const char *what);
+/** --mode node: the publisher Deployment, the DaemonSet and their
+ *  ConfigMap (dagfs-node.yaml); 0 and nothing otherwise. */
+int prov_render_node(const struct prov *p) WUR;
+/** --mode node: the publisher's Service (dagfs-service.yaml). */
+void prov_node_service(FILE *f, const struct prov *p);
 /** The Grafana dashboard, the alerting rules and, with
  *  --prometheus-operator, PrometheusRule, metrics Services, ServiceMonitor. */
 int prov_render_obs(const struct prov *p) WUR;

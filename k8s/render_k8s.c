@@ -97,6 +97,12 @@ static int render_secrets(const struct prov *p)
 		secret_item(f, "postgres-password", p->dbpass,
 			    strlen(p->dbpass));
 	}
+	if (p->node_level) { /* the publisher's token and signing key */
+		secret_head(f, p, "dagfs-serve");
+		secret_item(f, "token", p->serve_token, strlen(p->serve_token));
+		secret_item(f, "serve-key.pem", p->serve_key,
+			    strlen(p->serve_key));
+	}
 	secret_head(f, p, "dagfs-secrets");
 	if (p->git_ssh_key)
 		rc |= secret_file(f, "ssh-key", p->git_ssh_key);
@@ -253,7 +259,8 @@ static void dagfs_keys(FILE *f, const struct prov *p, int ind, bool native,
 		       bool oneshot)
 {
 	fprintf(f, "%*s%s:\n", ind, "",
-		native || oneshot ? "extraInitContainers" : "extraContainers");
+		native || oneshot || p->node_level ? "extraInitContainers" :
+						     "extraContainers");
 	prov_dagfs_container(f, p, ind, native, oneshot);
 	fprintf(f, "%*sextraVolumes:\n", ind, "");
 	prov_dagfs_volumes(f, p, ind);
@@ -468,6 +475,10 @@ static int render_pin_service(const struct prov *p)
 
 	if (!f)
 		return -1;
+	if (p->node_level) {
+		prov_node_service(f, p);
+		return prov_close(f, "dagfs-service.yaml");
+	}
 	fprintf(f, "apiVersion: v1\nkind: Service\nmetadata:\n"
 		   "  name: %s-%s\n  namespace: %s\n"
 		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision, "

@@ -264,11 +264,16 @@ static void metrics_service(FILE *f, const struct prov *p,
 		   "  name: %s-dagfs-%s\n  namespace: %s\n"
 		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision, "
 		   "dagfs.io/metrics: \"true\", release: %s}\n"
-		   "spec:\n  type: ClusterIP\n  clusterIP: None\n"
-		   "  selector: {tier: airflow, component: %s, release: %s}\n"
-		   "  ports:\n  - {name: dagfs-http, port: %u, targetPort: %u}\n",
-		p->release, component, p->ns, p->release, component, p->release,
-		p->http_port, p->http_port);
+		   "spec:\n  type: ClusterIP\n  clusterIP: None\n",
+		p->release, component, p->ns, p->release);
+	if (p->node_level) /* --mode node: the DaemonSet's pods */
+		fprintf(f, "  selector: {app.kubernetes.io/name: dagfs-node, "
+			   "release: %s}\n", p->release);
+	else
+		fprintf(f, "  selector: {tier: airflow, component: %s, "
+			   "release: %s}\n", component, p->release);
+	fprintf(f, "  ports:\n  - {name: dagfs-http, port: %u, targetPort: "
+		   "%u}\n", p->http_port, p->http_port);
 }
 
 static int render_operator(const struct prov *p)
@@ -287,9 +292,13 @@ static int render_operator(const struct prov *p)
 	fputs("spec:\n", f);
 	rules(f, p, 2);
 	if (strcmp(p->target, "vm")) {
-		metrics_service(f, p, "triggerer");
-		if (prov_executor_has(p, "LocalExecutor"))
-			metrics_service(f, p, "scheduler");
+		if (p->node_level) {
+			metrics_service(f, p, "node");
+		} else {
+			metrics_service(f, p, "triggerer");
+			if (prov_executor_has(p, "LocalExecutor"))
+				metrics_service(f, p, "scheduler");
+		}
 		fprintf(f, "---\napiVersion: monitoring.coreos.com/v1\n"
 			   "kind: ServiceMonitor\nmetadata:\n  name: %s-dagfs\n"
 			   "  namespace: %s\n",

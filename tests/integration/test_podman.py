@@ -24,14 +24,13 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 import yaml
 
 from conftest import skip_or_fail, wait_for
 from test_deb import airflow_venv
-from test_k8s import run_prov
+from test_k8s import readyz, run_prov
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
 from git_servers import (free_port, git_daemon, git_repo,  # noqa: E402,F401
@@ -155,14 +154,6 @@ def podman(*args, check=True):
     return r
 
 
-def ready(port):
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz",
-                                      timeout=2).status == 200
-    except OSError:
-        return False
-
-
 def test_rendered_pod_in_real_containers(images, tmp_path, git_daemon,
                                          git_repo):
     dagfs_tag, airflow_tag = images
@@ -191,7 +182,7 @@ def test_rendered_pod_in_real_containers(images, tmp_path, git_daemon,
     air = None
     try:
         podman(*dagfs_args(side, vols, dirs, names[0]))
-        wait_for(lambda: ready(port), timeout=60,
+        wait_for(lambda: readyz(port), timeout=60,
                  what="the dagfs container's startup probe")
         air_args = ["run", "-i", "--rm", "--name", names[1], "--network=host",
                     *ULIMITS, "--user", "50000:0",  # the chart's uid, gid
@@ -239,7 +230,7 @@ def test_rendered_pod_in_real_containers(images, tmp_path, git_daemon,
         git_repo.write("etl.py", DAG.format(dag_id="etl_v2"))
         git_repo.commit("v2")
         podman(*dagfs_args(side, vols, dirs, names[0]))
-        wait_for(lambda: ready(port), timeout=60,
+        wait_for(lambda: readyz(port), timeout=60,
                  what="ready again after the restart")
         second = git_repo.head()
         wait_for(lambda: parse() == {"dags": ["etl_v2"], "errors": [],
