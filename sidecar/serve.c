@@ -126,9 +126,9 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status,
 			NULL, MHD_RESPMEM_PERSISTENT);
 }
 
-/* If-None-Match equal to @etag: 304, and true. */
-static bool not_modified(struct MHD_Connection *c, const char *etag,
-			 enum MHD_Result *ret)
+/* If-None-Match equal to @etag: 304 (with @cache), and true. */
+static bool not_modified_as(struct MHD_Connection *c, const char *etag,
+			    const char *cache, enum MHD_Result *ret)
 {
 	const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						      "If-None-Match");
@@ -143,10 +143,16 @@ static bool not_modified(struct MHD_Connection *c, const char *etag,
 		return true;
 	}
 	MHD_add_response_header(r, "ETag", etag);
-	MHD_add_response_header(r, "Cache-Control", IMMUTABLE);
+	MHD_add_response_header(r, "Cache-Control", cache);
 	*ret = MHD_queue_response(c, MHD_HTTP_NOT_MODIFIED, r);
 	MHD_destroy_response(r);
 	return true;
+}
+
+static bool not_modified(struct MHD_Connection *c, const char *etag,
+			 enum MHD_Result *ret)
+{
+	return not_modified_as(c, etag, IMMUTABLE, ret);
 }
 
 /* ------------------------------------------------------- name checks */
@@ -303,14 +309,17 @@ static enum MHD_Result send_doc(struct serve *sv, struct MHD_Connection *c,
 	size_t len;
 	struct MHD_Response *r;
 	enum MHD_Result ret;
-	int rc = current_doc(sv, s, &text, &len);
+	int rc;
 
+	snprintf(etag, sizeof(etag), "\"%s\"", s->id);
+	if (!waited && not_modified_as(c, etag, "no-cache", &ret))
+		return ret; /* an HTTP cache revalidating */
+	rc = current_doc(sv, s, &text, &len);
 	if (rc) {
 		log_err(TAG, "statement of %s snapshot %s: %s", s->source,
 			s->id, strerror(-rc));
 		return send_text(c, 500, "snapshot unreadable\n");
 	}
-	snprintf(etag, sizeof(etag), "\"%s\"", s->id);
 	r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(text);

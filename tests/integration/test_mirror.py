@@ -263,6 +263,9 @@ def test_served_store_answers_only_its_names(dagfs, tmp_path):
     st, hdr, body = get(pub.store + "/sources/team-a/current", auth)
     assert st == 200, body
     doc = dict(l.split(" ", 1) for l in body.decode().splitlines()[1:])
+    st, hdr, _ = get(pub.store + "/sources/team-a/current",
+                     dict(auth, **{"If-None-Match": hdr["ETag"]}))
+    assert st == 304 and hdr["Cache-Control"] == "no-cache"
     st, hdr, snap = get(pub.store + "/snapshots/" + doc["snapshot"], auth)
     assert st == 200 and hdr["ETag"] == f'"{doc["snapshot"]}"'
     assert "immutable" in hdr["Cache-Control"]
