@@ -243,6 +243,17 @@ class Stack:
         self.pg.stop()
 
 
+def alive_wait(st, pred, timeout, what, interval=0.5):
+    """wait(@pred), failing at once if an Airflow process ended."""
+    def p():
+        try:
+            st.check_alive()
+        except AssertionError as e:
+            raise SystemExit(str(e)) from None  # not retried by wait()
+        return pred()
+    return wait(p, timeout, what, interval)
+
+
 def mount(base, name, sources, args=(), ready=None, binary=None, timeout=120):
     d = pathlib.Path(base) / name
     (d / "mnt").mkdir(parents=True, exist_ok=True)
@@ -347,12 +358,17 @@ def bench_push(args, work, binary):
         st = Stack(work / "stack", bundles, {
             "DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": str(args.check_interval),
             "CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0"})
-        for v in variants:
+        # one dag-processor first: each writes every configured bundle's
+        # row at its start, and two at once collide on the primary key
+        for i, v in enumerate(variants):
             st.process(f"dag-processor-{v}", ["dag-processor", "-B", bundle_name(v)])
+            if i == 0:
+                alive_wait(st, lambda: len(st.db.rows("SELECT name FROM dag_bundle"))
+                           >= len(variants), 600, "the bundles' rows")
         first = {v: repos[v].head() for v in variants}
         for v in variants:
-            wait(lambda v=v: (st.check_alive(), recorded(st.db, dag_id(v), first[v]))[1],
-                 600, f"Airflow to record the first version of {v}", interval=1)
+            alive_wait(st, lambda v=v: recorded(st.db, dag_id(v), first[v]), 600,
+                       f"Airflow to record the first version of {v}")
 
         def pusher(v, rng):
             lat = []
@@ -447,7 +463,10 @@ def run_task(af, dag, run, timeout=600):
     af.clear_run(dag, run)
 
     def done():
-        af.check_alive()
+        try:
+            af.check_alive()
+        except AssertionError as e:
+            raise SystemExit(str(e)) from None  # not retried by wait()
         t = af.task_instances(dag, run)["only"]
         return t if t["try_number"] > before and t["state"] in ("success", "failed") else None
     t = wait(done, timeout, f"the new try of {dag} {run}", interval=0.5)
