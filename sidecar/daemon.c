@@ -299,7 +299,7 @@ static int sources_create(struct dagfs_ctx *ctx)
 		free(set);
 	}
 	if (rc)
-		fprintf(stderr, "dagfs: %s\n", err);
+		log_err(TAG, "%s", err);
 	for (size_t i = 0; fresh && i < c->nsources; i++)
 		source_free(fresh[i]);
 	free(fresh);
@@ -324,7 +324,7 @@ static int view_create(struct dagfs_ctx *ctx)
 	o.fetch_timeout_ms = c->fetch_timeout_ms;
 	rc = fs_new(&ctx->fs, ctx->store, &o);
 	if (rc) {
-		fprintf(stderr, "dagfs: creating the view: %s\n", strerror(-rc));
+		log_err(TAG, "creating the view: %s", strerror(-rc));
 		return rc;
 	}
 	fs_set_fetcher(ctx->fs, sc_fetch, sc_fetch_tree, ctx);
@@ -334,7 +334,7 @@ static int view_create(struct dagfs_ctx *ctx)
 		/* what the cache holds is served before any thread starts */
 		rc = sc_place(s);
 		if (rc) {
-			fprintf(stderr, "dagfs: source %s at /%s: %s\n",
+			log_err(TAG, "source %s at /%s: %s",
 				source_name(s->src), source_at(s->src),
 				strerror(-rc));
 			return rc;
@@ -353,14 +353,14 @@ static int sources_start(struct dagfs_ctx *ctx)
 
 		rc = source_start(s->src, sc_on_publish, s);
 		if (rc) {
-			fprintf(stderr, "dagfs: source %s: cannot start: %s\n",
+			log_err(TAG, "source %s: cannot start: %s",
 				source_name(s->src), strerror(-rc));
 			return rc;
 		}
 	}
 	rc = gc_start(&ctx->gc, ctx->store, GC_INTERVAL_MS);
 	if (rc)
-		fprintf(stderr, "dagfs: garbage collector: %s\n", strerror(-rc));
+		log_err(TAG, "garbage collector: %s", strerror(-rc));
 	return rc;
 }
 
@@ -397,7 +397,7 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 
 	rc = pthread_create(&t.thread, NULL, sig_main, &t);
 	if (rc) {
-		fprintf(stderr, "dagfs: signal thread: %s\n", strerror(rc));
+		log_err(TAG, "signal thread: %s", strerror(rc));
 		return -rc;
 	}
 	size_t n = sc_set_get(ctx)->n;
@@ -447,10 +447,10 @@ static int open_cache(struct dagfs_ctx *ctx)
 	int rc = store_open(&ctx->store, cache, false);
 
 	if (rc == -EBUSY)
-		fprintf(stderr, "dagfs: cache %s: in use by another dagfs "
-				"process\n", cache);
+		log_err(TAG, "cache %s: in use by another dagfs "
+				"process", cache);
 	else if (rc)
-		fprintf(stderr, "dagfs: cache %s: %s\n", cache, strerror(-rc));
+		log_err(TAG, "cache %s: %s", cache, strerror(-rc));
 	return rc;
 }
 
@@ -461,7 +461,7 @@ static int mount_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 	ctx->materialize = ctx->cfg->materialize;
 	rc = mkdir_p(ctx->materialize, 0755);
 	if (rc) {
-		fprintf(stderr, "dagfs: --materialize %s: %s\n",
+		log_err(TAG, "--materialize %s: %s",
 			ctx->materialize, strerror(-rc));
 		goto out;
 	}
@@ -469,7 +469,7 @@ static int mount_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 	if (!rc)
 		rc = sources_create(ctx);
 	if (!rc && (rc = status_writer_start(ctx)))
-		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
+		log_err(TAG, "status writer: %s", strerror(-rc));
 	if (!rc)
 		rc = endpoints_start(ctx);
 	if (!rc)
@@ -489,8 +489,8 @@ int cmd_mount(const struct dagfs_config *c)
 	int rc;
 
 	if (c->npos != (c->materialize ? 0 : 1)) {
-		fprintf(stderr, "dagfs: mount needs %s, got %d argument%s "
-				"(see dagfs mount --help)\n",
+		log_err(TAG, "mount needs %s, got %d argument%s "
+				"(see dagfs mount --help)",
 			c->materialize ? "no MOUNTPOINT with --materialize" :
 					 "one MOUNTPOINT",
 			c->npos, c->npos == 1 ? "" : "s");
@@ -503,7 +503,7 @@ int cmd_mount(const struct dagfs_config *c)
 		return mount_materialized(&ctx, &set);
 	ctx.mountpoint = realpath(c->pos[0], NULL);
 	if (!ctx.mountpoint) {
-		fprintf(stderr, "dagfs: mountpoint %s: %s\n", c->pos[0],
+		log_err(TAG, "mountpoint %s: %s", c->pos[0],
 			strerror(errno));
 		rc = -errno;
 		goto out;
@@ -516,10 +516,10 @@ int cmd_mount(const struct dagfs_config *c)
 	if (!rc) {
 		rc = fs_mount(ctx.fs, ctx.mountpoint, err, sizeof(err));
 		if (rc)
-			fprintf(stderr, "dagfs: %s\n", err);
+			log_err(TAG, "%s", err);
 	}
 	if (!rc && (rc = status_writer_start(&ctx)))
-		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
+		log_err(TAG, "status writer: %s", strerror(-rc));
 	if (!rc)
 		rc = endpoints_start(&ctx);
 	if (!rc)

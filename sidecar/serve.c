@@ -7,7 +7,8 @@
  *   /store/sources/NAME/current          statement of NAME's current snapshot
  *   /store/sources/NAME/current?after=ID&wait=S
  *                                        the same once it is no longer ID
- *                                        (long-poll, at most S seconds)
+ *                                        (a snapshot id or a revision;
+ *                                        long-poll, at most S seconds)
  *   /store/sources/NAME/revs/REV         statement of a retained revision
  *   /store/snapshots/ID                  a snapshot's bytes (immutable)
  *   /store/objects/AB/CDEF...            a blob's bytes (immutable)
@@ -56,7 +57,7 @@ struct waiter {
 	struct waiter *prev, *next;
 	struct MHD_Connection *c;
 	char source[65];
-	char after[DHASH_HEX];
+	char after[256]; /* a snapshot id or a revision */
 	int64_t deadline; /* mono_ns */
 	bool listed;  /* on sv->waiters */
 	bool resumed; /* answer now */
@@ -451,8 +452,8 @@ static enum MHD_Result get_current(struct serve *sv, struct MHD_Connection *c,
 		return send_text(c, 404, "no such source\n");
 	if (!snap)
 		return send_text(c, 503, "no revision published yet\n");
-	if (w || !after || !hex_ok(after, 32) || wait_s <= 0 ||
-	    strcmp(after, snap->id)) {
+	if (w || !after || strlen(after) >= sizeof(w->after) || wait_s <= 0 ||
+	    (strcmp(after, snap->id) && strcmp(after, snap->rev))) {
 		ret = send_doc(sv, c, snap, w != NULL);
 		snap_unref(snap);
 		return ret;
@@ -471,7 +472,7 @@ static enum MHD_Result get_current(struct serve *sv, struct MHD_Connection *c,
 	pthread_mutex_lock(&sv->lock);
 	/* a publication between the check above and here must not be lost */
 	if (!sv->stopping && find_source(sv, name, &snap) && snap &&
-	    !strcmp(snap->id, after)) {
+	    (!strcmp(snap->id, after) || !strcmp(snap->rev, after))) {
 		w->next = sv->waiters;
 		if (w->next)
 			w->next->prev = w;

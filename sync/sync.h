@@ -189,6 +189,13 @@ int snap_builder_add_link(struct snap_builder *b, const char *path,
  */
 int snap_builder_finish(struct snap_builder *b, const char *rev,
 			struct snap **out) WUR;
+/**
+ * snap_builder_finish() whose revision is @prefix and a digest of the
+ * sealed entries (paths, types, modes, sizes, mtimes, hashes, targets):
+ * a revision that names the listing itself, for sources without one.
+ */
+int snap_builder_finish_digest(struct snap_builder *b, const char *prefix,
+			       struct snap **out) WUR;
 void snap_builder_free(struct snap_builder *b);
 
 /** Check a relative path as a snapshot path; 0 if valid, -EINVAL if not. */

@@ -13,6 +13,11 @@
 #   DAGFS_ASAN    0 skips the sanitizer build
 #   DAGFS_ASAN_TESTS  pytest arguments for the sanitizer run
 #                 (default: the core and sidecar integration tests)
+#   DAGFS_TSAN    0 skips the ThreadSanitizer build
+#   DAGFS_TSAN_TESTS  pytest arguments for the threaded tests under it
+#                 (default: materialise mode, reloads and the collector:
+#                 every thread but FUSE's, whose inode handoff through the
+#                 kernel TSan cannot see)
 #   PYTEST_ARGS   extra arguments for the main pytest run
 #   DAGFS_TEST_JOBS  pytest-xdist workers for the integration runs
 #                 (default 3: most tests wait on servers, timeouts and
@@ -176,6 +181,21 @@ if [ "${DAGFS_ASAN:-1}" != 0 ]; then
 			"$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
 			--basetemp="$TMPBASE/asan" \
 			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py tests/integration/test_sidecar.py tests/integration/test_daemon.py tests/integration/test_s3.py tests/integration/test_git.py tests/integration/test_meta.py tests/integration/test_mirror.py}
+	fi
+fi
+
+if [ "${DAGFS_TSAN:-1}" != 0 ]; then
+	# sync/'s threads (one per source, the collector, the git watchdog),
+	# the daemon's (HTTP, status writer, SIGHUP) and libfuse's
+	export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+	if run "thread sanitizer build" build build-tsan -Dtsan=true; then
+		run "unit tests (tsan)" meson test -C build-tsan --suite unit \
+			--print-errorlogs
+		# shellcheck disable=SC2086
+		run "threaded tests (tsan)" env DAGFS_BUILD=build-tsan \
+			"$PY" -m pytest -q -p no:cacheprovider \
+			--basetemp="$TMPBASE/tsan" \
+			${DAGFS_TSAN_TESTS:--k "materialize or collector" tests/integration/test_sidecar.py tests/integration/test_daemon.py}
 	fi
 fi
 

@@ -266,6 +266,15 @@ def test_served_store_answers_only_its_names(dagfs, tmp_path):
     st, hdr, _ = get(pub.store + "/sources/team-a/current",
                      dict(auth, **{"If-None-Match": hdr["ETag"]}))
     assert st == 304 and hdr["Cache-Control"] == "no-cache"
+    # the long-poll waits on the current snapshot id or revision only
+    for after, waits in ((doc["snapshot"], True), (doc["rev"], True),
+                         ("0" * 32, False)):
+        t0 = time.monotonic()
+        st, hdr, _ = get(f"{pub.store}/sources/team-a/current?after={after}"
+                         f"&wait=1", auth)
+        took = time.monotonic() - t0
+        assert st == 200 and (took >= 0.9) == waits, (after, took)
+        assert ("X-Dagfs-Long-Poll" in hdr) == waits
     st, hdr, snap = get(pub.store + "/snapshots/" + doc["snapshot"], auth)
     assert st == 200 and hdr["ETag"] == f'"{doc["snapshot"]}"'
     assert "immutable" in hdr["Cache-Control"]
@@ -455,3 +464,40 @@ def test_whole_tree_version_through_mirror(dagfs, git_http, git_repo, keys):
     out = pub.cache.parent / "export-trees"
     r = dagfs.run(["export", "--cache", str(pub.cache), str(out)])
     assert r.returncode == 0 and (out / "trees" / tree1).exists(), r.stderr
+
+
+def test_export_to_a_bucket(dagfs, rgw, tmp_path, keys):
+    """The exported layout uploaded to an S3 bucket (the RADOS Gateway,
+    anonymous reads by bucket policy; objects, snapshots, then sources):
+    a signed mirror reads it with plain GETs and follows a second
+    upload."""
+    src = dir_source(tmp_path, FILES)
+    pub = publisher(dagfs, [f"dir:{src},name=team-a"],
+                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    bucket = rgw.bucket(f"static-{os.getpid()}")
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"],
+        "Resource": [f"arn:aws:s3:::{bucket}/*"]}]}).encode()
+    st, body = rgw.s3("PUT", f"/{bucket}", data=policy, query="policy=")
+    assert st in (200, 204), body
+    out = tmp_path / "static"
+
+    def upload():
+        r = dagfs.run(["export", "--cache", str(pub.cache),
+                       "--serve-key-file", str(keys["good"][0]), str(out)])
+        assert r.returncode == 0, r.stderr
+        for top in ("objects", "snapshots", "sources"):
+            for p in sorted((out / top).rglob("*")):
+                if p.is_file() and not p.name.startswith("."):
+                    rgw.put(bucket, f"store/{p.relative_to(out)}",
+                            p.read_bytes())
+
+    upload()
+    want = served(pub.mnt)
+    m = mirror(dagfs, f"{rgw.endpoint}/{bucket}/store", pub=keys["good"][1])
+    m.wait(lambda: served(m.mnt) == want, 20, what="the bucket copy")
+    (src / "dags/y.py").write_bytes(b"y\n")
+    pub.wait(lambda: (pub.mnt / "dags/y.py").exists(), 10)
+    upload()
+    want = served(pub.mnt)
+    m.wait(lambda: served(m.mnt) == want, 20, what="the second upload")

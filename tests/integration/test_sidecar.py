@@ -307,6 +307,24 @@ def test_json_logs(dagfs, tmp_path):
     assert any(json.loads(ln)["level"] == "debug" for ln in lines)
 
 
+def test_json_logs_cover_start_up_errors(dagfs, tmp_path):
+    """A daemon that cannot start says why through the logger too: under
+    log-format=json every line it writes is one JSON event."""
+    src = make_src(tmp_path, "src", {"a.py": "x\n"})
+    m = dagfs.mount([dir_spec(src)], ready=lambda mnt: (mnt / "a.py").exists())
+    for argv, why in (
+            ([str(tmp_path / "no" / "mnt")], "mountpoint"),
+            (["--cache", str(m.cache), str(dagfs.path("m2"))], "in use")):
+        r = dagfs.run(["mount", "--log-format=json", "--source",
+                       dir_spec(src), *argv])
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 1 and lines, r.stderr
+        events = [json.loads(ln) for ln in lines]
+        assert any(e["level"] == "error" and why in e["msg"]
+                   for e in events), r.stderr
+    assert m.stop() == 0
+
+
 @pytest.mark.parametrize("argv,code,out", [
     (["--version"], 0, r"^dagfs \d+\.\d+"),
     (["--help"], 0, r"check-config"),
