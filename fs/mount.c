@@ -33,7 +33,7 @@ static void log_bridge(enum fuse_log_level level, const char *fmt, va_list ap)
 	char line[1024];
 	size_t n;
 
-	if (lvl > log_threshold)
+	if (lvl > __atomic_load_n(&log_threshold, __ATOMIC_RELAXED))
 		return;
 	vsnprintf(line, sizeof(line), fmt, ap);
 	n = strlen(line);

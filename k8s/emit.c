@@ -39,6 +39,17 @@ void y_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+void prov_yaml_block(FILE *f, const char *text, int ind)
+{
+	for (const char *l = text; *l;) {
+		const char *e = strchr(l, '\n');
+		size_t n = e ? (size_t)(e - l) : strlen(l);
+
+		fprintf(f, "%*s%.*s\n", n ? ind : 0, "", (int)n, l);
+		l += n + (e != NULL);
+	}
+}
+
 void prov_url_escape(char *out, size_t len, const char *s)
 {
 	size_t n = 0;
@@ -206,12 +217,46 @@ static void pinned_command(FILE *f, const struct prov *p, int ind)
 	fputs("\"}\n", f);
 }
 
+/*
+ * --mode node: no dagfs in the pod, only this unprivileged init container
+ * waiting until the node's dagfs serves under the hostPath, so Airflow
+ * never starts on an empty DAG folder.
+ */
+static void node_wait(FILE *f, const struct prov *p, int ind)
+{
+	pad(f, ind);
+	fputs("- name: dagfs-wait\n", f);
+	pad(f, ind + 2);
+	fputs("image: ", f);
+	y_str(f, p->image);
+	fputc('\n', f);
+	pad(f, ind + 2);
+	fputs("command: [\"/bin/sh\", \"-c\", \"until [ -e "
+	      "/dags/mnt/.dagfs/status.json ]; do sleep 1; done\"]\n", f);
+	pad(f, ind + 2);
+	fputs("securityContext: {runAsUser: 50000, runAsGroup: 0, "
+	      "runAsNonRoot: true, allowPrivilegeEscalation: false, "
+	      "readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}\n",
+	      f);
+	pad(f, ind + 2);
+	fputs("resources: {requests: {cpu: 10m, memory: 16Mi}, limits: "
+	      "{memory: 32Mi}}\n", f);
+	pad(f, ind + 2);
+	fputs("volumeMounts:\n", f);
+	mount_item(f, ind + 2, PROV_DAGS_VOLUME, "/dags",
+		   ", readOnly: true, mountPropagation: HostToContainer");
+}
+
 void prov_dagfs_container(FILE *f, const struct prov *p, int ind, bool native,
 			  bool oneshot)
 {
 	bool fuse = !strcmp(p->mode, "fuse") && !oneshot;
 	const char *cache = fuse ? "/var/cache/dagfs" : "/dags/.cache";
 
+	if (p->node_level && !oneshot) {
+		node_wait(f, p, ind);
+		return;
+	}
 	pad(f, ind);
 	fprintf(f, "- name: %s\n", oneshot ? "dagfs-sync" : "dagfs");
 	ind += 2;
@@ -279,6 +324,15 @@ void prov_dagfs_volumes(FILE *f, const struct prov *p, int ind)
 {
 	bool fuse = !strcmp(p->mode, "fuse");
 
+	if (p->node_level) { /* the node's dagfs mounts under it */
+		char path[512];
+
+		prov_node_hostpath(path, sizeof(path), p, "");
+		pad(f, ind);
+		fprintf(f, "- {name: " PROV_DAGS_VOLUME ", hostPath: {path: %s, "
+			   "type: DirectoryOrCreate}}\n", path);
+		return;
+	}
 	pad(f, ind);
 	fputs("- {name: " PROV_DAGS_VOLUME ", emptyDir: {}}\n", f);
 	if (fuse) {
@@ -341,6 +395,14 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		   "connection");
 	secret_env(f, "AIRFLOW__API_AUTH__JWT_SECRET", "airflow-jwt-secret",
 		   "jwt-secret");
+	if (prov_bundles(p)) {
+		fputs("    - {name: PYTHONPATH, value: " PROV_BUNDLE_DIR "}\n", f);
+		/* the VMs' airflow.cfg names their mount; the pod's is here */
+		fputs("    - name: AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST\n"
+		      "      value: '", f);
+		prov_bundle_list_json(f, &q, prov_bundle_mount(&q));
+		fputs("'\n", f);
+	}
 	fputs("    - {name: TZ, value: ", f);
 	y_str(f, p->timezone);
 	fprintf(f, "}\n    volumeMounts:\n"
@@ -349,9 +411,12 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		   "    - {name: logs, mountPath: /opt/airflow/logs}\n"
 		   "    - {name: airflow-config, mountPath: "
 		   "/opt/airflow/airflow.cfg, subPath: airflow.cfg, readOnly: "
-		   "true}\n"
-		   "  volumes:\n",
+		   "true}\n",
 		fuse ? ", mountPropagation: HostToContainer" : "");
+	if (prov_bundles(p))
+		fputs("    - {name: dagfs-airflow, mountPath: " PROV_BUNDLE_DIR
+		      "/dagfs_airflow, readOnly: true}\n", f);
+	fputs("  volumes:\n", f);
 	prov_dagfs_volumes(f, &q, 2);
 	if (prov_logs_claim(p))
 		fprintf(f, "  - {name: logs, persistentVolumeClaim: {claimName: "
@@ -360,4 +425,7 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot)
 		fputs("  - {name: logs, emptyDir: {}}\n", f);
 	fprintf(f, "  - {name: airflow-config, configMap: {name: %s-config}}\n",
 		strcmp(p->target, "vm") ? p->release : "airflow");
+	if (prov_bundles(p))
+		fputs("  - {name: dagfs-airflow, configMap: {name: dagfs-airflow}}\n",
+		      f);
 }

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,13 +43,14 @@ static const struct opt opts[] = {
 	O("target", OPT_STR, target, "k8s (default) or vm"),
 	O("chart-version", OPT_STR, chart_version, "Airflow Helm chart release: " PROV_CHART_VERSION " (default, validated) or 1.18.0; a newer one is rendered as for " PROV_CHART_VERSION " but not validated here"),
 	O("airflow-version", OPT_STR, airflow_version, "Airflow version (default: the chart's own, " PROV_AIRFLOW_VERSION " for " PROV_CHART_VERSION ")"),
+	O("bundle", OPT_STR, bundle, "DAG bundles (dagfs_airflow.DagfsDagBundle, versioned by dagfs revisions): source (default: one per source), tree (one for the whole mount) or none (Airflow's dags-folder bundle)"),
 	O("no-admin-user", OPT_FLAG, no_admin_user, "create no admin user (default: user admin, password generated into DIR/.secrets/admin-password; print it with 'dagfs-provision admin-password DIR')"),
 	O("source", OPT_SOURCE, nsources, "a dagfs source, as for dagfs mount; repeatable"),
 	O("namespace", OPT_STR, ns, "Kubernetes namespace (default airflow)"),
 	O("release", OPT_STR, release, "Helm release name (default airflow)"),
 	O("executor", OPT_STR, executor, "KubernetesExecutor (default), CeleryExecutor, LocalExecutor, CeleryKubernetesExecutor"),
 	O("image", OPT_STR, image, "dagfs image, built from sidecar/Dockerfile and pushed where the nodes pull (default " PROV_DEFAULT_IMAGE ", which is not published: see README)"),
-	O("mode", OPT_STR, mode, "fuse (default) or materialize (no privileges)"),
+	O("mode", OPT_STR, mode, "fuse (default: dagfs in each pod), materialize (no privileges) or node (one privileged dagfs per node mirroring a publisher; Airflow pods read its hostPath)"),
 	O("sidecar", OPT_STR, sidecar, "native (init container, Kubernetes >= 1.29; default) or classic"),
 	O("worker", OPT_STR, worker, "dagfs in the chart's worker pods: sidecar (native sidecar; default) or pinned (one-shot init container at the scheduler's revision)"),
 	O("git-ssh-key", OPT_STR, git_ssh_key, "git SSH private key file"),
@@ -108,6 +110,7 @@ static void defaults(struct prov *p)
 	p->ns = p->release = "airflow";
 	p->executor = "KubernetesExecutor";
 	p->chart_version = PROV_CHART_VERSION;
+	p->bundle = "source";
 	p->image = PROV_DEFAULT_IMAGE;
 	p->mode = "fuse";
 	p->sidecar = "native";
@@ -357,15 +360,34 @@ static int validate(struct prov *p)
 			    p->db_name);
 	if (!dns_label(p->release, 53))
 		return fail("--release: invalid release name '%s'", p->release);
-	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", NULL }))
-		return fail("--mode: unknown mode '%s' (expected fuse or materialize)",
-			    p->mode);
+	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", "node",
+						    NULL }))
+		return fail("--mode: unknown mode '%s' (expected fuse, materialize "
+			    "or node)", p->mode);
+	if (!strcmp(p->mode, "node")) {
+		if (!strcmp(p->target, "vm"))
+			return fail("--mode node: the Kubernetes target only (a "
+				    "VM mounts dagfs itself)");
+		if (!strcmp(p->worker, "pinned"))
+			return fail("--mode node: task pods read the node's "
+				    "mount; not with --worker pinned");
+		p->node_level = true;
+		p->mode = "fuse"; /* what the Airflow containers see */
+	}
 	if (!one_of(p->sidecar, (const char *const[]){ "native", "classic", NULL }))
 		return fail("--sidecar: unknown sidecar '%s' (expected native or classic)",
 			    p->sidecar);
+	if (!one_of(p->bundle, (const char *const[]){ "source", "tree", "none",
+						      NULL }))
+		return fail("--bundle: unknown bundle '%s' (expected source, "
+			    "tree or none)", p->bundle);
 	if (!one_of(p->worker, (const char *const[]){ "sidecar", "pinned", NULL }))
 		return fail("--worker: unknown worker '%s' (expected sidecar or pinned)",
 			    p->worker);
+	if (!strcmp(p->worker, "pinned") && strcmp(p->bundle, "none"))
+		return fail("--worker pinned: with DAG bundles each task already "
+			    "runs the version its DAG run was parsed from; "
+			    "give --bundle none or --worker sidecar");
 	if (!strcmp(p->worker, "pinned") &&
 	    strcmp(p->executor, "KubernetesExecutor"))
 		return fail("--worker pinned needs --executor KubernetesExecutor "
@@ -544,22 +566,11 @@ static int prepare_sources(struct prov *p)
 	return check_layout(p);
 }
 
-/* Read a one-line secret from @path into @out (trailing newline cut). */
-static int read_secret(const char *path, char *out, size_t len)
+/* A one-line secret from @path into @out: 0, or -1 if unreadable or
+ * empty (read_secret, the one reader of secret files). */
+static int secret_line(const char *path, char *out, size_t len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = read(fd, out, len - 1);
-	close(fd);
-	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-		n--;
-	if (n <= 0)
-		return -EINVAL;
-	out[n] = '\0';
-	return 0;
+	return read_secret(out, len, path) > 0 ? 0 : -1;
 }
 
 static int gen_fernet(char *out)
@@ -599,12 +610,12 @@ static int secret(const struct prov *p, const char *flag, const char *given,
 	int fd;
 
 	if (given)
-		return read_secret(given, out, len) ?
+		return secret_line(given, out, len) ?
 			       fail("--%s: secret file %s is unreadable or "
 				    "empty", flag, given) :
 			       0;
 	snprintf(kept, sizeof(kept), "%s/.secrets/%s", p->outdir, name);
-	if (!read_secret(kept, out, len))
+	if (!secret_line(kept, out, len))
 		return 0;
 	if ((kind == 0 ? gen_fernet(out) : gen_hex(out, (size_t)kind)))
 		return fail("%s: the OpenSSL random generator failed", name);
@@ -616,6 +627,56 @@ static int secret(const struct prov *p, const char *flag, const char *given,
 	}
 	close(fd);
 	return 0;
+}
+
+/*
+ * --mode node: the Ed25519 key the publisher signs its statements with
+ * (the mirrors check them with the public half), generated once with
+ * OpenSSL and kept in DIR/.secrets/serve-key.pem like the other secrets.
+ */
+static int serve_key(struct prov *p)
+{
+	char path[4096];
+	EVP_PKEY *k = NULL;
+	BIO *b;
+	FILE *f;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/.secrets/serve-key.pem", p->outdir);
+	f = fopen(path, "re");
+	if (f) {
+		k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+		fclose(f);
+		if (!k || EVP_PKEY_id(k) != EVP_PKEY_ED25519) {
+			EVP_PKEY_free(k);
+			return fail("%s: not an Ed25519 private key", path);
+		}
+	} else {
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+		k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+		f = fd >= 0 ? fdopen(fd, "w") : NULL;
+		if (!k || !f || !PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL,
+						      NULL) || fclose(f)) {
+			EVP_PKEY_free(k);
+			return fail("%s: cannot write the signing key", path);
+		}
+	}
+	b = BIO_new(BIO_s_mem());
+	n = b && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) ?
+		    BIO_read(b, p->serve_key, sizeof(p->serve_key) - 1) :
+		    -1;
+	p->serve_key[n > 0 ? n : 0] = '\0';
+	BIO_free(b);
+	b = BIO_new(BIO_s_mem());
+	n = b && PEM_write_bio_PUBKEY(b, k) ?
+		    BIO_read(b, p->serve_pub, sizeof(p->serve_pub) - 1) :
+		    -1;
+	p->serve_pub[n > 0 ? n : 0] = '\0';
+	BIO_free(b);
+	EVP_PKEY_free(k);
+	return p->serve_key[0] && p->serve_pub[0] ? 0 :
+		       fail("%s: the OpenSSL key encoding failed", path);
 }
 
 /*
@@ -645,7 +706,11 @@ static int prepare_secrets(struct prov *p)
 	       (!p->no_admin_user &&
 		secret(p, "admin-password-file", p->admin_password_file,
 		       "admin-password", p->adminpass, sizeof(p->adminpass),
-		       12));
+		       12)) ||
+	       (p->node_level &&
+		(secret(p, "serve-token", NULL, "serve-token", p->serve_token,
+			sizeof(p->serve_token), 32) ||
+		 serve_key(p)));
 }
 
 /* Print (dry run) or run one command; its arguments hold no secrets. */
@@ -715,6 +780,30 @@ static int delete_chart_jobs(const struct prov *p)
 					     NULL });
 }
 
+/* The dagfs_airflow package, before any pod that imports it. */
+static int apply_bundle(const struct prov *p)
+{
+	char file[4096];
+
+	if (!prov_bundles(p))
+		return 0;
+	snprintf(file, sizeof(file), "%s/dagfs-airflow.yaml", p->outdir);
+	return run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+					     "-f", file, NULL });
+}
+
+/* --mode node: the publisher and the DaemonSet, before the Airflow pods. */
+static int apply_node(const struct prov *p)
+{
+	char file[4096];
+
+	if (!p->node_level)
+		return 0;
+	snprintf(file, sizeof(file), "%s/dagfs-node.yaml", p->outdir);
+	return run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
+					     "-f", file, NULL });
+}
+
 /* The Prometheus Operator's objects (its CRDs must be installed). */
 static int apply_monitoring(const struct prov *p)
 {
@@ -739,7 +828,7 @@ static int apply(const struct prov *p)
 		snprintf(f[i], sizeof(f[i]), "%s/%s", p->outdir, files[i]);
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1], NULL }) ||
-	    wait_volumes(p) ||
+	    wait_volumes(p) || apply_bundle(p) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
 				    "-f", f[2], NULL }) ||
 	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
@@ -758,7 +847,7 @@ static int apply(const struct prov *p)
 	}
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
 				    f[6], NULL }) ||
-	    apply_monitoring(p) || delete_chart_jobs(p))
+	    apply_node(p) || apply_monitoring(p) || delete_chart_jobs(p))
 		return -1;
 	return run(p, (const char *const[]){
 			      "helm", "upgrade", "--install", p->release,
@@ -774,7 +863,7 @@ static int show_admin_password(const char *dir)
 	char path[4096], pw[128];
 
 	snprintf(path, sizeof(path), "%s/.secrets/admin-password", dir);
-	if (read_secret(path, pw, sizeof(pw)))
+	if (secret_line(path, pw, sizeof(pw)))
 		return fail("%s: no admin password was generated there "
 			    "(render first, without --no-admin-user)", path);
 	printf("%s\n", pw);
@@ -806,10 +895,12 @@ int main(int argc, char **argv)
 	}
 	rc = 1;
 	if ((!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p)) ||
+	    prov_render_bundle(&p) || prov_render_node(&p) ||
 	    prov_render_obs(&p))
 		goto out;
 	printf("rendered %s target into %s (chart %s, Airflow %s, %s mode)\n",
-	       p.target, p.outdir, p.chart_version, p.airflow_version, p.mode);
+	       p.target, p.outdir, p.chart_version, p.airflow_version,
+	       p.node_level ? "node" : p.mode);
 	if (!strcmp(p.image, PROV_DEFAULT_IMAGE))
 		fprintf(stderr, "dagfs-provision: note: --image not given: %s is "
 				"not published anywhere; build sidecar/Dockerfile, "
@@ -825,6 +916,8 @@ out:
 	OPENSSL_cleanse(p.dbpass, sizeof(p.dbpass));
 	OPENSSL_cleanse(p.jwt, sizeof(p.jwt));
 	OPENSSL_cleanse(p.adminpass, sizeof(p.adminpass));
+	OPENSSL_cleanse(p.serve_token, sizeof(p.serve_token));
+	OPENSSL_cleanse(p.serve_key, sizeof(p.serve_key));
 	for (size_t i = 0; p.sources && i < p.nsources; i++)
 		source_spec_free(p.sources[i]);
 	free(p.sources);

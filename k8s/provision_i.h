@@ -19,6 +19,9 @@
 /* The volume dagfs shares with the Airflow containers: not "dags", which
  * the chart itself declares for dags.persistence and gitSync. */
 #define PROV_DAGS_VOLUME "dagfs-dags"
+/* Where the ConfigMap dagfs-airflow puts the dagfs_airflow package, on
+ * PYTHONPATH in every Airflow container. */
+#define PROV_BUNDLE_DIR "/opt/dagfs-airflow"
 #define PROV_SECRETS_DIR "/etc/dagfs/secrets"
 /* The Service in front of the dag-processors' dagfs, for pinned workers. */
 #define PROV_PIN_SERVICE "dagfs-dag-processor"
@@ -33,6 +36,8 @@ struct prov {
 	bool chart_validated; /* a release whose schema the tests check */
 	bool chart_legacy_workers; /* 1.18.0: workers.extra*, no .kubernetes */
 	bool no_admin_user;
+	const char *bundle; /* source, tree, none: DagfsDagBundle entries */
+	bool node_level; /* --mode node: one dagfs per node (mode is "fuse") */
 	bool prometheus_operator;
 	const char *prometheus_release; /* the label its Prometheus selects */
 	unsigned stale_periods;
@@ -63,8 +68,12 @@ struct prov {
 
 	/* filled by prov_secrets(): never printed */
 	char fernet[64], websecret[64], dbpass[80], jwt[80], adminpass[40];
+	/* --mode node: the publisher's token and signing key (PEM) */
+	char serve_token[80], serve_key[512], serve_pub[256];
 };
 
+/** Write @text as the lines of a YAML block scalar at @ind spaces. */
+void prov_yaml_block(FILE *f, const char *text, int ind);
 /** Write @s as a double-quoted YAML scalar. */
 void y_str(FILE *f, const char *s);
 /** Percent-encode @s for the user or password part of a URL into @out. */
@@ -105,6 +114,25 @@ void prov_pod_template(FILE *f, const struct prov *p, bool oneshot);
 int prov_render_cluster(const struct prov *p) WUR;
 int prov_render_k8s(const struct prov *p) WUR;
 int prov_render_vm(const struct prov *p) WUR;
+/** Whether DagfsDagBundle is registered (--bundle source or tree). */
+bool prov_bundles(const struct prov *p);
+/** dagProcessor.dagBundleConfigList at @ind spaces. */
+void prov_bundle_list_yaml(FILE *f, const struct prov *p, int ind);
+/** The same list as the JSON of [dag_processor] dag_bundle_config_list,
+ *  the bundles finding the mount at @mount. */
+void prov_bundle_list_json(FILE *f, const struct prov *p, const char *mount);
+/** The mount the bundles read in a pod (FUSE mount or materialise dir). */
+const char *prov_bundle_mount(const struct prov *p);
+/** The ConfigMap dagfs-airflow with the dagfs_airflow package. */
+int prov_render_bundle(const struct prov *p) WUR;
+/** --mode node: the hostPath of the node's dagfs, with @what appended. */
+void prov_node_hostpath(char *out, size_t len, const struct prov *p,
+			const char *what);
+/** --mode node: the publisher Deployment, the DaemonSet and their
+ *  ConfigMap (dagfs-node.yaml); 0 and nothing otherwise. */
+int prov_render_node(const struct prov *p) WUR;
+/** --mode node: the publisher's Service (dagfs-service.yaml). */
+void prov_node_service(FILE *f, const struct prov *p);
 /** The Grafana dashboard, the alerting rules and, with
  *  --prometheus-operator, PrometheusRule, metrics Services, ServiceMonitor. */
 int prov_render_obs(const struct prov *p) WUR;

@@ -97,6 +97,12 @@ static int render_secrets(const struct prov *p)
 		secret_item(f, "postgres-password", p->dbpass,
 			    strlen(p->dbpass));
 	}
+	if (p->node_level) { /* the publisher's token and signing key */
+		secret_head(f, p, "dagfs-serve");
+		secret_item(f, "token", p->serve_token, strlen(p->serve_token));
+		secret_item(f, "serve-key.pem", p->serve_key,
+			    strlen(p->serve_key));
+	}
 	secret_head(f, p, "dagfs-secrets");
 	if (p->git_ssh_key)
 		rc |= secret_file(f, "ssh-key", p->git_ssh_key);
@@ -253,7 +259,8 @@ static void dagfs_keys(FILE *f, const struct prov *p, int ind, bool native,
 		       bool oneshot)
 {
 	fprintf(f, "%*s%s:\n", ind, "",
-		native || oneshot ? "extraInitContainers" : "extraContainers");
+		native || oneshot || p->node_level ? "extraInitContainers" :
+						     "extraContainers");
 	prov_dagfs_container(f, p, ind, native, oneshot);
 	fprintf(f, "%*sextraVolumes:\n", ind, "");
 	prov_dagfs_volumes(f, p, ind);
@@ -275,8 +282,11 @@ static void component(FILE *f, const struct prov *p, const char *name,
 	fprintf(f, "%s:\n", name);
 	if (!strcmp(name, "scheduler"))
 		fprintf(f, "  replicas: %u\n", p->scheduler_replicas);
-	if (!strcmp(name, "dagProcessor"))
+	if (!strcmp(name, "dagProcessor")) {
 		fputs("  enabled: true\n", f);
+		if (prov_bundles(p) && !p->chart_legacy_workers)
+			prov_bundle_list_yaml(f, p, 2);
+	}
 	if (dagfs)
 		dagfs_keys(f, p, 2, !strcmp(p->sidecar, "native"), false);
 	if (!strcmp(name, "apiServer")) {
@@ -407,11 +417,25 @@ static int render_values(const struct prov *p)
 	admin_user(f, p);
 	fprintf(f, "env:\n- name: TZ\n  value: ");
 	y_str(f, p->timezone);
-	fprintf(f, "\nconfig:\n  core:\n    dags_folder: %s\n"
+	fputc('\n', f);
+	if (prov_bundles(p)) /* the package in every Airflow container */
+		fputs("- name: PYTHONPATH\n  value: " PROV_BUNDLE_DIR "\n"
+		      "volumes:\n- {name: dagfs-airflow, configMap: {name: "
+		      "dagfs-airflow}}\n"
+		      "volumeMounts:\n- {name: dagfs-airflow, mountPath: "
+		      PROV_BUNDLE_DIR "/dagfs_airflow, readOnly: true}\n", f);
+	/* dags_folder stays: Airflow's default route, the CLI's default */
+	fprintf(f, "config:\n  core:\n    dags_folder: %s\n"
 		   "    default_timezone: ",
 		prov_dags_folder(p));
 	y_str(f, p->timezone);
 	fputs("\n    load_examples: \"False\"\n", f);
+	if (prov_bundles(p) && p->chart_legacy_workers) {
+		/* chart 1.18.0 has no dagProcessor.dagBundleConfigList */
+		fputs("  dag_processor:\n    dag_bundle_config_list: '", f);
+		prov_bundle_list_json(f, p, prov_bundle_mount(p));
+		fputs("'\n", f);
+	}
 	component(f, p, "scheduler", local);
 	component(f, p, "apiServer", false);
 	component(f, p, "dagProcessor", true);
@@ -451,6 +475,10 @@ static int render_pin_service(const struct prov *p)
 
 	if (!f)
 		return -1;
+	if (p->node_level) {
+		prov_node_service(f, p);
+		return prov_close(f, "dagfs-service.yaml");
+	}
 	fprintf(f, "apiVersion: v1\nkind: Service\nmetadata:\n"
 		   "  name: %s-%s\n  namespace: %s\n"
 		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision, "

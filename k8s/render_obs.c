@@ -208,18 +208,6 @@ static void rules(FILE *f, const struct prov *p, int ind)
 		ind, "", ind, "", ind, "", ind, "", ind, "", ind, "", ind, "");
 }
 
-/* @text as a YAML block scalar at @ind spaces. */
-static void block(FILE *f, const char *text, int ind)
-{
-	for (const char *l = text; *l;) {
-		const char *e = strchr(l, '\n');
-		size_t n = e ? (size_t)(e - l) : strlen(l);
-
-		fprintf(f, "%*s%.*s\n", n ? ind : 0, "", (int)n, l);
-		l += n + (e != NULL);
-	}
-}
-
 static int render_dashboard(const struct prov *p)
 {
 	char *json = NULL;
@@ -244,7 +232,7 @@ static int render_dashboard(const struct prov *p)
 			   "dagfs-provision, grafana_dashboard: \"1\"}\n"
 			   "data:\n  dagfs.json: |\n",
 			p->release, p->ns);
-		block(f, json, 4);
+		prov_yaml_block(f, json, 4);
 		rc = prov_close(f, "grafana-dashboard.yaml");
 	} else {
 		rc = -1;
@@ -276,11 +264,16 @@ static void metrics_service(FILE *f, const struct prov *p,
 		   "  name: %s-dagfs-%s\n  namespace: %s\n"
 		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision, "
 		   "dagfs.io/metrics: \"true\", release: %s}\n"
-		   "spec:\n  type: ClusterIP\n  clusterIP: None\n"
-		   "  selector: {tier: airflow, component: %s, release: %s}\n"
-		   "  ports:\n  - {name: dagfs-http, port: %u, targetPort: %u}\n",
-		p->release, component, p->ns, p->release, component, p->release,
-		p->http_port, p->http_port);
+		   "spec:\n  type: ClusterIP\n  clusterIP: None\n",
+		p->release, component, p->ns, p->release);
+	if (p->node_level) /* --mode node: the DaemonSet's pods */
+		fprintf(f, "  selector: {app.kubernetes.io/name: dagfs-node, "
+			   "release: %s}\n", p->release);
+	else
+		fprintf(f, "  selector: {tier: airflow, component: %s, "
+			   "release: %s}\n", component, p->release);
+	fprintf(f, "  ports:\n  - {name: dagfs-http, port: %u, targetPort: "
+		   "%u}\n", p->http_port, p->http_port);
 }
 
 static int render_operator(const struct prov *p)
@@ -299,9 +292,13 @@ static int render_operator(const struct prov *p)
 	fputs("spec:\n", f);
 	rules(f, p, 2);
 	if (strcmp(p->target, "vm")) {
-		metrics_service(f, p, "triggerer");
-		if (prov_executor_has(p, "LocalExecutor"))
-			metrics_service(f, p, "scheduler");
+		if (p->node_level) {
+			metrics_service(f, p, "node");
+		} else {
+			metrics_service(f, p, "triggerer");
+			if (prov_executor_has(p, "LocalExecutor"))
+				metrics_service(f, p, "scheduler");
+		}
 		fprintf(f, "---\napiVersion: monitoring.coreos.com/v1\n"
 			   "kind: ServiceMonitor\nmetadata:\n  name: %s-dagfs\n"
 			   "  namespace: %s\n",

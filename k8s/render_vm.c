@@ -103,9 +103,10 @@ static int render_env(const struct prov *p)
 		   "AIRFLOW__WEBSERVER__SECRET_KEY=%s\n"
 		   "AIRFLOW__API_AUTH__JWT_SECRET=%s\n"
 		   "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://"
-		   "%s:%s@%s:%u/%s\nTZ=%s\n",
+		   "%s:%s@%s:%u/%s\nTZ=%s\n%s",
 		p->fernet, p->websecret, p->websecret, p->jwt, user, pass,
-		p->db_host, p->db_port, p->db_name, p->timezone);
+		p->db_host, p->db_port, p->db_name, p->timezone,
+		prov_bundles(p) ? "PYTHONPATH=" PROV_BUNDLE_DIR "\n" : "");
 	OPENSSL_cleanse(pass, sizeof(pass));
 	return prov_close(f, "airflow.env");
 }
@@ -121,6 +122,14 @@ static void cfg_text(FILE *f, const struct prov *p)
 	if (p->api_url) /* where task pods report to (Airflow 3) */
 		fprintf(f, "execution_api_server_url = %s/execution/\n",
 			p->api_url);
+	if (prov_bundles(p)) { /* the VMs' dagfs mounts AIRFLOW_HOME/dags */
+		char mount[4096];
+
+		snprintf(mount, sizeof(mount), "%s/dags", p->airflow_home);
+		fputs("\n[dag_processor]\ndag_bundle_config_list = ", f);
+		prov_bundle_list_json(f, p, mount);
+		fputc('\n', f);
+	}
 	fprintf(f, "\n[api]\nport = %u\n\n"
 		   "[kubernetes_executor]\npod_template_file = "
 		   "%s/pod-template.yaml\nnamespace = %s\nin_cluster = False\n"
@@ -263,6 +272,9 @@ static int render_install(const struct prov *p)
 		   "for s in secrets/*; do [ -e \"$s\" ] && install -m 0600 "
 		   "\"$s\" %s/; done\n"
 		   "install -m 0644 dagfs.conf /etc/dagfs/dagfs.conf\n"
+		   "if [ -d dagfs_airflow ]; then install -d " PROV_BUNDLE_DIR
+		   "/dagfs_airflow && install -m 0644 dagfs_airflow/*.py "
+		   PROV_BUNDLE_DIR "/dagfs_airflow/; fi\n"
 		   "install -m 0600 -o airflow airflow.env /etc/airflow/airflow.env\n"
 		   "install -m 0644 -o airflow airflow.cfg %s/airflow.cfg\n"
 		   "install -m 0644 -o airflow pod-template.yaml %s/pod-template.yaml\n"

@@ -24,6 +24,7 @@
 #include "sidecar_i.h"
 
 #define TAG "daemon"
+#define GC_INTERVAL_MS 10000 /* a look for garbage after publications */
 
 extern char **environ;
 
@@ -298,7 +299,7 @@ static int sources_create(struct dagfs_ctx *ctx)
 		free(set);
 	}
 	if (rc)
-		fprintf(stderr, "dagfs: %s\n", err);
+		log_err(TAG, "%s", err);
 	for (size_t i = 0; fresh && i < c->nsources; i++)
 		source_free(fresh[i]);
 	free(fresh);
@@ -323,7 +324,7 @@ static int view_create(struct dagfs_ctx *ctx)
 	o.fetch_timeout_ms = c->fetch_timeout_ms;
 	rc = fs_new(&ctx->fs, ctx->store, &o);
 	if (rc) {
-		fprintf(stderr, "dagfs: creating the view: %s\n", strerror(-rc));
+		log_err(TAG, "creating the view: %s", strerror(-rc));
 		return rc;
 	}
 	fs_set_fetcher(ctx->fs, sc_fetch, sc_fetch_tree, ctx);
@@ -333,7 +334,7 @@ static int view_create(struct dagfs_ctx *ctx)
 		/* what the cache holds is served before any thread starts */
 		rc = sc_place(s);
 		if (rc) {
-			fprintf(stderr, "dagfs: source %s at /%s: %s\n",
+			log_err(TAG, "source %s at /%s: %s",
 				source_name(s->src), source_at(s->src),
 				strerror(-rc));
 			return rc;
@@ -345,18 +346,22 @@ static int view_create(struct dagfs_ctx *ctx)
 static int sources_start(struct dagfs_ctx *ctx)
 {
 	const struct sc_set *set = sc_set_get(ctx);
+	int rc;
 
 	for (size_t i = 0; i < set->n; i++) {
 		struct sc_source *s = set->v[i];
-		int rc = source_start(s->src, sc_on_publish, s);
 
+		rc = source_start(s->src, sc_on_publish, s);
 		if (rc) {
-			fprintf(stderr, "dagfs: source %s: cannot start: %s\n",
+			log_err(TAG, "source %s: cannot start: %s",
 				source_name(s->src), strerror(-rc));
 			return rc;
 		}
 	}
-	return 0;
+	rc = gc_start(&ctx->gc, ctx->store, GC_INTERVAL_MS);
+	if (rc)
+		log_err(TAG, "garbage collector: %s", strerror(-rc));
+	return rc;
 }
 
 /* Materialise mode: no mount to serve, only signals to wait for. */
@@ -392,7 +397,7 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 
 	rc = pthread_create(&t.thread, NULL, sig_main, &t);
 	if (rc) {
-		fprintf(stderr, "dagfs: signal thread: %s\n", strerror(rc));
+		log_err(TAG, "signal thread: %s", strerror(rc));
 		return -rc;
 	}
 	size_t n = sc_set_get(ctx)->n;
@@ -422,6 +427,7 @@ static void ctx_free(struct dagfs_ctx *ctx)
 	if (ctx->fs)
 		fs_unmount(ctx->fs);
 	fs_free(ctx->fs);
+	gc_stop(ctx->gc);
 	sc_set_release(ctx->set); /* no reader is left: frees the sources */
 	ctx->set = NULL;
 	for (size_t i = 0; i < ctx->nreloads; i++) {
@@ -441,10 +447,10 @@ static int open_cache(struct dagfs_ctx *ctx)
 	int rc = store_open(&ctx->store, cache, false);
 
 	if (rc == -EBUSY)
-		fprintf(stderr, "dagfs: cache %s: in use by another dagfs "
-				"process\n", cache);
+		log_err(TAG, "cache %s: in use by another dagfs "
+				"process", cache);
 	else if (rc)
-		fprintf(stderr, "dagfs: cache %s: %s\n", cache, strerror(-rc));
+		log_err(TAG, "cache %s: %s", cache, strerror(-rc));
 	return rc;
 }
 
@@ -455,7 +461,7 @@ static int mount_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 	ctx->materialize = ctx->cfg->materialize;
 	rc = mkdir_p(ctx->materialize, 0755);
 	if (rc) {
-		fprintf(stderr, "dagfs: --materialize %s: %s\n",
+		log_err(TAG, "--materialize %s: %s",
 			ctx->materialize, strerror(-rc));
 		goto out;
 	}
@@ -463,7 +469,7 @@ static int mount_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 	if (!rc)
 		rc = sources_create(ctx);
 	if (!rc && (rc = status_writer_start(ctx)))
-		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
+		log_err(TAG, "status writer: %s", strerror(-rc));
 	if (!rc)
 		rc = endpoints_start(ctx);
 	if (!rc)
@@ -483,20 +489,21 @@ int cmd_mount(const struct dagfs_config *c)
 	int rc;
 
 	if (c->npos != (c->materialize ? 0 : 1)) {
-		fprintf(stderr, "dagfs: mount needs %s, got %d argument%s "
-				"(see dagfs mount --help)\n",
+		log_err(TAG, "mount needs %s, got %d argument%s "
+				"(see dagfs mount --help)",
 			c->materialize ? "no MOUNTPOINT with --materialize" :
 					 "one MOUNTPOINT",
 			c->npos, c->npos == 1 ? "" : "s");
 		return 1;
 	}
 	pthread_mutex_init(&ctx.lock, NULL);
+	pthread_mutex_init(&ctx.set_lock, NULL);
 	signals_block(&set);
 	if (c->materialize)
 		return mount_materialized(&ctx, &set);
 	ctx.mountpoint = realpath(c->pos[0], NULL);
 	if (!ctx.mountpoint) {
-		fprintf(stderr, "dagfs: mountpoint %s: %s\n", c->pos[0],
+		log_err(TAG, "mountpoint %s: %s", c->pos[0],
 			strerror(errno));
 		rc = -errno;
 		goto out;
@@ -509,10 +516,10 @@ int cmd_mount(const struct dagfs_config *c)
 	if (!rc) {
 		rc = fs_mount(ctx.fs, ctx.mountpoint, err, sizeof(err));
 		if (rc)
-			fprintf(stderr, "dagfs: %s\n", err);
+			log_err(TAG, "%s", err);
 	}
 	if (!rc && (rc = status_writer_start(&ctx)))
-		fprintf(stderr, "dagfs: status writer: %s\n", strerror(-rc));
+		log_err(TAG, "status writer: %s", strerror(-rc));
 	if (!rc)
 		rc = endpoints_start(&ctx);
 	if (!rc)

@@ -8,6 +8,7 @@
  *   DIR/snapshots/ID              every retained snapshot
  *   DIR/sources/NAME/revs/REV     a statement per retained revision
  *   DIR/sources/NAME/current      the statement of the current one
+ *   DIR/trees/ID                  every tree manifest (whole-view versions)
  *
  * in that order, each file complete before it is renamed into place, so
  * a reader of DIR never finds a statement naming a snapshot or blob that
@@ -31,7 +32,7 @@ struct export {
 	struct store *st;
 	const char *dir;
 	struct sdoc_key *key;
-	unsigned long blobs, snaps, docs;
+	unsigned long blobs, snaps, docs, trees;
 };
 
 /* @buf into @dir/@name via a temporary name and rename(). */
@@ -179,6 +180,33 @@ static int export_source(struct export *x, const char *name)
 	return rc;
 }
 
+/* Every manifest that checks against its name, into DIR/trees/. */
+static int export_trees(struct export *x)
+{
+	char sub[PATH_MAX], **ids = NULL;
+	int n = tree_list(x->st, &ids), rc = 0;
+
+	if (path_fmt(sub, sizeof(sub), "%s/trees", x->dir))
+		rc = -ENAMETOOLONG;
+	for (int i = 0; i < n; i++) {
+		struct tree *t;
+		char *text = NULL;
+		size_t len;
+
+		if (!rc && !tree_load(x->st, ids[i], &t)) {
+			rc = tree_encode(t->m, t->n, &text, &len);
+			if (!rc)
+				rc = put_file(sub, ids[i], text, len);
+			x->trees += !rc;
+			free(text);
+			tree_free(t);
+		}
+		free(ids[i]);
+	}
+	free(ids);
+	return n < 0 ? n : rc;
+}
+
 int cmd_export(const struct dagfs_config *c)
 {
 	struct export x = { .dir = c->npos == 1 ? c->pos[0] : NULL };
@@ -212,11 +240,14 @@ int cmd_export(const struct dagfs_config *c)
 				fprintf(stderr, "dagfs: export of source %s: "
 					"%s\n", de->d_name, strerror(-rc));
 		}
+	if (d && !rc && (rc = export_trees(&x)))
+		fprintf(stderr, "dagfs: export of trees: %s\n", strerror(-rc));
 	if (!d)
 		fprintf(stderr, "dagfs: cache %s has no sources/\n", c->cache);
 	else if (!rc)
-		printf("exported to %s: %lu blobs, %lu snapshots, %lu statements "
-		       "new or rewritten\n", x.dir, x.blobs, x.snaps, x.docs);
+		printf("exported to %s: %lu blobs, %lu snapshots, %lu statements, "
+		       "%lu trees new or rewritten\n", x.dir, x.blobs, x.snaps,
+		       x.docs, x.trees);
 out:
 	if (d)
 		closedir(d);

@@ -7,10 +7,12 @@
  *   /store/sources/NAME/current          statement of NAME's current snapshot
  *   /store/sources/NAME/current?after=ID&wait=S
  *                                        the same once it is no longer ID
- *                                        (long-poll, at most S seconds)
+ *                                        (a snapshot id or a revision;
+ *                                        long-poll, at most S seconds)
  *   /store/sources/NAME/revs/REV         statement of a retained revision
  *   /store/snapshots/ID                  a snapshot's bytes (immutable)
  *   /store/objects/AB/CDEF...            a blob's bytes (immutable)
+ *   /store/trees/ID                      a tree manifest (immutable)
  *
  * The same names as files are a complete static copy (`dagfs export`):
  * objects/ and snapshots/ are the cache's own layout, and a static server
@@ -20,7 +22,7 @@
  *
  * Nothing outside those shapes is answered: names and ids are checked
  * character by character before they touch a path, so no request reaches
- * a file outside objects/ and snapshots/, and nothing of a source's
+ * a file outside objects/, snapshots/ and trees/, and nothing of a source's
  * configuration or credentials is ever named. Every blob and snapshot is
  * verified against its name before it is sent.
  *
@@ -55,7 +57,7 @@ struct waiter {
 	struct waiter *prev, *next;
 	struct MHD_Connection *c;
 	char source[65];
-	char after[DHASH_HEX];
+	char after[256]; /* a snapshot id or a revision */
 	int64_t deadline; /* mono_ns */
 	bool listed;  /* on sv->waiters */
 	bool resumed; /* answer now */
@@ -125,9 +127,9 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status,
 			NULL, MHD_RESPMEM_PERSISTENT);
 }
 
-/* If-None-Match equal to @etag: 304, and true. */
-static bool not_modified(struct MHD_Connection *c, const char *etag,
-			 enum MHD_Result *ret)
+/* If-None-Match equal to @etag: 304 (with @cache), and true. */
+static bool not_modified_as(struct MHD_Connection *c, const char *etag,
+			    const char *cache, enum MHD_Result *ret)
 {
 	const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						      "If-None-Match");
@@ -142,10 +144,16 @@ static bool not_modified(struct MHD_Connection *c, const char *etag,
 		return true;
 	}
 	MHD_add_response_header(r, "ETag", etag);
-	MHD_add_response_header(r, "Cache-Control", IMMUTABLE);
+	MHD_add_response_header(r, "Cache-Control", cache);
 	*ret = MHD_queue_response(c, MHD_HTTP_NOT_MODIFIED, r);
 	MHD_destroy_response(r);
 	return true;
+}
+
+static bool not_modified(struct MHD_Connection *c, const char *etag,
+			 enum MHD_Result *ret)
+{
+	return not_modified_as(c, etag, IMMUTABLE, ret);
 }
 
 /* ------------------------------------------------------- name checks */
@@ -302,14 +310,17 @@ static enum MHD_Result send_doc(struct serve *sv, struct MHD_Connection *c,
 	size_t len;
 	struct MHD_Response *r;
 	enum MHD_Result ret;
-	int rc = current_doc(sv, s, &text, &len);
+	int rc;
 
+	snprintf(etag, sizeof(etag), "\"%s\"", s->id);
+	if (!waited && not_modified_as(c, etag, "no-cache", &ret))
+		return ret; /* an HTTP cache revalidating */
+	rc = current_doc(sv, s, &text, &len);
 	if (rc) {
 		log_err(TAG, "statement of %s snapshot %s: %s", s->source,
 			s->id, strerror(-rc));
 		return send_text(c, 500, "snapshot unreadable\n");
 	}
-	snprintf(etag, sizeof(etag), "\"%s\"", s->id);
 	r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(text);
@@ -441,8 +452,8 @@ static enum MHD_Result get_current(struct serve *sv, struct MHD_Connection *c,
 		return send_text(c, 404, "no such source\n");
 	if (!snap)
 		return send_text(c, 503, "no revision published yet\n");
-	if (w || !after || !hex_ok(after, 32) || wait_s <= 0 ||
-	    strcmp(after, snap->id)) {
+	if (w || !after || strlen(after) >= sizeof(w->after) || wait_s <= 0 ||
+	    (strcmp(after, snap->id) && strcmp(after, snap->rev))) {
 		ret = send_doc(sv, c, snap, w != NULL);
 		snap_unref(snap);
 		return ret;
@@ -461,7 +472,7 @@ static enum MHD_Result get_current(struct serve *sv, struct MHD_Connection *c,
 	pthread_mutex_lock(&sv->lock);
 	/* a publication between the check above and here must not be lost */
 	if (!sv->stopping && find_source(sv, name, &snap) && snap &&
-	    !strcmp(snap->id, after)) {
+	    (!strcmp(snap->id, after) || !strcmp(snap->rev, after))) {
 		w->next = sv->waiters;
 		if (w->next)
 			w->next->prev = w;
@@ -696,6 +707,45 @@ static enum MHD_Result fetch_rev(struct serve *sv, struct MHD_Connection *c,
 	return MHD_YES;
 }
 
+/* trees/ID: a tree manifest, checked against its name (immutable). */
+static enum MHD_Result get_tree(struct serve *sv, struct MHD_Connection *c,
+				const char *id)
+{
+	char path[4096], etag[DHASH_HEX + 2];
+	enum MHD_Result ret;
+	struct tree *t;
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	int fd;
+
+	if (!hex_ok(id, 32) ||
+	    path_fmt(path, sizeof(path), "%s/trees/%s",
+		     store_dir(sv->ctx->store), id))
+		return send_text(c, 404, "not found\n");
+	snprintf(etag, sizeof(etag), "\"%s\"", id);
+	if (not_modified(c, etag, &ret))
+		return ret;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return send_text(c, 404, "no such tree\n");
+	buf = !fstat(fd, &st) && st.st_size <= (1 << 20) ?
+		      malloc((size_t)st.st_size + 1) :
+		      NULL;
+	n = buf ? pread(fd, buf, (size_t)st.st_size, 0) : -1;
+	close(fd);
+	if (n != st.st_size || tree_decode(&t, id, buf, (size_t)n)) {
+		free(buf);
+		return send_text(c, 404, "no such tree\n");
+	}
+	tree_free(t);
+	ret = send_buf(c, 200, buf, (size_t)n, "text/plain", IMMUTABLE, etag,
+		       MHD_RESPMEM_MUST_FREE);
+	if (ret != MHD_YES)
+		free(buf);
+	return ret;
+}
+
 static enum MHD_Result get_rev(struct serve *sv, struct MHD_Connection *c,
 			       const char *name, const char *rev,
 			       void **con_cls)
@@ -813,6 +863,8 @@ enum MHD_Result serve_handle(struct serve *sv, struct MHD_Connection *c,
 		return get_list(sv, c);
 	if (n == 2 && !strcmp(part[0], "snapshots"))
 		return get_snapshot(sv, c, part[1]);
+	if (n == 2 && !strcmp(part[0], "trees"))
+		return get_tree(sv, c, part[1]);
 	if (n == 3 && !strcmp(part[0], "objects") && hex_ok(part[1], 2) &&
 	    hex_ok(part[2], 30)) {
 		char hex[DHASH_HEX];

@@ -24,8 +24,8 @@ static const char *const level_names[] = {
 
 void log_setup(int level, bool json)
 {
-	log_threshold = level;
-	log_json = json;
+	__atomic_store_n(&log_threshold, level, __ATOMIC_RELAXED);
+	__atomic_store_n(&log_json, json, __ATOMIC_RELAXED);
 }
 
 int log_level_parse(const char *name)
@@ -56,7 +56,7 @@ void log_vemit(int level, const char *tag, const char *fmt, va_list ap)
 	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
 		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 		 tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
-	if (log_json) {
+	if (__atomic_load_n(&log_json, __ATOMIC_RELAXED)) {
 		char etag[256], emsg[4096 - 256];
 
 		json_quote(etag, sizeof(etag), tag);

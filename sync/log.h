@@ -20,12 +20,15 @@ enum log_level {
 	LOG_LVL_DEBUG = 7,
 };
 
-/* The only process-wide settings: written once at start-up, read-only after. */
+/*
+ * The only process-wide settings: written at start-up and by a reload
+ * (SIGHUP) while other threads log, so read and written atomically.
+ */
 extern int log_threshold;
 
 /**
  * Configure logging. @level is the most verbose level printed; @json
- * selects one JSON object per line instead of text.
+ * selects one JSON object per line instead of text. Thread-safe.
  */
 void log_setup(int level, bool json);
 
@@ -43,7 +46,8 @@ void log_vemit(int level, const char *tag, const char *fmt, va_list ap);
 
 #define log_at(lvl, tag, ...)                                                  \
 	do {                                                                   \
-		if ((lvl) <= log_threshold)                                    \
+		if ((lvl) <= __atomic_load_n(&log_threshold,                \
+					     __ATOMIC_RELAXED))                \
 			log_emit((lvl), (tag), __VA_ARGS__);                   \
 	} while (0)
 #define log_err(tag, ...) log_at(LOG_LVL_ERR, tag, __VA_ARGS__)

@@ -249,6 +249,7 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	if (rc)
 		return rc;
 	links_trim(st, srcdir, "h-", keep ? keep : 1, snap->id);
+	store_note_publication(st);
 	/* derived data: without an index, readers rebuild one */
 	if (pub_index_update(st, snap->source, snap))
 		log_warn(snap->source, "revision index not written; it is "
@@ -579,19 +580,39 @@ static int sweep_blobs(struct store *st, const struct hset *live)
 	return removed;
 }
 
-int pub_gc(struct store *st)
+/* Collect; the exclusive store lock is held. */
+static int gc_locked(struct store *st)
 {
 	struct hset keep = { 0 }, live = { 0 };
 	int rc;
 
-	store_gc_begin(st);
 	rc = collect_linked(st, &keep);
 	if (!rc)
 		rc = sweep_snapshots(st, &keep, &live);
 	if (!rc)
 		rc = sweep_blobs(st, &live);
-	store_gc_end(st);
 	free(keep.v);
 	free(live.v);
+	return rc;
+}
+
+int pub_gc(struct store *st)
+{
+	int rc;
+
+	store_gc_begin(st);
+	rc = gc_locked(st);
+	store_gc_end(st);
+	return rc;
+}
+
+int pub_gc_try(struct store *st)
+{
+	int rc;
+
+	if (!store_gc_trybegin(st))
+		return -EBUSY;
+	rc = gc_locked(st);
+	store_gc_end(st);
 	return rc;
 }

@@ -43,6 +43,9 @@ int pub_read_all(const char *path, void **out, size_t *len) WUR;
 int pub_load_checked(struct store *st, const char *source, const char *id,
 		     struct snap **out) WUR;
 
+/** Count a publication (store.c; the collector watches the count). */
+void store_note_publication(struct store *s);
+
 /** Serialise writers of the revision indexes (store.c). */
 void store_index_lock(struct store *s);
 void store_index_unlock(struct store *s);

@@ -88,10 +88,9 @@ static int index_read(struct store *st, const char *source,
 	void *text;
 	int rc;
 
-	if (src_dir(path, sizeof(path), st, source) ||
-	    strlen(path) + sizeof("/index") > sizeof(path))
+	if (path_fmt(path, sizeof(path), "%s/sources/%s/index", store_dir(st),
+		     source))
 		return -ENAMETOOLONG;
-	strcat(path, "/index");
 	rc = pub_read_all(path, &text, &len);
 	if (rc)
 		return rc;

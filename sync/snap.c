@@ -587,6 +587,56 @@ out:
 	return rc;
 }
 
+/* A digest of the entries: equal listings are the same revision. */
+static void entries_digest(struct dhash *out, const struct snap *s)
+{
+	XXH3_state_t *xs = XXH3_createState();
+	XXH128_canonical_t c;
+
+	XXH3_128bits_reset(xs);
+	for (uint32_t i = 0; i < s->n; i++) {
+		const struct snap_entry *e = &s->e[i];
+
+		XXH3_128bits_update(xs, e->path, strlen(e->path) + 1);
+		XXH3_128bits_update(xs, &e->type, 1);
+		XXH3_128bits_update(xs, &e->mode, sizeof(e->mode));
+		XXH3_128bits_update(xs, &e->size, sizeof(e->size));
+		XXH3_128bits_update(xs, &e->mtime_ns, sizeof(e->mtime_ns));
+		XXH3_128bits_update(xs, e->hash.b, 16);
+		if (e->target)
+			XXH3_128bits_update(xs, e->target, strlen(e->target));
+	}
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+	XXH3_freeState(xs);
+	memcpy(out->b, c.digest, 16);
+}
+
+int snap_builder_finish_digest(struct snap_builder *b, const char *prefix,
+			       struct snap **out)
+{
+	size_t pl = strlen(prefix);
+	struct snap *s;
+	struct dhash h;
+	char *rev;
+	int rc = snap_builder_finish(b, "", &s);
+
+	if (rc)
+		return rc;
+	rev = malloc(pl + DHASH_HEX);
+	if (!rev) {
+		snap_unref(s);
+		return -ENOMEM;
+	}
+	/* still sealing: nobody else holds @s, its id is not yet computed */
+	entries_digest(&h, s);
+	memcpy(rev, prefix, pl);
+	dhash_hex(rev + pl, &h);
+	free(s->rev);
+	s->rev = rev;
+	*out = s;
+	return 0;
+}
+
 /* ---------------------------------------------------------------- diff */
 
 static bool entry_same(const struct snap_entry *a, const struct snap_entry *b)

@@ -42,7 +42,9 @@ bool source_spec_unchanged(struct source *src)
 		     src->name))
 		return false;
 	mkdir(path, 0755);
-	strcat(path, "/spec");
+	if (path_fmt(path, sizeof(path), "%s/sources/%s/spec",
+		     store_dir(src->store), src->name))
+		return false;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0) {
 		n = read(fd, have, sizeof(have) - 1);

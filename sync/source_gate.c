@@ -33,8 +33,13 @@ static int gate_run(struct source *src, const char *dir, char *why,
 	if (pipe2(pfd, O_CLOEXEC))
 		return -errno;
 	pid = fork();
-	if (pid < 0)
-		return -errno;
+	if (pid < 0) {
+		int rc = -errno;
+
+		close(pfd[0]);
+		close(pfd[1]);
+		return rc;
+	}
 	if (pid == 0) { /* only async-signal-safe calls until exec */
 		dup2(pfd[1], 1);
 		dup2(pfd[1], 2);

@@ -71,11 +71,8 @@ static int attempt(struct source *src, char *err, size_t errlen)
 			   (double)(mono_ns() - t0) / 1e6);
 		publish_to_reader(src, snap);
 		snap_unref(snap);
-		rc = pub_gc(src->store);
-		if (rc > 0)
-			log_info(src->tag, "collected %d unused blobs", rc);
 	}
-	return 0;
+	return 0; /* garbage is the collector's (gc.c), never ours */
 }
 
 const double source_duration_bounds[10] = { 0.05, 0.1, 0.25, 0.5, 1,
@@ -196,6 +193,9 @@ int source_sync_once(struct source *src, struct snap **out, char *err,
 	rc = attempt(src, err, errlen);
 	if (rc)
 		return rc;
+	rc = pub_gc(src->store); /* one-shot: no collector thread */
+	if (rc > 0)
+		log_info(src->tag, "collected %d unused blobs", rc);
 	*out = source_current(src);
 	if (!*out) {
 		snprintf(err, errlen, "%s: nothing published", src->tag);

@@ -35,6 +35,7 @@ struct store {
 	int dirfd;
 	int lockfd;
 	pthread_rwlock_t gc_lock; /* shared: syncs; exclusive: gc */
+	uint64_t publications;	  /* atomic */
 	pthread_mutex_t index_lock; /* serialises revision index writers */
 	pthread_mutex_t pin_lock; /* guards pins, npins */
 	struct pin *pins;
@@ -500,6 +501,21 @@ void store_sync_end(struct store *s)
 void store_gc_begin(struct store *s)
 {
 	pthread_rwlock_wrlock(&s->gc_lock);
+}
+
+bool store_gc_trybegin(struct store *s)
+{
+	return pthread_rwlock_trywrlock(&s->gc_lock) == 0;
+}
+
+uint64_t store_publications(struct store *s)
+{
+	return __atomic_load_n(&s->publications, __ATOMIC_ACQUIRE);
+}
+
+void store_note_publication(struct store *s)
+{
+	__atomic_add_fetch(&s->publications, 1, __ATOMIC_RELEASE);
 }
 
 void store_gc_end(struct store *s)

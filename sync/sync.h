@@ -118,7 +118,12 @@ bool store_pinned(struct store *s, const char *snap_id);
 void store_sync_begin(struct store *s);
 void store_sync_end(struct store *s);
 void store_gc_begin(struct store *s);
+/** store_gc_begin() if no sync holds the store: true if taken. */
+bool store_gc_trybegin(struct store *s);
 void store_gc_end(struct store *s);
+
+/** Publications into @s so far (a counter the collector watches). */
+uint64_t store_publications(struct store *s);
 
 /* ------------------------------------------------------------- snapshots */
 
@@ -184,6 +189,13 @@ int snap_builder_add_link(struct snap_builder *b, const char *path,
  */
 int snap_builder_finish(struct snap_builder *b, const char *rev,
 			struct snap **out) WUR;
+/**
+ * snap_builder_finish() whose revision is @prefix and a digest of the
+ * sealed entries (paths, types, modes, sizes, mtimes, hashes, targets):
+ * a revision that names the listing itself, for sources without one.
+ */
+int snap_builder_finish_digest(struct snap_builder *b, const char *prefix,
+			       struct snap **out) WUR;
 void snap_builder_free(struct snap_builder *b);
 
 /** Check a relative path as a snapshot path; 0 if valid, -EINVAL if not. */
@@ -274,9 +286,25 @@ int pub_read_raw(struct store *st, const char *id, void **out,
 
 /**
  * Remove snapshots no source retains, and blobs no retained or pinned
- * snapshot names. Returns the number of blobs removed.
+ * snapshot names. Waits for running syncs (store_gc_begin). Returns the
+ * number of blobs removed. For one-shot commands; a daemon uses gc_start.
  */
 int pub_gc(struct store *st) WUR;
+
+/** pub_gc() unless a sync holds the store: then -EBUSY at once. */
+int pub_gc_try(struct store *st) WUR;
+
+struct gc;
+
+/**
+ * Collect garbage in a thread of its own: every @interval_ms, if anything
+ * was published since the last collection, pub_gc_try(), retried a second
+ * later while syncs hold the store. Never blocks a sync or a publication
+ * from starting. Stop and free with gc_stop().
+ */
+int gc_start(struct gc **out, struct store *st, int interval_ms) WUR;
+/** Stop the collector (waits for a collection in progress); NULL: no-op. */
+void gc_stop(struct gc *g);
 
 /**
  * Keep @snap (a revision fetched on demand) without making it current:
@@ -528,6 +556,16 @@ enum source_conflict {
 int source_layout_conflict(size_t *first, size_t *second,
 			   const char *const *names, const char *const *ats,
 			   size_t n) WUR;
+
+/** Name of source type @i (0, 1, ...), or NULL past the last. */
+const char *source_type_name(size_t i);
+
+/**
+ * The keys a source of @type accepts besides the common ones, or with
+ * @type NULL the common keys: NULL-terminated, static. NULL if @type is
+ * unknown. What --help lists, so it cannot drift from what is accepted.
+ */
+const char *const *source_type_keys(const char *type);
 
 struct source;
 

@@ -13,7 +13,15 @@
 #   DAGFS_ASAN    0 skips the sanitizer build
 #   DAGFS_ASAN_TESTS  pytest arguments for the sanitizer run
 #                 (default: the core and sidecar integration tests)
+#   DAGFS_TSAN    0 skips the ThreadSanitizer build
+#   DAGFS_TSAN_TESTS  pytest arguments for the threaded tests under it
+#                 (default: materialise mode, reloads and the collector:
+#                 every thread but FUSE's, whose inode handoff through the
+#                 kernel TSan cannot see)
 #   PYTEST_ARGS   extra arguments for the main pytest run
+#   DAGFS_TEST_JOBS  pytest-xdist workers for the integration runs
+#                 (default 3: most tests wait on servers, timeouts and
+#                 the kernel, not the CPU; a file's tests share a worker)
 #   DAGFS_AIRFLOW 0 skips the real-Airflow tests (tests/airflow)
 # Exit status: 0 if every step passed.
 
@@ -40,11 +48,11 @@ run() {
 
 PACKAGES=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	libgit2-dev libcurl4-openssl-dev libssl-dev libxxhash-dev libinih-dev
-	libmicrohttpd-dev libexpat1-dev libsystemd-dev python3-pytest lighttpd
+	libmicrohttpd-dev libexpat1-dev libsystemd-dev python3-pytest python3-pytest-xdist lighttpd
 	openssh-server git attr libclang-rt-14-dev ceph-mon ceph-osd radosgw
 	ceph-common util-linux python3-jsonschema python3-yaml prometheus jq
 	python3-venv postgresql debhelper dpkg-dev debootstrap groff-base systemd
-	podman runc)
+	podman runc openssl curl)
 
 install_packages() {
 	local missing=() p
@@ -137,6 +145,7 @@ modprobe fuse 2>/dev/null || true
 # pytest's own numbered temp directories are shared with any other
 # pytest on the machine, which may clean them up under our mounts
 TMPBASE=$(mktemp -d /tmp/dagfs-tests.XXXXXX)
+XDIST=(-n "${DAGFS_TEST_JOBS:-3}" --dist loadfile)
 trap 'rm -rf "$TMPBASE" 2>/dev/null' EXIT
 run "build" build build || { echo "build failed" >&2; exit 1; }
 run "unit tests" meson test -C build --suite unit --print-errorlogs
@@ -149,7 +158,7 @@ if [ "${DAGFS_AIRFLOW:-1}" != 0 ] && run "airflow venv" airflow_venv; then
 fi
 # shellcheck disable=SC2086
 run "integration tests" env DAGFS_BUILD=build \
-	"$PY" -m pytest -q -p no:cacheprovider --basetemp="$TMPBASE/main" \
+	"$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" --basetemp="$TMPBASE/main" \
 	tests/integration ${PYTEST_ARGS:-}
 if [ -n "$venv_ok" ]; then
 	run "airflow tests" env DAGFS_BUILD=build DAGFS_AIRFLOW_VENV="$AIRFLOW_VENV" \
@@ -169,9 +178,24 @@ if [ "${DAGFS_ASAN:-1}" != 0 ]; then
 			--print-errorlogs
 		# shellcheck disable=SC2086
 		run "integration subset (sanitizers)" env DAGFS_BUILD=build-asan \
-			"$PY" -m pytest -q -p no:cacheprovider \
+			"$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
 			--basetemp="$TMPBASE/asan" \
-			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py tests/integration/test_sidecar.py tests/integration/test_daemon.py tests/integration/test_s3.py tests/integration/test_git.py tests/integration/test_meta.py}
+			${DAGFS_ASAN_TESTS:-tests/integration/test_core.py tests/integration/test_sidecar.py tests/integration/test_daemon.py tests/integration/test_s3.py tests/integration/test_git.py tests/integration/test_meta.py tests/integration/test_mirror.py}
+	fi
+fi
+
+if [ "${DAGFS_TSAN:-1}" != 0 ]; then
+	# sync/'s threads (one per source, the collector, the git watchdog),
+	# the daemon's (HTTP, status writer, SIGHUP) and libfuse's
+	export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+	if run "thread sanitizer build" build build-tsan -Dtsan=true; then
+		run "unit tests (tsan)" meson test -C build-tsan --suite unit \
+			--print-errorlogs
+		# shellcheck disable=SC2086
+		run "threaded tests (tsan)" env DAGFS_BUILD=build-tsan \
+			"$PY" -m pytest -q -p no:cacheprovider \
+			--basetemp="$TMPBASE/tsan" \
+			${DAGFS_TSAN_TESTS:--k "materialize or collector" tests/integration/test_sidecar.py tests/integration/test_daemon.py}
 	fi
 fi
 

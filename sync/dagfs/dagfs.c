@@ -46,6 +46,9 @@
 #define TRIES 3
 #define SNAP_MAX (256u << 20)
 #define TOKEN_MAX 4096
+/* tree_put() trims to this; the view's own keep-trees trims at its next
+ * composition, so this only has to be at least as large */
+#define TREES_KEEP 1000000
 
 static const char *const dagfs_keys[] = { "source", "token-file",
 					  "public-key", "parallel", "wait",
@@ -747,6 +750,43 @@ static void probe(struct source *src, int timeout_ms)
 }
 
 /*
+ * Tree manifest @id from the upstream (trees/ID), stored by tree_put(),
+ * which checks it hashes to @id. Called from fs/'s fetch threads while
+ * ->sync may run: an easy handle of its own, and only what init set.
+ */
+static int dg_fetch_tree(struct source *src, const char *id, int timeout_ms,
+			 char *err, size_t errlen)
+{
+	struct dg *g = src->priv;
+	struct body b = { .max = 1 << 20 };
+	char url[PATH_MAX];
+	CURL *e;
+	CURLcode cc;
+	long status = 0;
+	int rc;
+
+	if (path_fmt(url, sizeof(url), "%s/trees/%s", g->base, id))
+		return -ENAMETOOLONG;
+	e = curl_easy_init();
+	if (!e)
+		return -ENOMEM;
+	easy_setup(g, e, url, timeout_ms / 1000 + 1);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+	cc = curl_easy_perform(e);
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(e);
+	if (cc != CURLE_OK || status != 200 || b.too_big)
+		rc = dg_fail(src, err, errlen, "tree manifest", cc, status);
+	else if ((rc = tree_put(src->store, id, b.p, b.len, TREES_KEEP)))
+		snprintf(err, errlen, "%s: tree manifest %s: %s", src->tag, id,
+			 rc == -EBADMSG ? "does not match its name; refused" :
+					  strerror(-rc));
+	free(b.p);
+	return rc;
+}
+
+/*
  * Wait for the next round: the long-poll when the last round went well
  * (it answers when the upstream publishes), else the loop's backoff. A
  * server that did not long-poll (a static copy) is polled every period.
@@ -987,5 +1027,6 @@ const struct source_ops source_dagfs_ops = {
 	.wait = dg_wait,
 	.fini = dg_fini,
 	.fetch_rev = dg_fetch_rev,
+	.fetch_tree = dg_fetch_tree,
 	.keys = dagfs_keys,
 };

@@ -258,33 +258,6 @@ static int scan_dir(struct scan *sc, int dfd)
 	return rc;
 }
 
-/* A digest of the listing: equal listings are the same revision. */
-static void listing_rev(char out[DHASH_HEX + 4], const struct snap *s)
-{
-	XXH3_state_t *xs = XXH3_createState();
-	XXH128_canonical_t c;
-	struct dhash h;
-
-	XXH3_128bits_reset(xs);
-	for (uint32_t i = 0; i < s->n; i++) {
-		const struct snap_entry *e = &s->e[i];
-
-		XXH3_128bits_update(xs, e->path, strlen(e->path) + 1);
-		XXH3_128bits_update(xs, &e->type, 1);
-		XXH3_128bits_update(xs, &e->mode, sizeof(e->mode));
-		XXH3_128bits_update(xs, &e->size, sizeof(e->size));
-		XXH3_128bits_update(xs, &e->mtime_ns, sizeof(e->mtime_ns));
-		XXH3_128bits_update(xs, e->hash.b, 16);
-		if (e->target)
-			XXH3_128bits_update(xs, e->target, strlen(e->target));
-	}
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
-	XXH3_freeState(xs);
-	memcpy(h.b, c.digest, 16);
-	memcpy(out, "dir-", 4);
-	dhash_hex(out + 4, &h);
-}
-
 static int scan_once(struct source *src, struct scan *sc)
 {
 	struct dir_src *ds = src->priv;
@@ -332,7 +305,6 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 		    char *err, size_t errlen)
 {
 	struct dir_src *ds = src->priv;
-	char rev[DHASH_HEX + 4];
 	struct snap *s;
 	int rc, tries = 0;
 	struct scan sc;
@@ -374,7 +346,7 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 		seen_free(&sc.next);
 		return rc;
 	}
-	rc = snap_builder_finish(sc.b, "", &s);
+	rc = snap_builder_finish_digest(sc.b, "dir-", &s);
 	if (rc) {
 		seen_free(&sc.next);
 		snprintf(err, errlen, "%s: building snapshot: %s", src->tag,
@@ -384,16 +356,9 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 	qsort(sc.next.v, sc.next.n, sizeof(*sc.next.v), seen_cmp);
 	seen_free(&ds->seen);
 	ds->seen = sc.next;
-	listing_rev(rev, s);
-	if (!strcmp(rev, prev_rev)) {
+	if (!strcmp(s->rev, prev_rev)) {
 		snap_unref(s);
 		return 0;
-	}
-	free(s->rev);
-	s->rev = strdup(rev);
-	if (!s->rev) {
-		snap_unref(s);
-		return -ENOMEM;
 	}
 	*out = s;
 	return 1;

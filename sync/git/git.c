@@ -77,7 +77,7 @@ static void lib_init(void)
 		git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, levels[i], "");
 	git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
 	git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, 1);
-	if (log_threshold >= LOG_LVL_DEBUG)
+	if (__atomic_load_n(&log_threshold, __ATOMIC_RELAXED) >= LOG_LVL_DEBUG)
 		git_trace_set(GIT_TRACE_DEBUG, trace_cb);
 	lib_rc = 0;
 }

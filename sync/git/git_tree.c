@@ -474,6 +474,14 @@ static int walk_entry(struct walk *w, const git_tree_entry *e, size_t slen,
 	git_tree *t;
 	int rc;
 
+	/* git itself never writes these, but a hand-made tree can hold them:
+	 * refused like escaping symlinks and hostile S3 keys, not fatal */
+	if (snap_path_check(name, strlen(name)) || strchr(name, '/')) {
+		log_err(w->g->src->tag, "tree entry '%.200s' under '%s' is not "
+			"a valid name ('.', '..', empty or with '/'); left out",
+			name, w->spath);
+		return 0;
+	}
 	if (path_push(w->spath, PATH_MAX, slen, name, &sl) ||
 	    path_push(w->rpath, PATH_MAX, rlen, name, &rl)) {
 		log_err(w->g->src->tag, "path too long under %s; left out",

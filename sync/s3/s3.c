@@ -291,8 +291,13 @@ static int plan(struct source *src, struct s3_page *pg, struct snap_builder *b,
 		if (kind == 2 || (s->marker && !strcmp(o->key, mkey)))
 			continue;
 		if (kind == 1) {
-			if (snap_builder_add_dir(b, path, 0755, o->mtime_ns))
-				return -ENOMEM;
+			int rc = snap_builder_add_dir(b, path, 0755,
+						      o->mtime_ns);
+
+			if (rc) {
+				free(path);
+				return rc;
+			}
 			continue;
 		}
 		known = map_find(s, o->key);

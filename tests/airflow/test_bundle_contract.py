@@ -7,6 +7,7 @@ materialise layouts, forge URLs, and Airflow's stale-version cleanup."""
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 import time
 
@@ -33,6 +34,8 @@ def base(dagfs_bin):
     m = Mounts(d)
     yield d, m
     m.stop()
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(_home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +86,7 @@ def test_unknown_source(mount):
 
 
 def test_refresh_follows_the_newest_revision(mount):
+    assert DagfsDagBundle(name="x", mount=str(mount.mnt)).refresh_interval == 1  # not 300
     b = bundle("follow", mount=str(mount.mnt), source="d")
     b.initialize()
     r1 = revision(mount.mnt, "d")
@@ -225,3 +229,33 @@ def test_view_url_template_from_status(tmp_path):
                   view_url_template="https://x/{version}").view_url_template() == \
         "https://x/{version}"
     assert bundle("url3", mount=str(tmp_path / "nope"), source="g").view_url_template() is None
+
+
+def test_worker_gets_an_unretained_git_commit_fetched(base):
+    """A worker whose dagfs never had the recorded commit (a fresh cache,
+    its source at a newer one) gets it fetched by the daemon on lookup."""
+    import git_servers
+    d, mounts = base
+    servers = git_servers.Servers(d / "git")
+    try:
+        daemon = servers.daemon()
+        repo = servers.repo("dags")
+        repo.write("dag.py", "V = 1\n")
+        c1 = repo.commit("one")
+        repo.write("dag.py", "V = 2\n")
+        c2 = repo.commit("two")
+        m = mounts.mount("gitm", [f"git:{daemon.url(repo)},name=g,period=200ms,keep=1"],
+                         ready=lambda p: (p / "dag.py").exists())
+        assert revision(m.mnt, "g") == c2
+        assert c1 not in os.listdir(m.mnt / ".dagfs" / "revs" / "g")
+        w = bundle("gitm", mount=str(m.mnt), source="g", version=c1)
+        w.initialize()
+        assert (w.path / "dag.py").read_text() == "V = 1\n"
+        assert revision(m.mnt, "g") == c2  # fetched, not made current
+        bogus = "0123456789" * 4
+        t0 = time.monotonic()
+        with pytest.raises(AirflowException, match="keep=1"):
+            bundle("gitm", mount=str(m.mnt), source="g", version=bogus).initialize()
+        assert time.monotonic() - t0 < 40  # the daemon's fetch-timeout, 30 s
+    finally:
+        servers.close()

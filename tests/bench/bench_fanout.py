@@ -1,18 +1,21 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
 """Scale benchmark of the served store (issue 13): one publisher over a
-git source (smart HTTP, lighttpd + git http-backend, behind a counting
-TCP proxy) and --mirrors (default 30) `dagfs:` mirror daemons on
-loopback, each with its own cache and FUSE mount; then, in the same run,
-the same number of daemons each fetching from git directly.
+git source (smart HTTP, lighttpd + git http-backend) or, with --upstream
+s3, an S3 prefix (Ceph's RADOS Gateway), behind a counting TCP proxy,
+and --mirrors (default 30) `dagfs:` mirror daemons on loopback, each
+with its own cache and FUSE mount; then, in the same run, the same
+number of daemons each fetching from the upstream directly.
 
 Measured:
   exact      every mirror byte-exact with the publisher (at start, end)
   lag        per push: each mirror's swap minus the publisher's own swap
              (both from the daemons' log timestamps), p50/p95/max
   visible    push -> every daemon serving it, fanout vs direct
-  git        requests at the git server per push (ref listings, packs),
-             and per minute idle, fanout vs direct
+  upstream   requests at the git server (ref listings, packs) or the
+             gateway (listings and marker reads, object GETs) per push
+             and per minute idle, fanout vs direct (S3 changes are
+             published atomically with marker=, written last)
   bytes      bytes the mirrors fetched per push against the changed
              blobs x mirrors; bytes the publisher served
   publisher  RSS and CPU (utime+stime over --idle s) with every
@@ -25,8 +28,9 @@ Measured:
              in five: refused, fetched again, byte-exact
 
 The machine's load is part of every figure: `uptime` is recorded.
-Usage: bench_fanout.py [--mirrors 30] [--pushes 5] [--files 200]
-                       [--idle 10] [--workdir DIR] [--out FILE.json]
+Usage: bench_fanout.py [--upstream git|s3] [--mirrors 30] [--pushes 5]
+                       [--files 200] [--idle 10] [--workdir DIR]
+                       [--out FILE.json]
 """
 
 import argparse
@@ -52,10 +56,15 @@ sys.path.insert(0, str(HERE.parent / "rigs"))
 from conftest import Dagfs, proc_status, served, source_status  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from git_servers import Servers, free_port  # noqa: E402
+from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+          "AWS_EC2_METADATA_DISABLED": "true"}
 
 PUBLISHED = re.compile(r"^(\S+Z) dagfs notice: \w+ source (\S+): published "
                        r"revision (\S+)", re.M)
 NAME = "dags"
+MARKER = "_dagfs/commit"  # S3: written after the objects of each change
 
 
 def uptime():
@@ -106,12 +115,20 @@ class Bench:
         self.a = a
         self.base = pathlib.Path(a.workdir or tempfile.mkdtemp(
             prefix="fanout-bench-"))
-        self.servers = Servers(self.base / "git")
-        self.http = self.servers.http()
-        self.repo = self.servers.repo("dags")
-        self.proxy = FaultProxy(self.http.port).start()
+        self.s3 = a.upstream == "s3"
+        if self.s3:
+            self.rgw = Rgw(str(self.base / "rgw")).start()
+            self.bucket = self.rgw.bucket("dags")
+            up_port = self.rgw.port
+        else:
+            self.servers = Servers(self.base / "git")
+            self.http = self.servers.http()
+            self.repo = self.servers.repo("dags")
+            up_port = self.http.port
+        self.proxy = FaultProxy(up_port).start()
         self.daemons = []
-        self.res = {"uptime_start": uptime(), "mirrors": a.mirrors}
+        self.res = {"uptime_start": uptime(), "mirrors": a.mirrors,
+                    "upstream": a.upstream}
         keys = self.base / "keys"
         keys.mkdir()
         self.sk, self.pk = keys / "signing.pem", keys / "signing.pub"
@@ -126,32 +143,71 @@ class Bench:
         (d / "mnt").mkdir(parents=True, exist_ok=True)
         m = Dagfs(d / "mnt", cache or d / "cache", [spec],
                   args=["--status-interval", "200ms"] + list(args),
-                  stderr_path=d / f"stderr.{len(self.daemons)}")
+                  stderr_path=d / f"stderr.{len(self.daemons)}",
+                  env=S3_ENV if self.s3 and spec.startswith("s3:") else None)
         self.daemons.append(m)
         return m
 
     def git_spec(self, period="1s"):
+        """The publisher's (and the direct daemons') upstream source."""
+        if self.s3:
+            return (f"s3:{self.bucket}/p/,endpoint=http://127.0.0.1:"
+                    f"{self.proxy.port},region=us-east-1,name={NAME},"
+                    f"period={period},marker={MARKER}")
         url = f"http://127.0.0.1:{self.proxy.port}/git/{self.repo.name}.git"
         return (f"git:{url},name={NAME},period={period},username=dagfs,"
                 f"password-file={self.http.password_file}")
 
     def requests(self):
+        """(listings, fetches) the upstream saw: git ref advertisements
+        and packs, or S3 listings and object GETs."""
         r = list(self.proxy.requests)
+        if self.s3:
+            marker = f"/{self.bucket}/p/{MARKER}"
+            return (sum("list-type=2" in x or marker in x for x in r),
+                    sum(x.startswith(f"GET /{self.bucket}/") and
+                        marker not in x for x in r))
         return (sum("/info/refs" in x for x in r),
                 sum("/git-upload-pack" in x for x in r))
 
-    def push(self, i, nfiles=3):
-        """Change @nfiles files (one new): returns (commit, changed bytes)."""
+    def write(self, rel, data):
+        if self.s3:
+            self.rgw.put(self.bucket, "p/" + rel, data)
+        else:
+            self.repo.write(rel, data)
+
+    def push_rev(self, who, before, i):
+        """The revision of the first publication in @who's log past the
+        first @before."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = PUBLISHED.findall(who.stderr_text())
+            if len(lines) > before:
+                return lines[before][2]
+            time.sleep(0.05)
+        raise AssertionError(f"push {i}: no new revision published")
+
+    def push(self, i, nfiles=3, who=None, wait=True):
+        """Change @nfiles files (one new): returns (revision, changed
+        bytes). S3 revisions are the daemons' own listing digests: the
+        one @who (the publisher by default) publishes next."""
         rnd = random.Random(i)
         changed = 0
+        who = who or self.pub
+        before = len(PUBLISHED.findall(who.stderr_text())) if wait else 0
         for k in range(nfiles - 1):
             data = rnd.randbytes(8192).hex().encode()
-            self.repo.write(f"dags/d{rnd.randrange(self.a.files)}.py", data)
+            self.write(f"dags/d{rnd.randrange(self.a.files)}.py", data)
             changed += len(data)
         data = f"# new in push {i}\n".encode() * 100
-        self.repo.write(f"dags/new_{i}.py", data)
+        self.write(f"dags/new_{i}.py", data)
         changed += len(data)
-        return self.repo.commit(f"push {i}"), changed
+        if not self.s3:
+            return self.repo.commit(f"push {i}"), changed
+        self.write(MARKER, f"push {i}".encode())
+        if not wait:
+            return None, changed
+        return self.push_rev(who, before, i), changed
 
     def wait_all(self, ms, rev, timeout=60):
         deadline = time.monotonic() + timeout
@@ -172,9 +228,12 @@ class Bench:
     # -------------------------------------------------------- phases
     def corpus(self):
         for i in range(self.a.files):
-            self.repo.write(f"dags/d{i}.py",
-                            f"# dag {i}\n".encode() * (20 + i % 50))
-        self.repo.commit("corpus")
+            self.write(f"dags/d{i}.py",
+                       f"# dag {i}\n".encode() * (20 + i % 50))
+        if self.s3:
+            self.write(MARKER, b"corpus")
+        else:
+            self.repo.commit("corpus")
 
     def start_publisher(self, cache=None):
         self.pport = getattr(self, "pport", None) or free_port()
@@ -214,17 +273,19 @@ class Bench:
             "long_polls": metric(self.pport, "dagfs_serve_waiting"),
             "uptime": uptime()}
         r1 = self.requests()
-        self.res["fanout_git_idle_per_min"] = {
-            "ref_listings": round((r1[0] - r0[0]) * 60 / self.a.idle, 1),
-            "packs": round((r1[1] - r0[1]) * 60 / self.a.idle, 1)}
+        self.res["fanout_upstream_idle_per_min"] = {
+            "listings": round((r1[0] - r0[0]) * 60 / self.a.idle, 1),
+            "fetches": round((r1[1] - r0[1]) * 60 / self.a.idle, 1)}
         lags, vis, per_push = [], [], []
         for i in range(self.a.pushes):
             time.sleep(random.Random(i).uniform(0.2, 1.0))
             b0 = [source_status(m, NAME).get("bytes_fetched", 0) for m in ms]
             s0 = metric(self.pport, "dagfs_serve_bytes_total")
             r0 = self.requests()
-            rev, changed = self.push(i)
             t_push = time.time()
+            rev, changed = self.push(i)
+            if not self.s3:
+                t_push = time.time()  # the commit and push are done
             self.wait_all([pub] + ms, rev)
             tp = swap_time(pub, rev)
             lag = [swap_time(m, rev) - tp for m in ms]
@@ -239,8 +300,8 @@ class Bench:
                 "expected": changed * len(ms),
                 "served_bytes": metric(self.pport, "dagfs_serve_bytes_total")
                 - s0,
-                "git_ref_listings": r1[0] - r0[0],
-                "git_packs": r1[1] - r0[1],
+                "upstream_listings": r1[0] - r0[0],
+                "upstream_fetches": r1[1] - r0[1],
                 "publisher_swap_after_push_s": round(tp - t_push, 3)})
         self.res["lag_vs_publisher_s"] = stats(lags)
         self.res["fanout_push_to_all_s"] = stats(vis)
@@ -273,9 +334,11 @@ class Bench:
                        capture_output=True)
         time.sleep(1)
         ok = sum((m.mnt / "dags/d0.py").exists() for m in self.mirrors)
-        rev, _ = self.push(200)
+        rev, _ = self.push(200, wait=False)
         t0 = time.time()
         p2 = self.start_publisher(cache=pub.cache)
+        if rev is None:  # S3: the first revision the new publisher makes
+            rev = self.push_rev(p2, 0, 200)
         self.wait_all([p2] + self.mirrors, rev, 120)
         tp = swap_time(p2, rev)
         lag = [swap_time(m, rev) - tp for m in self.mirrors]
@@ -321,21 +384,23 @@ class Bench:
         r0 = self.requests()
         time.sleep(self.a.idle)
         r1 = self.requests()
-        self.res["direct_git_idle_per_min"] = {
-            "ref_listings": round((r1[0] - r0[0]) * 60 / self.a.idle, 1),
-            "packs": round((r1[1] - r0[1]) * 60 / self.a.idle, 1)}
+        self.res["direct_upstream_idle_per_min"] = {
+            "listings": round((r1[0] - r0[0]) * 60 / self.a.idle, 1),
+            "fetches": round((r1[1] - r0[1]) * 60 / self.a.idle, 1)}
         vis, packs = [], []
         for i in range(min(3, self.a.pushes)):
             time.sleep(random.Random(i).uniform(0.2, 1.0))
             r0 = self.requests()
-            rev, _ = self.push(400 + i)
             t_push = time.time()
+            rev, _ = self.push(400 + i, who=ds[0])
+            if not self.s3:
+                t_push = time.time()
             self.wait_all(ds, rev, 120)
             vis.append(max(swap_time(d, rev) for d in ds) - t_push)
             time.sleep(0.5)
             packs.append(self.requests()[1] - r0[1])
         self.res["direct_push_to_all_s"] = stats(vis)
-        self.res["direct_git_packs_per_push"] = packs
+        self.res["direct_upstream_fetches_per_push"] = packs
         self.res["uptime_direct"] = uptime()
         for d in ds:
             d.stop()
@@ -355,7 +420,10 @@ class Bench:
                 if m.proc is not None:
                     m.stop()
             self.proxy.stop()
-            self.servers.close()
+            if self.s3:
+                self.rgw.stop()
+            else:
+                self.servers.close()
             if not self.a.workdir:
                 shutil.rmtree(self.base, ignore_errors=True)
         self.res["uptime_end"] = uptime()
@@ -364,6 +432,7 @@ class Bench:
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--upstream", choices=("git", "s3"), default="git")
     ap.add_argument("--mirrors", type=int, default=30)
     ap.add_argument("--pushes", type=int, default=5)
     ap.add_argument("--files", type=int, default=200)

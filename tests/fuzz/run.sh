@@ -5,6 +5,7 @@
 # UBSan) and run each for a bounded time over a copy of its checked-in
 # seed corpus; any crash, leak or sanitizer report fails the run.
 #   DAGFS_FUZZ_SECONDS  seconds per target (default 10)
+#   DAGFS_FUZZ_JOBS     targets run at once (default: the number of CPUs)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 secs=${DAGFS_FUZZ_SECONDS:-10}
@@ -17,9 +18,9 @@ fi
 ninja -C "$dir" >/dev/null || { ninja -C "$dir"; exit 1; }
 work=$(mktemp -d /tmp/dagfs-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-failed=0
-for bin in "$dir"/tests/fuzz/fuzz_*; do
-	[ -f "$bin" ] && [ -x "$bin" ] || continue
+# run one target; its summary (and on failure its log's tail) on stdout
+fuzz_one() { # BIN
+	local bin=$1 name runs seeds
 	name=$(basename "$bin")
 	seeds=tests/fuzz/corpus/${name#fuzz_}
 	mkdir -p "$work/$name"
@@ -32,7 +33,24 @@ for bin in "$dir"/tests/fuzz/fuzz_*; do
 	else
 		echo "$name: FAILED"
 		tail -30 "$work/$name.log"
-		failed=1
+		return 1
+	fi
+}
+
+# each target is single-threaded: run them in batches of as many as there
+# are CPUs; every pid is waited for by name, so no status is lost
+jobs=${DAGFS_FUZZ_JOBS:-$(nproc)}
+failed=0
+pids=()
+for bin in "$dir"/tests/fuzz/fuzz_*; do
+	[ -f "$bin" ] && [ -x "$bin" ] || continue
+	fuzz_one "$bin" >"$work/$(basename "$bin").out" &
+	pids+=($!)
+	if [ ${#pids[@]} -ge "$jobs" ]; then
+		for p in "${pids[@]}"; do wait "$p" || failed=1; done
+		pids=()
 	fi
 done
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
+cat "$work"/*.out
 exit $failed

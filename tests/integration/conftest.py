@@ -34,7 +34,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                     "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
+                     "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer",
+                     "WARNING: ThreadSanitizer")
 
 
 def in_ci():

@@ -398,3 +398,60 @@ def test_fstab_mount_type(tmp_path):
                         "-t", "dagfs"], env=env, stdout=subprocess.DEVNULL,
                        stderr=open(log, "w"), timeout=60)
     assert r.returncode != 0 and "nope.conf" in log.read_text()
+
+
+def test_a_slow_sync_does_not_hold_other_sources(dagfs, tmp_path):
+    """Garbage collection runs on its own schedule: while one source's
+    sync is slow (its validate= gate sleeps 6 s, the store held shared),
+    another source publishes every change at once instead of waiting in
+    a collection behind it."""
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    for d in (fast, slow):
+        d.mkdir()
+        (d / "a.py").write_text("1\n")
+    m = dagfs.mount([f"dir:{fast},name=fast,at=fast,debounce=100ms",
+                     f"dir:{slow},name=slow,at=slow,debounce=100ms,"
+                     f"validate=sleep 6 && true"],
+                    ready=lambda mnt: (mnt / "slow/a.py").exists(),
+                    timeout=30)
+    (slow / "b.py").write_text("2\n")           # a 6 s gate begins
+    time.sleep(0.5)
+    for i in range(3):
+        (fast / "a.py").write_text(f"v{i}\n")
+        t0 = time.monotonic()
+        m.wait(lambda: (m.mnt / "fast/a.py").read_text() == f"v{i}\n", 10,
+               what=f"fast revision {i}")
+        assert time.monotonic() - t0 < 3, f"change {i} waited behind slow"
+    assert not (m.mnt / "slow/b.py").exists()  # still in its gate
+
+
+def test_collector_removes_what_no_revision_names(tmp_path):
+    """The collector runs by itself after publications: with keep=1, the
+    blob only the replaced revision named leaves the cache. (Materialise
+    mode: no kernel inode keeps the old revision pinned.)"""
+    import subprocess
+    from conftest import dagfs_binary
+    src, out, cache = tmp_path / "src", tmp_path / "out", tmp_path / "cache"
+    src.mkdir()
+    (src / "a.py").write_text("old\n")
+    log = tmp_path / "log"
+    proc = subprocess.Popen([str(dagfs_binary()), "mount", "--materialize",
+                             str(out), "--cache", str(cache), "--source",
+                             f"dir:{src},name=one,keep=1,debounce=100ms"],
+                            stderr=open(log, "w"))
+    blobs = lambda: sum(len(f) for _, _, f in os.walk(cache / "objects"))
+    try:
+        wait_for(lambda: (out / "current" / "a.py").exists(), 20,
+                 what="the first revision")
+        # the revision replaced is still pinned when the next is
+        # published, so the history lets go of "old" at the third
+        for text in ("mid\n", "new\n"):
+            (src / "a.py").write_text(text)
+            wait_for(lambda: (out / "current" / "a.py").read_text() == text,
+                     10, what=f"revision {text!r}")
+        assert blobs() == 3
+        wait_for(lambda: blobs() == 2, 30, what="the old blob collected")
+        assert "collected 1 unused blobs" in log.read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0

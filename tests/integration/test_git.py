@@ -329,6 +329,33 @@ def test_deleted_branch_keeps_last_good(dagfs, git_daemon, git_repo):
     assert read(m.mnt / "f.py") == b"feature\n"
 
 
+def test_tree_entry_named_dotdot_is_left_out(dagfs, git_daemon, git_repo):
+    """A hostile commit (made with git mktree) holding an entry named '..'
+    next to a good file: the entry is left out with a logged reason naming
+    it, as escaping symlinks and hostile S3 keys are; the rest is served."""
+    import subprocess
+    git_repo.write("ok.py", "ok\n")
+    git_repo.commit("one", when=T0)
+    m = dagfs.mount([git_spec(git_daemon.url(git_repo), name="h")],
+                    ready=shows("ok.py", "ok\n"))
+    blob = git_repo.git("hash-object", "-w", "ok.py").stdout.strip()
+    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", HOME=str(git_repo.work))
+    tree = subprocess.run(
+        ["git", "mktree"], cwd=git_repo.work, env=env, check=True,
+        capture_output=True, text=True,
+        input=f"100644 blob {blob}\tok.py\n100644 blob {blob}\tgood.py\n"
+              f"100644 blob {blob}\t..\n").stdout.strip()
+    commit = git_repo.git("commit-tree", tree, "-p", "HEAD", "-m",
+                          "hostile").stdout.strip()
+    git_repo.git("push", "-q", "-f", "origin",
+                 f"{commit}:refs/heads/{git_repo.branch}")
+    wait_shows(m, "good.py", "ok\n", what="the hostile commit's good files")
+    assert "tree entry '..'" in m.stderr_text() and \
+        "left out" in m.stderr_text(), m.stderr_text()[-2000:]
+    assert "sync failed" not in m.stderr_text()
+    assert sorted(os.listdir(m.mnt)) == ["good.py", "ok.py"]
+
+
 def test_silent_remote_times_out(dagfs):
     silent = Silent()
     try:

@@ -76,18 +76,23 @@ def spec(http, repo, proxy, name, at=None, extra=""):
 
 
 def hold(m, root, want, until, timeout, what):
-    """Until @until() is true, every look at @root finds exactly @want."""
+    """Until @until() is true, every look at @root finds exactly @want; at
+    least one look is taken after @until() holds, so a condition that is
+    already true (the faults hit before the first look) still checks the
+    tree the failures left."""
     deadline = time.monotonic() + timeout
     looks = 0
-    while not until():
+    while True:
         m.check_alive()
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        done = until()
         got = served(root)
         assert got == want, f"{what}: served tree changed during faults: " \
             f"{sorted(set(got) ^ set(want)) or 'bytes differ'}"
         looks += 1
+        if done:
+            return looks
         time.sleep(0.02)
-    return looks
 
 
 def check_cache(dagfs, cache, name):

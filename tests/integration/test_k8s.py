@@ -86,6 +86,7 @@ VARIANTS = {
                             "--no-admin-user"],
     "materialize-classic-class": ["--mode", "materialize", "--sidecar",
                                   "classic", "--worker", "pinned",
+                                  "--bundle", "none",
                                   "--storage", "class",
                                   "--storage-class", "standard",
                                   "--service", "loadbalancer"],
@@ -532,7 +533,8 @@ def test_provisioner_refuses_two_sources_of_one_name(tmp_path):
     (["--namespace", "Airflow_NS"], "invalid namespace name 'Airflow_NS'"),
     (["--mode", "nfs"], "unknown mode 'nfs'"),
     (["--worker", "celery"], "unknown worker 'celery'"),
-    (["--worker", "pinned", "--executor", "CeleryExecutor"],
+    (["--worker", "pinned", "--bundle", "none", "--executor",
+      "CeleryExecutor"],
      "--worker pinned needs --executor KubernetesExecutor"),
     (["--db-user", "air flow"], "invalid database user or name"),
     (["--storage", "hostpath", "--node", ""], "needs --node"),
@@ -673,6 +675,25 @@ for line in sys.stdin:
 """
 
 
+def stop(proc):
+    """SIGTERM a daemon the test started, SIGKILL if it lingers."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def readyz(port):
+    """dagfs's /readyz on loopback answers 200 (the startup probe)."""
+    try:
+        return urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
+    except OSError:
+        return False
+
+
 class Container:
     """A process in its own mount namespace, slave to the pod's volume:
     what an Airflow container with mountPropagation HostToContainer is."""
@@ -732,12 +753,7 @@ def test_pod_simulation_sidecar_restart(tmp_path):
             wait_for(lambda: c.read("mnt/dag.py") == "ok revision 2|",
                      timeout=20, what="container reads after the restart")
     finally:
-        if side and side.poll() is None:
-            side.send_signal(signal.SIGTERM)
-            try:
-                side.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                side.kill()
+        stop(side)
         for c in containers:
             c.close()
         subprocess.run(["umount", "-R", "-l", str(base)])
@@ -861,16 +877,10 @@ def test_pod_simulation_rendered_fuse_sidecar(tmp_path, git_daemon, git_repo):
     subprocess.run(["mount", "--bind", base, base], check=True)
     subprocess.run(["mount", "--make-rshared", base], check=True)
     containers, side = [], None
-
-    def ready():
-        try:
-            return urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
-        except OSError:
-            return False
     try:
         side = rendered_sidecar(out, base, tmp_path / "cache", port)
-        wait_for(ready, timeout=30, what="the sidecar's startup probe")
+        wait_for(lambda: readyz(port), timeout=30,
+                 what="the sidecar's startup probe")
         containers = [Container(base), Container(base)]
         for c in containers:
             assert c.read("mnt/etl.py") == "ok revision 1|"
@@ -879,17 +889,13 @@ def test_pod_simulation_rendered_fuse_sidecar(tmp_path, git_daemon, git_repo):
         git_repo.write("etl.py", "revision 2\n")
         git_repo.commit("2")
         side = rendered_sidecar(out, base, tmp_path / "cache", port)
-        wait_for(ready, timeout=30, what="ready again after the restart")
+        wait_for(lambda: readyz(port), timeout=30,
+                 what="ready again after the restart")
         for c in containers:  # the same processes, not restarted
             wait_for(lambda: c.read("mnt/etl.py") == "ok revision 2|",
                      timeout=20, what="container reads revision 2")
     finally:
-        if side and side.poll() is None:
-            side.send_signal(signal.SIGTERM)
-            try:
-                side.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                side.kill()
+        stop(side)
         for c in containers:
             c.close()
         subprocess.run(["umount", "-R", "-l", str(base)])

@@ -263,6 +263,18 @@ def test_served_store_answers_only_its_names(dagfs, tmp_path):
     st, hdr, body = get(pub.store + "/sources/team-a/current", auth)
     assert st == 200, body
     doc = dict(l.split(" ", 1) for l in body.decode().splitlines()[1:])
+    st, hdr, _ = get(pub.store + "/sources/team-a/current",
+                     dict(auth, **{"If-None-Match": hdr["ETag"]}))
+    assert st == 304 and hdr["Cache-Control"] == "no-cache"
+    # the long-poll waits on the current snapshot id or revision only
+    for after, waits in ((doc["snapshot"], True), (doc["rev"], True),
+                         ("0" * 32, False)):
+        t0 = time.monotonic()
+        st, hdr, _ = get(f"{pub.store}/sources/team-a/current?after={after}"
+                         f"&wait=1", auth)
+        took = time.monotonic() - t0
+        assert st == 200 and (took >= 0.9) == waits, (after, took)
+        assert ("X-Dagfs-Long-Poll" in hdr) == waits
     st, hdr, snap = get(pub.store + "/snapshots/" + doc["snapshot"], auth)
     assert st == 200 and hdr["ETag"] == f'"{doc["snapshot"]}"'
     assert "immutable" in hdr["Cache-Control"]
@@ -344,6 +356,16 @@ def test_static_copy_by_export(dagfs, tmp_path, keys):
         http.wait()
 
 
+def git_publisher(dagfs, git_http, git_repo, keys):
+    """A signed publisher over @git_repo by smart HTTP, polling every 200 ms."""
+    url = git_http.url(git_repo)
+    return publisher(dagfs, [f"git:{url},name=team-a,period=200ms,"
+                             f"username=dagfs,password-file="
+                             f"{git_http.password_file}"],
+                     key=keys["good"][0],
+                     ready=lambda mnt: (mnt / "dags/a.py").exists())
+
+
 def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
     """A mirror asked for .dagfs/revs/team-a/<commit> that neither it nor
     its publisher ever had (both started after three pushes): the mirror
@@ -355,12 +377,7 @@ def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
     for i in (2, 3):
         git_repo.write("dags/a.py", f"v{i}\n".encode())
         git_repo.commit(f"v{i}")
-    url = git_http.url(git_repo)
-    pub = publisher(dagfs, [f"git:{url},name=team-a,period=200ms,"
-                            f"username=dagfs,password-file="
-                            f"{git_http.password_file}"],
-                    key=keys["good"][0],
-                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    pub = git_publisher(dagfs, git_http, git_repo, keys)
     m = mirror(dagfs, pub.store, pub=keys["good"][1],
                ready=lambda mnt: (mnt / "dags/a.py").exists())
     assert (m.mnt / "dags/a.py").read_bytes() == b"v3\n"
@@ -420,3 +437,67 @@ def test_s3_publisher_one_get_per_changed_object(dagfs, rgw, keys):
         assert SECRET_KEY not in "".join(m.stderr_text() for m in ms)
     finally:
         proxy.stop()
+
+
+def test_whole_tree_version_through_mirror(dagfs, git_http, git_repo, keys):
+    """A fresh mirror asked for .dagfs/trees/<T> of a composition only the
+    publisher ever had: it fetches the manifest (trees/T, checked against
+    its name) and the revision it names, and serves that tree; an export
+    carries the manifest too."""
+    git_repo.write("dags/a.py", b"t1\n")
+    git_repo.commit("t1")
+    pub = git_publisher(dagfs, git_http, git_repo, keys)
+    tree1 = json.loads((pub.mnt / ".dagfs/status.json").read_text())["tree"]
+    git_repo.write("dags/a.py", b"t2\n")
+    head = git_repo.commit("t2")
+    pub.wait(lambda: status(pub, "team-a").get("revision") == head, 20)
+    st, hdr, body = get(f"{pub.store}/trees/{tree1}")
+    assert st == 200 and body.startswith(b"dagfs-tree 1\n")
+    assert "immutable" in hdr["Cache-Control"]
+    m = mirror(dagfs, pub.store, pub=keys["good"][1],
+               ready=lambda mnt: (mnt / "dags/a.py").exists())
+    assert (m.mnt / "dags/a.py").read_bytes() == b"t2\n"
+    old = m.mnt / ".dagfs" / "trees" / tree1
+    assert (old / "dags/a.py").read_bytes() == b"t1\n"
+    assert (m.cache / "trees" / tree1).exists()
+    assert get(f"{pub.store}/trees/{'0' * 32}")[0] == 404
+    out = pub.cache.parent / "export-trees"
+    r = dagfs.run(["export", "--cache", str(pub.cache), str(out)])
+    assert r.returncode == 0 and (out / "trees" / tree1).exists(), r.stderr
+
+
+def test_export_to_a_bucket(dagfs, rgw, tmp_path, keys):
+    """The exported layout uploaded to an S3 bucket (the RADOS Gateway,
+    anonymous reads by bucket policy; objects, snapshots, then sources):
+    a signed mirror reads it with plain GETs and follows a second
+    upload."""
+    src = dir_source(tmp_path, FILES)
+    pub = publisher(dagfs, [f"dir:{src},name=team-a"],
+                    ready=lambda mnt: (mnt / "dags/a.py").exists())
+    bucket = rgw.bucket(f"static-{os.getpid()}")
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"],
+        "Resource": [f"arn:aws:s3:::{bucket}/*"]}]}).encode()
+    st, body = rgw.s3("PUT", f"/{bucket}", data=policy, query="policy=")
+    assert st in (200, 204), body
+    out = tmp_path / "static"
+
+    def upload():
+        r = dagfs.run(["export", "--cache", str(pub.cache),
+                       "--serve-key-file", str(keys["good"][0]), str(out)])
+        assert r.returncode == 0, r.stderr
+        for top in ("objects", "snapshots", "sources"):
+            for p in sorted((out / top).rglob("*")):
+                if p.is_file() and not p.name.startswith("."):
+                    rgw.put(bucket, f"store/{p.relative_to(out)}",
+                            p.read_bytes())
+
+    upload()
+    want = served(pub.mnt)
+    m = mirror(dagfs, f"{rgw.endpoint}/{bucket}/store", pub=keys["good"][1])
+    m.wait(lambda: served(m.mnt) == want, 20, what="the bucket copy")
+    (src / "dags/y.py").write_bytes(b"y\n")
+    pub.wait(lambda: (pub.mnt / "dags/y.py").exists(), 10)
+    upload()
+    want = served(pub.mnt)
+    m.wait(lambda: served(m.mnt) == want, 20, what="the second upload")

@@ -8,7 +8,10 @@ rendered Bidirectional); an Airflow container, uid 50000, the shared
 volume read-only and rslave (HostToContainer), parsing the DAGs with the
 real Airflow of the lock file (its venv mounted at its own path); dagfs
 killed and started again while the Airflow container keeps running and
-parses the new revision without a restart.
+parses the new revision without a restart. The Airflow container parses
+through dags_folder and through the rendered DagfsDagBundle, whose
+package comes from the rendered ConfigMap on the rendered PYTHONPATH; a
+worker's bundle at the first version still serves it after the second.
 
 `podman kube play` of the worker pod template is not run: its main
 container is the apache/airflow image, which no registry here serves.
@@ -21,14 +24,13 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 import yaml
 
 from conftest import skip_or_fail, wait_for
 from test_deb import airflow_venv
-from test_k8s import run_prov
+from test_k8s import readyz, run_prov
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
 from git_servers import (free_port, git_daemon, git_repo,  # noqa: E402,F401
@@ -41,12 +43,26 @@ try:
     from airflow.dag_processing.dagbag import DagBag
 except ImportError:
     from airflow.models.dagbag import DagBag
-folder = os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
-print("ready", flush=True)
+import dagfs_airflow
+
+bundle = json.loads(os.environ["BUNDLES"])[0]
+print("ready " + dagfs_airflow.__file__, flush=True)
 for line in sys.stdin:
-    bag = DagBag(dag_folder=folder)
+    cmd = line.split()
+    version = None
+    if cmd[0] == "folder":  # Airflow's default route: dags_folder
+        path = os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
+    else:  # the dag-processor's bundle, or a worker's at a version
+        b = dagfs_airflow.DagfsDagBundle(
+            name=bundle["name"], version=cmd[1] if cmd[1:] else None,
+            **bundle["kwargs"])
+        b.initialize()
+        v = b.get_current_version()
+        version, path = str(getattr(v, "version", v)), str(b.path)
+    bag = DagBag(dag_folder=path)
     print("RESULT " + json.dumps({"dags": sorted(bag.dag_ids),
-                      "errors": sorted(bag.import_errors)}), flush=True)
+                                  "errors": sorted(bag.import_errors),
+                                  "version": version}), flush=True)
 """
 
 DAG = """\
@@ -79,7 +95,9 @@ def images(tmp_path_factory):
 def volume_dirs(out, root, vols):
     """A host directory for each rendered volume: emptyDirs empty, the
     ConfigMap's and the Secret's keys as files."""
-    conf = yaml.safe_load((out / "dagfs-config.yaml").read_text())
+    maps = {m["metadata"]["name"]: m for m in (
+        yaml.safe_load((out / f).read_text())
+        for f in ("dagfs-config.yaml", "dagfs-airflow.yaml"))}
     secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(
         (out / "secrets.yaml").read_text()) if d}
     dirs = {}
@@ -87,7 +105,7 @@ def volume_dirs(out, root, vols):
         d = root / name
         d.mkdir(parents=True)
         if "configMap" in v:
-            for k, text in conf["data"].items():
+            for k, text in maps[v["configMap"]["name"]]["data"].items():
                 (d / k).write_text(text)
         elif "secret" in v:
             for k, b64 in (secrets[v["secret"]["secretName"]].get("data")
@@ -136,20 +154,12 @@ def podman(*args, check=True):
     return r
 
 
-def ready(port):
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz",
-                                      timeout=2).status == 200
-    except OSError:
-        return False
-
-
 def test_rendered_pod_in_real_containers(images, tmp_path, git_daemon,
                                          git_repo):
     dagfs_tag, airflow_tag = images
     venv = airflow_venv()
     git_repo.write("etl.py", DAG.format(dag_id="etl_v1"))
-    git_repo.commit("v1")
+    first = git_repo.commit("v1")
     port = free_port()
     out = tmp_path / "out"
     run_prov("render", out, "--image", dagfs_tag, "--dagfs-http-port", port,
@@ -159,7 +169,9 @@ def test_rendered_pod_in_real_containers(images, tmp_path, git_daemon,
     comp = v["dagProcessor"]
     side = comp["extraInitContainers"][0]
     assert side["securityContext"]["privileged"] is True
-    vols = {x["name"]: x for x in comp["extraVolumes"]}
+    # the dag-processor's own volumes and the chart-wide ones (the
+    # dagfs_airflow package), mounted into its Airflow container
+    vols = {x["name"]: x for x in comp["extraVolumes"] + v["volumes"]}
     root = tmp_path / "pod"
     dirs = volume_dirs(out, root, vols)
     shared = dirs["dagfs-dags"]  # the emptyDir, a shared mount on the node
@@ -170,7 +182,7 @@ def test_rendered_pod_in_real_containers(images, tmp_path, git_daemon,
     air = None
     try:
         podman(*dagfs_args(side, vols, dirs, names[0]))
-        wait_for(lambda: ready(port), timeout=60,
+        wait_for(lambda: readyz(port), timeout=60,
                  what="the dagfs container's startup probe")
         air_args = ["run", "-i", "--rm", "--name", names[1], "--network=host",
                     *ULIMITS, "--user", "50000:0",  # the chart's uid, gid
@@ -178,20 +190,29 @@ def test_rendered_pod_in_real_containers(images, tmp_path, git_daemon,
                     v["config"]["core"]["dags_folder"],
                     "-e", "AIRFLOW__CORE__LOAD_EXAMPLES=False",
                     "-e", "AIRFLOW_HOME=/tmp/airflow",
+                    "-e", "BUNDLES=" + json.dumps(
+                        comp["dagBundleConfigList"]),
+                    *(f"--env={e['name']}={e['value']}" for e in v["env"]),
                     "-v", f"{venv}:{venv}:ro",
-                    *mounts_args(comp["extraVolumeMounts"], vols, dirs),
+                    *mounts_args(comp["extraVolumeMounts"] +
+                                 v["volumeMounts"], vols, dirs),
                     airflow_tag, f"{venv}/bin/python", "-c", PARSER]
         air = subprocess.Popen([*PODMAN, *air_args], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
-        assert air.stdout.readline().strip() == "ready"
+        # the package from the ConfigMap, not the venv's installed copy
+        assert air.stdout.readline().strip() == \
+            "ready /opt/dagfs-airflow/dagfs_airflow/__init__.py"
 
-        def parse():  # Airflow logs to stdout too: skip to the result
-            air.stdin.write("parse\n")
+        def parse(cmd="bundle"):  # Airflow logs to stdout too: skip them
+            air.stdin.write(cmd + "\n")
             air.stdin.flush()
             while not (line := air.stdout.readline()).startswith("RESULT "):
                 assert line, "the Airflow container ended"
             return json.loads(line[7:])
-        assert parse() == {"dags": ["etl_v1"], "errors": []}
+        assert parse("folder") == {"dags": ["etl_v1"], "errors": [],
+                                   "version": None}
+        assert parse() == {"dags": ["etl_v1"], "errors": [],
+                           "version": first}
         started = podman("inspect", "--format", "{{.State.StartedAt}}",
                          names[1]).stdout
         uid = podman("exec", names[1], "id", "-u").stdout.strip()
@@ -209,10 +230,16 @@ def test_rendered_pod_in_real_containers(images, tmp_path, git_daemon,
         git_repo.write("etl.py", DAG.format(dag_id="etl_v2"))
         git_repo.commit("v2")
         podman(*dagfs_args(side, vols, dirs, names[0]))
-        wait_for(lambda: ready(port), timeout=60,
+        wait_for(lambda: readyz(port), timeout=60,
                  what="ready again after the restart")
-        wait_for(lambda: parse() == {"dags": ["etl_v2"], "errors": []},
-                 timeout=60, what="Airflow parses revision 2")
+        second = git_repo.head()
+        wait_for(lambda: parse() == {"dags": ["etl_v2"], "errors": [],
+                                     "version": second},
+                 timeout=60, what="the bundle moves to revision 2")
+        assert parse("folder")["dags"] == ["etl_v2"]
+        # a worker of a run parsed at v1 still gets v1, by its version
+        assert parse(f"bundle {first}") == {"dags": ["etl_v1"], "errors": [],
+                                            "version": first}
         # the same Airflow container, never restarted
         assert podman("inspect", "--format", "{{.State.StartedAt}}",
                       names[1]).stdout == started

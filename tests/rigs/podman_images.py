@@ -96,6 +96,14 @@ def dagfs_image():
     if not exists(tag):
         podman("build", "--network=host", *ULIMITS, "-f",
                str(REPO / "sidecar" / "Dockerfile"), "-t", tag, str(REPO))
+        # one test image at a time: drop those of older trees, and build
+        # layers unused for an hour (this build's stay as its cache)
+        old = podman("images", "--format", "{{.Repository}}:{{.Tag}}",
+                     "localhost/dagfs").stdout.split()
+        for t in old:
+            if t.startswith("localhost/dagfs:test-") and t != tag:
+                podman("rmi", t, check=False)
+        podman("image", "prune", "-f", "--filter", "until=1h", check=False)
     return tag
 
 

@@ -33,6 +33,32 @@ static struct snap *build(const char *rev)
 	return s;
 }
 
+/* A listing's own digest as its revision, set while sealing. */
+static struct snap *one_digest(int64_t mtime)
+{
+	struct snap_builder *b;
+	struct snap *s = NULL;
+	struct dhash h = H(1);
+
+	if (snap_builder_new(&b, "t") ||
+	    snap_builder_add_file(b, "a.py", 0644, 10, mtime, &h) ||
+	    snap_builder_finish_digest(b, "dir-", &s))
+		return NULL;
+	return s;
+}
+
+static void test_snap__digest_revision_names_the_listing(void)
+{
+	struct snap *a = one_digest(5), *b = one_digest(5), *c = one_digest(6);
+
+	CHECK(a && b && c);
+	CHECK(!strncmp(a->rev, "dir-", 4) && strlen(a->rev) == 4 + 32);
+	CHECK(!strcmp(a->rev, b->rev) && strcmp(a->rev, c->rev));
+	snap_unref(a);
+	snap_unref(b);
+	snap_unref(c);
+}
+
 static void test_snap__parents_are_synthesized(void)
 {
 	struct snap *s = build("r1");
@@ -188,6 +214,8 @@ int main(void)
 	static const struct harness_case cases[] = {
 		{ "test_snap__parents_are_synthesized",
 		  test_snap__parents_are_synthesized },
+		{ "test_snap__digest_revision_names_the_listing",
+		  test_snap__digest_revision_names_the_listing },
 		{ "test_snap__escaping_links_are_dropped",
 		  test_snap__escaping_links_are_dropped },
 		{ "test_snap__directory_wins_over_file",

@@ -52,6 +52,12 @@ except ImportError:  # pragma: no cover - Airflow 3.0-3.2 take a plain string
 
 log = logging.getLogger(__name__)
 
+REFRESH_INTERVAL = 1
+"""Default ``refresh_interval`` (s): Airflow's is 300, for bundles whose
+refresh fetches from a remote; this one's reads status.json. Airflow
+also checks bundles only every [dag_processor]
+bundle_refresh_check_interval (default 5 s)."""
+
 FORGES = {  # host: template after the repository URL
     "github.com": "/tree/{version}",
     "gitlab.com": "/-/tree/{version}",
@@ -90,6 +96,8 @@ class DagfsDagBundle(BaseDagBundle):
         materialise directory (the one holding ``current``)
     :param source: a source name of that mount; left out, the bundle is
         the whole tree, versioned by tree id
+    :param refresh_interval: seconds between refreshes on the dag-processor
+        (default 1, not Airflow's 300: a refresh only reads status.json)
     :param timeout: seconds any one look at the mount may take before the
         bundle gives up with an AirflowException (default 60; a git
         revision fetched on demand by the daemon counts against it)
@@ -99,6 +107,8 @@ class DagfsDagBundle(BaseDagBundle):
 
     def __init__(self, *, mount: str, source: str | None = None, timeout: float = 60.0,
                  **kwargs) -> None:
+        # a refresh reads one small file, and dagfs itself does the polling
+        kwargs.setdefault("refresh_interval", REFRESH_INTERVAL)
         super().__init__(**kwargs)
         self.mount = Path(mount)
         self.source = source or None
