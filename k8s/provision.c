@@ -566,22 +566,11 @@ static int prepare_sources(struct prov *p)
 	return check_layout(p);
 }
 
-/* Read a one-line secret from @path into @out (trailing newline cut). */
-static int read_secret(const char *path, char *out, size_t len)
+/* A one-line secret from @path into @out: 0, or -1 if unreadable or
+ * empty (read_secret, the one reader of secret files). */
+static int secret_line(const char *path, char *out, size_t len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = read(fd, out, len - 1);
-	close(fd);
-	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-		n--;
-	if (n <= 0)
-		return -EINVAL;
-	out[n] = '\0';
-	return 0;
+	return read_secret(out, len, path) > 0 ? 0 : -1;
 }
 
 static int gen_fernet(char *out)
@@ -621,12 +610,12 @@ static int secret(const struct prov *p, const char *flag, const char *given,
 	int fd;
 
 	if (given)
-		return read_secret(given, out, len) ?
+		return secret_line(given, out, len) ?
 			       fail("--%s: secret file %s is unreadable or "
 				    "empty", flag, given) :
 			       0;
 	snprintf(kept, sizeof(kept), "%s/.secrets/%s", p->outdir, name);
-	if (!read_secret(kept, out, len))
+	if (!secret_line(kept, out, len))
 		return 0;
 	if ((kind == 0 ? gen_fernet(out) : gen_hex(out, (size_t)kind)))
 		return fail("%s: the OpenSSL random generator failed", name);
@@ -874,7 +863,7 @@ static int show_admin_password(const char *dir)
 	char path[4096], pw[128];
 
 	snprintf(path, sizeof(path), "%s/.secrets/admin-password", dir);
-	if (read_secret(path, pw, sizeof(pw)))
+	if (secret_line(path, pw, sizeof(pw)))
 		return fail("%s: no admin password was generated there "
 			    "(render first, without --no-admin-user)", path);
 	printf("%s\n", pw);

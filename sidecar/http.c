@@ -238,23 +238,17 @@ bad:
 	return -EINVAL;
 }
 
-static int read_secret(struct http *http, const char *path, char *err,
-		       size_t errlen)
+static int webhook_secret(struct http *http, const char *path, char *err,
+			  size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	int n = read_secret(http->secret, sizeof(http->secret), path);
 
-	if (fd < 0) {
+	if (n < 0) {
 		snprintf(err, errlen, "webhook secret file %s: %s", path,
-			 strerror(errno));
-		return -errno;
+			 strerror(-n));
+		return n;
 	}
-	n = read(fd, http->secret, sizeof(http->secret) - 1);
-	close(fd);
-	while (n > 0 && (http->secret[n - 1] == '\n' ||
-			 http->secret[n - 1] == '\r'))
-		n--;
-	if (n <= 0) {
+	if (n == 0) {
 		snprintf(err, errlen, "webhook secret file %s is empty", path);
 		return -EINVAL;
 	}
@@ -275,7 +269,7 @@ int http_start(struct http **out, const char *addr, const char *secret_file,
 	http->h = *h;
 	rc = parse_addr(addr, &ss, err, errlen);
 	if (!rc && secret_file && *secret_file)
-		rc = read_secret(http, secret_file, err, errlen);
+		rc = webhook_secret(http, secret_file, err, errlen);
 	if (rc)
 		goto err;
 	if (ss.ss_family == AF_INET6)

@@ -71,25 +71,60 @@ static void usage(FILE *f)
 		   "the manual page.\n");
 }
 
+/* What a key's name does not say, in --help. */
+static const char *key_note(const char *key)
+{
+	static const char *const notes[][2] = {
+		{ "at", "sub-path in the mount" },
+		{ "addressing", "path|virtual" },
+		{ "source", "required" },
+		{ "validate", "a command run on each new revision" },
+	};
+
+	for (size_t i = 0; i < sizeof(notes) / sizeof(*notes); i++)
+		if (!strcmp(notes[i][0], key))
+			return notes[i][1];
+	return NULL;
+}
+
+/* "  TYPE:   k1, k2 (note), ..." wrapped at 78 columns. */
+static void keys_line(FILE *f, const char *label, const char *const *keys)
+{
+	int col = fprintf(f, "  %-7s ", label);
+
+	for (size_t i = 0; keys && keys[i]; i++) {
+		char word[128];
+		const char *note = key_note(keys[i]);
+		int n = snprintf(word, sizeof(word), "%s%s%s%s", keys[i],
+				 note ? " (" : "", note ? note : "",
+				 note ? ")" : "");
+
+		if (col + n + 2 > 78) {
+			fputs(",\n          ", f);
+			col = 10;
+		} else if (i) {
+			col += fprintf(f, ", ");
+		}
+		col += fprintf(f, "%s", word);
+	}
+	fputc('\n', f);
+}
+
+/* The key lists come from the source types' own tables (source_type_keys). */
 static void sources_help(FILE *f)
 {
 	fprintf(f,
 		"\nSPEC is TYPE:LOCATION[,key=value]... ('\\,' is a literal "
 		"comma). In a config file\neach source is a [source NAME] "
-		"section with type =, location = and the same keys.\n"
-		"  common: name, at (sub-path in the mount), period, "
-		"max-failures, keep\n"
-		"  dir:    debounce\n"
-		"  git:    ref, subpath, submodules, ssh-key, "
-		"ssh-passphrase-file, known-hosts,\n"
-		"          insecure-no-host-key-check, username, "
-		"password-file, token-file,\n"
-		"          fetch-timeout\n"
-		"  s3:     endpoint, region, addressing (path|virtual), "
-		"ca-file, marker, profile,\n"
-		"          parallel, credentials-file\n"
-		"  dagfs:  source (required), public-key, token-file, "
-		"parallel, wait, ca-file\n"
+		"section with type =, location = and the same keys.\n");
+	keys_line(f, "common:", source_type_keys(NULL));
+	for (size_t i = 0; source_type_name(i); i++) {
+		char label[32];
+
+		snprintf(label, sizeof(label), "%s:", source_type_name(i));
+		keys_line(f, label, source_type_keys(source_type_name(i)));
+	}
+	fprintf(f,
 		"Examples:\n"
 		"  dagfs mount --source dir:/home/me/src/dags ./dags\n"
 		"  dagfs mount --source 'git:https://github.com/org/dags.git,"

@@ -30,6 +30,23 @@ static const char *const common_keys[] = { "name", "at", "period",
 					   "max-failures", "keep", "validate",
 					   NULL };
 
+const char *source_type_name(size_t i)
+{
+	return i < sizeof(source_types) / sizeof(*source_types) ?
+		       source_types[i]->type :
+		       NULL;
+}
+
+const char *const *source_type_keys(const char *type)
+{
+	if (!type)
+		return common_keys;
+	for (size_t i = 0; i < sizeof(source_types) / sizeof(*source_types); i++)
+		if (!strcmp(source_types[i]->type, type))
+			return source_types[i]->keys;
+	return NULL;
+}
+
 static bool key_known(const struct source_ops *ops, const char *key)
 {
 	for (size_t i = 0; common_keys[i]; i++)

@@ -557,6 +557,16 @@ int source_layout_conflict(size_t *first, size_t *second,
 			   const char *const *names, const char *const *ats,
 			   size_t n) WUR;
 
+/** Name of source type @i (0, 1, ...), or NULL past the last. */
+const char *source_type_name(size_t i);
+
+/**
+ * The keys a source of @type accepts besides the common ones, or with
+ * @type NULL the common keys: NULL-terminated, static. NULL if @type is
+ * unknown. What --help lists, so it cannot drift from what is accepted.
+ */
+const char *const *source_type_keys(const char *type);
+
 struct source;
 
 /** Called from the source's thread after each publication. */

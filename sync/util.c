@@ -7,6 +7,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "sync.h"
@@ -111,6 +113,40 @@ int64_t now_ns(void)
 int64_t mono_ns(void)
 {
 	return clock_ns(CLOCK_MONOTONIC);
+}
+
+int read_secret(char *out, size_t len, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t n = 0;
+	ssize_t r = 1;
+	int rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	while (n < len && (r = read(fd, out + n, len - n)) > 0)
+		n += (size_t)r;
+	if (r < 0) {
+		rc = -errno;
+	} else if (n == len) { /* full: only newlines may follow */
+		char c;
+
+		while ((r = read(fd, &c, 1)) == 1 && (c == '\n' || c == '\r'))
+			;
+		if (r != 0)
+			rc = r < 0 ? -errno : -EFBIG;
+	}
+	close(fd);
+	while (!rc && n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		n--;
+	if (!rc && n >= len)
+		rc = -EFBIG;
+	if (rc) {
+		explicit_bzero(out, len);
+		return rc;
+	}
+	out[n] = '\0';
+	return (int)n;
 }
 
 int parse_duration_ms(const char *text, int *out)

@@ -29,6 +29,14 @@ int path_fmt(char *buf, size_t len, const char *fmt, ...)
  */
 int mkdir_p(const char *path, mode_t mode) WUR;
 
+/**
+ * Read the secret file @path (one line; trailing newlines cut) into @out
+ * of @len bytes, NUL-terminated. Returns its length (0: empty), or -errno;
+ * -EFBIG if it does not fit. The one reader of secret files: never log
+ * what it read; @out is wiped on failure.
+ */
+int read_secret(char *out, size_t len, const char *path) WUR;
+
 /** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
 int parse_duration_ms(const char *text, int *out) WUR;
 /** Parse a boolean: 1/0, true/false, yes/no, on/off. */

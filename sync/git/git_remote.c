@@ -316,24 +316,6 @@ static int cert_cb(git_cert *cert, int valid, const char *host, void *payload)
 	return 0;
 }
 
-/* Read a secret file into @buf, trailing newlines cut. Never logged. */
-static int read_secret(char *buf, size_t len, const char *path)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, len - 1);
-	close(fd);
-	if (n < 0)
-		return -EIO;
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-		n--;
-	buf[n] = '\0';
-	return 0;
-}
-
 static int cred_ssh(git_credential **out, struct gitsrc_cb *cb,
 		    const char *user)
 {
@@ -347,8 +329,8 @@ static int cred_ssh(git_credential **out, struct gitsrc_cb *cb,
 		return GIT_EAUTH;
 	}
 	pass[0] = '\0';
-	if (g->ssh_pass_file && read_secret(pass, sizeof(pass),
-					    g->ssh_pass_file)) {
+	if (g->ssh_pass_file &&
+	    read_secret(pass, sizeof(pass), g->ssh_pass_file) < 0) {
 		snprintf(cb->why, sizeof(cb->why), "cannot read "
 			 "ssh-passphrase-file %s", g->ssh_pass_file);
 		return GIT_EAUTH;
@@ -373,7 +355,7 @@ static int cred_userpass(git_credential **out, struct gitsrc_cb *cb,
 			 "or token-file=");
 		return GIT_EAUTH;
 	}
-	if (read_secret(secret, sizeof(secret), file)) {
+	if (read_secret(secret, sizeof(secret), file) < 0) {
 		snprintf(cb->why, sizeof(cb->why), "cannot read %s %s",
 			 g->password_file ? "password-file" : "token-file",
 			 file);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "s3_i.h"
 
 #define STS_DEFAULT "https://sts.amazonaws.com/"
@@ -224,55 +225,43 @@ static int from_web_identity(struct s3_creds *c, const struct s3_cred_opts *o,
 	return 0;
 }
 
-/* A string field of the IMDS credentials JSON (flat object, no escapes
- * but \" and \\ expected). Returns 0 and the value, or -EBADMSG. */
-static int json_field(const char *json, const char *key, char *out, size_t cap)
+/* Copy string member @key of @j into @out; -EBADMSG if absent or long. */
+static int json_field(const struct json *j, const char *key, char *out,
+		      size_t cap)
 {
-	char pat[64];
-	const char *p;
-	size_t n = 0;
+	const char *v = json_str(j, key, NULL);
 
-	snprintf(pat, sizeof(pat), "\"%s\"", key);
-	p = strstr(json, pat);
-	if (!p)
+	if (!v || strlen(v) >= cap)
 		return -EBADMSG;
-	p += strlen(pat);
-	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-		p++;
-	if (*p++ != ':')
-		return -EBADMSG;
-	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-		p++;
-	if (*p++ != '"')
-		return -EBADMSG;
-	for (; *p && *p != '"'; p++) {
-		if (*p == '\\' && (p[1] == '"' || p[1] == '\\' || p[1] == '/'))
-			p++;
-		else if (*p == '\\')
-			return -EBADMSG;
-		if (n + 1 >= cap)
-			return -EBADMSG;
-		out[n++] = *p;
-	}
-	if (*p != '"')
-		return -EBADMSG;
-	out[n] = '\0';
+	strcpy(out, v);
 	return 0;
 }
 
-int s3_imds_parse(struct s3_creds *c, const char *json)
+int s3_imds_parse(struct s3_creds *c, const char *text)
 {
+	struct json *j;
 	char exp[64];
+	int rc;
 
 	memset(c, 0, sizeof(*c));
-	if (json_field(json, "AccessKeyId", c->access_key, sizeof(c->access_key)) ||
-	    json_field(json, "SecretAccessKey", c->secret_key,
-		       sizeof(c->secret_key)) ||
-	    json_field(json, "Token", c->token, sizeof(c->token)) ||
-	    json_field(json, "Expiration", exp, sizeof(exp)) ||
-	    s3_time_parse(exp, &c->expires_ns))
+	if (json_parse(&j, text, strlen(text)))
 		return -EBADMSG;
-	return c->access_key[0] && c->secret_key[0] ? 0 : -EBADMSG;
+	rc = j->type != JSON_OBJ ||
+	     json_field(j, "AccessKeyId", c->access_key,
+			sizeof(c->access_key)) ||
+	     json_field(j, "SecretAccessKey", c->secret_key,
+			sizeof(c->secret_key)) ||
+	     json_field(j, "Token", c->token, sizeof(c->token)) ||
+	     json_field(j, "Expiration", exp, sizeof(exp)) ||
+	     s3_time_parse(exp, &c->expires_ns) ?
+		     -EBADMSG :
+		     0;
+	json_free(j);
+	if (!rc && (!c->access_key[0] || !c->secret_key[0]))
+		rc = -EBADMSG;
+	if (rc)
+		explicit_bzero(c, sizeof(*c));
+	return rc;
 }
 
 static int from_imds(struct s3_creds *c, const struct s3_cred_opts *o)

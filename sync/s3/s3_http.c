@@ -5,12 +5,14 @@
  * a message, retries with backoff and jitter, and the curl-multi download
  * of many objects at once, each streamed into the store and checked
  * (Content-Length, MD5 when the ETag is one, the GET's ETag against the
- * listing's). It decides nothing about what to fetch or publish.
+ * listing's), then renamed into the store by a committer thread. It
+ * decides nothing about what to fetch or publish.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,9 +286,82 @@ struct xfer {
 	struct membody errbody;
 };
 
+/*
+ * The committer: a checked download's rename into the store (and the
+ * close of its file) happens on its own thread, and so does the creation
+ * of the temporary files the next downloads write (a few kept ready), so
+ * the transfer loop goes straight on to the next request. The loop is one
+ * thread driving every transfer, and under load a rename costs about
+ * 0.35 ms and a create 0.15 ms: paid in the loop for every object, they
+ * kept the free slots idle, which is what made an initial sync slower
+ * than rclone's at the same parallelism. A commit is counted (d->left)
+ * only once it is done, and a failed one fails the round as before.
+ */
+#define SPARE_MAX 16
+struct commit {
+	struct store_txn *txn;
+	struct job *job;
+	uint64_t got;
+	int rc;
+};
+
+struct committer {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	CURLM *m;	   /* woken after each commit */
+	struct store *st;
+	struct store_txn *spare[SPARE_MAX]; /* lock: begun, ready to use */
+	size_t nspare;	   /* lock */
+	bool spare_err;	   /* lock: one failed; the loop opens its own */
+	struct commit *c;  /* one per job at most; lock */
+	size_t queued;	   /* lock */
+	size_t done;	   /* lock: c[0..done) committed */
+	size_t seen;	   /* loop only: c[0..seen) accounted */
+	bool closing;	   /* lock */
+	bool running;	   /* loop only: the thread was started */
+};
+
+static void *committer_main(void *arg)
+{
+	struct committer *k = arg;
+
+	pthread_mutex_lock(&k->lock);
+	for (;;) {
+		struct store_txn *t;
+		struct commit *c;
+
+		while (k->done == k->queued && !k->closing &&
+		       (k->nspare == SPARE_MAX || k->spare_err))
+			pthread_cond_wait(&k->cond, &k->lock);
+		if (k->done == k->queued && k->closing)
+			break;
+		if (k->done == k->queued) { /* room for a spare */
+			pthread_mutex_unlock(&k->lock);
+			if (store_txn_begin(k->st, &t))
+				t = NULL;
+			pthread_mutex_lock(&k->lock);
+			if (t)
+				k->spare[k->nspare++] = t;
+			else
+				k->spare_err = true;
+			continue;
+		}
+		c = &k->c[k->done];
+		pthread_mutex_unlock(&k->lock);
+		c->rc = store_txn_commit(c->txn, &c->job->hash, NULL, NULL);
+		pthread_mutex_lock(&k->lock);
+		k->done++;
+		curl_multi_wakeup(k->m);
+	}
+	pthread_mutex_unlock(&k->lock);
+	return NULL;
+}
+
 struct dl {
 	struct source *src;
 	CURLM *m;
+	struct committer *k;
 	struct curl_slist *hl;
 	struct job *jobs;
 	size_t njobs, next;
@@ -323,6 +398,21 @@ static size_t xfer_write(char *data, size_t sz, size_t n, void *ud)
 	return len;
 }
 
+/* A begun transaction for the next download: a spare, or a new one. */
+static int txn_take(struct dl *d, struct store_txn **out)
+{
+	struct committer *k = d->k;
+
+	*out = NULL;
+	pthread_mutex_lock(&k->lock);
+	if (k->nspare) {
+		*out = k->spare[--k->nspare];
+		pthread_cond_signal(&k->cond); /* make another */
+	}
+	pthread_mutex_unlock(&k->lock);
+	return *out ? 0 : store_txn_begin(d->src->store, out);
+}
+
 static bool etag_is_md5(const char *etag)
 {
 	size_t n = 0;
@@ -348,7 +438,7 @@ static int xfer_start(struct dl *d, struct xfer *x, struct job *j)
 	memset(&x->errbody, 0, sizeof(x->errbody));
 	rc = s3_make_url(s, url, sizeof(url), j->o->key, NULL);
 	if (!rc)
-		rc = store_txn_begin(d->src->store, &x->txn);
+		rc = txn_take(d, &x->txn);
 	if (rc)
 		return rc;
 	EVP_DigestInit_ex(x->md5, EVP_md5(), NULL);
@@ -421,18 +511,15 @@ static void xfer_done(struct dl *d, struct xfer *x, CURLcode cc)
 			snprintf(d->err, d->errlen, "%s: %s changed during the "
 				 "sync; nothing published", d->src->tag,
 				 j->o->key);
-		if (!rc) {
-			rc = store_txn_commit(x->txn, &j->hash, NULL, NULL);
+		if (!rc) { /* to the committer: counted once renamed */
+			pthread_mutex_lock(&d->k->lock);
+			d->k->c[d->k->queued++] = (struct commit){
+				.txn = x->txn, .job = j, .got = x->got };
+			pthread_cond_signal(&d->k->cond);
+			pthread_mutex_unlock(&d->k->lock);
 			x->txn = NULL;
-			if (!rc) {
-				source_count_fetch(d->src, x->got, 1);
-				d->left--;
-				x->job = NULL;
-				return;
-			}
-			snprintf(d->err, d->errlen, "%s: storing %s: %s",
-				 d->src->tag, j->o->key, strerror(-rc));
-			d->fatal = rc;
+			x->job = NULL;
+			return;
 		}
 	}
 	store_txn_abort(x->txn);
@@ -463,6 +550,48 @@ static void xfer_done(struct dl *d, struct xfer *x, CURLcode cc)
 	}
 }
 
+/* Account for the commits done since last time. */
+static void commits_seen(struct dl *d)
+{
+	struct committer *k = d->k;
+	size_t done;
+
+	pthread_mutex_lock(&k->lock);
+	done = k->done;
+	pthread_mutex_unlock(&k->lock);
+	for (; k->seen < done; k->seen++) {
+		const struct commit *c = &k->c[k->seen];
+
+		if (c->rc) {
+			if (!d->fatal) {
+				snprintf(d->err, d->errlen, "%s: storing %s: %s",
+					 d->src->tag, c->job->o->key,
+					 strerror(-c->rc));
+				d->fatal = c->rc;
+			}
+			continue;
+		}
+		source_count_fetch(d->src, c->got, 1);
+		d->left--;
+	}
+}
+
+/* Let the committer finish what it holds, and stop it. */
+static void committer_stop(struct dl *d)
+{
+	struct committer *k = d->k;
+
+	pthread_mutex_lock(&k->lock);
+	k->closing = true;
+	pthread_cond_signal(&k->cond);
+	pthread_mutex_unlock(&k->lock);
+	pthread_join(k->thread, NULL);
+	commits_seen(d);
+	while (k->nspare)
+		store_txn_abort(k->spare[--k->nspare]);
+}
+
+
 /* The next job that may start now, or NULL. */
 static struct job *next_job(struct dl *d)
 {
@@ -487,13 +616,21 @@ int s3_download(struct source *src, struct job *jobs, size_t n, char *err,
 	struct dl d = { .src = src, .jobs = jobs, .njobs = n, .left = n,
 			.err = err, .errlen = errlen };
 	struct xfer *xs = calloc(nx ? nx : 1, sizeof(*xs));
+	struct committer k = { .m = s->m, .st = src->store,
+			       .c = calloc(n ? n : 1, sizeof(*k.c)) };
 	int rc = 0;
 
 	d.m = s->m; /* its connection cache outlives the round */
+	d.k = &k;
 	d.hl = sign_headers(s, "UNSIGNED-PAYLOAD");
 	d.retry = calloc(n ? n : 1, sizeof(*d.retry));
-	if (!xs || !d.m || !d.hl || !d.retry)
+	if (!xs || !d.m || !d.hl || !d.retry || !k.c)
 		rc = -ENOMEM;
+	pthread_mutex_init(&k.lock, NULL);
+	pthread_cond_init(&k.cond, NULL);
+	if (!rc && pthread_create(&k.thread, NULL, committer_main, &k))
+		rc = -EAGAIN;
+	k.running = !rc;
 	for (size_t i = 0; !rc && i < nx; i++) {
 		xs[i].src = src;
 		xs[i].e = curl_easy_init();
@@ -524,11 +661,17 @@ int s3_download(struct source *src, struct job *jobs, size_t n, char *err,
 					  (char **)&x);
 			xfer_done(&d, x, msg->data.result);
 		}
+		commits_seen(&d);
 		if (source_stopping(src))
 			d.fatal = -ECANCELED;
 		else if (d.left && !d.fatal)
 			curl_multi_poll(d.m, NULL, 0, 50, NULL);
 	}
+	if (k.running)
+		committer_stop(&d);
+	pthread_cond_destroy(&k.cond);
+	pthread_mutex_destroy(&k.lock);
+	free(k.c);
 	for (size_t i = 0; xs && i < nx; i++) {
 		if (xs[i].job)
 			curl_multi_remove_handle(d.m, xs[i].e);

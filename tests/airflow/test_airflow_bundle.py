@@ -388,3 +388,22 @@ def test_kill_9_under_dag_processor_and_scheduler(world):
     assert live <= still, live - still
     assert w.pg.psql("select count(*) from task_instance where state = 'failed'") == \
         failed_before
+
+
+def test_airflow_version_cleanup_ran_without_errors(world):
+    """Airflow's stale-version cleanup (every 10 s here, versions unused for
+    5 s, keeping 1) ran over the versions the tests above made: it removed
+    markers, never failed, and the mount still serves every retained
+    revision."""
+    w = world
+    logs = w.af.log("dag-processor") + w.af.log("scheduler")
+    assert "removing stale bundle. bundle_name=" in logs
+    assert "Error removing stale bundle versions" not in logs
+    storage = w.af.storage
+    for b in ("g", "s", "d", "dagfs"):
+        versions = storage / b / "versions"
+        assert all(p.is_dir() and not p.is_symlink() and not any(p.iterdir())
+                   for p in versions.iterdir()), b
+    for s in SOURCES:
+        revs = w.a.mnt / ".dagfs" / "revs" / s
+        assert revision(w.a.mnt, s) in os.listdir(revs)

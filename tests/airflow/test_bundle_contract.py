@@ -7,6 +7,7 @@ materialise layouts, forge URLs, and Airflow's stale-version cleanup."""
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 import time
 
@@ -33,6 +34,8 @@ def base(dagfs_bin):
     m = Mounts(d)
     yield d, m
     m.stop()
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(_home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

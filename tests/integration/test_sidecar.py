@@ -325,6 +325,34 @@ def test_json_logs_cover_start_up_errors(dagfs, tmp_path):
     assert m.stop() == 0
 
 
+def test_help_lists_every_source_key_and_only_those(dagfs, tmp_path):
+    """--help's key lists come from the types' tables: each key it lists
+    is accepted (check-config says nothing of an unknown key), and the
+    keys the old hand-written text had lost are there."""
+    text = dagfs.run(["mount", "--help"]).stdout
+    block = text[text.index("SPEC is"):text.index("Examples:")]
+    keys, kind = {}, None
+    for line in block.splitlines()[2:]:
+        m = re.match(r"  (\w+):\s+(.*)", line)
+        if m:
+            kind, line = m[1], m[2]
+        for k in re.sub(r"\([^)]*\)", "", line).split(","):
+            if k.strip():
+                keys.setdefault(kind, []).append(k.strip())
+    assert {"validate", "keep"} <= set(keys["common"]), keys
+    assert {"sts-endpoint", "imds-endpoint"} <= set(keys["s3"]), keys
+    assert "fetch-timeout" in keys["git"], keys
+    conf = tmp_path / "empty.conf"
+    conf.write_text("[dagfs]\n")
+    for kind in ("dir", "git", "s3"):
+        for k in keys[kind] + keys["common"]:
+            loc = {"dir": str(tmp_path), "git": "https://e.com/x.git",
+                   "s3": "bucket"}[kind]
+            r = dagfs.run(["check-config", "--config", conf, "--source",
+                           f"{kind}:{loc},{k}=x"])
+            assert f"unknown key '{k}'" not in r.stdout + r.stderr, (kind, k)
+
+
 @pytest.mark.parametrize("argv,code,out", [
     (["--version"], 0, r"^dagfs \d+\.\d+"),
     (["--help"], 0, r"check-config"),

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* test_util.c - sync/ helpers: the JSON string writer. */
+/* test_util.c - sync/ helpers: the JSON string writer, secret files. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "sync.h"
@@ -36,6 +39,34 @@ static int quoted_is(const char *s, const char *want)
 		return 0;
 	}
 	return put_is(s, want);
+}
+
+/* read_secret() of a temporary file holding @text (then removed). */
+static int secret_of(const char *text, char *buf, size_t len)
+{
+	char path[] = "/tmp/dagfs-test-secret-XXXXXX";
+	int fd = mkstemp(path), rc = -1;
+
+	if (fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text))
+		rc = read_secret(buf, len, path);
+	if (fd >= 0) {
+		close(fd);
+		unlink(path);
+	}
+	return rc;
+}
+
+static void test_util__read_secret_cuts_newlines_and_refuses_too_long(void)
+{
+	char buf[8];
+
+	CHECK(secret_of("s3cret\r\n\n", buf, sizeof(buf)) == 6 &&
+	      !strcmp(buf, "s3cret"));
+	CHECK(secret_of("1234567\n", buf, sizeof(buf)) == 7); /* just fits */
+	CHECK(secret_of("12345678", buf, sizeof(buf)) == -EFBIG && !buf[0]);
+	CHECK(secret_of("1234567\nX", buf, sizeof(buf)) == -EFBIG);
+	CHECK(secret_of("\n", buf, sizeof(buf)) == 0 && !buf[0]);
+	CHECK(read_secret(buf, sizeof(buf), "/nonexistent/secret") == -ENOENT);
 }
 
 static void test_util__json_escapes_quote_backslash_controls(void)
@@ -94,6 +125,8 @@ static void test_util__json_quote_cuts_whole_characters(void)
 int main(void)
 {
 	static const struct harness_case cases[] = {
+		{ "test_util__read_secret_cuts_newlines_and_refuses_too_long",
+		  test_util__read_secret_cuts_newlines_and_refuses_too_long },
 		{ "test_util__json_escapes_quote_backslash_controls",
 		  test_util__json_escapes_quote_backslash_controls },
 		{ "test_util__json_copies_valid_utf8",

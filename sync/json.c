@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * json.c - the little JSON the sidecar reads: the status file it wrote
- * itself (with json_put_str of sync/), parsed by a small recursive-descent
- * parser into a tree. Not a general-purpose library: \u escapes outside
+ * json.c - the little JSON dagfs reads: the status file the daemon wrote
+ * itself (with json_put_str), and the instance metadata service's
+ * credentials (s3/), parsed by a small recursive-descent parser into a
+ * tree. Not a general-purpose library: \u escapes outside
  * the BMP pass through as two code units, and nesting is capped so
  * hostile input cannot exhaust the stack.
  */
@@ -10,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecar_i.h"
+#include "json.h"
 
 #define JSON_MAX_DEPTH 64
 
