@@ -15,16 +15,40 @@ without importing Airflow:
   * the mtime of each candidate (the processor sorts by modified time);
   * compile() of every .py file found (the parse, without executing).
 
-Usage: airflow_scan.py DIR [--no-compile] [--list]
+With skip_isatty (--skip-isatty), every open() passes an explicit buffer
+size, which makes CPython <= 3.13 skip the isatty() (ioctl TCGETS) it
+otherwise asks of every file it opens: an EMULATION of Python 3.14's
+open(), which skips it for regular files (gh-90102), for a machine
+without a 3.14 (Debian 12 has none).
+
+Usage: airflow_scan.py DIR [--no-compile] [--skip-isatty] [--list]
 """
 
 import argparse
+import io
 import os
 import re
 import time
 import zipfile
 
 IGNORE = ".airflowignore"
+SKIP_ISATTY = False  # see the module docstring
+
+
+def _open(path, mode="rb"):
+    if SKIP_ISATTY:
+        return open(path, mode, buffering=io.DEFAULT_BUFFER_SIZE)
+    return open(path, mode)
+
+
+def _is_zipfile(path):
+    if not SKIP_ISATTY:
+        return zipfile.is_zipfile(path)
+    try:
+        with _open(path) as f:
+            return zipfile.is_zipfile(f)
+    except OSError:
+        return False
 
 
 def _ignore_rules(root, base_rules):
@@ -32,7 +56,7 @@ def _ignore_rules(root, base_rules):
     if not os.path.isfile(path):
         return base_rules
     rules = list(base_rules)
-    with open(path) as f:
+    with _open(path, "r") as f:
         for line in f.read().split("\n"):
             line = re.sub(r"\s*#.*", "", line)
             if not line:
@@ -71,9 +95,9 @@ def find_paths(top):
 
 def might_contain_dag(path):
     """Airflow's default heuristic; also returns the bytes read."""
-    if zipfile.is_zipfile(path):
+    if _is_zipfile(path):
         return True, b""
-    with open(path, "rb") as f:
+    with _open(path) as f:
         content = f.read()
     low = content.lower()
     return (b"dag" in low and b"airflow" in low), content
@@ -88,7 +112,7 @@ def scan(top, compile_py=True):
         st["walked"] += 1
         if not os.path.isfile(p):
             continue
-        if not p.endswith(".py") and not zipfile.is_zipfile(p):
+        if not p.endswith(".py") and not _is_zipfile(p):
             continue
         st["candidates"] += 1
         os.path.getmtime(p)
@@ -111,9 +135,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--skip-isatty", action="store_true",
+                    help="emulate Python 3.14's open() (no isatty)")
     ap.add_argument("--list", action="store_true",
                     help="print each file that may contain a DAG")
     a = ap.parse_args()
+    global SKIP_ISATTY
+    SKIP_ISATTY = a.skip_isatty
     st = scan(a.dir, not a.no_compile)
     if a.list:
         for d in sorted(st["dags"]):

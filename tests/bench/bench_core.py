@@ -289,6 +289,9 @@ def main():
                     "median of every warm scan (for noisy machines)")
     ap.add_argument("--workdir", default="/var/tmp/dagfs-bench")
     ap.add_argument("--targets", default="native,dagfs")
+    ap.add_argument("--skip-isatty", action="store_true",
+                    help="EMULATE Python 3.14's open(), which asks no "
+                    "isatty() of regular files (labelled in the output)")
     ap.add_argument("--min-idle", type=float, default=0.8,
                     help="before each measurement wait (up to 2 min) until "
                     "this fraction of CPU time is idle; 0 to not wait")
@@ -300,6 +303,7 @@ def main():
     opts = ap.parse_args()
     global opts_min_idle
     opts_min_idle = opts.min_idle
+    airflow_scan.SKIP_ISATTY = opts.skip_isatty
     sys.modules.setdefault("bench_core", sys.modules[__name__])
     for p in opts.plugin:
         importlib.import_module(p)
@@ -315,7 +319,9 @@ def main():
     head = (f"Airflow-like scan, {platform.node()}, {os.cpu_count()} CPUs, "
             f"Linux {platform.release()}, {time.strftime('%Y-%m-%d')}, "
             f"seed {opts.seed}, {opts.rounds} round(s), load average "
-            f"{os.getloadavg()[0]:.1f} at the end")
+            f"{os.getloadavg()[0]:.1f} at the end"
+            + (", open() EMULATING Python 3.14 (no isatty: an explicit "
+               "buffer size)" if opts.skip_isatty else ""))
     text = f"{head}\n\n{md}\n"
     if notes:
         text += "\n" + "\n".join(f"- {k}: " + ", ".join(
