@@ -137,4 +137,28 @@ void prov_node_service(FILE *f, const struct prov *p);
  *  --prometheus-operator, PrometheusRule, metrics Services, ServiceMonitor. */
 int prov_render_obs(const struct prov *p) WUR;
 
+/* The image rendered without --image (not published anywhere). */
+#define PROV_DEFAULT_IMAGE "dagfs/dagfs:0.1.0"
+
+/* The command's steps, in main's order (provision.c). */
+/** "dagfs-provision: " + the message on stderr, one line; returns -1. */
+int prov_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/** --help's text, from the option table (provision_opts.c). */
+void prov_usage(FILE *f);
+/** Every option's default into @p (provision_opts.c). */
+void prov_defaults(struct prov *p);
+/** `render|apply DIR [--option[=]value]...` into @p; 0 or -1, said. */
+int prov_parse_args(struct prov *p, int argc, char **argv) WUR;
+/** Check every value of @p (provision_check.c); 0 or -1, said. */
+int prov_validate(struct prov *p) WUR;
+/** Parse, complete and check the --source specs into p->sources. */
+int prov_prepare_sources(struct prov *p) WUR;
+/** A one-line secret from @path into @out: 0, or -1 if unreadable or
+ *  empty (provision_secrets.c). */
+int prov_secret_line(const char *path, char *out, size_t len) WUR;
+/** Read, or generate once and keep, every secret into @p; 0 or -1. */
+int prov_prepare_secrets(struct prov *p) WUR;
+/** `apply`: kubectl and helm on the rendered files (provision_apply.c). */
+int prov_apply(const struct prov *p) WUR;
+
 #endif

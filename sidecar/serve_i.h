@@ -8,6 +8,9 @@
 #define DAGFS_SERVE_I_H
 
 #include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -57,5 +60,119 @@ int serve_range_parse(const char *h, uint64_t size, uint64_t *off,
  */
 int serve_statement(struct store *st, const struct sdoc_key *key,
 		    const struct snap *s, char **out, size_t *len) WUR;
+
+/* ------------------------------------------------------------------
+ * Internal to serve*.c (the served store split by job): its state and
+ * the calls between its files. export.c uses none of this.
+ */
+
+#define WAIT_MAX_S 25 /* under the 30 s connection timeout */
+#define TOKEN_MAX 4096
+#define FETCH_MAX 16	   /* on-demand fetches at once */
+#define FETCH_WAIT_MS 20000 /* at most, each (shutdown waits for them) */
+#define IMMUTABLE "public, max-age=31536000, immutable"
+
+struct waiter {
+	int kind; /* HTTP_CONN_STORE */
+	struct waiter *prev, *next;
+	struct MHD_Connection *c;
+	char source[65];
+	char after[256]; /* a snapshot id or a revision */
+	int64_t deadline; /* mono_ns */
+	bool listed;  /* on sv->waiters */
+	bool resumed; /* answer now */
+	/* a revision fetched on demand (revs/REV not retained) */
+	struct serve *sv;
+	struct source *src;
+	char rev[256];
+	bool fetching, fetched;
+	int rc;
+	struct snap *snap;
+};
+
+struct doc {
+	char source[65];
+	char id[DHASH_HEX];
+	char *text;
+	size_t len;
+};
+
+struct serve {
+	struct dagfs_ctx *ctx;
+	struct sdoc_key *key; /* NULL: statements unsigned (or forwarded) */
+	char token[TOKEN_MAX];
+	size_t tlen; /* 0: no token required */
+
+	pthread_mutex_t lock; /* guards everything below */
+	pthread_cond_t cond;  /* the timer: a new waiter or stopping */
+	pthread_t timer;
+	bool timer_started;
+	bool stopping;
+	struct waiter *waiters;
+	size_t nwaiters;
+	struct doc *docs; /* the current statement of each source */
+	size_t ndocs;
+	unsigned nfetching; /* on-demand fetch threads running */
+
+	atomic_ullong n_req, n_blobs, n_bytes, n_snaps, n_polls;
+};
+
+/* serve_object.c: replies and the immutable objects. */
+/** Queue @buf (@len bytes) with @status, Content-Type @type and the
+ * optional Cache-Control @cache and ETag @etag; @mode as libmicrohttpd's. */
+enum MHD_Result serve_send_buf(struct MHD_Connection *c, unsigned status,
+			       const void *buf, size_t len, const char *type,
+			       const char *cache, const char *etag,
+			       enum MHD_ResponseMemoryMode mode);
+/** A one-line text/plain reply @msg (a literal) with @status. */
+enum MHD_Result serve_send_text(struct MHD_Connection *c, unsigned status,
+				const char *msg);
+/** If-None-Match equal to @etag: 304 (with @cache) queued, *@ret set,
+ * true. */
+bool serve_not_modified_as(struct MHD_Connection *c, const char *etag,
+			   const char *cache, enum MHD_Result *ret);
+/** GET objects/AB/CDEF... (@hex: 32 hex digits, checked), with Range. */
+enum MHD_Result serve_get_blob(struct serve *sv, struct MHD_Connection *c,
+			       const char *hex);
+/** GET snapshots/ID: the snapshot's bytes; @id is checked here. */
+enum MHD_Result serve_get_snapshot(struct serve *sv, struct MHD_Connection *c,
+				   const char *id);
+/** GET trees/ID: a tree manifest, checked against its name. */
+enum MHD_Result serve_get_tree(struct serve *sv, struct MHD_Connection *c,
+			       const char *id);
+/** GET sources.json: every source, its revision and snapshot. */
+enum MHD_Result serve_get_list(struct serve *sv, struct MHD_Connection *c);
+
+/* serve_doc.c: statements. */
+/**
+ * The running source named @name, with a new reference to its current
+ * snapshot in *@snap (NULL before its first); NULL if no such source.
+ * The returned pointer is only to be tested against NULL or handed to
+ * source_fetch_rev while the request lives.
+ */
+struct source *serve_find_source(struct serve *sv, const char *name,
+				 struct snap **snap);
+/** The statement of @s (ours, forwarded or unsigned); *@out malloc'd. */
+int serve_statement_of(struct serve *sv, const struct snap *s, char **out,
+		       size_t *len) WUR;
+/** Reply with the current statement of @s (ETag its id; 304 when
+ * revalidated unless @waited, which marks a long-poll's answer). */
+enum MHD_Result serve_send_doc(struct serve *sv, struct MHD_Connection *c,
+			       const struct snap *s, bool waited);
+/** Reply with the statement of retained snapshot @snap. */
+enum MHD_Result serve_send_rev(struct serve *sv, struct MHD_Connection *c,
+			       struct snap *snap);
+
+/* serve_wait.c: long-polls and on-demand revisions. */
+/** The one timer thread (@arg: the struct serve): wakes waiters at their
+ * deadline until sv->stopping. */
+void *serve_timer_main(void *arg);
+/** GET sources/NAME/current[?after=ID&wait=S]; state in *@con_cls. */
+enum MHD_Result serve_get_current(struct serve *sv, struct MHD_Connection *c,
+				  const char *name, void **con_cls);
+/** GET sources/NAME/revs/REV, fetched on demand when not retained. */
+enum MHD_Result serve_get_rev(struct serve *sv, struct MHD_Connection *c,
+			      const char *name, const char *rev,
+			      void **con_cls);
 
 #endif

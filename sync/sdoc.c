@@ -211,16 +211,6 @@ static int field(const char *l, ssize_t n, const char *key, char *val,
 	return 0;
 }
 
-static bool all_hex(const char *s, size_t n)
-{
-	if (strlen(s) != n)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
-}
-
 int sdoc_parse(struct sdoc *out, const char *buf, size_t len)
 {
 	char num[24];
@@ -248,7 +238,7 @@ int sdoc_parse(struct sdoc *out, const char *buf, size_t len)
 		if (field(l, n, f[i].key, f[i].val, f[i].cap))
 			return -EBADMSG;
 	}
-	if (!all_hex(out->snapshot, 32) || !all_hex(out->sha256, 64))
+	if (!hex_ok(out->snapshot, 32) || !hex_ok(out->sha256, 64))
 		return -EBADMSG;
 	errno = 0;
 	v = strtoll(num, &end, 10);

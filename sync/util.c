@@ -41,6 +41,16 @@ static int hexval(char c)
 	return -1;
 }
 
+bool hex_ok(const char *s, size_t n)
+{
+	if (strlen(s) != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (hexval(s[i]) < 0)
+			return false;
+	return true;
+}
+
 int dhash_parse(struct dhash *out, const char *hex)
 {
 	for (int i = 0; i < 16; i++) {

@@ -37,6 +37,10 @@ int mkdir_p(const char *path, mode_t mode) WUR;
  */
 int read_secret(char *out, size_t len, const char *path) WUR;
 
+/** @s is exactly @n lowercase hex digits (a name's shape, before it
+ * touches a path). */
+bool hex_ok(const char *s, size_t n);
+
 /** Parse durations "250ms", "10s", "2m", "1h" or a bare number of seconds. */
 int parse_duration_ms(const char *text, int *out) WUR;
 /** Parse a boolean: 1/0, true/false, yes/no, on/off. */

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int harness_failed;
 
@@ -34,6 +35,29 @@ static inline int harness_run(const struct harness_case *cases)
 		bad |= harness_failed;
 	}
 	return bad;
+}
+
+/*
+ * Make the temporary directory @dir (a mkdtemp template, rewritten in
+ * place), run @cases, then remove it. With @env (e.g. "TMPDIR"), that
+ * variable names the directory while the cases run. 1 if a case failed
+ * or the directory could not be made or removed.
+ */
+static inline int harness_run_in(char *dir, const struct harness_case *cases,
+				 const char *env)
+{
+	char cmd[128];
+	int rc;
+
+	if (strlen(dir) + sizeof("rm -rf ") > sizeof(cmd) || !mkdtemp(dir))
+		return 1;
+	if (env)
+		setenv(env, dir, 1);
+	rc = harness_run(cases);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd))
+		rc = 1;
+	return rc;
 }
 
 #endif

@@ -273,15 +273,6 @@ int main(void)
 		  test_source__origin_drops_userinfo },
 		{ NULL, NULL },
 	};
-	char cmd[128];
-	int rc;
-
 	log_setup(LOG_LVL_ERR - 1, false);
-	if (!mkdtemp(dir))
-		return 1;
-	rc = harness_run(cases);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd))
-		rc = 1;
-	return rc;
+	return harness_run_in(dir, cases, NULL);
 }
