@@ -227,7 +227,20 @@ static void install_software(FILE *f, const struct prov *p)
 
 	deb = deb ? deb + 1 : p->dagfs_deb;
 	if (deb)
-		fprintf(f, "# dagfs from its package (dependencies by apt)\n"
+		fprintf(f, "# dagfs from its package (dependencies by apt). Built "
+			   "with libgit2 1.8\n# (shallow fetches), it needs "
+			   "bookworm-backports on Debian 12.\n"
+			   "if grep -qs '^VERSION_CODENAME=bookworm' /etc/os-release &&\n"
+			   "   ! grep -rqs bookworm-backports /etc/apt/sources.list "
+			   "/etc/apt/sources.list.d/; then\n"
+			   "  printf '%%s\\n' 'Types: deb' "
+			   "'URIs: http://deb.debian.org/debian' \\\n"
+			   "    'Suites: bookworm-backports' 'Components: main' \\\n"
+			   "    'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' "
+			   "\\\n"
+			   "    >/etc/apt/sources.list.d/bookworm-backports.sources\n"
+			   "fi\n"
+			   "apt-get update -q\n"
 			   "apt-get install -y -q './%s'\n", deb);
 	else
 		fprintf(f, "command -v %s >/dev/null || { echo \"install.sh: dagfs "

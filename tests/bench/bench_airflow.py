@@ -216,11 +216,15 @@ class Stack:
                "DAG_PROCESSOR__STALE_BUNDLE_CLEANUP_INTERVAL": "0",
                "DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "120"}
         cfg.update(config or {})
-        self.af = Airflow(self.pg.url, bundles, root=self.root / "airflow", config=cfg)
-        # the bundle as it is in this tree, not whatever the venv holds
-        self.af.env["PYTHONPATH"] = str(REPO / "airflow" / "src")
-        self.af.cli("db", "migrate", timeout=900)
-        self.db = Db(self.pg)
+        try:
+            self.af = Airflow(self.pg.url, bundles, root=self.root / "airflow", config=cfg)
+            # the bundle as it is in this tree, not whatever the venv holds
+            self.af.env["PYTHONPATH"] = str(REPO / "airflow" / "src")
+            self.af.cli("db", "migrate", timeout=900)
+            self.db = Db(self.pg)
+        except BaseException:
+            self.pg.stop()
+            raise
 
     def env(self, **cfg):
         e = dict(self.af.env)
@@ -241,6 +245,20 @@ class Stack:
             p.stop()
         self.db.close()
         self.pg.stop()
+
+
+def cleanup(*stops):
+    """Call every one of @stops that is not None, even if one raises (then
+    raise the first error once all ran): nothing is left running."""
+    first = None
+    for stop in stops:
+        try:
+            if stop:
+                stop()
+        except BaseException as e:  # noqa: BLE001 - raised below
+            first = first or e
+    if first:
+        raise first
 
 
 def alive_wait(st, pred, timeout, what, interval=0.5):
@@ -405,11 +423,7 @@ def bench_push(args, work, binary):
             t.join()
         st.check_alive()
     finally:
-        if st:
-            st.stop()
-        if m:
-            m.stop()
-        srv.close()
+        cleanup(st and st.stop, m and m.stop, srv.close)
     failed = {v: r for v, r in results.items() if isinstance(r, BaseException)}
     if failed:
         raise RuntimeError("; ".join(f"{v}: {e}" for v, e in failed.items()))
@@ -583,13 +597,7 @@ def bench_pinned(args, work, binary):
                       f"cold task {cold:.2f} s {mib(cold_b)}, warm task {warm:.2f} s "
                       f"{mib(warm_b)}", flush=True)
     finally:
-        if st:
-            st.stop()
-        if wm:
-            wm.stop()
-        proc_m.stop()
-        counter.stop()
-        srv.close()
+        cleanup(st and st.stop, wm and wm.stop, proc_m.stop, counter.stop, srv.close)
     med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
     d, g = med["dagfs"], med["git"]
     return [f"a task on a version {args.later} commits old, worker with empty bundle storage "
@@ -701,9 +709,7 @@ def bench_parse(args, work, binary):
                 times[v].append(t)
                 print(f"  round {k} {v}: {t:.2f} s (process wall {wall:.1f} s)", flush=True)
     finally:
-        if st:
-            st.stop()
-        m.stop()
+        cleanup(st and st.stop, m.stop)
     med = {v: statistics.median(ts) for v, ts in times.items()}
     label = {"native": "native directory (LocalDagBundle)",
              "mount": "dagfs mount, `dir:` source (LocalDagBundle)",

@@ -10,6 +10,7 @@ unit and on every unit the VM target renders.
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from conftest import REPO, build_dir, is_fuse_mounted, skip_or_fail, wait_for
 from test_k8s import run_prov
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
-from debian_tree import bookworm_tree, chroot, overlay_root  # noqa: E402
+from debian_tree import apt_mirror, bookworm_tree, chroot, overlay_root  # noqa: E402
 
 VERSION = "0.1.0"
 
@@ -45,6 +46,22 @@ def deb(tmp_path_factory):
     return path
 
 
+BACKPORTS = """Types: deb
+URIs: {mirror}
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+
+def backports_needed(deb):
+    """Whether the package depends on a library only bookworm-backports has
+    (libgit2 1.8, when the build linked it)."""
+    dep = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"],
+                         capture_output=True, text=True, check=True).stdout
+    return "libgit2-1.8" in dep
+
+
 @pytest.fixture(scope="module")
 def installed(deb, tmp_path_factory):
     """A fresh bookworm tree with the package installed: dpkg -i, then
@@ -55,6 +72,10 @@ def installed(deb, tmp_path_factory):
     with overlay_root(base, work) as root:
         shutil.copy(deb, root / "tmp" / deb.name)
         first = chroot(root, "dpkg", "-i", f"/tmp/{deb.name}", check=False)
+        if backports_needed(deb):
+            # as install.sh does on Debian 12
+            (root / "etc/apt/sources.list.d/bookworm-backports.sources") \
+                .write_text(BACKPORTS.format(mirror=apt_mirror()))
         chroot(root, "apt-get", "update", "-q")
         chroot(root, "apt-get", "install", "-f", "-y", "-q",
                "--no-install-recommends")
@@ -75,7 +96,12 @@ def test_package_contents(deb):
     info = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends",
                            "Package", "Version"], capture_output=True,
                           text=True, check=True).stdout
-    assert "libfuse3-3" in info and "libgit2-1.5" in info and "fuse3" in info
+    # the libgit2 the build linked: Debian 12's 1.5, or 1.8 from backports
+    libgit2 = subprocess.run(["dpkg-query", "-W", "-f", "${Depends}",
+                              "libgit2-dev"], capture_output=True, text=True,
+                             check=True).stdout
+    runtime = re.search(r"libgit2-1\.\d+", libgit2).group(0)
+    assert "libfuse3-3" in info and runtime in info and "fuse3" in info
     conffiles = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(deb)],
                                capture_output=True, check=True).stdout
     assert b"/etc/dagfs/dagfs.conf" in conffiles
