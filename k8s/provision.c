@@ -56,8 +56,8 @@ int main(int argc, char **argv)
 		return show_admin_password(argv[2]) ? 1 : 0;
 	prov_defaults(&p);
 	log_setup(LOG_LVL_ERR, false);
-	if (prov_parse_args(&p, argc, argv) || prov_validate(&p) || prov_prepare_sources(&p) ||
-	    prov_prepare_secrets(&p))
+	if (prov_parse_args(&p, argc, argv) || prov_validate(&p) ||
+	    prov_prepare_sources(&p) || prov_prepare_secrets(&p))
 		goto out;
 	if (!p.pin_url) { /* the dag-processors' dagfs, which parse the DAGs */
 		snprintf(p.pin_url_buf, sizeof(p.pin_url_buf),

@@ -111,7 +111,8 @@ static int apply_node(const struct prov *p)
 /* The Prometheus Operator's objects (its CRDs must be installed). */
 static int apply_monitoring(const struct prov *p)
 {
-	return apply_file(p, p->prometheus_operator, "prometheus-operator.yaml");
+	return apply_file(p, p->prometheus_operator,
+			  "prometheus-operator.yaml");
 }
 
 int prov_apply(const struct prov *p)

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * provision_secrets.c - dagfs-provision's secrets (OpenSSL): read from the files
- * given, or generated once and kept in DIR/.secrets/ (0600) so a re-run
- * renders the same keys: upgrading must not rotate the Fernet key under
- * encrypted connections.
+ * provision_secrets.c - dagfs-provision's secrets (OpenSSL): read from
+ * the files given, or generated once and kept in DIR/.secrets/ (0600) so
+ * a re-run renders the same keys: upgrading must not rotate the Fernet
+ * key under encrypted connections.
  *
  * It must not print or log a secret: they are written only into 0600
  * files, and held in struct prov until main wipes them.

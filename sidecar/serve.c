@@ -16,7 +16,7 @@
  *
  * The same names as files are a complete static copy (`dagfs export`):
  * objects/ and snapshots/ are the cache's own layout, and a static server
- * ignores the query, so a mirror just polls it. A serve_statement_of (sdoc.c) is
+ * ignores the query, so a mirror just polls it. A statement (sdoc.c) is
  * signed when serve-key-file is set; without one, a mirror forwards the
  * statement its upstream signed.
  *
