@@ -141,22 +141,19 @@ enum MHD_Result serve_handle(struct serve *sv, struct MHD_Connection *c,
 
 /* ------------------------------------------------------ life and stats */
 
+/* serve-token-file: the bearer token (read_secret, the one reader of
+ * secret files). */
 static int read_token(struct serve *sv, const char *path, char *err,
 		      size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	int n = read_secret(sv->token, sizeof(sv->token), path);
 
-	if (fd < 0) {
+	if (n < 0) {
 		snprintf(err, errlen, "serve token file %s: %s", path,
-			 strerror(errno));
-		return -errno;
+			 strerror(-n));
+		return n;
 	}
-	n = read(fd, sv->token, sizeof(sv->token) - 1);
-	close(fd);
-	while (n > 0 && (sv->token[n - 1] == '\n' || sv->token[n - 1] == '\r'))
-		n--;
-	if (n <= 0) {
+	if (!n) {
 		snprintf(err, errlen, "serve token file %s is empty", path);
 		return -EINVAL;
 	}

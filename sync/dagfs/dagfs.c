@@ -144,32 +144,30 @@ out:
 
 /* ------------------------------------------------------------ setup */
 
+/* token-file=: one line, sent as "Authorization: Bearer TOKEN" (read by
+ * read_secret, the one reader of secret files). */
 static int read_token(struct dg *g, struct source *src, const char *path,
 		      char *err, size_t errlen)
 {
-	char buf[TOKEN_MAX + 32];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	static const char hdr[] = "Authorization: Bearer ";
+	char buf[sizeof(hdr) - 1 + TOKEN_MAX + 1];
+	int n;
 
-	if (fd < 0) {
+	memcpy(buf, hdr, sizeof(hdr) - 1);
+	n = read_secret(buf + sizeof(hdr) - 1, TOKEN_MAX + 1, path);
+	if (n < 0) {
 		snprintf(err, errlen, "%s: token-file %s: %s", src->tag, path,
-			 strerror(errno));
-		return -errno;
+			 strerror(-n));
+		return n;
 	}
-	memcpy(buf, "Authorization: Bearer ", 22);
-	n = read(fd, buf + 22, TOKEN_MAX);
-	close(fd);
-	while (n > 0 && (buf[22 + n - 1] == '\n' || buf[22 + n - 1] == '\r'))
-		n--;
-	if (n <= 0 || memchr(buf + 22, '\n', (size_t)n)) {
+	if (!n || memchr(buf + sizeof(hdr) - 1, '\n', (size_t)n)) {
 		snprintf(err, errlen, "%s: token-file %s is empty or has more "
 			 "than one line", src->tag, path);
-		memset(buf, 0, sizeof(buf));
+		explicit_bzero(buf, sizeof(buf));
 		return -EINVAL;
 	}
-	buf[22 + n] = '\0';
 	g->auth = curl_slist_append(NULL, buf);
-	memset(buf, 0, sizeof(buf));
+	explicit_bzero(buf, sizeof(buf));
 	return g->auth ? 0 : -ENOMEM;
 }
 
