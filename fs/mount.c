@@ -276,6 +276,36 @@ void fs_exit(struct fs *fs)
 }
 
 /*
+ * Abort the connection (/sys/fs/fuse/connections/N/abort): every request
+ * in the kernel, and every notification waiting on one, ends with
+ * ENOTCONN. fusectl is mounted there by systemd; containers and minimal
+ * VMs often lack it, so mount it once when it is missing (a failure only
+ * means the abort cannot be done, as before).
+ */
+static void conn_abort(struct fs *fs)
+{
+	char path[64];
+	int fd;
+
+	if (!fs->conn_id)
+		return;
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort",
+		 fs->conn_id);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT &&
+	    !mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL))
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_warn("fs", "cannot abort FUSE connection %u: %s",
+			 fs->conn_id, strerror(errno));
+		return;
+	}
+	if (write(fd, "1", 1) != 1)
+		log_debug("fs", "%s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/*
  * A lazy unmount leaves the connection up while files on the mount are
  * still open, and the loop with it. Give it a second to end by itself,
  * then abort the connection: those readers get ENOTCONN, as they would
@@ -283,24 +313,12 @@ void fs_exit(struct fs *fs)
  */
 static void loop_stop(struct fs *fs)
 {
-	char path[64];
-	int fd;
-
 	for (int i = 0; i < 100; i++) {
 		if (!__atomic_load_n(&fs->looping, __ATOMIC_ACQUIRE))
 			return;
 		nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
 	}
-	if (!fs->conn_id)
-		return;
-	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort",
-		 fs->conn_id);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (write(fd, "1", 1) != 1)
-		log_debug("fs", "%s: %s", path, strerror(errno));
-	close(fd);
+	conn_abort(fs);
 }
 
 void fs_unmount(struct fs *fs)
@@ -316,9 +334,14 @@ void fs_unmount(struct fs *fs)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += 5;
 	locked = !pthread_rwlock_timedwrlock(&fs->notify_lock, &ts);
-	if (!locked)
-		log_warn("fs", "a cache invalidation is stuck; unmounting "
-			 "anyway");
+	if (!locked) {
+		/* it waits on a directory lock held by a request no loop
+		 * will answer any more: only an abort ends it (else the
+		 * process could never exit: a thread in the kernel) */
+		log_warn("fs", "a cache invalidation is stuck; aborting the "
+			 "connection");
+		conn_abort(fs);
+	}
 	fuse_session_unmount(fs->se);
 	if (locked)
 		pthread_rwlock_unlock(&fs->notify_lock);
