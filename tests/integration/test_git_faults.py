@@ -76,21 +76,21 @@ def spec(http, repo, proxy, name, at=None, extra=""):
 
 
 def hold(m, root, want, until, timeout, what):
-    """Until @until() is true, every look at @root finds exactly @want; at
-    least one look is taken after @until() holds, so a condition that is
-    already true (the faults hit before the first look) still checks the
-    tree the failures left."""
+    """Until @until() is true, every look at @root finds exactly @want. The
+    first look comes before the first test of @until(), so a condition
+    that is already true (the faults hit before the first look) still
+    checks the tree; the return follows @until() at once, so what the
+    caller reads next (status) is what made it true."""
     deadline = time.monotonic() + timeout
     looks = 0
     while True:
         m.check_alive()
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        done = until()
         got = served(root)
         assert got == want, f"{what}: served tree changed during faults: " \
             f"{sorted(set(got) ^ set(want)) or 'bytes differ'}"
         looks += 1
-        if done:
+        if until():
             return looks
         time.sleep(0.02)
 
@@ -274,9 +274,10 @@ def test_a_trickling_server_meets_the_fetch_deadline(dagfs, git_http,
     proxy.set_plan(["trickle"] + ["pass"] * 99, WHERE["pack"])
     head = publish(git_repo, 2)
     t0 = time.monotonic()
+    # the log line comes first, status.json within --status-interval
     hold(m, m.mnt, revision(1),
-         lambda: "git source t: sync failed" in m.stderr_text(), 20,
-         "the deadline")
+         lambda: "git source t: sync failed" in m.stderr_text() and
+         status(m, "t").get("error"), 20, "the deadline")
     took = time.monotonic() - t0
     err = status(m, "t")["error"]
     assert "fetch took longer than 3 s" in err, err
