@@ -159,6 +159,7 @@ int dg_fetch_blobs(struct source *src, const struct snap *s, char *err,
 	struct dg *g = src->priv;
 	const struct snap_entry **todo = NULL;
 	size_t n = 0, next = 0, active = 0, nx;
+	int bad = 0; /* -EBADMSG once a blob was refused; @err says which */
 	struct xfer *xs;
 	int rc = missing(src, s, &todo, &n);
 
@@ -193,6 +194,15 @@ int dg_fetch_blobs(struct source *src, const struct snap *s, char *err,
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
 					  (char **)&x);
 			rc = xfer_done(src, x, msg->data.result, err, errlen);
+			if (rc == -EBADMSG) {
+				/* one blob damaged on every try: the round
+				 * fails, but the others still land in the
+				 * store, so the next round fetches only what
+				 * is still missing (a path damaging a share
+				 * of all requests cannot starve the mirror) */
+				bad = rc;
+				rc = 0;
+			}
 			if (rc == 1) /* again, same slot */
 				rc = xfer_start(src, x, x->ent);
 			else {
@@ -211,5 +221,5 @@ int dg_fetch_blobs(struct source *src, const struct snap *s, char *err,
 	}
 	free(xs);
 	free(todo);
-	return rc;
+	return rc ? rc : bad;
 }
