@@ -36,7 +36,7 @@ struct fs_opts {
 
 #define FS_OPTS_INIT                                                           \
 	{ .uid = 0, .gid = 0, .umask = 022, .allow_other = false,              \
-	  .debug = false, .threads = 10, .spin_us = 0, .awake_us = 0,         \
+	  .debug = false, .threads = 10, .spin_us = 0, .awake_us = 5000,       \
 	  .show_meta = false,                                                  \
 	  .keep_trees = 256, .fetch_timeout_ms = 30000 }
 
@@ -92,6 +92,7 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out);
 struct fs_loop_stats {
 	uint64_t spin_hits;   /* requests a polling worker found (fuse-spin) */
 	uint64_t awake_holds; /* zero CPU-latency requests taken (fuse-awake) */
+	uint64_t awake_held;  /* 1 while one is held */
 };
 
 /** Copy the loop's counters (relaxed reads). Thread-safe. */

@@ -86,6 +86,8 @@ static void qos_set(struct loop *lp, bool hold)
 	if (write(lp->qos_fd, &v, sizeof(v)) != sizeof(v))
 		log_debug("fs", "%s: %s", QOS_DEV, strerror(errno));
 	lp->qos_held = hold;
+	__atomic_store_n(&lp->fs->loop_stats.awake_held, hold,
+			 __ATOMIC_RELAXED);
 }
 
 /* Note an arrival; lp->lock held. Smoothing 1/8, as TCP's srtt. */
@@ -302,6 +304,8 @@ void fs_get_loop_stats(struct fs *fs, struct fs_loop_stats *out)
 					 __ATOMIC_RELAXED);
 	out->awake_holds = __atomic_load_n(&fs->loop_stats.awake_holds,
 					   __ATOMIC_RELAXED);
+	out->awake_held = __atomic_load_n(&fs->loop_stats.awake_held,
+					  __ATOMIC_RELAXED);
 }
 
 int fs_loop_serve(struct fs *fs)

@@ -77,7 +77,7 @@ static const struct cfg_option options[] = {
 	OPT_N("fuse-spin", fuse_spin_us, "0", 0, 10000,
 	      "µs one FUSE worker polls for the next request without "
 	      "sleeping, while requests arrive that closely (0: off)"),
-	OPT_N("fuse-awake", fuse_awake_us, "0", 0, 100000,
+	OPT_N("fuse-awake", fuse_awake_us, "5000", 0, 100000,
 	      "µs after the last FUSE request the CPUs are kept from "
 	      "halting (zero /dev/cpu_dma_latency), while requests arrive "
 	      "that closely (0: off)"),

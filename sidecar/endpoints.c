@@ -263,6 +263,10 @@ static void fuse_metrics(FILE *f, struct dagfs_ctx *ctx)
 		    "Times the CPUs were kept from halting (fuse-awake).");
 	fprintf(f, "dagfs_fuse_awake_total %llu\n",
 		(unsigned long long)ls.awake_holds);
+	metric_head(f, "fuse_awake", "gauge",
+		    "1 while the CPUs are kept from halting (fuse-awake).");
+	fprintf(f, "dagfs_fuse_awake %llu\n",
+		(unsigned long long)ls.awake_held);
 }
 
 static int h_metrics(void *payload, char **body)

@@ -89,25 +89,25 @@ def test_spin_polls_in_a_burst_then_rests_at_zero_cpu(mount, tmp_path):
 def test_awake_request_held_in_a_burst_dropped_at_rest(mount, tmp_path):
     if os.geteuid() != 0 or not os.path.exists(QOS):
         skip_or_fail(f"{QOS} needs root")
-    rest = qos_now()
-    if rest == 0:
-        pytest.skip("another process holds a zero CPU latency")
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.py").write_text("x = 1\n")
-    m = mount([f"dir:{src},name=s"], args=["--fuse-awake", "2000"],
+    port = free_port()
+    m = mount([f"dir:{src},name=s"],
+              args=["--fuse-awake", "2000", "--http", f"127.0.0.1:{port}"],
               ready=lambda mnt: (mnt / "a.py").exists())
     # requests far apart never take it
     for _ in range(10):
         time.sleep(0.02)
         burst(str(m.mnt / "a.py"), 1, 0)
-        assert qos_now() == rest
-    seen = []
+    assert metric(port, "fuse_awake_total") == 0
+    seen, kernel = [], []
     stop = threading.Event()
 
     def watch():
         while not stop.is_set():
-            seen.append(qos_now())
+            seen.append(metric(port, "fuse_awake"))
+            kernel.append(qos_now())
             time.sleep(0.005)
 
     w = threading.Thread(target=watch)
@@ -117,9 +117,11 @@ def test_awake_request_held_in_a_burst_dropped_at_rest(mount, tmp_path):
     finally:
         stop.set()
         w.join()
-    assert 0 in seen, "no zero latency request during the burst"
+    assert 1 in seen, "no zero latency request during the burst"
+    assert 0 in kernel, "the kernel never saw it"
+    assert metric(port, "fuse_awake_total") >= 1
     time.sleep(0.1)  # 50 windows of 2 ms
-    assert qos_now() == rest
+    assert metric(port, "fuse_awake") == 0
     rest_ticks = cpu_ticks(m.pid)
     time.sleep(1.0)
     assert cpu_ticks(m.pid) - rest_ticks <= 1
