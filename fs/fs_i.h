@@ -371,6 +371,12 @@ static inline bool fs_seq_stable(struct fs *fs, uint64_t seq)
 	return !(seq & 1) && __atomic_load_n(&fs->seq, __ATOMIC_ACQUIRE) == seq;
 }
 
+/** The mount a request is for (libfuse userdata). */
+static inline struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
 /** Count one request of kind @op. */
 static inline void fs_count(struct fs *fs, enum fs_op op)
 {
@@ -427,5 +433,34 @@ extern const struct fuse_lowlevel_ops fs_ops;
  */
 void fs_lookup_reply(struct fs *fs, fuse_req_t req, const char *path,
 		     uint64_t seq);
+/** Answer request @req of kind @op with positive errno @err (counted). */
+void fs_reply_err(fuse_req_t req, enum fs_op op, int err);
+/** Fill @e for inode @ino, resolved as @r, kept @timeout seconds. */
+void fs_entry_fill(struct fs *fs, struct fs_inode *ino, const struct fs_res *r,
+		   double timeout, struct fuse_entry_param *e);
+/**
+ * How long the kernel may keep name @path resolved as @r by a request
+ * begun at swap sequence @seq. Under .dagfs only a pinned revision's
+ * entries never change: the rest is looked up anew at every use, and each
+ * generated file's content is a new inode.
+ */
+double fs_entry_timeout(struct fs *fs, uint64_t seq, const char *path,
+			const struct fs_res *r);
+
+/* listing.c: directory handles and listings (readdir, readdirplus) */
+
+void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi);
+void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		   struct fuse_file_info *fi);
+void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi);
+
+/* xattr.c: the user.dagfs.* extended attributes */
+
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		    size_t size);
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 
 #endif

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * config.c - the option table and everything it drives: defaults, value
- * parsing, DAGFS_* environment variables, command-line flags and --help.
- * Precedence is flag > environment > file > default; sources from all
- * three places are combined. The config file itself is read by
+ * config.c - the option table and the values it holds: defaults, one
+ * parser per value type, the sources list, and the text of a value for
+ * summaries. Where values come from and in which order is config_load.c;
+ * --help and the man page are config_help.c; the config file is read by
  * config_file.c. Nothing here starts threads or touches the cache.
  */
 #include <errno.h>
@@ -15,7 +15,7 @@
 #include "sidecar_i.h"
 
 #define OFF(f) offsetof(struct dagfs_config, f)
-#define DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC | CMD_BUNDLES)
+#define DAEMON CFG_CMDS_DAEMON
 #define ALL                                                                    \
 	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES | \
 	 CMD_EXPORT)
@@ -118,7 +118,7 @@ const struct cfg_option *cfg_options(size_t *n)
 	return options;
 }
 
-static const struct cfg_option *find_n(const char *name, size_t len)
+const struct cfg_option *cfg_option_find_n(const char *name, size_t len)
 {
 	for (size_t i = 0; i < NOPTIONS; i++)
 		if (strlen(options[i].name) == len &&
@@ -129,7 +129,7 @@ static const struct cfg_option *find_n(const char *name, size_t len)
 
 const struct cfg_option *cfg_option_find(const char *name)
 {
-	return find_n(name, strlen(name));
+	return cfg_option_find_n(name, strlen(name));
 }
 
 /* ------------------------------------------------------------ errors */
@@ -371,32 +371,6 @@ int cfg_add_source_text(struct dagfs_config *c, const char *text,
 	return rc;
 }
 
-/*
- * Global period, max-failures and keep are defaults for every source
- * that does not set its own; they are passed down as spec keys so the
- * sources see one way of being configured.
- */
-static int inject_defaults(struct dagfs_config *c)
-{
-	char buf[32];
-	int rc = 0;
-
-	for (size_t i = 0; i < c->nsources; i++) {
-		struct source_spec *s = &c->sources[i].spec;
-
-		snprintf(buf, sizeof(buf), "%u", c->keep);
-		if (!source_spec_get(s, "keep"))
-			rc = rc ? rc : source_spec_set(s, "keep", buf);
-		snprintf(buf, sizeof(buf), "%dms", c->period_ms);
-		if (c->period_ms && !source_spec_get(s, "period"))
-			rc = rc ? rc : source_spec_set(s, "period", buf);
-		snprintf(buf, sizeof(buf), "%u", c->max_failures);
-		if (c->max_failures && !source_spec_get(s, "max-failures"))
-			rc = rc ? rc : source_spec_set(s, "max-failures", buf);
-	}
-	return rc;
-}
-
 int cfg_check_layout(const char *const *names, const char *const *ats,
 		     size_t n, char *err, size_t errlen)
 {
@@ -456,320 +430,14 @@ void config_free(struct dagfs_config *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* ----------------------------------------------------- environment */
+/* ------------------------------------------- names and text of options */
 
-static const char *env_get(char **envp, const char *name)
-{
-	size_t len = strlen(name);
-
-	for (; envp && *envp; envp++)
-		if (!strncmp(*envp, name, len) && (*envp)[len] == '=')
-			return *envp + len + 1;
-	return NULL;
-}
-
-static void env_name(char *buf, size_t len, const struct cfg_option *o)
+void cfg_env_name(char *buf, size_t len, const struct cfg_option *o)
 {
 	size_t n = (size_t)snprintf(buf, len, "DAGFS_%s", o->name);
 
 	for (size_t i = 6; i < n && i < len; i++)
 		buf[i] = buf[i] == '-' ? '_' : (char)(buf[i] & ~0x20);
-}
-
-/* DAGFS_SOURCE holds one spec per line; blank lines are skipped. */
-static void env_sources(struct dagfs_config *c, const struct cfg_option *o,
-			const char *value, struct cfg_errors *errs)
-{
-	char *copy = strdup(value), *save = NULL, err[512];
-
-	if (!copy) {
-		cfg_error(errs, "DAGFS_SOURCE: %s", strerror(ENOMEM));
-		return;
-	}
-	for (char *l = strtok_r(copy, "\n", &save); l;
-	     l = strtok_r(NULL, "\n", &save)) {
-		l += strspn(l, " \t\r");
-		for (char *e = l + strlen(l); e > l && strchr(" \t\r", e[-1]);)
-			*--e = '\0';
-		if (*l && cfg_set(c, o, l, CFG_ENV, "DAGFS_SOURCE", err,
-				  sizeof(err)))
-			cfg_error(errs, "DAGFS_SOURCE: %s", err);
-	}
-	free(copy);
-}
-
-/*
- * Unknown DAGFS_* variables are ignored, not refused: Kubernetes adds
- * DAGFS_SERVICE_HOST, DAGFS_PORT... to every pod when a Service is named
- * dagfs, and that must not stop the daemon.
- */
-static void env_apply(struct dagfs_config *c, char **envp,
-		      struct cfg_errors *errs)
-{
-	char name[64], err[512];
-
-	for (size_t i = 0; i < NOPTIONS; i++) {
-		const struct cfg_option *o = &options[i];
-		const char *v;
-
-		env_name(name, sizeof(name), o);
-		v = env_get(envp, name);
-		if (!v || !*v || o->offset == OFF(config))
-			continue;
-		if (o->type == CFG_SOURCE)
-			env_sources(c, o, v, errs);
-		else if (cfg_set(c, o, v, CFG_ENV, name, err, sizeof(err)))
-			cfg_error(errs, "%s: %s", name, err);
-	}
-}
-
-/* ------------------------------------------------------------ flags */
-
-struct flag {
-	const struct cfg_option *o;
-	const char *value;
-};
-
-static const char *cmd_name(unsigned cmd)
-{
-	return cmd == CMD_MOUNT ? "mount" :
-	       cmd == CMD_CHECK ? "check-config" :
-	       cmd == CMD_SYNC	? "sync" :
-	       cmd == CMD_FSCK	? "fsck" :
-	       cmd == CMD_BUNDLES ? "airflow-bundles" :
-				  "status";
-}
-
-/* One argument starting with "--"; may consume the next. */
-static void parse_flag(struct flag *f, unsigned cmd, int argc, char **argv,
-		       int *i, struct cfg_errors *errs)
-{
-	const char *name = argv[*i] + 2, *eq = strchr(name, '=');
-	size_t len = eq ? (size_t)(eq - name) : strlen(name);
-
-	f->o = find_n(name, len);
-	if (!f->o) {
-		cfg_error(errs, "unknown option --%.*s (see dagfs %s --help)",
-			  (int)len, name, cmd_name(cmd));
-		return;
-	}
-	if (!(f->o->cmds & cmd)) {
-		cfg_error(errs, "option --%s does not apply to dagfs %s",
-			  f->o->name, cmd_name(cmd));
-		f->o = NULL;
-		return;
-	}
-	if (eq) {
-		f->value = eq + 1;
-	} else if (f->o->type == CFG_BOOL) {
-		f->value = "true";
-	} else if (*i + 1 < argc) {
-		f->value = argv[++*i];
-	} else {
-		cfg_error(errs, "option --%s needs a value", f->o->name);
-		f->o = NULL;
-	}
-}
-
-/* Split @argv into flags (@flags, argc slots) and positionals. */
-static void parse_args(struct dagfs_config *c, unsigned cmd, int argc,
-		       char **argv, struct flag *flags, struct cfg_errors *errs)
-{
-	bool only_pos = false;
-
-	for (int i = 0; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (only_pos || a[0] != '-' || !a[1]) {
-			c->pos[c->npos++] = argv[i];
-		} else if (!strcmp(a, "--")) {
-			only_pos = true;
-		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			c->help = true;
-		} else if (!strcmp(a, "--version")) {
-			c->version = true;
-		} else if (a[1] != '-') {
-			cfg_error(errs, "unknown option %s (see dagfs %s --help)",
-				  a, cmd_name(cmd));
-		} else {
-			parse_flag(&flags[i], cmd, argc, argv, &i, errs);
-		}
-	}
-}
-
-static void flags_apply(struct dagfs_config *c, const struct flag *flags,
-			int argc, struct cfg_errors *errs)
-{
-	char err[512];
-
-	for (int i = 0; i < argc; i++) {
-		const struct cfg_option *o = flags[i].o;
-
-		if (o && o->offset != OFF(config) &&
-		    cfg_set(c, o, flags[i].value, CFG_FLAG, "--source", err,
-			    sizeof(err)))
-			cfg_error(errs, "--%s: %s", o->name, err);
-	}
-}
-
-/* The config file: the last --config, else DAGFS_CONFIG. */
-static void load_file(struct dagfs_config *c, const struct flag *flags,
-		      int argc, char **envp, struct cfg_errors *errs)
-{
-	const char *path = env_get(envp, "DAGFS_CONFIG");
-	enum cfg_origin origin = CFG_ENV;
-	char err[256];
-
-	for (int i = 0; i < argc; i++) {
-		if (flags[i].o && flags[i].o->offset == OFF(config)) {
-			path = flags[i].value;
-			origin = CFG_FLAG;
-		}
-	}
-	if (!path || !*path)
-		return;
-	if (cfg_set(c, cfg_option_find("config"), path, origin, NULL, err,
-		    sizeof(err))) {
-		cfg_error(errs, "config: %s", err);
-		return;
-	}
-	if (config_file_load(c, path, errs))
-		return; /* the errors are in @errs */
-}
-
-int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
-		char **envp, struct cfg_errors *errs)
-{
-	struct flag *flags;
-	size_t before = errs->n;
-
-	if (config_init(c) ||
-	    !(c->pos = calloc((size_t)argc + 1, sizeof(*c->pos))) ||
-	    !(flags = calloc((size_t)argc + 1, sizeof(*flags)))) {
-		cfg_error(errs, "%s", strerror(ENOMEM));
-		return -ENOMEM;
-	}
-	c->argc = argc;
-	c->argv = argv;
-	parse_args(c, cmd, argc, argv, flags, errs);
-	if (!c->help && !c->version) {
-		load_file(c, flags, argc, envp, errs);
-		env_apply(c, envp, errs);
-		flags_apply(c, flags, argc, errs);
-		if ((cmd & DAEMON) && !c->nsources && errs->n == before)
-			cfg_error(errs, "no sources: give --source SPEC, "
-					"DAGFS_SOURCE or a [source NAME] "
-					"section");
-		if ((cmd & DAEMON) && c->serve && (!c->http || !*c->http))
-			cfg_error(errs, "serve=true needs http=ADDR:PORT (the "
-					"store is served on that listener)");
-		if (inject_defaults(c))
-			cfg_error(errs, "%s", strerror(ENOMEM));
-	}
-	free(flags);
-	return errs->n > before ? -EINVAL : 0;
-}
-
-/* ------------------------------------------------------------- help */
-
-/* Print @text wrapped at 79 columns, continuation lines indented 31. */
-static void help_wrap(FILE *f, const char *text)
-{
-	size_t col = 31;
-
-	while (*text) {
-		size_t word = strcspn(text, " ");
-
-		if (col > 31 && col + 1 + word > 79) {
-			fprintf(f, "\n%31s", "");
-			col = 31;
-		} else if (col > 31) {
-			fputc(' ', f);
-			col++;
-		}
-		fprintf(f, "%.*s", (int)word, text);
-		col += word;
-		text += word;
-		text += strspn(text, " ");
-	}
-	fputc('\n', f);
-}
-
-void config_help(FILE *f, unsigned cmd)
-{
-	char left[64], env[64], text[512];
-
-	fprintf(f, "Options; each is also DAGFS_NAME in the environment and "
-		   "'name = value'\nin the config file. A flag wins over the "
-		   "environment, which wins over the\nfile. DAGFS_SOURCE "
-		   "holds one SPEC per line.\n");
-	for (size_t i = 0; i < NOPTIONS; i++) {
-		const struct cfg_option *o = &options[i];
-
-		if (!(o->cmds & cmd))
-			continue;
-		snprintf(left, sizeof(left), "--%s%s%s", o->name,
-			 o->arg ? "=" : "", o->arg ? o->arg : "");
-		env_name(env, sizeof(env), o);
-		if (o->def && *o->def)
-			snprintf(text, sizeof(text), "%s (default %s; %s)",
-				 o->help, o->def, env);
-		else
-			snprintf(text, sizeof(text), "%s (%s)", o->help, env);
-		fprintf(f, "  %-28s", left);
-		if (strlen(left) > 28)
-			fprintf(f, "\n%31s", "");
-		else
-			fputc(' ', f);
-		help_wrap(f, text);
-	}
-	fprintf(f, "  %-28s %s\n", "--help", "show this help");
-	fprintf(f, "  %-28s %s\n", "--version", "print the version");
-}
-
-/* @s in roff: '-' as \-, a leading '.' or '\'' escaped, '\\' as \e. */
-static void roff_text(FILE *f, const char *s)
-{
-	if (*s == '.' || *s == '\'')
-		fputs("\\&", f);
-	for (; *s; s++) {
-		if (*s == '-')
-			fputs("\\-", f);
-		else if (*s == '\\')
-			fputs("\\e", f);
-		else
-			fputc(*s, f);
-	}
-}
-
-void config_man(FILE *f, unsigned cmd)
-{
-	char env[64];
-
-	for (size_t i = 0; i < NOPTIONS; i++) {
-		const struct cfg_option *o = &options[i];
-
-		if (!(o->cmds & cmd))
-			continue;
-		env_name(env, sizeof(env), o);
-		fprintf(f, ".TP\n.B \\-\\-");
-		roff_text(f, o->name);
-		if (o->arg)
-			fprintf(f, "=\\fI%s\\fR", o->arg);
-		fputs("\n", f);
-		roff_text(f, o->help);
-		fputs(".\n", f);
-		if (o->def && *o->def) {
-			fputs("Default: ", f);
-			roff_text(f, o->def);
-			fputs(". ", f);
-		}
-		fputs("Environment: ", f);
-		roff_text(f, env);
-		fputs("; in the config file: ", f);
-		roff_text(f, o->name);
-		fputs(" = ...\n", f);
-	}
 }
 
 void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,

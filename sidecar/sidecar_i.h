@@ -39,6 +39,9 @@ enum cfg_cmd {
 	CMD_EXPORT = 64,
 };
 
+/** The commands that run sources (and so need at least one). */
+#define CFG_CMDS_DAEMON (CMD_MOUNT | CMD_CHECK | CMD_SYNC | CMD_BUNDLES)
+
 /** Where an option's value came from; later origins win. */
 enum cfg_origin {
 	CFG_DEFAULT = 0,
@@ -141,6 +144,10 @@ const struct cfg_option *cfg_options(size_t *n);
 
 /** Row of option @name, or NULL. */
 const struct cfg_option *cfg_option_find(const char *name);
+/** Row of option @name of @len bytes (not NUL-terminated), or NULL. */
+const struct cfg_option *cfg_option_find_n(const char *name, size_t len);
+/** DAGFS_NAME, option @o's environment variable, into @buf. */
+void cfg_env_name(char *buf, size_t len, const struct cfg_option *o);
 
 /** Errors collected while loading: every one, in order, one line each. */
 struct cfg_errors {

@@ -452,6 +452,27 @@ def mount(dagfs):
     return dagfs.mount
 
 
+def rgw_started():
+    """A started RADOS Gateway rig (tests/rigs/rgw.py); a skip, or a
+    failure under CI, without Debian's radosgw. The caller stops it."""
+    if not shutil.which("radosgw"):
+        skip_or_fail("radosgw (Debian's ceph packages) not installed")
+    rigs = str(REPO / "tests" / "rigs")
+    if rigs not in sys.path:
+        sys.path.insert(0, rigs)
+    from rgw import Rgw
+    return Rgw().start()
+
+
+@pytest.fixture(scope="module")
+def rgw():
+    """One RADOS Gateway for a test file's S3 tests, started at the first
+    that asks for it, stopped after the file's last test."""
+    r = rgw_started()
+    yield r
+    r.stop()
+
+
 @pytest.fixture
 def world_tmp():
     """A temporary directory every user can traverse (tests that run
@@ -521,4 +542,4 @@ def entry_errors(pa, pb, rel):
 __all__ = ["Dagfs", "DagfsFactory", "wait_for", "Timeout", "mounts",
            "mount_entry", "is_fuse_mounted", "force_unmount", "drop_caches",
            "proc_status", "in_ci", "skip_or_fail", "build_dir",
-           "dagfs_binary", "tree_equal_errors", "REPO", "errno"]
+           "dagfs_binary", "tree_equal_errors", "rgw_started", "REPO", "errno"]

@@ -550,14 +550,16 @@ def test_bad_missing_source(dagfs, bad):
     src, mnt, cache = bad
     gone = src.parent / "no-such-dir"
     _check_refused(dagfs, _mount_argv(cache, [f"dir:{gone}"], mnt), mnt,
-                   [re.escape(str(gone))])
+                   [re.escape(str(gone)),
+                    re.escape(str(gone)) + r": (?i:no such file or directory)"])
 
 
 def test_bad_source_is_a_file(dagfs, bad):
     src, mnt, cache = bad
     f = src / "a.py"
     _check_refused(dagfs, _mount_argv(cache, [f"dir:{f}"], mnt), mnt,
-                   [re.escape(str(f)), r"(?i)director"])
+                   [re.escape(str(f)), r"(?i)director",
+                    re.escape(str(f)) + r": (?i:not a directory)"])
 
 
 def test_bad_unreadable_source(dagfs, world_tmp):
@@ -577,14 +579,17 @@ def test_bad_mountpoint_missing(dagfs, bad):
     src, mnt, cache = bad
     gone = mnt.parent / "no-such-mnt"
     _check_refused(dagfs, _mount_argv(cache, [f"dir:{src}"], gone), gone,
-                   [re.escape(str(gone))])
+                   [re.escape(str(gone)),
+                    rf"mountpoint {re.escape(str(gone))}"
+                    r": (?i:no such file or directory|does not exist)"])
 
 
 def test_bad_mountpoint_not_empty(dagfs, bad):
     src, mnt, cache = bad
     (mnt / "something").write_text("here")
     _check_refused(dagfs, _mount_argv(cache, [f"dir:{src}"], mnt), mnt,
-                   [re.escape(str(mnt)), r"(?i)empty"])
+                   [re.escape(str(mnt)), r"(?i)empty",
+                    rf"mountpoint {re.escape(str(mnt))} is not empty"])
     assert os.listdir(mnt) == ["something"]
 
 
@@ -620,22 +625,26 @@ def test_bad_cache_not_writable_unprivileged(dagfs, world_tmp):
 def test_bad_unknown_source_type(dagfs, bad):
     src, mnt, cache = bad
     _check_refused(dagfs, _mount_argv(cache, ["ftp://example.com/dags"], mnt),
-                   mnt, [r"ftp", r"(?i)unknown|type"])
+                   mnt, [r"ftp", r"(?i)unknown|type",
+                         r"unknown source type 'ftp'"])
 
 
-@pytest.mark.parametrize("spec,pattern", [
-    ("dir", r"(?i)source"),
-    ("dir:", r"(?i)source|location|empty"),
-    ("{src},debounce", r"debounce"),
-    ("{src},bogus=1", r"bogus"),
-    ("{src},debounce=soon", r"debounce"),
-    ("{src},name=a,name=b", r"name"),
-    (":{src}", r"(?i)type|source"),
+# @reason is what only the refusal itself says: the spec is echoed in the
+# line too, so a pattern it matches would pass on any refusal of it
+@pytest.mark.parametrize("spec,pattern,reason", [
+    ("dir", r"(?i)source", r"expected TYPE:LOCATION"),
+    ("dir:", r"(?i)source|location|empty", r"': empty location"),
+    ("{src},debounce", r"debounce", r"expected key=value, got 'debounce'"),
+    ("{src},bogus=1", r"bogus", r"unknown key 'bogus'"),
+    ("{src},debounce=soon", r"debounce", r"bad debounce 'soon'"),
+    ("{src},name=a,name=b", r"name", r"key 'name' given twice"),
+    (":{src}", r"(?i)type|source", r"expected TYPE:LOCATION"),
 ])
-def test_bad_malformed_source(dagfs, bad, spec, pattern):
+def test_bad_malformed_source(dagfs, bad, spec, pattern, reason):
     src, mnt, cache = bad
     spec = spec.replace("{src}", f"dir:{src}")
-    _check_refused(dagfs, _mount_argv(cache, [spec], mnt), mnt, [pattern])
+    _check_refused(dagfs, _mount_argv(cache, [spec], mnt), mnt,
+                   [pattern, reason])
 
 
 def test_bad_overlapping_sub_paths(dagfs, bad):
@@ -643,7 +652,9 @@ def test_bad_overlapping_sub_paths(dagfs, bad):
     specs = [dir_spec(src, name="one", at="team"),
              dir_spec(src, name="two", at="team/sub")]
     _check_refused(dagfs, _mount_argv(cache, specs, mnt), mnt,
-                   [r"(?i)overlap|team"])
+                   [r"(?i)overlap|team",
+                    r"sources one \(at /team\) and two \(at /team/sub\) "
+                    r"overlap"])
 
 
 # ------------------------------------------------- signals and unmounting

@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import wait_for
+from conftest import served, source_status, wait_for
 
 
 def free_port():
@@ -338,14 +338,18 @@ def test_changed_options_rebuild_the_cached_revision(dagfs, tmp_path):
     (src / "other.py").write_text("y\n")
     m = dagfs.mount([f"dir:{src},name=local"],
                     ready=lambda mnt: (mnt / "other.py").exists())
-    rev = json.loads((m.mnt / ".dagfs/status.json").read_text())[
-        "sources"]["local"]["revision"]
+    st0 = json.loads((m.mnt / ".dagfs/status.json").read_text())[
+        "sources"]["local"]
+    rev, published0 = st0["revision"], st0["published_ns"]
     m.stop()
-    # the gate runs only on a rebuilt tree, never on an "unchanged" answer
-    mark = tmp_path / "gated"
+    # the gate runs only on a rebuilt tree, never on an "unchanged" answer;
+    # it holds the rebuild until the test lets it go (at most 20 s)
+    mark, go = tmp_path / "gated", tmp_path / "go"
     port = free_port()
     m2 = dagfs.mount([f"dir:{src},name=local,validate=touch {mark} && "
-                      f"sleep 2 && true"], cache=m.cache,
+                      f"for i in $(seq 400); do [ -e {go} ] && break; "
+                      f"sleep 0.05; done && test -e {go} && true"],
+                     cache=m.cache,
                      args=["--http", f"127.0.0.1:{port}",
                            "--status-interval", "100ms"],
                      ready=lambda mnt: (mnt / "other.py").exists())
@@ -360,6 +364,22 @@ def test_changed_options_rebuild_the_cached_revision(dagfs, tmp_path):
     st = json.loads(r.stdout)["sources"][0]
     assert r.returncode == 0 and st["healthy"] and st["revision"] == rev, \
         r.stdout
+    meta = json.loads((m2.mnt / ".dagfs/status.json").read_text())[
+        "sources"]["local"]
+    assert meta["published_ns"] == published0, meta  # still the cached one
+    # the rebuild itself: the tree that passed the new gate is published,
+    # the same revision in a new publication, and nothing else changed
+    go.touch()
+
+    def republished():
+        s = json.loads((m2.mnt / ".dagfs/status.json").read_text())[
+            "sources"]["local"]
+        return s if s["published_ns"] > published0 else None
+    meta = wait_for(republished, 20, what="the rebuilt tree published")
+    assert meta["revision"] == rev, meta
+    assert served(m2.mnt) == {"keep/a.py": b"x\n", "other.py": b"y\n"}
+    wait_for(lambda: source_status(m2, "local").get("published_ns", 0) >
+             published0, 10, what="status file naming the publication")
 
 
 def test_fstab_mount_type(tmp_path):

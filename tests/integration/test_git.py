@@ -26,7 +26,8 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
 
-from conftest import dagfs_binary, tree_equal_errors, wait_for  # noqa: E402
+from conftest import (dagfs_binary, source_status,  # noqa: E402
+                      tree_equal_errors, wait_for)
 from git_servers import (Silent, git_daemon, git_http,  # noqa: E402,F401
                          git_repo, git_servers, git_sshd)
 from tree_gen import gen_tree  # noqa: E402
@@ -467,12 +468,25 @@ def test_ssh_passphrase_key(dagfs, git_sshd, ssh_repo):
 ])
 def test_ssh_unknown_or_changed_host_key_refused(dagfs, git_sshd, ssh_repo,
                                                  kh, why):
-    m = ssh_mount(dagfs, git_sshd, ssh_repo, wait=False,
+    """A host key that known_hosts does not vouch for ends the connection
+    before the user key is offered, at every try: nothing is served, and
+    status.json names the reason."""
+    log0 = len(git_sshd.log_text())
+    m = ssh_mount(dagfs, git_sshd, ssh_repo, wait=False, period="100ms",
                   known_hosts=getattr(git_sshd, kh))
     err = wait_stderr(m, "git source sshsrc: listing remote refs: host key "
                       "for [127.0.0.1]:")
     assert why in err
-    assert not (m.mnt / "s.py").exists()
+    st = wait_for(lambda: (s := source_status(m, "sshsrc")).get(
+        "failures", 0) >= 3 and s, 15, what="three refused tries")
+    assert why in st["error"] and not st["revision"] and not st["healthy"], st
+    meta = json.loads((m.mnt / ".dagfs/status.json").read_text())
+    assert not meta["sources"]["sshsrc"].get("revision"), meta
+    assert os.listdir(m.mnt) == []
+    # the server saw the tries, and not one of them logged in
+    sshd_log = git_sshd.log_text()[log0:]
+    assert sshd_log.count("Connection closed by 127.0.0.1") >= 3, sshd_log
+    assert "Accepted publickey" not in sshd_log, sshd_log
 
 
 def test_ssh_wrong_user_key_refused(dagfs, git_sshd, ssh_repo):

@@ -15,7 +15,6 @@ checks the origin's signature; nothing outside the store is served.
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
@@ -26,11 +25,11 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "rigs"))
 
-from conftest import served, skip_or_fail  # noqa: E402
+from conftest import served  # noqa: E402
 from conftest import source_status as status  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from git_servers import free_port, git_http, git_repo, git_servers  # noqa: E402,F401
-from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
+from rgw import ACCESS_KEY, SECRET_KEY  # noqa: E402
 
 
 def get(url, headers=None):
@@ -388,15 +387,6 @@ def test_revision_on_demand_through_mirror(dagfs, git_http, git_repo, keys):
     assert (m.mnt / "dags/a.py").read_bytes() == b"v3\n"
     bogus = m.mnt / ".dagfs" / "revs" / "team-a" / ("0" * 40)
     assert not bogus.exists()
-
-
-@pytest.fixture(scope="module")
-def rgw():
-    if not shutil.which("radosgw"):
-        skip_or_fail("radosgw (Debian's ceph packages) not installed")
-    r = Rgw().start()
-    yield r
-    r.stop()
 
 
 def test_s3_publisher_one_get_per_changed_object(dagfs, rgw, keys):

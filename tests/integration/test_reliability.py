@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from conftest import REPO, freeze, skip_or_fail, wait_for
+from conftest import REPO, freeze, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "rigs"))
 from faultproxy import FaultProxy  # noqa: E402
 from git_servers import git_daemon, git_repo, git_servers  # noqa: E402,F401
-from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
+from rgw import ACCESS_KEY, SECRET_KEY  # noqa: E402
 
 # SIGKILL points across the three source types: DAGFS_CRASH_POINTS in
 # all (default 60 in CI; 200 for the full run), half dir, a quarter each
@@ -282,15 +282,6 @@ def test_sigkill_during_git_syncs(dagfs, tmp_path, git_daemon, git_repo):
 def s3_files(i):
     return {f"t{j}/d{k}.py": f"rev {i} file {j}.{k}\n" * (i % 5 + 1)
             for j in range(2) for k in range(5)}
-
-
-@pytest.fixture(scope="module")
-def rgw():
-    if not shutil.which("radosgw"):
-        skip_or_fail("radosgw (Debian's ceph packages) not installed")
-    r = Rgw().start()
-    yield r
-    r.stop()
 
 
 def test_sigkill_during_s3_syncs(dagfs, tmp_path, rgw):

@@ -9,7 +9,6 @@ import concurrent.futures
 import datetime
 import os
 import pathlib
-import shutil
 import signal
 import ssl
 import subprocess
@@ -18,24 +17,15 @@ import time
 
 import pytest
 
-from conftest import REPO, skip_or_fail, wait_for
+from conftest import REPO, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "rigs"))
 from aws_standin import AwsStandIn  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
-from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
+from rgw import ACCESS_KEY, SECRET_KEY  # noqa: E402
 
 ENV = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY,
            AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_EC2_METADATA_DISABLED="true")
-
-
-@pytest.fixture(scope="module")
-def rgw():
-    if not shutil.which("radosgw"):
-        skip_or_fail("radosgw (Debian's ceph packages) not installed")
-    r = Rgw().start()
-    yield r
-    r.stop()
 
 
 _n = [0]

@@ -6,7 +6,6 @@ names its CA) and, with `rgw dns name = localhost`, virtual-hosted
 buckets (BUCKET.localhost, which curl resolves to loopback)."""
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,10 +13,10 @@ import time
 
 import pytest
 
-from conftest import REPO, skip_or_fail
+from conftest import REPO, rgw_started
 
 sys.path.insert(0, str(REPO / "tests" / "rigs"))
-from rgw import ACCESS_KEY, SECRET_KEY, Rgw, free_port  # noqa: E402
+from rgw import ACCESS_KEY, SECRET_KEY, free_port  # noqa: E402
 
 ENV = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY,
            AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_EC2_METADATA_DISABLED="true")
@@ -52,11 +51,9 @@ def wait_port(port, proc, timeout=60):
 def gw(tmp_path_factory):
     """The rig plus a second gateway: plain HTTP with virtual-hosted
     buckets on .http, HTTPS on .https, our CA in .ca."""
-    if not shutil.which("radosgw"):
-        skip_or_fail("radosgw (Debian's ceph packages) not installed")
     d = tmp_path_factory.mktemp("tls")
     key, crt = make_cert(d)
-    r = Rgw().start()
+    r = rgw_started()
     http, https = free_port(), free_port()
     p = subprocess.Popen(
         ["radosgw", "-c", r.conf, "-n", "client.rgw2", "-f",

@@ -13,18 +13,17 @@ import datetime
 import hashlib
 import re
 import os
-import shutil
 import sys
 import threading
 import time
 
 import pytest
 
-from conftest import REPO, skip_or_fail
+from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "rigs"))
 from aws_standin import AwsStandIn  # noqa: E402
-from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
+from rgw import ACCESS_KEY, SECRET_KEY  # noqa: E402
 
 ENV = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY,
            AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_EC2_METADATA_DISABLED="true")
@@ -84,15 +83,6 @@ class CountingProxy:
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def rgw():
-    if not shutil.which("radosgw"):
-        skip_or_fail("radosgw (Debian's ceph packages) not installed")
-    r = Rgw().start()
-    yield r
-    r.stop()
 
 
 def test_connections_are_kept_alive(dagfs, rgw):

@@ -13,7 +13,6 @@ escape (tests/unit git tree tests)."""
 import json
 import os
 import pathlib
-import shutil
 import socket
 import ssl
 import subprocess
@@ -28,7 +27,7 @@ from conftest import REPO, Dagfs, mount_entry, proc_status, skip_or_fail
 sys.path.insert(0, str(REPO / "tests" / "rigs"))
 from git_servers import (free_port, git_http, git_repo,  # noqa: E402,F401
                          git_servers)
-from rgw import ACCESS_KEY, SECRET_KEY, Rgw  # noqa: E402
+from rgw import ACCESS_KEY, SECRET_KEY  # noqa: E402
 
 
 # ------------------------------------------------------------ symlinks
@@ -307,15 +306,6 @@ def make_ca(d):
          "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "2",
          "-extfile", d / "ext", "-out", d / "server.pem")
     return d / "ca.pem"
-
-
-@pytest.fixture(scope="module")
-def rgw():
-    if not shutil.which("radosgw"):
-        skip_or_fail("radosgw (Debian's ceph packages) not installed")
-    r = Rgw().start()
-    yield r
-    r.stop()
 
 
 def test_tls_self_signed_refused_unless_ca_given(dagfs, tmp_path, rgw,

@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* harness.h - the smallest test runner: CHECK fails the case, main runs all. */
+/*
+ * harness.h - the smallest test runner: CHECK fails the case, main runs
+ * all; and the scaffolding the store's tests share (an empty store in the
+ * test directory, a line counter for fsck).
+ */
 #ifndef DAGFS_HARNESS_H
 #define DAGFS_HARNESS_H
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "sync.h"
 
 static int harness_failed;
 
@@ -58,6 +64,29 @@ static inline int harness_run_in(char *dir, const struct harness_case *cases,
 	if (system(cmd))
 		rc = 1;
 	return rc;
+}
+
+/*
+ * Empty the test directory @dir (harness_run_in's) and open a new store
+ * in it, or in its subdirectory @sub if not NULL, into *@out. 0, or
+ * nonzero if either failed.
+ */
+static inline int harness_store(struct store **out, const char *dir,
+				const char *sub)
+{
+	char cmd[128], path[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s/*", dir);
+	snprintf(path, sizeof(path), "%s%s%s", dir, sub ? "/" : "",
+		 sub ? sub : "");
+	return system(cmd) || store_open(out, path, false);
+}
+
+/* A fsck_run() line callback: counts the lines into the int @payload. */
+static inline void harness_count_line(const char *msg, void *payload)
+{
+	(void)msg;
+	++*(int *)payload;
 }
 
 #endif

@@ -22,12 +22,9 @@ static char dir[] = "/tmp/dagfs-test-fs-XXXXXX";
 static struct fs *fresh(struct store **st)
 {
 	struct fs_opts o = FS_OPTS_INIT;
-	char cmd[128], path[64];
 	struct fs *fs;
 
-	snprintf(cmd, sizeof(cmd), "rm -rf %s/*", dir);
-	snprintf(path, sizeof(path), "%s/cache", dir);
-	if (system(cmd) || store_open(st, path, false))
+	if (harness_store(st, dir, "cache"))
 		return NULL;
 	if (fs_new(&fs, *st, &o)) {
 		store_close(*st);

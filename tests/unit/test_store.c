@@ -17,12 +17,8 @@ static char dir[] = "/tmp/dagfs-test-store-XXXXXX";
 static struct store *fresh(void)
 {
 	struct store *s;
-	char cmd[128];
 
-	snprintf(cmd, sizeof(cmd), "rm -rf %s/*", dir);
-	if (system(cmd) || store_open(&s, dir, false))
-		return NULL;
-	return s;
+	return harness_store(&s, dir, NULL) ? NULL : s;
 }
 
 static void test_store__put_open_verify(void)
@@ -217,12 +213,6 @@ static void test_store__gc_keeps_retained_and_pinned(void)
 	store_close(s);
 }
 
-static void count_line(const char *msg, void *payload)
-{
-	(void)msg;
-	++*(int *)payload;
-}
-
 static void test_store__fsck_reports_then_repairs(void)
 {
 	struct store *s = fresh();
@@ -235,7 +225,7 @@ static void test_store__fsck_reports_then_repairs(void)
 	a = one_file(s, "good", "r1");
 	b = one_file(s, "bad", "r2");
 	CHECK(a && b && !pub_publish(s, a, 5) && !pub_publish(s, b, 5));
-	CHECK(!fsck_run(s, false, count_line, &lines, &r));
+	CHECK(!fsck_run(s, false, harness_count_line, &lines, &r));
 	CHECK(r.problems == 0 && lines == 0 && r.blobs == 2 && r.snapshots == 2);
 	store_blob_path(s, &b->e[1].hash, path, sizeof(path));
 	chmod(path, 0644);
@@ -244,7 +234,7 @@ static void test_store__fsck_reports_then_repairs(void)
 	close(fd);
 	snap_unref(a);
 	snap_unref(b);
-	CHECK(!fsck_run(s, false, count_line, &lines, &r));
+	CHECK(!fsck_run(s, false, harness_count_line, &lines, &r));
 	CHECK(r.problems >= 1 && access(path, F_OK) == 0); /* reported only */
 	CHECK(!fsck_run(s, true, NULL, NULL, &r));
 	CHECK(r.problems >= 3 && access(path, F_OK) != 0);

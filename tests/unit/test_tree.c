@@ -18,12 +18,8 @@ static char dir[] = "/tmp/dagfs-test-tree-XXXXXX";
 static struct store *fresh(void)
 {
 	struct store *s;
-	char cmd[128];
 
-	snprintf(cmd, sizeof(cmd), "rm -rf %s/*", dir);
-	if (system(cmd) || store_open(&s, dir, false))
-		return NULL;
-	return s;
+	return harness_store(&s, dir, NULL) ? NULL : s;
 }
 
 static const struct tree_member two[] = {
@@ -124,12 +120,6 @@ static void test_tree__record_keeps_the_newest(void)
 	store_close(st);
 }
 
-static void count(const char *msg, void *payload)
-{
-	(void)msg;
-	++*(int *)payload;
-}
-
 static void test_tree__fsck_removes_a_corrupt_manifest(void)
 {
 	struct store *st = fresh();
@@ -142,15 +132,18 @@ static void test_tree__fsck_removes_a_corrupt_manifest(void)
 	FILE *f;
 
 	CHECK(st && !tree_record(st, &m, 1, 8, id));
-	CHECK(!fsck_run(st, false, count, &n, &res) && res.problems == 0);
+	CHECK(!fsck_run(st, false, harness_count_line, &n, &res) &&
+	      res.problems == 0);
 	snprintf(path, sizeof(path), "%s/trees/%s", dir, id);
 	CHECK(!chmod(path, 0644));
 	f = fopen(path, "a");
 	CHECK(f && fputs("x\tb\tr\t-\n", f) >= 0 && !fclose(f));
 	CHECK(tree_load(st, id, &t) == -EBADMSG);
-	CHECK(!fsck_run(st, false, count, &n, &res) && res.problems == 1);
+	CHECK(!fsck_run(st, false, harness_count_line, &n, &res) &&
+	      res.problems == 1);
 	CHECK(!access(path, F_OK));
-	CHECK(!fsck_run(st, true, count, &n, &res) && res.problems == 1);
+	CHECK(!fsck_run(st, true, harness_count_line, &n, &res) &&
+	      res.problems == 1);
 	CHECK(access(path, F_OK) && n == 2);
 	store_close(st);
 }
