@@ -145,6 +145,11 @@ def test_version_change_asks_to_reparse_exactly_the_changed_dag_files(base, capl
     assert "cannot ask Airflow to re-parse 1 changed file(s)" in caplog.text
     b.refresh()  # no new version: nothing asked again before FOLLOW_UP
     assert b._again[1] == {"changed.py"}
+    assert caplog.text.count("cannot ask Airflow to re-parse") == 1
+    b._again = (time.monotonic(), b._again[1])  # FOLLOW_UP seconds have passed
+    b.refresh()
+    assert b._again is None
+    assert caplog.text.count("cannot ask Airflow to re-parse 1 changed file(s)") == 2
 
 
 def test_missing_version_fails_at_once_naming_keep(mount):
