@@ -7,7 +7,8 @@
  * tries the store's exclusive lock (store_gc_trybegin) and, while any sync
  * holds the store shared, comes back a second later. Publishing threads
  * never collect (they did, and one slow S3 round then stalled every
- * other source's thread in the collection queued behind it).
+ * other source's thread in the collection queued behind it). A round
+ * itself (gc_live.c) reads only what changed since the previous one.
  */
 #include <errno.h>
 #include <pthread.h>

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pub_i.h - private to sync/: what pub.c (publication, loading),
- * pub_index.c (the revision index) and store.c share.
+ * pub_index.c (the revision index), gc_live.c (collection) and store.c
+ * share.
  */
 #ifndef DAGFS_PUB_I_H
 #define DAGFS_PUB_I_H
@@ -42,6 +43,19 @@ int pub_read_all(const char *path, void **out, size_t *len) WUR;
  *  logs why not (-EBADMSG, -errno). */
 int pub_load_checked(struct store *st, const char *source, const char *id,
 		     struct snap **out) WUR;
+
+/**
+ * Write gc/<id>, the blob list of @s (stored as snapshots/<id>), so that
+ * collection rounds never decode it (gc_live.c). Best effort, no fsync: a
+ * list missing or damaged is made again from the snapshot.
+ */
+void gc_live_note(struct store *st, const struct snap *s);
+
+/** Parse an index (gc/live) or a blob list (gc/<id>, checked against the
+ *  id it holds) from @buf: the snapshots it covers or the blobs it lists,
+ *  or -EBADMSG. For the fuzz targets; nothing is kept. */
+int gc_live_parse_check(const void *buf, size_t len) WUR;
+int gc_list_parse_check(const void *buf, size_t len) WUR;
 
 /** Count a publication (store.c; the collector watches the count). */
 void store_note_publication(struct store *s);

@@ -51,11 +51,12 @@ struct store_txn {
 };
 
 static const char *const store_subdirs[] = { "objects", "snapshots",
-					     "sources", "tmp" };
+					     "sources", "tmp", "gc" };
 
 static int store_mkdirs(struct store *s)
 {
-	for (size_t i = 0; i < 4; i++)
+	for (size_t i = 0; i < sizeof(store_subdirs) / sizeof(*store_subdirs);
+	     i++)
 		if (mkdirat(s->dirfd, store_subdirs[i], 0755) && errno != EEXIST)
 			return -errno;
 	for (int i = 0; i < 256; i++) {

@@ -42,7 +42,7 @@ struct store;
 struct store_txn;
 
 /**
- * Open (creating if needed) the cache at @dir: objects/, snapshots/,
+ * Open (creating if needed) the cache at @dir: objects/, snapshots/, gc/,
  * sources/, tmp/. Takes an exclusive lock on the cache unless @shared;
  * -EBUSY if another daemon holds it. Caller frees with store_close().
  */
