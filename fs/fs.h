@@ -27,6 +27,8 @@ struct fs_opts {
 	bool allow_other;
 	bool debug;
 	unsigned threads; /* max idle worker threads */
+	unsigned spin_us;  /* fuse-spin: a worker polls that long (loop.c) */
+	unsigned awake_us; /* fuse-awake: CPUs kept from halting (loop.c) */
 	bool show_meta;	  /* list .dagfs in the root (lookups always work) */
 	unsigned keep_trees;  /* tree manifests kept in the cache */
 	int fetch_timeout_ms; /* revisions on demand: most a lookup waits */
@@ -34,7 +36,8 @@ struct fs_opts {
 
 #define FS_OPTS_INIT                                                           \
 	{ .uid = 0, .gid = 0, .umask = 022, .allow_other = false,              \
-	  .debug = false, .threads = 10, .show_meta = false,                  \
+	  .debug = false, .threads = 10, .spin_us = 0, .awake_us = 0,         \
+	  .show_meta = false,                                                  \
 	  .keep_trees = 256, .fetch_timeout_ms = 30000 }
 
 /** Kinds of FUSE requests, as counted by fs_get_stats(). */
@@ -84,6 +87,15 @@ void fs_free(struct fs *fs);
 /** Copy the request counters (relaxed reads: each is exact, the set is
  * not a snapshot). Thread-safe. */
 void fs_get_stats(struct fs *fs, struct fs_stats *out);
+
+/** What the loop's levers did (fs/loop.c). */
+struct fs_loop_stats {
+	uint64_t spin_hits;   /* requests a polling worker found (fuse-spin) */
+	uint64_t awake_holds; /* zero CPU-latency requests taken (fuse-awake) */
+};
+
+/** Copy the loop's counters (relaxed reads). Thread-safe. */
+void fs_get_loop_stats(struct fs *fs, struct fs_loop_stats *out);
 
 /**
  * Add a slot at sub-path @at ("" is the root) for a source; returns the

@@ -174,6 +174,7 @@ struct fs {
 	int looping;	     /* atomic: fs_loop is serving */
 
 	struct fs_stats stats; /* relaxed atomics (ops.c) */
+	struct fs_loop_stats loop_stats; /* relaxed atomics (loop.c) */
 
 	pthread_mutex_t rev_lock; /* revs */
 	struct fs_rev *revs;	  /* loaded pinned revisions, newest use
@@ -389,6 +390,13 @@ static inline void fs_count(struct fs *fs, enum fs_op op)
 int fs_table_init(struct fs *fs) __attribute__((warn_unused_result));
 /** Free every inode (unmounted only). */
 void fs_table_free(struct fs *fs);
+
+/**
+ * Serve fs->se until unmounted: libfuse's multi-threaded loop with the
+ * same thread limits, plus fuse-spin and fuse-awake (loop.c).
+ * @return 0, or negative errno of the read that failed
+ */
+int fs_loop_serve(struct fs *fs) __attribute__((warn_unused_result));
 /** The inode behind a nodeid the kernel holds (borrowed). */
 struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t nodeid);
 /** The nodeid the kernel knows @ino by. */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * mount.c - the FUSE session's life: checking the mountpoint, mounting,
- * serving with libfuse's multi-threaded loop, and unmounting; libfuse's
+ * serving (loop.c's workers), and unmounting; libfuse's
  * own messages go through log_emit().
  *
  * Signals are the sidecar's business. fs_exit() only raises libfuse's
@@ -247,21 +247,13 @@ int fs_mount(struct fs *fs, const char *mountpoint, char *err, size_t errlen)
 
 int fs_loop(struct fs *fs)
 {
-	struct fuse_loop_config *cfg;
 	int rc;
 
 	if (!fs->se)
 		return -EINVAL;
-	cfg = fuse_loop_cfg_create();
-	if (!cfg)
-		return -ENOMEM;
-	fuse_loop_cfg_set_idle_threads(cfg, fs->o.threads);
-	fuse_loop_cfg_set_max_threads(cfg, fs->o.threads > 10 ? fs->o.threads :
-								10);
 	__atomic_store_n(&fs->looping, 1, __ATOMIC_RELEASE);
-	rc = fuse_session_loop_mt(fs->se, cfg);
+	rc = fs_loop_serve(fs);
 	__atomic_store_n(&fs->looping, 0, __ATOMIC_RELEASE);
-	fuse_loop_cfg_destroy(cfg);
 	/* After fs_unmount the loop may trip over the closed descriptor. */
 	if (rc > 0 || !__atomic_load_n(&fs->mounted, __ATOMIC_ACQUIRE))
 		rc = 0;

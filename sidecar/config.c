@@ -74,6 +74,13 @@ static const struct cfg_option options[] = {
 	    "DURATION", "how often <cache>/status.json is rewritten"),
 	OPT_N("threads", threads, "10", 1, 1000,
 	      "most idle FUSE worker threads"),
+	OPT_N("fuse-spin", fuse_spin_us, "0", 0, 10000,
+	      "µs one FUSE worker polls for the next request without "
+	      "sleeping, while requests arrive that closely (0: off)"),
+	OPT_N("fuse-awake", fuse_awake_us, "0", 0, 100000,
+	      "µs after the last FUSE request the CPUs are kept from "
+	      "halting (zero /dev/cpu_dma_latency), while requests arrive "
+	      "that closely (0: off)"),
 	OPT("fuse-debug", CFG_BOOL, fuse_debug, "false", DAEMON, NULL,
 	    "log every FUSE request (very verbose)"),
 	OPT("materialize", CFG_STR, materialize, NULL, DAEMON, "DIR",

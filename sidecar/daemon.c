@@ -319,6 +319,8 @@ static int view_create(struct dagfs_ctx *ctx)
 	o.allow_other = c->allow_other;
 	o.debug = c->fuse_debug;
 	o.threads = c->threads;
+	o.spin_us = c->fuse_spin_us;
+	o.awake_us = c->fuse_awake_us;
 	o.show_meta = c->show_meta;
 	o.keep_trees = c->keep_trees;
 	o.fetch_timeout_ms = c->fetch_timeout_ms;

@@ -239,6 +239,7 @@ static void store_metrics(FILE *f, struct dagfs_ctx *ctx)
 static void fuse_metrics(FILE *f, struct dagfs_ctx *ctx)
 {
 	struct fs_stats st;
+	struct fs_loop_stats ls;
 
 	if (!ctx->fs)
 		return;
@@ -253,6 +254,15 @@ static void fuse_metrics(FILE *f, struct dagfs_ctx *ctx)
 	for (int i = 0; i < FS_OP_COUNT; i++)
 		fprintf(f, "dagfs_fuse_errors_total{op=\"%s\"} %llu\n",
 			fs_op_names[i], (unsigned long long)st.errors[i]);
+	fs_get_loop_stats(ctx->fs, &ls);
+	metric_head(f, "fuse_spin_hits_total", "counter",
+		    "FUSE requests a polling worker found (fuse-spin).");
+	fprintf(f, "dagfs_fuse_spin_hits_total %llu\n",
+		(unsigned long long)ls.spin_hits);
+	metric_head(f, "fuse_awake_total", "counter",
+		    "Times the CPUs were kept from halting (fuse-awake).");
+	fprintf(f, "dagfs_fuse_awake_total %llu\n",
+		(unsigned long long)ls.awake_holds);
 }
 
 static int h_metrics(void *payload, char **body)

@@ -115,6 +115,7 @@ struct dagfs_config {
 	char *revision;	   /* NAME=REV lines: pinned revisions */
 	int status_interval_ms;
 	unsigned threads;
+	unsigned fuse_spin_us, fuse_awake_us;
 	bool fuse_debug;
 	bool json; /* dagfs status --json, airflow-bundles --json */
 	unsigned keep_trees;  /* tree manifests kept in the cache */

@@ -14,7 +14,10 @@ file-system part alone). Root is needed to drop caches.
 
 Other comparators (s3fs, rclone mount...) plug in with --plugin MODULE:
 a module in tests/bench that calls bench_core.register(NAME, CLASS) with
-a Target subclass, then --targets native,dagfs,NAME.
+a Target subclass, then --targets native,dagfs,NAME. A target
+"dagfs:OPT=V+OPT=V" is dagfs with the extra options --OPT V (each its own
+mount and cache), so settings compare in one interleaved run, e.g.
+--targets native,dagfs:fuse-spin=0,dagfs:fuse-spin=300.
 
 The daemon is <build>/sidecar/dagfs, build from env DAGFS_BUILD (default
 build). Usage: bench_core.py [--sizes 2000,10000] [--seed 42] [--warm 5]
@@ -93,10 +96,12 @@ class NativeTarget(Target):
 
 class DagfsTarget(Target):
     name = "dagfs"
+    extra = []  # options of a "dagfs:OPT=V+..." target
 
     def prepare(self):
-        self.cache = self.workdir / f"cache-{self.corpus.name}"
-        self.mnt = self.workdir / f"mnt-{self.corpus.name}"
+        tag = re.sub(r"[^A-Za-z0-9=-]+", "-", self.name)
+        self.cache = self.workdir / f"cache-{self.corpus.name}-{tag}"
+        self.mnt = self.workdir / f"mnt-{self.corpus.name}-{tag}"
         shutil.rmtree(self.cache, ignore_errors=True)
         self.mnt.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
@@ -108,9 +113,9 @@ class DagfsTarget(Target):
     def _start(self):
         self.port = free_port()
         m = Dagfs(self.mnt, self.cache, [f"dir:{self.corpus},name=bench"],
-                  list(self.opts.dagfs_args) +
+                  list(self.opts.dagfs_args) + self.extra +
                   ["--http", f"127.0.0.1:{self.port}"],
-                  stderr_path=self.workdir / f"dagfs-{self.corpus.name}.stderr")
+                  stderr_path=self.mnt.with_suffix(".stderr"))
         m.start(timeout=600, ready=lambda mnt: glob.glob(
             str(self.cache / "sources" / "*" / "current"))
             and len(os.listdir(mnt)) > 0)
@@ -309,6 +314,14 @@ def main():
         importlib.import_module(p)
     opts.sizes = [int(s) for s in opts.sizes.split(",")]
     opts.targets = opts.targets.split(",")
+    for t in opts.targets:
+        if t.startswith("dagfs:"):
+            extra = []
+            for o in t[len("dagfs:"):].split("+"):
+                k, _, v = o.partition("=")
+                extra += [f"--{k}", v] if v else [f"--{k}"]
+            register(t, type("DagfsVariant", (DagfsTarget,),
+                             {"name": t, "extra": extra}))
     if "native" not in opts.targets:
         opts.targets.insert(0, "native")
     unknown = [t for t in opts.targets if t not in TARGETS]

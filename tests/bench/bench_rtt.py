@@ -35,8 +35,9 @@ sys.path.insert(0, str(HERE.parent / "integration"))
 from conftest import DagfsFactory  # noqa: E402
 
 
-def calls(path, n):
-    """Median ns of @n ioctl(TCGETS) on @path (each one round trip)."""
+def calls(path, n, gap_ns=0):
+    """Median ns of @n ioctl(TCGETS) on @path (each one round trip), with
+    @gap_ns of busy CPU in this process between two calls."""
     fd = os.open(path, os.O_RDONLY)
     t = []
     try:
@@ -46,17 +47,20 @@ def calls(path, n):
                 fcntl.ioctl(fd, termios.TCGETS, bytes(60))
             except OSError:
                 pass
+            t1 = time.perf_counter_ns()
             if i >= 200:  # warm-up
-                t.append(time.perf_counter_ns() - t0)
+                t.append(t1 - t0)
+            while time.perf_counter_ns() - t1 < gap_ns:
+                pass
     finally:
         os.close(fd)
     return statistics.median(t)
 
 
-def burst(path, n, cpu):
+def burst(path, n, cpu, gap_ns):
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    calls(path, n)
+    calls(path, n, gap_ns)
 
 
 def pin_daemon(pid, cpu):
@@ -64,11 +68,66 @@ def pin_daemon(pid, cpu):
         os.sched_setaffinity(int(tid), {cpu})
 
 
+def parse_variant(v):
+    """Daemon arguments, (client CPU, daemon CPU) or None, and whether to
+    hold a zero CPU latency request, of variant @v ("a=1+b=2")."""
+    args, pin, qos = [], None, False
+    for part in v.split("+"):
+        kind, _, val = part.partition("=")
+        if kind == "threads":
+            args += ["--threads", val]
+        elif kind == "spin":
+            args += ["--fuse-spin", val]
+        elif kind == "awake":
+            args += ["--fuse-awake", val]
+        elif kind == "pin":
+            pin = tuple(int(x) for x in val.split(":"))
+        elif kind == "qos":
+            qos = True
+        else:
+            sys.exit(f"bench_rtt: unknown variant {part!r}")
+    return args, pin, qos
+
+
+def one_round(path, a, pin, qos):
+    """Per-call µs of one round over @path."""
+    gap_ns = int(a.gap * 1000)
+    client = pin[0] if pin else None
+    lat = None
+    if qos:  # no vCPU halts while this is held (diagnosis only)
+        lat = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+        os.write(lat, (0).to_bytes(4, "little"))
+    try:
+        if a.parallel == 1:
+            old = os.sched_getaffinity(0)
+            if client is not None:
+                os.sched_setaffinity(0, {client})
+            try:
+                return calls(path, a.calls, gap_ns) / 1000
+            finally:
+                os.sched_setaffinity(0, old)
+        ps = [mp.Process(target=burst, args=(path, a.calls, client, gap_ns))
+              for _ in range(a.parallel)]
+        t0 = time.perf_counter()
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join()
+        busy = a.calls * a.gap * a.parallel / 2  # 2 CPUs share the gaps
+        return ((time.perf_counter() - t0) * 1e6 - busy) / (a.calls *
+                                                            a.parallel)
+    finally:
+        if lat is not None:
+            os.close(lat)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=4000)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument("--gap", type=float, default=0,
+                    help="µs of busy CPU between two calls (a scan's work)")
     ap.add_argument("--variants",
                     default="threads=10,threads=2,threads=1,pin=0:0,pin=0:1")
     a = ap.parse_args()
@@ -80,41 +139,21 @@ def main():
     variants = {}
     try:
         for v in a.variants.split(","):
-            kind, _, val = v.partition("=")
-            args, client = [], None
-            if kind == "threads":
-                args = ["--threads", val]
+            args, pin, qos = parse_variant(v)
             m = f.mount([f"dir:{src},name=rtt"], args=args,
                         ready=lambda mnt: (mnt / "a.py").exists())
-            if kind == "pin":
-                client, daemon = (int(x) for x in val.split(":"))
-                pin_daemon(m.pid, daemon)
-            variants[v] = (m, client)
+            if pin:
+                pin_daemon(m.pid, pin[1])
+            variants[v] = (m, pin, qos)
         res = {v: [] for v in variants}
         for _ in range(a.rounds):
-            for v, (m, client) in variants.items():
-                path = str(m.mnt / "a.py")
-                if a.parallel == 1:
-                    old = os.sched_getaffinity(0)
-                    if client is not None:
-                        os.sched_setaffinity(0, {client})
-                    res[v].append(calls(path, a.calls) / 1000)
-                    os.sched_setaffinity(0, old)
-                    continue
-                ps = [mp.Process(target=burst, args=(path, a.calls, client))
-                      for _ in range(a.parallel)]
-                t0 = time.perf_counter()
-                for p in ps:
-                    p.start()
-                for p in ps:
-                    p.join()
-                res[v].append((time.perf_counter() - t0) * 1e6 /
-                              (a.calls * a.parallel))
-        load = open("/proc/loadavg").read().split()[:3]
+            for v, (m, pin, qos) in variants.items():
+                res[v].append(one_round(str(m.mnt / "a.py"), a, pin, qos))
         print(f"round trip (ioctl TCGETS), {a.parallel} client(s), "
-              f"{a.calls} calls x {a.rounds} rounds, load {' '.join(load)}")
+              f"{a.calls} calls x {a.rounds} rounds, gap {a.gap:g} us, "
+              f"load {' '.join(open('/proc/loadavg').read().split()[:3])}")
         for v, r in res.items():
-            print(f"  {v:12s} median {statistics.median(r):6.1f} us   "
+            print(f"  {v:18s} median {statistics.median(r):6.1f} us   "
                   f"rounds {' '.join(f'{x:.1f}' for x in r)}")
     finally:
         f.teardown()
