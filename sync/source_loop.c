@@ -186,12 +186,29 @@ static void *source_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * A kill between a publication's links and its revision index update
+ * (pub_publish) leaves the index of the history before: one listing a
+ * trimmed snapshot and missing the newest. Writers always update it after
+ * changing links, so bringing it up to date once, when a process takes
+ * the source over, is enough; it decodes only what the index lacks.
+ */
+static void index_refresh(struct source *src)
+{
+	int rc = pub_index_update(src->store, src->name, NULL);
+
+	if (rc && rc != -ENOENT)
+		log_warn(src->tag, "revision index not refreshed: %s; it is "
+			 "rebuilt when next read", strerror(-rc));
+}
+
 int source_sync_once(struct source *src, struct snap **out, char *err,
 		     size_t errlen)
 {
 	struct snap *cached;
 	int rc;
 
+	index_refresh(src);
 	if (!pub_load_current(src->store, src->name, &cached)) {
 		publish_to_reader(src, cached);
 		snap_unref(cached);
@@ -217,6 +234,7 @@ int source_start(struct source *src, source_publish_fn cb, void *payload)
 
 	src->cb = cb;
 	src->cb_payload = payload;
+	index_refresh(src);
 	if (!pub_load_current(src->store, src->name, &cached)) {
 		log_info(src->tag, "serving cached revision %s", cached->rev);
 		publish_to_reader(src, cached);
