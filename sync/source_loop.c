@@ -43,6 +43,9 @@ static int attempt(struct source *src, char *err, size_t errlen)
 	pthread_mutex_lock(&src->lock);
 	snprintf(prev, sizeof(prev), "%s", src->rebuild ? "" : src->st.rev);
 	src->st.last_attempt_ns = now_ns();
+	src->st.progress = (struct source_progress){
+		.active = true, .started_ns = src->st.last_attempt_ns };
+	src->progress_absolute = false;
 	pthread_mutex_unlock(&src->lock);
 	err[0] = '\0';
 	store_sync_begin(src->store);
@@ -56,6 +59,9 @@ static int attempt(struct source *src, char *err, size_t errlen)
 				 src->tag, strerror(-rc));
 	}
 	store_sync_end(src->store);
+	pthread_mutex_lock(&src->lock);
+	src->st.progress.active = false;
+	pthread_mutex_unlock(&src->lock);
 	if (rc < 0) {
 		snap_unref(snap);
 		if (!err[0])

@@ -226,7 +226,8 @@ static void test_store__fsck_reports_then_repairs(void)
 	b = one_file(s, "bad", "r2");
 	CHECK(a && b && !pub_publish(s, a, 5) && !pub_publish(s, b, 5));
 	CHECK(!fsck_run(s, false, harness_count_line, &lines, &r));
-	CHECK(r.problems == 0 && lines == 0 && r.blobs == 2 && r.snapshots == 2);
+	CHECK(r.problems == 0 && lines == 0 && r.blobs == 2 &&
+	      r.snapshots == 2);
 	store_blob_path(s, &b->e[1].hash, path, sizeof(path));
 	chmod(path, 0644);
 	fd = open(path, O_WRONLY);
