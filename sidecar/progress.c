@@ -157,8 +157,8 @@ int progress_start(struct progress **out, struct dagfs_ctx *ctx,
 	p->n = n;
 	p->first_only = first_only;
 	p->tty = isatty(STDERR_FILENO);
-	rc = ticker_start(&p->t, p->tty ? PROGRESS_TTY_MS : 1000,
-			  progress_tick, p);
+	rc = ticker_start(&p->t, p->tty ? PROGRESS_TTY_MS : 1000, progress_tick,
+			  p);
 	if (rc) {
 		free(p);
 		return rc;

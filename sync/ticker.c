@@ -54,8 +54,7 @@ static void *ticker_main(void *arg)
 	return NULL;
 }
 
-int ticker_start(struct ticker **out, int first_ms, ticker_fn fn,
-		 void *payload)
+int ticker_start(struct ticker **out, int first_ms, ticker_fn fn, void *payload)
 {
 	struct ticker *t = calloc(1, sizeof(*t));
 	pthread_condattr_t ca;

@@ -225,23 +225,25 @@ static void test_store__stale_index_refreshed_when_taken_over(void)
 	int n;
 
 	CHECK(s);
-	snprintf(cmd, sizeof(cmd), "mkdir -p %s/tree && echo one > %s/tree/a.py",
-		 dir, dir);
+	snprintf(cmd, sizeof(cmd),
+		 "mkdir -p %s/tree && echo one > %s/tree/a.py", dir, dir);
 	CHECK(!system(cmd));
 	snprintf(text, sizeof(text), "dir:%s/tree,name=src,keep=5", dir);
 	CHECK(!source_spec_parse(&spec, text, err, sizeof(err)));
 	CHECK(!source_new(&src, spec, s, err, sizeof(err)));
 	CHECK(!source_sync_once(src, &cur, err, sizeof(err)));
 	snap_unref(cur);
-	snprintf(cmd, sizeof(cmd), "cp %s/sources/src/index %s/index.1 && "
-		 "echo two > %s/tree/a.py", dir, dir, dir);
+	snprintf(cmd, sizeof(cmd),
+		 "cp %s/sources/src/index %s/index.1 && "
+		 "echo two > %s/tree/a.py",
+		 dir, dir, dir);
 	CHECK(!system(cmd));
 	CHECK(!source_sync_once(src, &cur, err, sizeof(err)));
 	snap_unref(cur);
 	source_free(src);
 	/* the kill: the second revision's links are there, its index not */
-	snprintf(cmd, sizeof(cmd), "cp -f %s/index.1 %s/sources/src/index",
-		 dir, dir);
+	snprintf(cmd, sizeof(cmd), "cp -f %s/index.1 %s/sources/src/index", dir,
+		 dir);
 	CHECK(!system(cmd));
 	CHECK(!source_new(&src, spec, s, err, sizeof(err)));
 	CHECK(!source_sync_once(src, &cur, err, sizeof(err))); /* unchanged */
