@@ -44,8 +44,7 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
-		      struct fuse_file_info *fi)
+void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
 	(void)fi;
@@ -123,8 +122,9 @@ static int listing_open(struct listing *l, off_t off)
 		return rc;
 	if (!fs_res_is_dir(&l->res))
 		return off ? -ESTALE : -ENOENT;
-	l->link = l->plus && l->res.gen == __atomic_load_n(&l->fs->gen,
-							     __ATOMIC_ACQUIRE) &&
+	l->link = l->plus &&
+		  l->res.gen ==
+			  __atomic_load_n(&l->fs->gen, __ATOMIC_ACQUIRE) &&
 		  l->res.kind != FS_META_DIR && fs_seq_stable(l->fs, l->seq);
 	if (l->res.kind == FS_ENTRY) {
 		l->n = fs_res_entry(&l->res)->child_count;
@@ -182,7 +182,8 @@ static const char *listing_at(struct listing *l, off_t pos, char *path,
 	}
 	if (l->res.kind == FS_ENTRY) {
 		*r = l->res;
-		r->idx = fs_res_entry(&l->res)->child_first + (uint32_t)(pos - 2);
+		r->idx = fs_res_entry(&l->res)->child_first +
+			 (uint32_t)(pos - 2);
 		name = fs_res_entry(r)->name;
 		fs_path_join(path, FS_PATH_MAX, l->dir->path, name);
 		if (!*l->dir->path && !strcmp(name, FS_META))
@@ -215,7 +216,7 @@ static void listing_entry(struct listing *l, off_t pos, const char *path,
 	}
 	e->attr.st_ino = fs_key(path, r);
 	se = r->kind == FS_ENTRY ? fs_res_entry(r) : NULL;
-	e->attr.st_mode = r->kind == FS_META_FILE	      ? S_IFREG :
+	e->attr.st_mode = r->kind == FS_META_FILE     ? S_IFREG :
 			  !se || se->type == SNAP_DIR ? S_IFDIR :
 			  se->type == SNAP_LINK	      ? S_IFLNK :
 							S_IFREG;
@@ -247,8 +248,9 @@ static bool listing_add(struct listing *l, off_t pos)
 	const char *name = listing_at(l, pos, path, &r, &owned);
 	size_t room = l->size - l->used, need;
 
-	need = l->plus ? fuse_add_direntry_plus(l->req, NULL, 0, name, NULL, 0) :
-			 fuse_add_direntry(l->req, NULL, 0, name, NULL, 0);
+	need = l->plus ?
+		       fuse_add_direntry_plus(l->req, NULL, 0, name, NULL, 0) :
+		       fuse_add_direntry(l->req, NULL, 0, name, NULL, 0);
 	if (need > room || r.kind == FS_NONE) {
 		if (owned)
 			fs_res_drop(&r);
@@ -258,11 +260,11 @@ static bool listing_add(struct listing *l, off_t pos)
 	if (owned)
 		fs_res_drop(&r);
 	if (l->plus)
-		fuse_add_direntry_plus(l->req, l->buf + l->used, room, name,
-				       &e, listing_off(l, pos + 1));
+		fuse_add_direntry_plus(l->req, l->buf + l->used, room, name, &e,
+				       listing_off(l, pos + 1));
 	else
-		fuse_add_direntry(l->req, l->buf + l->used, room, name,
-				  &e.attr, listing_off(l, pos + 1));
+		fuse_add_direntry(l->req, l->buf + l->used, room, name, &e.attr,
+				  listing_off(l, pos + 1));
 	l->used += need;
 	return true;
 }

@@ -210,7 +210,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fs_count(fs, FS_OP_OPEN);
 	if (i->type != SNAP_FILE) {
-		fs_reply_err(req, FS_OP_OPEN, i->type == SNAP_DIR ? EISDIR : ELOOP);
+		fs_reply_err(req, FS_OP_OPEN,
+			     i->type == SNAP_DIR ? EISDIR : ELOOP);
 		return;
 	}
 	if (fs->no_open) {

@@ -20,7 +20,9 @@ struct xattrs {
 };
 
 static const char *const xattr_names[] = {
-	"user.dagfs.source", "user.dagfs.revision", "user.dagfs.hash",
+	"user.dagfs.source",
+	"user.dagfs.revision",
+	"user.dagfs.hash",
 };
 
 static void xattrs_fill(struct xattrs *x, const struct snap *s,

@@ -69,8 +69,8 @@ static void env_sources(struct dagfs_config *c, const struct cfg_option *o,
 		l += strspn(l, " \t\r");
 		for (char *e = l + strlen(l); e > l && strchr(" \t\r", e[-1]);)
 			*--e = '\0';
-		if (*l && cfg_set(c, o, l, CFG_ENV, "DAGFS_SOURCE", err,
-				  sizeof(err)))
+		if (*l &&
+		    cfg_set(c, o, l, CFG_ENV, "DAGFS_SOURCE", err, sizeof(err)))
 			cfg_error(errs, "DAGFS_SOURCE: %s", err);
 	}
 	free(copy);
@@ -113,12 +113,12 @@ struct flag {
 
 static const char *cmd_name(unsigned cmd)
 {
-	return cmd == CMD_MOUNT ? "mount" :
-	       cmd == CMD_CHECK ? "check-config" :
-	       cmd == CMD_SYNC	? "sync" :
-	       cmd == CMD_FSCK	? "fsck" :
+	return cmd == CMD_MOUNT	  ? "mount" :
+	       cmd == CMD_CHECK	  ? "check-config" :
+	       cmd == CMD_SYNC	  ? "sync" :
+	       cmd == CMD_FSCK	  ? "fsck" :
 	       cmd == CMD_BUNDLES ? "airflow-bundles" :
-				  "status";
+				    "status";
 }
 
 /* One argument starting with "--"; may consume the next. */
@@ -170,8 +170,9 @@ static void parse_args(struct dagfs_config *c, unsigned cmd, int argc,
 		} else if (!strcmp(a, "--version")) {
 			c->version = true;
 		} else if (a[1] != '-') {
-			cfg_error(errs, "unknown option %s (see dagfs %s --help)",
-				  a, cmd_name(cmd));
+			cfg_error(errs,
+				  "unknown option %s (see dagfs %s --help)", a,
+				  cmd_name(cmd));
 		} else {
 			parse_flag(&flags[i], cmd, argc, argv, &i, errs);
 		}
@@ -237,11 +238,13 @@ int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
 		load_file(c, flags, argc, envp, errs);
 		env_apply(c, envp, errs);
 		flags_apply(c, flags, argc, errs);
-		if ((cmd & CFG_CMDS_DAEMON) && !c->nsources && errs->n == before)
+		if ((cmd & CFG_CMDS_DAEMON) && !c->nsources &&
+		    errs->n == before)
 			cfg_error(errs, "no sources: give --source SPEC, "
 					"DAGFS_SOURCE or a [source NAME] "
 					"section");
-		if ((cmd & CFG_CMDS_DAEMON) && c->serve && (!c->http || !*c->http))
+		if ((cmd & CFG_CMDS_DAEMON) && c->serve &&
+		    (!c->http || !*c->http))
 			cfg_error(errs, "serve=true needs http=ADDR:PORT (the "
 					"store is served on that listener)");
 		if (inject_defaults(c))
@@ -250,4 +253,3 @@ int config_load(struct dagfs_config *c, unsigned cmd, int argc, char **argv,
 	free(flags);
 	return errs->n > before ? -EINVAL : 0;
 }
-

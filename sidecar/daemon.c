@@ -363,6 +363,8 @@ static int sources_start(struct dagfs_ctx *ctx)
 	rc = gc_start(&ctx->gc, ctx->store, GC_INTERVAL_MS);
 	if (rc)
 		log_err(TAG, "garbage collector: %s", strerror(-rc));
+	if (!rc && progress_start(&ctx->progress, ctx, NULL, 0, true))
+		log_warn(TAG, "progress reporter not started");
 	return rc;
 }
 
@@ -421,6 +423,7 @@ static void ctx_free(struct dagfs_ctx *ctx)
 {
 	const struct sc_set *set = sc_set_get(ctx);
 
+	progress_stop(ctx->progress);
 	endpoints_stop(ctx);
 	for (size_t i = 0; set && i < set->n; i++)
 		source_stop(set->v[i]->src);

@@ -176,6 +176,7 @@ int cmd_sync(const struct dagfs_config *c)
 	struct snap **snaps = calloc(c->nsources, sizeof(*snaps));
 	const char **ats = calloc(c->nsources, sizeof(*ats));
 	struct store *st = NULL;
+	struct progress *prog = NULL;
 	char err[1024], id[DHASH_HEX], rev[256];
 	int rc = 0;
 
@@ -204,6 +205,8 @@ int cmd_sync(const struct dagfs_config *c)
 	}
 	if (!rc)
 		rc = check_pins(c, src);
+	if (!rc && progress_start(&prog, NULL, src, c->nsources, false))
+		prog = NULL; /* syncs without a progress line */
 	for (size_t i = 0; !rc && i < c->nsources; i++) {
 		const char *pin = pinned(c->revision, source_name(src[i]), rev,
 					 sizeof(rev));
@@ -217,6 +220,7 @@ int cmd_sync(const struct dagfs_config *c)
 		else
 			ats[i] = source_at(src[i]);
 	}
+	progress_stop(prog);
 	if (!rc) {
 		rc = mat_compose(st, snaps, ats, c->nsources, c->materialize, id);
 		if (!rc)

@@ -256,6 +256,7 @@ struct sc_set {
 };
 
 struct status_writer;
+struct progress;
 
 /**
  * The daemon context: the one piece of mutable process state, built by
@@ -275,6 +276,7 @@ struct dagfs_ctx {
 
 	struct status_writer *status;
 	struct gc *gc;		 /* the store's garbage collector */
+	struct progress *progress; /* first syncs shown (progress.c) */
 
 	const char *materialize; /* DIR in materialise mode, else NULL */
 	struct http *http;	 /* NULL when http= is off */
@@ -358,6 +360,23 @@ void endpoints_free(struct dagfs_ctx *ctx);
  * Write <cache>/status.json now (temp file and rename). Takes ctx->lock.
  * @running is false for the last write at shutdown.
  */
+/* ------------------------------------------------------ progress.c */
+
+/**
+ * Show the syncs in flight while they run (progress.c): of the daemon's
+ * sources when @ctx is set (with @first_only, only those without a
+ * revision yet), else of @src[@n], which must outlive the reporter. On a
+ * terminal an updating line; otherwise a log line per source every 10 s
+ * of a longer sync. Stop and free with progress_stop().
+ */
+int progress_start(struct progress **out, struct dagfs_ctx *ctx,
+		   struct source *const *src, size_t n, bool first_only) WUR;
+/** Stop the reporter and clear its line; NULL: no-op. */
+void progress_stop(struct progress *p);
+/** "340/600 objects, 1.2 MB of 4.0 MB, 310 kB/s, 4s" into @buf. */
+void progress_format(char *buf, size_t len, const struct source_progress *p,
+		     int64_t now_wall_ns);
+
 int status_write(struct dagfs_ctx *ctx, bool running) WUR;
 
 /** Start the thread that rewrites status.json every status-interval. */

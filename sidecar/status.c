@@ -29,6 +29,22 @@ struct status_writer {
 	bool kick, stop;
 };
 
+/* The sync in flight: "progress":null between syncs. */
+static void put_progress(FILE *f, const struct source_progress *p)
+{
+	if (!p->active) {
+		fputs(",\"progress\":null", f);
+		return;
+	}
+	fprintf(f,
+		",\"progress\":{\"started_ns\":%lld,\"objects\":%llu,"
+		"\"objects_total\":%llu,\"bytes\":%llu,\"bytes_total\":%llu}",
+		(long long)p->started_ns, (unsigned long long)p->objects,
+		(unsigned long long)p->objects_total,
+		(unsigned long long)p->bytes,
+		(unsigned long long)p->bytes_total);
+}
+
 static void put_source(FILE *f, const struct sc_source *s)
 {
 	struct source_status st;
@@ -53,7 +69,9 @@ static void put_source(FILE *f, const struct sc_source *s)
 		(unsigned long long)st.bytes_fetched,
 		(unsigned long long)st.objects_fetched);
 	json_put_str(f, st.error);
-	fprintf(f, ",\"healthy\":%s}", source_healthy(&st) ? "true" : "false");
+	fprintf(f, ",\"healthy\":%s", source_healthy(&st) ? "true" : "false");
+	put_progress(f, &st.progress);
+	fputc('}', f);
 }
 
 static void put_status(FILE *f, struct dagfs_ctx *ctx, bool running)
@@ -267,6 +285,24 @@ static bool daemon_fresh(const struct json *st, int64_t now)
 	       now - json_int(st, "written_ns", 0) <= limit;
 }
 
+/* The sync in flight status.json reports for @s; false if none. */
+static bool entry_progress(const struct json *s, struct source_progress *out)
+{
+	const struct json *p = json_get(s, "progress");
+
+	if (!p || p->type != JSON_OBJ)
+		return false;
+	*out = (struct source_progress){
+		.active = true,
+		.started_ns = json_int(p, "started_ns", 0),
+		.objects = (uint64_t)json_int(p, "objects", 0),
+		.objects_total = (uint64_t)json_int(p, "objects_total", 0),
+		.bytes = (uint64_t)json_int(p, "bytes", 0),
+		.bytes_total = (uint64_t)json_int(p, "bytes_total", 0),
+	};
+	return true;
+}
+
 /* Health as the daemon judged it (source_healthy): never recomputed. */
 static bool entry_healthy(const struct json *s)
 {
@@ -276,7 +312,8 @@ static bool entry_healthy(const struct json *s)
 static void print_text(const struct json *st, int64_t now, bool fresh)
 {
 	const struct json *srcs = json_get(st, "sources");
-	char pub[32], ok[32], stale[32], wr[32];
+	char pub[32], ok[32], stale[32], wr[32], line[256];
+	struct source_progress p;
 
 	fmt_age(wr, sizeof(wr), age(now, json_int(st, "written_ns", 0)));
 	printf("dagfs %s, pid %lld, %s %s; status written %s ago%s\n",
@@ -307,6 +344,11 @@ static void print_text(const struct json *st, int64_t now, bool fresh)
 		       entry_healthy(s) ? "ok" : "UNHEALTHY");
 		if (*json_str(s, "error", ""))
 			printf("  last error: %s\n", json_str(s, "error", ""));
+		if (fresh && entry_progress(s, &p)) {
+			progress_format(line, sizeof(line), &p,
+					json_int(st, "written_ns", now));
+			printf("  syncing: %s\n", line);
+		}
 	}
 }
 
@@ -326,6 +368,7 @@ static void put_time_field(const char *key, int64_t ns)
 static void print_json_source(const struct json *s, int64_t now)
 {
 	int64_t ok = confirmed_ns(s);
+	struct source_progress p;
 
 	fputs("{\"name\":", stdout);
 	json_put_str(stdout, json_str(s, "name", ""));
@@ -346,7 +389,20 @@ static void print_json_source(const struct json *s, int64_t now)
 	       (long long)json_int(s, "failures", 0),
 	       (long long)json_int(s, "max_failures", 0));
 	json_put_str(stdout, json_str(s, "error", ""));
-	printf(",\"healthy\":%s}", entry_healthy(s) ? "true" : "false");
+	printf(",\"healthy\":%s,\"progress\":",
+	       entry_healthy(s) ? "true" : "false");
+	if (entry_progress(s, &p))
+		printf("{\"objects\":%llu,\"objects_total\":%llu,"
+		       "\"bytes\":%llu,\"bytes_total\":%llu,"
+		       "\"elapsed_s\":%.3f}",
+		       (unsigned long long)p.objects,
+		       (unsigned long long)p.objects_total,
+		       (unsigned long long)p.bytes,
+		       (unsigned long long)p.bytes_total,
+		       (double)(now - p.started_ns) / 1e9);
+	else
+		fputs("null", stdout);
+	putchar('}');
 }
 
 static void print_json(const struct json *st, int64_t now, bool fresh,

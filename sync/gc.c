@@ -11,10 +11,8 @@
  * itself (gc_live.c) reads only what changed since the previous one.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
 #include "pub_i.h"
@@ -24,80 +22,41 @@
 struct gc {
 	struct store *st;
 	int interval_ms;
-	pthread_t thread;
-	pthread_mutex_t lock; /* guards stop */
-	pthread_cond_t cond;
-	bool stop;
+	uint64_t done; /* publications collected after */
+	struct ticker *t;
 };
 
-/* Wait @ms or until stopped; true if stopped. */
-static bool gc_wait(struct gc *g, int ms)
+/* One tick: collect if anything was published since; the next wait. */
+static int gc_tick(void *payload)
 {
-	struct timespec ts;
-	bool stop;
+	struct gc *g = payload;
+	uint64_t pubs = store_publications(g->st);
+	int rc;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&g->lock);
-	while (!g->stop &&
-	       pthread_cond_timedwait(&g->cond, &g->lock, &ts) != ETIMEDOUT)
-		;
-	stop = g->stop;
-	pthread_mutex_unlock(&g->lock);
-	return stop;
-}
-
-static void *gc_thread(void *arg)
-{
-	struct gc *g = arg;
-	uint64_t done = 0; /* publications collected after */
-	int wait = g->interval_ms;
-
-	while (!gc_wait(g, wait)) {
-		uint64_t pubs = store_publications(g->st);
-		int rc;
-
-		wait = g->interval_ms;
-		if (pubs == done)
-			continue;
-		rc = pub_gc_try(g->st);
-		if (rc == -EBUSY) { /* a sync is adding blobs: soon again */
-			wait = GC_RETRY_MS;
-			continue;
-		}
-		done = pubs;
-		if (rc > 0)
-			log_info("gc", "collected %d unused blobs", rc);
-		else if (rc < 0)
-			log_warn("gc", "collection failed: %s", strerror(-rc));
-	}
-	return NULL;
+	if (pubs == g->done)
+		return g->interval_ms;
+	rc = pub_gc_try(g->st);
+	if (rc == -EBUSY) /* a sync is adding blobs: soon again */
+		return GC_RETRY_MS;
+	g->done = pubs;
+	if (rc > 0)
+		log_info("gc", "collected %d unused blobs", rc);
+	else if (rc < 0)
+		log_warn("gc", "collection failed: %s", strerror(-rc));
+	return g->interval_ms;
 }
 
 int gc_start(struct gc **out, struct store *st, int interval_ms)
 {
 	struct gc *g = calloc(1, sizeof(*g));
-	pthread_condattr_t ca;
 	int rc;
 
 	if (!g)
 		return -ENOMEM;
 	g->st = st;
 	g->interval_ms = interval_ms;
-	pthread_mutex_init(&g->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&g->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	rc = -pthread_create(&g->thread, NULL, gc_thread, g);
+	rc = ticker_start(&g->t, interval_ms, gc_tick, g);
 	if (rc) {
-		pthread_cond_destroy(&g->cond);
-		pthread_mutex_destroy(&g->lock);
 		free(g);
 		return rc;
 	}
@@ -109,12 +68,6 @@ void gc_stop(struct gc *g)
 {
 	if (!g)
 		return;
-	pthread_mutex_lock(&g->lock);
-	g->stop = true;
-	pthread_cond_signal(&g->cond);
-	pthread_mutex_unlock(&g->lock);
-	pthread_join(g->thread, NULL);
-	pthread_cond_destroy(&g->cond);
-	pthread_mutex_destroy(&g->lock);
+	ticker_stop(g->t);
 	free(g);
 }

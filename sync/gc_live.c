@@ -221,8 +221,8 @@ static int write_quick(struct store *st, const char *name, const void *buf,
 	return rc;
 }
 
-static int list_write(struct store *st, const char *id,
-		      const struct dhash *v, int n)
+static int list_write(struct store *st, const char *id, const struct dhash *v,
+		      int n)
 {
 	size_t len = 8 + 16 + 4 + (size_t)n * 16 + SUM_LEN;
 	uint8_t *buf = malloc(len), *p = buf;
@@ -256,14 +256,15 @@ void gc_live_note(struct store *st, const struct snap *s)
 		free(v);
 	}
 	if (n < 0)
-		log_debug(s->source, "blob list of %s not written (%s); the "
-			  "collector decodes the snapshot instead", s->id,
-			  strerror(-n));
+		log_debug(s->source,
+			  "blob list of %s not written (%s); the "
+			  "collector decodes the snapshot instead",
+			  s->id, strerror(-n));
 }
 
 /* Parse list @buf of snapshot @idh: the count and a malloc'd array. */
-static int list_parse(const struct dhash *idh, const uint8_t *buf,
-		      size_t len, struct dhash **out)
+static int list_parse(const struct dhash *idh, const uint8_t *buf, size_t len,
+		      struct dhash **out)
 {
 	uint32_t n;
 
@@ -447,9 +448,11 @@ static int live_write(struct store *st, const struct live *l)
 		off += 20;
 	}
 	sum_of(buf + off, buf, off);
-	rc = path_fmt(gcdir, sizeof(gcdir), "%s/gc", store_dir(st)) ||
-	     path_fmt(tmpdir, sizeof(tmpdir), "%s/tmp", store_dir(st)) ?
-		-ENAMETOOLONG : pub_write_file(gcdir, tmpdir, "live", buf, len);
+	if (path_fmt(gcdir, sizeof(gcdir), "%s/gc", store_dir(st)) ||
+	    path_fmt(tmpdir, sizeof(tmpdir), "%s/tmp", store_dir(st)))
+		rc = -ENAMETOOLONG;
+	else
+		rc = pub_write_file(gcdir, tmpdir, "live", buf, len);
 	free(buf);
 	return rc;
 }
@@ -486,7 +489,7 @@ struct round {
 	struct hmap linked; /* ids some source links to */
 	struct hmap now;    /* R: retained or pinned snapshot files */
 	struct live live;   /* the index, moved to R */
-	unsigned lists;     /* lists read or made */
+	unsigned lists;	    /* lists read or made */
 	bool rebuilt;
 };
 
@@ -626,8 +629,10 @@ static int live_update(struct round *r)
 	rc = live_move(r, &old, &r->now, -1);
 	hmap_free(&old);
 	if (rc && rc != -ENOMEM) {
-		log_notice("gc", "live-blob index names a snapshot it cannot "
-			   "account for (%s); rebuilt", strerror(-rc));
+		log_notice("gc",
+			   "live-blob index names a snapshot it cannot "
+			   "account for (%s); rebuilt",
+			   strerror(-rc));
 		live_free(&r->live);
 		r->rebuilt = true;
 		rc = 0;
@@ -678,7 +683,8 @@ static int sweep_blobs(struct round *r)
 			if (strlen(de->d_name) != 30)
 				continue;
 			snprintf(hex, sizeof(hex), "%02x%s", i, de->d_name);
-			if (dhash_parse(&h, hex) || hmap_get(&r->live.blobs, &h))
+			if (dhash_parse(&h, hex) ||
+			    hmap_get(&r->live.blobs, &h))
 				continue;
 			if (!unlinkat(dirfd(d), de->d_name, 0))
 				removed++;
@@ -704,15 +710,17 @@ static int gc_locked(struct store *st)
 		/* the old index stays valid whatever is removed now: its
 		 * counts depend only on what it covers */
 		log_warn("gc", "live-blob index not written; the next round "
-			 "moves the old one");
+			       "moves the old one");
 	}
 	if (!rc) {
 		sweep_files(&r, "snapshots", &r.now);
 		sweep_files(&r, "gc", &r.live.snaps);
 		rc = sweep_blobs(&r);
-		log_debug("gc", "round: %zu snapshots retained, %u blob lists "
-			  "read, %lu decoded%s", r.now.n, r.lists,
-			  snap_decodes() - d0, r.rebuilt ? ", index rebuilt" : "");
+		log_debug("gc",
+			  "round: %zu snapshots retained, %u blob lists "
+			  "read, %lu decoded%s",
+			  r.now.n, r.lists, snap_decodes() - d0,
+			  r.rebuilt ? ", index rebuilt" : "");
 	}
 	hmap_free(&r.linked);
 	hmap_free(&r.now);

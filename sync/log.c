@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * log.c - one event per line on stderr, as text or JSON. The level is
+ * log.c - one event per line on stderr, as text or JSON (and, on a
+ * terminal, one updating progress line under them: log_tty_line). The level is
  * tested before formatting (see log_at in sync.h). Callers never pass
  * secrets; this module cannot tell them apart.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +17,10 @@
 
 int log_threshold = LOG_LVL_INFO;
 static bool log_json;
+/* The terminal's updating line (log_tty_line), "" if none shown; it and
+ * every write to stderr below are under tty_lock. */
+static pthread_mutex_t tty_lock = PTHREAD_MUTEX_INITIALIZER;
+static char tty_line[512];
 
 static const char *const level_names[] = {
 	[LOG_LVL_ERR] = "error",   [LOG_LVL_WARN] = "warn",
@@ -69,7 +75,23 @@ void log_vemit(int level, const char *tag, const char *fmt, va_list ap)
 		snprintf(line, sizeof(line), "%s dagfs %s: %s%s%s\n", ts,
 			 level_names[lvl], tag ? tag : "", tag ? ": " : "", msg);
 	}
+	pthread_mutex_lock(&tty_lock);
+	if (tty_line[0])
+		fputs("\r\033[K", stderr);
 	fputs(line, stderr);
+	if (tty_line[0])
+		fputs(tty_line, stderr);
+	pthread_mutex_unlock(&tty_lock);
+}
+
+void log_tty_line(const char *line)
+{
+	pthread_mutex_lock(&tty_lock);
+	snprintf(tty_line, sizeof(tty_line), "%s", line ? line : "");
+	fputs("\r\033[K", stderr);
+	fputs(tty_line, stderr);
+	fflush(stderr);
+	pthread_mutex_unlock(&tty_lock);
 }
 
 void log_emit(int level, const char *tag, const char *fmt, ...)

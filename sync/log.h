@@ -44,6 +44,14 @@ void log_emit(int level, const char *tag, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void log_vemit(int level, const char *tag, const char *fmt, va_list ap);
 
+/**
+ * Show @line (no newline; NULL or "" clears it) as the one updating line
+ * at the bottom of a terminal on stderr: log lines printed meanwhile go
+ * above it and it is drawn again under them. Only for a stderr that is a
+ * terminal (the caller checks); thread-safe.
+ */
+void log_tty_line(const char *line);
+
 #define log_at(lvl, tag, ...)                                                  \
 	do {                                                                   \
 		if ((lvl) <= __atomic_load_n(&log_threshold,                \

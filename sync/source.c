@@ -272,6 +272,34 @@ void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects)
 	pthread_mutex_lock(&src->lock);
 	src->st.bytes_fetched += bytes;
 	src->st.objects_fetched += objects;
+	if (src->st.progress.active && !src->progress_absolute) {
+		src->st.progress.bytes += bytes;
+		src->st.progress.objects += objects;
+	}
+	pthread_mutex_unlock(&src->lock);
+}
+
+void source_progress_total(struct source *src, uint64_t objects,
+			   uint64_t bytes)
+{
+	pthread_mutex_lock(&src->lock);
+	if (src->st.progress.active) {
+		src->st.progress.objects_total = objects;
+		src->st.progress.bytes_total = bytes;
+	}
+	pthread_mutex_unlock(&src->lock);
+}
+
+void source_progress_set(struct source *src, uint64_t objects,
+			 uint64_t objects_total, uint64_t bytes)
+{
+	pthread_mutex_lock(&src->lock);
+	if (src->st.progress.active) {
+		src->progress_absolute = true;
+		src->st.progress.objects = objects;
+		src->st.progress.objects_total = objects_total;
+		src->st.progress.bytes = bytes;
+	}
 	pthread_mutex_unlock(&src->lock);
 }
 

@@ -105,6 +105,7 @@ struct source {
 	bool rebuild; /* options changed: build even an unchanged revision */
 	struct snap *current;
 	struct source_status st;
+	bool progress_absolute; /* source_progress_set() drives st.progress */
 	struct source_demand *demands; /* revisions asked for (demand.c) */
 	pthread_cond_t demand_cond;    /* a demand is done (CLOCK_MONOTONIC) */
 };
@@ -143,8 +144,22 @@ static inline bool source_stopping(struct source *src)
  */
 int source_sleep(struct source *src, int ms) WUR;
 
-/** Add to the source's fetch counters (thread-safe). */
+/** Add to the source's fetch counters and to the progress of the sync in
+ *  flight (thread-safe). */
 void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects);
+
+/** What the sync in flight must fetch, once the type knows (a listing, a
+ *  pack's object count); 0 for a total still unknown (thread-safe). */
+void source_progress_total(struct source *src, uint64_t objects,
+			   uint64_t bytes);
+
+/**
+ * For a type whose library reports cumulative figures (libgit2's indexer):
+ * set the progress of the sync in flight to @objects of @objects_total and
+ * @bytes; source_count_fetch() then counts without adding to it.
+ */
+void source_progress_set(struct source *src, uint64_t objects,
+			 uint64_t objects_total, uint64_t bytes);
 
 /* ----------------------------------------------- source_spec.c */
 

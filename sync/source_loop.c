@@ -43,6 +43,9 @@ static int attempt(struct source *src, char *err, size_t errlen)
 	pthread_mutex_lock(&src->lock);
 	snprintf(prev, sizeof(prev), "%s", src->rebuild ? "" : src->st.rev);
 	src->st.last_attempt_ns = now_ns();
+	src->st.progress = (struct source_progress){
+		.active = true, .started_ns = src->st.last_attempt_ns };
+	src->progress_absolute = false;
 	pthread_mutex_unlock(&src->lock);
 	err[0] = '\0';
 	store_sync_begin(src->store);
@@ -56,6 +59,9 @@ static int attempt(struct source *src, char *err, size_t errlen)
 				 src->tag, strerror(-rc));
 	}
 	store_sync_end(src->store);
+	pthread_mutex_lock(&src->lock);
+	src->st.progress.active = false;
+	pthread_mutex_unlock(&src->lock);
 	if (rc < 0) {
 		snap_unref(snap);
 		if (!err[0])
@@ -180,12 +186,29 @@ static void *source_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * A kill between a publication's links and its revision index update
+ * (pub_publish) leaves the index of the history before: one listing a
+ * trimmed snapshot and missing the newest. Writers always update it after
+ * changing links, so bringing it up to date once, when a process takes
+ * the source over, is enough; it decodes only what the index lacks.
+ */
+static void index_refresh(struct source *src)
+{
+	int rc = pub_index_update(src->store, src->name, NULL);
+
+	if (rc && rc != -ENOENT)
+		log_warn(src->tag, "revision index not refreshed: %s; it is "
+			 "rebuilt when next read", strerror(-rc));
+}
+
 int source_sync_once(struct source *src, struct snap **out, char *err,
 		     size_t errlen)
 {
 	struct snap *cached;
 	int rc;
 
+	index_refresh(src);
 	if (!pub_load_current(src->store, src->name, &cached)) {
 		publish_to_reader(src, cached);
 		snap_unref(cached);
@@ -211,6 +234,7 @@ int source_start(struct source *src, source_publish_fn cb, void *payload)
 
 	src->cb = cb;
 	src->cb_payload = payload;
+	index_refresh(src);
 	if (!pub_load_current(src->store, src->name, &cached)) {
 		log_info(src->tag, "serving cached revision %s", cached->rev);
 		publish_to_reader(src, cached);

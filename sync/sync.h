@@ -635,6 +635,19 @@ struct snap *source_current(struct source *src);
 /** Poll now (webhook, tests). */
 void source_kick(struct source *src);
 
+/**
+ * The sync in flight, one mechanism for every source type: the loop
+ * starts and ends it, the type adds what arrives (source_count_fetch) and
+ * says what it must fetch once it knows (source_progress_total). Read by
+ * status.json, `dagfs status` and the progress line.
+ */
+struct source_progress {
+	bool active;        /* a sync is running */
+	int64_t started_ns; /* when it began (wall clock) */
+	uint64_t objects, bytes;             /* fetched so far */
+	uint64_t objects_total, bytes_total; /* 0 while unknown */
+};
+
 struct source_status {
 	char rev[128];
 	int64_t published_ns;
@@ -648,6 +661,7 @@ struct source_status {
 	 * last is +Inf), their sum in seconds */
 	uint64_t dur_buckets[11];
 	double dur_sum;
+	struct source_progress progress;
 };
 
 /** Upper bounds (seconds) of the sync duration histogram buckets. */

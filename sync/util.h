@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util.h - small helpers every folder uses: formatted paths, mkdir -p,
- * the parsers of durations and booleans, clocks, and JSON string quoting.
+ * the parsers of durations and booleans, clocks, a periodic thread
+ * (ticker.c) and JSON string quoting.
  *
  * Nothing here knows of stores, snapshots or sources.
  */
@@ -49,6 +50,19 @@ int parse_bool(const char *text, bool *out) WUR;
 /** Nanoseconds of CLOCK_REALTIME / CLOCK_MONOTONIC. */
 int64_t now_ns(void);
 int64_t mono_ns(void);
+
+struct ticker;
+/** A ticker's call: does one round, returns the ms to wait before the next. */
+typedef int (*ticker_fn)(void *payload);
+
+/**
+ * Call @fn(@payload) in a thread of its own @first_ms from now, then each
+ * time after the wait it returns, until ticker_stop() (ticker.c).
+ */
+int ticker_start(struct ticker **out, int first_ms, ticker_fn fn,
+		 void *payload) WUR;
+/** Stop (waits for a call in progress) and free; NULL: no-op. */
+void ticker_stop(struct ticker *t);
 
 /**
  * Write @s to @f as a quoted JSON string: '"' and '\\' escaped, control

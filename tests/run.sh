@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # tests/run.sh - the whole test suite, from a fresh Debian 12 as root:
-# installs what it needs (apt, only if something is missing), builds,
+# installs what it needs (apt, only if something is missing), checks the
+# formatting of the files in tests/clang-format.list, builds,
 # runs the C unit tests, the integration tests over real FUSE mounts and
 # real servers, the fuzz targets for a bounded time (if present), then
 # the AddressSanitizer/UBSan build with the unit tests and a subset of
@@ -52,7 +53,7 @@ PACKAGES=(meson ninja-build pkg-config gcc clang libfuse3-dev fuse3
 	openssh-server git attr libclang-rt-14-dev ceph-mon ceph-osd radosgw
 	ceph-common util-linux python3-jsonschema python3-yaml prometheus jq
 	python3-venv postgresql debhelper dpkg-dev debootstrap groff-base systemd
-	podman runc openssl curl)
+	podman runc openssl curl clang-format)
 
 install_packages() {
 	local missing=() p
@@ -147,6 +148,7 @@ modprobe fuse 2>/dev/null || true
 TMPBASE=$(mktemp -d /tmp/dagfs-tests.XXXXXX)
 XDIST=(-n "${DAGFS_TEST_JOBS:-3}" --dist loadfile)
 trap 'rm -rf "$TMPBASE" 2>/dev/null' EXIT
+run "clang-format" bash tests/format.sh
 run "build" build build || { echo "build failed" >&2; exit 1; }
 run "unit tests" meson test -C build --suite unit --print-errorlogs
 # the venv first: integration tests use its Airflow too (test_deb.py's

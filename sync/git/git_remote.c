@@ -395,12 +395,13 @@ static int cred_cb(git_credential **out, const char *url,
 	return GIT_EAUTH;
 }
 
-/* Let source_stop() cancel a long transfer. */
+/* Report the transfer's progress; let source_stop() cancel it. */
 static int progress_cb(const git_indexer_progress *stats, void *payload)
 {
 	struct gitsrc_cb *cb = payload;
 
-	(void)stats;
+	source_progress_set(cb->g->src, stats->received_objects,
+			    stats->total_objects, stats->received_bytes);
 	if (__atomic_load_n(&cb->g->src->stop, __ATOMIC_ACQUIRE)) {
 		snprintf(cb->why, sizeof(cb->why), "cancelled (stopping)");
 		return -1;

@@ -332,6 +332,11 @@ static int fetch_missing(struct source *src, struct job *jobs, size_t n,
 		f[nf++].o = jobs[i].o;
 	}
 	if (nf) {
+		uint64_t bytes = 0;
+
+		for (size_t i = 0; i < nf; i++)
+			bytes += f[i].o->size;
+		source_progress_total(src, nf, bytes);
 		log_info(src->tag, "fetching %zu of %zu objects", nf, n);
 		rc = s3_download(src, f, nf, err, errlen);
 	}

@@ -44,13 +44,14 @@ def gated(dag_id, code, gates, code_from=None):
         """)
 
 
-def simple(dag_id, code):
-    """A one-task DAG whose task returns @code."""
+def simple(dag_id, code, tags=("dagfs",)):
+    """A one-task DAG whose task returns @code, tagged @tags (a tag is in
+    the serialised DAG, the code a task returns is not)."""
     return textwrap.dedent(f"""\
         from airflow.sdk import dag, task
 
 
-        @dag(dag_id={dag_id!r}, schedule=None, catchup=False, tags=["dagfs"])
+        @dag(dag_id={dag_id!r}, schedule=None, catchup=False, tags={list(tags)!r})
         def the_dag():
             @task
             def only():

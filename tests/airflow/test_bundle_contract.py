@@ -115,6 +115,43 @@ def test_refresh_follows_the_newest_revision(mount):
         w.refresh()
 
 
+def test_version_change_asks_to_reparse_exactly_the_changed_dag_files(base, caplog):
+    """At a version change the bundle asks Airflow to re-parse the files
+    Airflow lists (.py, the safe-mode words, not .airflowignore'd) whose
+    content changed; not new files (Airflow queues those), not unchanged
+    or ignored ones. This process has no Airflow database: the request is
+    logged as not filed, and the version moves anyway."""
+    d, mounts = base
+    src = d / "chg-src"
+    src.mkdir()
+    dag = "from airflow.sdk import dag\n"
+    files = {"changed.py": dag, "same.py": dag, "ignored.py": dag, "helper.py": "X = 1\n",
+             "notes.txt": "airflow dag\n", ".airflowignore": "ignored.py\n"}
+    for name, text in files.items():
+        (src / name).write_text(text)
+    m = mounts.mount("chg", [f"dir:{src},name=c,debounce=50ms"],
+                     ready=lambda mnt: (mnt / "changed.py").exists())
+    b = bundle("chg", mount=str(m.mnt), source="c")
+    b.initialize()
+    r1 = revision(m.mnt, "c")
+    for name in ("changed.py", "ignored.py", "helper.py", "notes.txt"):
+        (src / name).write_text(files[name] + "# v2\n")
+    (src / "new.py").write_text(dag)
+    m.wait(lambda: revision(m.mnt, "c") != r1 and (m.mnt / "new.py").exists(),
+           what="the second revision")
+    b.refresh()
+    assert b.get_current_version().version == revision(m.mnt, "c")
+    assert b._again[1] == {"changed.py"}
+    assert "cannot ask Airflow to re-parse 1 changed file(s)" in caplog.text
+    b.refresh()  # no new version: nothing asked again before FOLLOW_UP
+    assert b._again[1] == {"changed.py"}
+    assert caplog.text.count("cannot ask Airflow to re-parse") == 1
+    b._again = (time.monotonic(), b._again[1])  # FOLLOW_UP seconds have passed
+    b.refresh()
+    assert b._again is None
+    assert caplog.text.count("cannot ask Airflow to re-parse 1 changed file(s)") == 2
+
+
 def test_missing_version_fails_at_once_naming_keep(mount):
     gone = "dir-" + "0" * 32
     w = bundle("gone", mount=str(mount.mnt), source="d", version=gone)

@@ -163,6 +163,43 @@ class Postgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _stat(pid):
+    """(ppid, sid, state) of process @pid from /proc, or None if it is gone."""
+    try:
+        raw = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    f = raw[raw.rindex(")") + 2:].split()  # the name may hold spaces and parens
+    return int(f[1]), int(f[3]), f[0]
+
+
+def session_members(sid):
+    """Live processes (not zombies) that are in session @sid or descend
+    from one that is: a child in its own process group (Airflow's task
+    supervisor setpgid()s each task) keeps its session; one that called
+    setsid() is still found through its parent."""
+    procs = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit() and (st := _stat(int(d))):
+            procs[int(d)] = st
+    found = {pid for pid, (_, s, state) in procs.items() if s == sid and state != "Z"}
+    grew = True
+    while grew:
+        more = {pid for pid, (pp, _, state) in procs.items()
+                if pp in found and pid not in found and state != "Z"}
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def cmdline(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ") \
+            .decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
 class Process:
     """One long-running Airflow command, in its own session, by pid."""
 
@@ -185,22 +222,37 @@ class Process:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout=30):
-        """SIGTERM to the process, then SIGKILL to its process group (the
-        session it leads: its own children) if it has not ended."""
+        """SIGTERM to the process (Airflow's own shutdown), then SIGKILL
+        to every process of its session and their descendants (API server
+        workers, parsing processes, task supervisors and tasks, whatever
+        their process group) until none is left. Returns the ones that
+        outlived that ("pid cmdline" strings; empty when all went)."""
         if self.proc is None:
-            return
+            return []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        deadline = time.monotonic() + 10
+        while True:
+            left = session_members(self.proc.pid) - {self.proc.pid}
+            if self.proc.poll() is None:
+                left.add(self.proc.pid)
+            if not left or time.monotonic() > deadline:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.1)
+            self.proc.poll()  # reaps it once it is dead
         self.proc.wait()
         self._log.close()
+        left = session_members(self.proc.pid)
+        return [f"{pid} {cmdline(pid)}" for pid in sorted(left)]
 
     def log_text(self):
         try:
@@ -230,6 +282,7 @@ class Airflow:
         self.bundles = bundles
         self.storage = self.root / "bundles"
         self.procs = {}
+        self.replaced = []  # processes start_process() replaced
         cfg = {
             "CORE__EXECUTOR": "LocalExecutor",
             "CORE__LOAD_EXAMPLES": "False",
@@ -292,18 +345,28 @@ class Airflow:
         return r
 
     def start(self, timeout=300):
-        self.cli("db", "migrate", timeout=600)
-        for name, argv in (("api-server", ["api-server", "-p", str(self.port),
-                                           "-H", "127.0.0.1", "-w", "1"]),
-                           ("scheduler", ["scheduler"]),
-                           ("dag-processor", ["dag-processor"])):
-            self.start_process(name, argv)
-        self.wait_healthy(timeout)
+        """Migrate the database, start the three processes, wait until
+        they are healthy; if any of that fails, stop what was started."""
+        try:
+            self.cli("db", "migrate", timeout=600)
+            for name, argv in (("api-server", ["api-server", "-p", str(self.port),
+                                               "-H", "127.0.0.1", "-w", "1"]),
+                               ("scheduler", ["scheduler"]),
+                               ("dag-processor", ["dag-processor"])):
+                self.start_process(name, argv)
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop(check=False)
+            raise
         return self
 
     def start_process(self, name, argv):
+        """Start `airflow ARGV` as @name; one it replaces must have been
+        stopped (it is kept, so stop() checks that its processes went)."""
         p = Process(name, [str(self.bin / "airflow"), *argv], self.env,
                     self.root / f"{name}.log")
+        if name in self.procs:
+            self.replaced.append(self.procs[name])
         self.procs[name] = p.start()
         return p
 
@@ -322,10 +385,16 @@ class Airflow:
         wait(healthy, timeout, "the api-server, scheduler and dag-processor to be healthy",
              interval=1)
 
-    def stop(self):
-        for name in ("dag-processor", "scheduler", "api-server"):
-            if name in self.procs:
-                self.procs[name].stop()
+    def stop(self, check=True):
+        """Stop every process this deployment started, with all of their
+        descendants; with @check, AssertionError naming any process of
+        theirs still alive afterwards."""
+        left = []
+        for p in [self.procs[n] for n in ("dag-processor", "scheduler", "api-server")
+                  if n in self.procs] + self.replaced:
+            left += [f"airflow {p.name}: {x}" for x in p.stop()]
+        if check and left:
+            raise AssertionError("processes outlived the rig's stop():\n" + "\n".join(left))
 
     def log(self, name):
         return self.procs[name].log_text()

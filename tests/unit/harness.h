@@ -37,7 +37,8 @@ static inline int harness_run(const struct harness_case *cases)
 	for (; cases->name; cases++) {
 		harness_failed = 0;
 		cases->fn();
-		printf("%s %s\n", harness_failed ? "FAIL" : "ok  ", cases->name);
+		printf("%s %s\n", harness_failed ? "FAIL" : "ok  ",
+		       cases->name);
 		bad |= harness_failed;
 	}
 	return bad;

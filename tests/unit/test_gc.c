@@ -57,7 +57,8 @@ static struct snap *tree(struct store *st, int gen)
 
 		snprintf(path, sizeof(path), "d%d/f%04d.py", i % 7, i);
 		if (store_put_buf(st, &h, body, (size_t)len) ||
-		    snap_builder_add_file(b, path, 0644, (uint64_t)len, 1, &h)) {
+		    snap_builder_add_file(b, path, 0644, (uint64_t)len, 1,
+					  &h)) {
 			snap_builder_free(b);
 			return NULL;
 		}
@@ -119,8 +120,10 @@ static int history_exact(struct store *st, int *links)
 	FILE *f;
 
 	*links = 0;
-	snprintf(cmd, sizeof(cmd), "for l in %s/sources/src/h-*; do "
-		 "basename $(readlink $l); done", dir);
+	snprintf(cmd, sizeof(cmd),
+		 "for l in %s/sources/src/h-*; do "
+		 "basename $(readlink $l); done",
+		 dir);
 	f = popen(cmd, "r");
 	if (!f)
 		return -1;
@@ -198,7 +201,8 @@ static bool copy(const char *from, const char *to)
 {
 	char cmd[1024];
 
-	snprintf(cmd, sizeof(cmd), "cp -f %s %s && chmod 0644 %s", from, to, to);
+	snprintf(cmd, sizeof(cmd), "cp -f %s %s && chmod 0644 %s", from, to,
+		 to);
 	return system(cmd) == 0;
 }
 
@@ -232,7 +236,8 @@ static void test_gc__stale_or_damaged_index_is_rebuilt(void)
 	 * fails instead and the counts are rebuilt */
 	CHECK(chmod(gc_path("live"), 0644) == 0);
 	fd = open(gc_path("live"), O_RDWR);
-	CHECK(fd >= 0 && pread(fd, &ns, 4, 8) == 4 && pread(fd, &nb, 4, 12) == 4);
+	CHECK(fd >= 0 && pread(fd, &ns, 4, 8) == 4 &&
+	      pread(fd, &nb, 4, 12) == 4);
 	for (uint32_t i = 0; i < nb; i++) {
 		off_t at = 16 + (off_t)ns * 16 + (off_t)i * 20;
 		struct dhash h;
@@ -245,7 +250,8 @@ static void test_gc__stale_or_damaged_index_is_rebuilt(void)
 
 			dhash_buf(&want, body, (size_t)len);
 			if (dhash_eq(&h, &want))
-				CHECK(pwrite(fd, &zero, 4, at + 16) == 4 && ++zeroed);
+				CHECK(pwrite(fd, &zero, 4, at + 16) == 4 &&
+				      ++zeroed);
 		}
 	}
 	close(fd);
@@ -253,8 +259,10 @@ static void test_gc__stale_or_damaged_index_is_rebuilt(void)
 	CHECK(!publish(s, 2 * KEEP + 3));
 	CHECK(pub_gc(s) == CHANGE);
 	/* and so does a damaged list: remade from its snapshot */
-	snprintf(cmd, sizeof(cmd), "for f in %s/gc/????????????????????????????????; "
-		 "do chmod 0644 $f; printf X >> $f; done", dir);
+	snprintf(cmd, sizeof(cmd),
+		 "for f in %s/gc/????????????????????????????????; "
+		 "do chmod 0644 $f; printf X >> $f; done",
+		 dir);
 	CHECK(system(cmd) == 0);
 	CHECK(!publish(s, 2 * KEEP + 4));
 	CHECK(pub_gc(s) == CHANGE);
@@ -310,7 +318,8 @@ static void test_gc__sigkill_mid_round_loses_nothing(void)
 	CHECK(!store_open(&s, dir, false));
 	CHECK(!fsck_run(s, false, NULL, NULL, &r));
 	if (r.problems)
-		fprintf(stderr, "seed %u: %d problems\n", seed, (int)r.problems);
+		fprintf(stderr, "seed %u: %d problems\n", seed,
+			(int)r.problems);
 	CHECK(r.problems == 0);
 	CHECK(!pub_load_current(s, "src", &cur) && snap_exact(s, cur));
 	snap_unref(cur);

@@ -317,6 +317,35 @@ static void test_git__sync_modes_links_and_stable_mtime(void)
 	rig_close(&r);
 }
 
+/* The fetch reports libgit2's indexer figures as the sync's progress. */
+static void test_git__progress_counts_the_fetch(void)
+{
+	struct source_status st;
+	struct snap *s = NULL;
+	struct rig r;
+	char name[32];
+
+	CHECK(!repo_fresh());
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "dags/f%02d.py", i);
+		CHECK(!write_file(name, name, 0644));
+	}
+	CHECK(!commit_push(1000000000, "forty"));
+	CHECK(!rig_open(&r, ""));
+	/* what the loop does around ->sync (source_loop.c attempt) */
+	pthread_mutex_lock(&r.src->lock);
+	r.src->st.progress = (struct source_progress){ .active = true };
+	pthread_mutex_unlock(&r.src->lock);
+	CHECK(rig_sync(&r, &s) == 1);
+	source_get_status(r.src, &st);
+	/* 40 blobs, 2 trees, 1 commit */
+	CHECK(st.progress.objects_total >= 43);
+	CHECK(st.progress.objects == st.progress.objects_total);
+	CHECK(st.progress.bytes > 0 && st.progress.bytes_total == 0);
+	snap_unref(s);
+	rig_close(&r);
+}
+
 static void test_git__blob_map_spares_rehash_after_restart(void)
 {
 	struct rig r;
@@ -563,6 +592,8 @@ static const struct harness_case cases[] = {
 	  test_git__blobmap_reload_and_torn_tail },
 	{ "test_git__sync_modes_links_and_stable_mtime",
 	  test_git__sync_modes_links_and_stable_mtime },
+	{ "test_git__progress_counts_the_fetch",
+	  test_git__progress_counts_the_fetch },
 	{ "test_git__blob_map_spares_rehash_after_restart",
 	  test_git__blob_map_spares_rehash_after_restart },
 	{ "test_git__pins_tags_and_subpath", test_git__pins_tags_and_subpath },

@@ -213,6 +213,51 @@ static void test_store__gc_keeps_retained_and_pinned(void)
 	store_close(s);
 }
 
+/* A process that takes a source over refreshes a stale revision index
+ * (a kill between the history link and the index update). */
+static void test_store__stale_index_refreshed_when_taken_over(void)
+{
+	struct store *s = fresh();
+	struct source_spec *spec;
+	struct source *src;
+	struct snap *cur;
+	char text[256], err[256], cmd[512], **revs;
+	int n;
+
+	CHECK(s);
+	snprintf(cmd, sizeof(cmd),
+		 "mkdir -p %s/tree && echo one > %s/tree/a.py", dir, dir);
+	CHECK(!system(cmd));
+	snprintf(text, sizeof(text), "dir:%s/tree,name=src,keep=5", dir);
+	CHECK(!source_spec_parse(&spec, text, err, sizeof(err)));
+	CHECK(!source_new(&src, spec, s, err, sizeof(err)));
+	CHECK(!source_sync_once(src, &cur, err, sizeof(err)));
+	snap_unref(cur);
+	snprintf(cmd, sizeof(cmd),
+		 "cp %s/sources/src/index %s/index.1 && "
+		 "echo two > %s/tree/a.py",
+		 dir, dir, dir);
+	CHECK(!system(cmd));
+	CHECK(!source_sync_once(src, &cur, err, sizeof(err)));
+	snap_unref(cur);
+	source_free(src);
+	/* the kill: the second revision's links are there, its index not */
+	snprintf(cmd, sizeof(cmd), "cp -f %s/index.1 %s/sources/src/index", dir,
+		 dir);
+	CHECK(!system(cmd));
+	CHECK(!source_new(&src, spec, s, err, sizeof(err)));
+	CHECK(!source_sync_once(src, &cur, err, sizeof(err))); /* unchanged */
+	snap_unref(cur);
+	n = pub_list_revs(s, "src", &revs);
+	CHECK(n == 2);
+	for (int i = 0; i < n; i++)
+		free(revs[i]);
+	free(revs);
+	source_free(src);
+	source_spec_free(spec);
+	store_close(s);
+}
+
 static void test_store__fsck_reports_then_repairs(void)
 {
 	struct store *s = fresh();
@@ -226,7 +271,8 @@ static void test_store__fsck_reports_then_repairs(void)
 	b = one_file(s, "bad", "r2");
 	CHECK(a && b && !pub_publish(s, a, 5) && !pub_publish(s, b, 5));
 	CHECK(!fsck_run(s, false, harness_count_line, &lines, &r));
-	CHECK(r.problems == 0 && lines == 0 && r.blobs == 2 && r.snapshots == 2);
+	CHECK(r.problems == 0 && lines == 0 && r.blobs == 2 &&
+	      r.snapshots == 2);
 	store_blob_path(s, &b->e[1].hash, path, sizeof(path));
 	chmod(path, 0644);
 	fd = open(path, O_WRONLY);
@@ -261,6 +307,8 @@ int main(void)
 		  test_store__revs_come_from_the_index },
 		{ "test_store__gc_keeps_retained_and_pinned",
 		  test_store__gc_keeps_retained_and_pinned },
+		{ "test_store__stale_index_refreshed_when_taken_over",
+		  test_store__stale_index_refreshed_when_taken_over },
 		{ "test_store__fsck_reports_then_repairs",
 		  test_store__fsck_reports_then_repairs },
 		{ NULL, NULL },

@@ -63,7 +63,8 @@ static void test_tree__manifest_round_trip_and_refusals(void)
 
 	CHECK(!tree_id(id, two, 2));
 	CHECK(!tree_encode(two, 2, &buf, &len));
-	CHECK(!strncmp(buf, "dagfs-tree 1\na\t\t\t-\nb\tteams/b\tr2\t-\n", len));
+	CHECK(!strncmp(buf, "dagfs-tree 1\na\t\t\t-\nb\tteams/b\tr2\t-\n",
+		       len));
 	CHECK(!tree_decode(&t, id, buf, len));
 	CHECK(t->n == 2 && !strcmp(t->id, id));
 	CHECK(!strcmp(t->m[1].at, "teams/b") && !*t->m[1].snap_id);
@@ -123,8 +124,9 @@ static void test_tree__record_keeps_the_newest(void)
 static void test_tree__fsck_removes_a_corrupt_manifest(void)
 {
 	struct store *st = fresh();
-	struct tree_member m = { .source = "s", .at = "a", .rev = "r",
-				 .snap_id = "" };
+	struct tree_member m = {
+		.source = "s", .at = "a", .rev = "r", .snap_id = ""
+	};
 	struct fsck_result res;
 	char id[DHASH_HEX], path[PATH_MAX];
 	struct tree *t;
@@ -174,7 +176,8 @@ static void test_pub__retained_found_listed_never_current(void)
 	int n;
 
 	CHECK(st && cur && old && extra);
-	CHECK(!store_put_buf(st, &h, "new", 3) && !store_put_buf(st, &h, "old", 3));
+	CHECK(!store_put_buf(st, &h, "new", 3) &&
+	      !store_put_buf(st, &h, "old", 3));
 	CHECK(!store_put_buf(st, &h, "older", 5));
 	CHECK(!pub_publish(st, cur, 5));
 	CHECK(!pub_retain(st, old, 1));
@@ -228,17 +231,20 @@ static void test_source__origin_drops_userinfo(void)
 	char err[512], url[256], ref[64];
 
 	CHECK(st);
-	CHECK(!source_spec_parse(&sp, "git:https://user@example.com/org/d.git,"
-				 "ref=main", err, sizeof(err)));
+	CHECK(!source_spec_parse(&sp,
+				 "git:https://user@example.com/org/d.git,"
+				 "ref=main",
+				 err, sizeof(err)));
 	CHECK(!source_new(&src, sp, st, err, sizeof(err)));
 	source_origin(src, url, sizeof(url), ref, sizeof(ref));
 	CHECK(!strcmp(url, "https://example.com/org/d.git"));
 	CHECK(!strcmp(ref, "main"));
 	source_free(src);
 	source_spec_free(sp);
-	CHECK(!source_spec_parse(&sp, "git:git@example.com:org/d.git,name=e,"
-				 "insecure-no-host-key-check=1", err,
-				 sizeof(err)));
+	CHECK(!source_spec_parse(&sp,
+				 "git:git@example.com:org/d.git,name=e,"
+				 "insecure-no-host-key-check=1",
+				 err, sizeof(err)));
 	CHECK(!source_new(&src, sp, st, err, sizeof(err)));
 	source_origin(src, url, sizeof(url), ref, sizeof(ref));
 	CHECK(!strcmp(url, "example.com:org/d.git") && !*ref);

@@ -32,18 +32,43 @@ get_current_version() names, including files Airflow queued before the
 refresh (its queue keeps the path it listed them under). The bundle
 never writes into the mount; ``versions_dir/<version>/`` holds only an
 empty marker so Airflow's cleanup has something to remove.
+
+A version change re-parses what it changed, at once. Airflow 3.3.2 does
+not: on a new version its manager (``_refresh_dag_bundles``) records the
+version, lists the files, deactivates deleted ones and queues only files
+it has never seen (``_add_new_files_to_queue``); a known file is parsed
+again before ``min_file_process_interval`` (default 30 s) only if its
+mtime is newer than the end of its last parse (``prepare_file_queue``,
+``_sort_by_mtime``). A dagfs mtime is when the content changed (a git
+file's commit time, in whole seconds; S3's LastModified; a dir file's
+own), so a routine parse ending between that moment and the refresh that
+publishes it hides the change for up to 30 s. Stamping mtimes cannot fix
+that: a parse of the old content may end after any time dagfs could
+stamp. So at a version change refresh() compares the two trees (the
+content hash dagfs gives every file, ``user.dagfs.hash``) and files a
+DagPriorityParsingRequest for each file Airflow lists (its own
+``list_py_file_paths``) whose content changed: what the UI's "reparse"
+button does, taken at the next loop, after the new version is recorded,
+so the parse is filed under the version whose file it read. A parse of
+the old content still running then makes Airflow drop that request
+(``_start_new_processes`` skips a file being parsed) and files the old
+content under the new version (it takes the version when the parse
+ends), so the same files are requested once more FOLLOW_UP seconds
+later (airflow/UPSTREAM.md).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from airflow.dag_processing.bundles.base import BaseDagBundle
 
-from dagfs_airflow.layout import AirflowException, Layout
+from dagfs_airflow.layout import AirflowException, Layout, io
 
 try:  # Airflow 3.3+
     from airflow.dag_processing.bundles.base import BundleVersion
@@ -57,6 +82,10 @@ REFRESH_INTERVAL = 1
 refresh fetches from a remote; this one's reads status.json. Airflow
 also checks bundles only every [dag_processor]
 bundle_refresh_check_interval (default 5 s)."""
+
+FOLLOW_UP = 5.0
+"""Seconds after a version change at which the changed files are asked
+for once more (a parse of their old content may have been running)."""
 
 FORGES = {  # host: template after the repository URL
     "github.com": "/tree/{version}",
@@ -89,6 +118,19 @@ def forge_url_template(url: str, subpath: str | None = None) -> str | None:
     return None
 
 
+def _content_key(p: Path):
+    """What tells two versions of file @p apart: dagfs's content hash,
+    else (a materialise directory, whose files are hard links to its
+    store) the size and inode."""
+    try:
+        return os.getxattr(p, "user.dagfs.hash")
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise
+    st = os.stat(p)
+    return st.st_size, st.st_ino
+
+
 class DagfsDagBundle(BaseDagBundle):
     """A DAG bundle over a dagfs mount or materialise directory.
 
@@ -119,6 +161,8 @@ class DagfsDagBundle(BaseDagBundle):
         """dag-processor: ``path``, a symlink to ``links/<version>``, which
         links to that version's tree in the mount."""
         self.links = self.base_dir / "links"
+        self._moved = False  # dag-processor: refreshed once in this process
+        self._again: tuple[float, set[str]] | None = None  # (when, files) to ask for again
 
     def __repr__(self) -> str:
         return (f"<DagfsDagBundle name={self.name!r} mount={str(self.mount)!r} "
@@ -174,28 +218,99 @@ class DagfsDagBundle(BaseDagBundle):
 
     def refresh(self) -> None:
         """Move ``path`` to the newest published version with one
-        rename(). A mount that cannot be read raises, so Airflow keeps
-        what it has and neither lists nor deactivates anything."""
+        rename(), and have Airflow re-parse the files that changed. A
+        mount that cannot be read raises, so Airflow keeps what it has and
+        neither lists nor deactivates anything."""
         if self.version:
             raise AirflowException("Refreshing a specific version is not supported")
         with self.lock():
             version, target = self.layout.current()
             rel = f"links/{version}"
             try:
-                if os.readlink(self.link) == rel and \
-                        os.readlink(self.links / version) == str(target):
-                    return
+                old = Path(os.readlink(self.link)).name
+                old_target = os.readlink(self.links / old)
             except OSError:
-                pass
+                old = old_target = None
+            if old == version and old_target == str(target):
+                self._ask_again()
+                return
             self.layout.check(version)
+            # on the first refresh of a process Airflow parses every file anyway
+            changed = (self._changed(Path(old_target), target)
+                       if self._moved and old_target else set())
             self._mark(version)
             self.links.mkdir(parents=True, exist_ok=True)
             self._replace_link(self.links / version, str(target))
             self._replace_link(self.link, rel)
-            for old in self.links.iterdir():  # Airflow resolves only ``current``
-                if old.name != version and old.is_symlink():
-                    old.unlink()
-            log.info("dagfs bundle %s: now at version %s (%s)", self.name, version, target)
+            self._moved = True
+            for stale in self.links.iterdir():  # Airflow resolves only ``current``
+                if stale.name != version and stale.is_symlink():
+                    stale.unlink()
+            log.info("dagfs bundle %s: now at version %s (%s); %d changed file(s) to "
+                     "re-parse", self.name, version, target, len(changed))
+            if changed:
+                again = self._again[1] if self._again else set()
+                self._again = (time.monotonic() + FOLLOW_UP, changed | again)
+                self._request_parse(changed)
+
+    def _changed(self, old: Path, new: Path) -> set[str]:
+        """The files of tree @new that Airflow lists (its own rule:
+        .airflowignore, ``.py`` or zip, the safe-mode heuristic) and whose
+        content differs from the same path in tree @old; a file that @old
+        lacks is new to Airflow, which queues it itself. Within the mount's
+        time limit (AirflowException past it)."""
+        from airflow.configuration import conf
+        from airflow.utils.file import list_py_file_paths
+
+        safe = conf.getboolean("core", "DAG_DISCOVERY_SAFE_MODE", fallback=True)
+
+        def diff() -> set[str]:
+            out = set()
+            try:
+                had = old.is_dir()
+            except OSError:
+                had = False
+            for p in list_py_file_paths(new, safe_mode=safe):
+                r = os.path.relpath(p, new)
+                before = None  # the old tree is gone: every file counts as changed
+                if had:
+                    try:
+                        before = _content_key(old / r)
+                    except FileNotFoundError:
+                        continue
+                    except OSError:
+                        pass
+                if before is None or before != _content_key(Path(p)):
+                    out.add(r)
+            return out
+        return io(diff, self.timeout, f"dagfs bundle {self.name}: comparing {old} with {new}",
+                  self.layout.patient)
+
+    def _ask_again(self) -> None:
+        if self._again and time.monotonic() >= self._again[0]:
+            files = self._again[1]
+            self._again = None
+            self._request_parse(files)
+
+    def _request_parse(self, files: set[str]) -> None:
+        """File a DagPriorityParsingRequest for each of @files (relative
+        paths) not already requested. Failing that (no database here), the
+        files wait for Airflow's own schedule: logged, not raised."""
+        try:
+            from sqlalchemy import select
+
+            from airflow.models.dagbag import DagPriorityParsingRequest as Req
+            from airflow.utils.session import create_session
+
+            with create_session() as session:
+                have = set(session.scalars(select(Req.relative_fileloc)
+                                           .where(Req.bundle_name == self.name)))
+                for f in sorted(files - have):
+                    session.add(Req(bundle_name=self.name, relative_fileloc=f))
+        except Exception as e:  # noqa: BLE001 - the version change stands
+            log.warning("dagfs bundle %s: cannot ask Airflow to re-parse %d changed file(s) "
+                        "(they wait for min_file_process_interval): %s", self.name, len(files),
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
 
     @staticmethod
     def _replace_link(link: Path, target: str) -> None:
