@@ -93,8 +93,8 @@ static void qos_set(struct loop *lp, bool hold)
 /* Note an arrival; lp->lock held. Smoothing 1/8, as TCP's srtt. */
 static void arrived(struct loop *lp)
 {
-	int64_t t = mono_ns(), last = __atomic_load_n(&lp->last_ns,
-						     __ATOMIC_RELAXED);
+	int64_t t = mono_ns(),
+		last = __atomic_load_n(&lp->last_ns, __ATOMIC_RELAXED);
 	int64_t gap = t - last < lp->cap_ns ? t - last : lp->cap_ns;
 	int64_t e = __atomic_load_n(&lp->ewma_ns, __ATOMIC_RELAXED);
 
@@ -280,8 +280,8 @@ static void loop_init(struct loop *lp, struct fs *fs)
 	lp->spin_ns = (int64_t)fs->o.spin_us * 1000;
 	lp->awake_ns = (int64_t)fs->o.awake_us * 1000;
 	lp->last_ns = mono_ns();
-	lp->cap_ns = 4 * (lp->spin_ns > lp->awake_ns ? lp->spin_ns :
-						       lp->awake_ns);
+	lp->cap_ns = 4 *
+		     (lp->spin_ns > lp->awake_ns ? lp->spin_ns : lp->awake_ns);
 	lp->ewma_ns = lp->cap_ns; /* as after a long rest */
 	lp->head.next = lp->head.prev = &lp->head;
 	pthread_mutex_init(&lp->lock, NULL);
