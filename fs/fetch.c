@@ -69,9 +69,10 @@ int fs_fetch_rev(struct fs *fs, const char *source, const char *rev,
 	if (!fs->fetch)
 		return -ENOENT;
 	if (left <= 0) {
-		log_warn("fs", "source %s revision %s: no time left to fetch "
-			 "it (fetch-timeout %d ms)", source, rev,
-			 fs->o.fetch_timeout_ms);
+		log_warn("fs",
+			 "source %s revision %s: no time left to fetch "
+			 "it (fetch-timeout %d ms)",
+			 source, rev, fs->o.fetch_timeout_ms);
 		return -ETIMEDOUT;
 	}
 	return fs->fetch->fn(source, rev, (int)left, fs->fetch->payload);

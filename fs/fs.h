@@ -26,19 +26,21 @@ struct fs_opts {
 	mode_t umask;
 	bool allow_other;
 	bool debug;
-	unsigned threads; /* max idle worker threads */
-	unsigned spin_us;  /* fuse-spin: a worker polls that long (loop.c) */
-	unsigned awake_us; /* fuse-awake: CPUs kept from halting (loop.c) */
-	bool show_meta;	  /* list .dagfs in the root (lookups always work) */
-	unsigned keep_trees;  /* tree manifests kept in the cache */
+	unsigned threads;    /* max idle worker threads */
+	unsigned spin_us;    /* fuse-spin: a worker polls that long (loop.c) */
+	unsigned awake_us;   /* fuse-awake: CPUs kept from halting (loop.c) */
+	bool show_meta;	     /* list .dagfs in the root (lookups always work) */
+	unsigned keep_trees; /* tree manifests kept in the cache */
 	int fetch_timeout_ms; /* revisions on demand: most a lookup waits */
 };
 
 #define FS_OPTS_INIT                                                           \
-	{ .uid = 0, .gid = 0, .umask = 022, .allow_other = false,              \
-	  .debug = false, .threads = 10, .spin_us = 0, .awake_us = 5000,       \
-	  .show_meta = false,                                                  \
-	  .keep_trees = 256, .fetch_timeout_ms = 30000 }
+	{                                                                      \
+		.uid = 0, .gid = 0, .umask = 022, .allow_other = false,        \
+		.debug = false, .threads = 10, .spin_us = 0, .awake_us = 5000, \
+		.show_meta = false, .keep_trees = 256,                         \
+		.fetch_timeout_ms = 30000                                      \
+	}
 
 /** Kinds of FUSE requests, as counted by fs_get_stats(). */
 enum fs_op {
@@ -52,10 +54,10 @@ enum fs_op {
 	FS_OP_STATFS,
 	FS_OP_GETXATTR,
 	FS_OP_LISTXATTR,
-	FS_OP_IOCTL,	     /* Python's isatty() on every open() */
+	FS_OP_IOCTL, /* Python's isatty() on every open() */
 	FS_OP_RELEASEDIR,
 	FS_OP_RELEASE,
-	FS_OP_FORGET,	     /* forget and batch forget, one per request */
+	FS_OP_FORGET, /* forget and batch forget, one per request */
 	FS_OP_FLUSH,
 	FS_OP_WRITE_REFUSED, /* every request answered EROFS */
 	FS_OP_OTHER,	     /* init, destroy, interrupt... (libfuse's own) */
@@ -134,16 +136,15 @@ int fs_slot_describe(struct fs *fs, int slot,
  * a negative errno (the reason logged by the callee), within @timeout_ms.
  * Called from fs/'s own fetch threads, never from a FUSE handler.
  */
-typedef int (*fs_fetch_fn)(const char *source, const char *rev,
-			   int timeout_ms, void *payload);
+typedef int (*fs_fetch_fn)(const char *source, const char *rev, int timeout_ms,
+			   void *payload);
 
 /**
  * Get the manifest of tree @id into the store (tree_put) although this
  * view never composed it: 0 once stored, or a negative errno, within
  * @timeout_ms. Called from fs/'s fetch threads.
  */
-typedef int (*fs_fetch_tree_fn)(const char *id, int timeout_ms,
-				void *payload);
+typedef int (*fs_fetch_tree_fn)(const char *id, int timeout_ms, void *payload);
 
 /**
  * Let lookups of unretained revisions (.dagfs/revs/<source>/<rev>, and

@@ -53,12 +53,12 @@
 
 /** One source's place in the view. */
 struct fs_slot {
-	int live;	   /* atomic: part of the view (swap_lock writes) */
-	char *at;	   /* sub-path, "" for the root; immutable */
-	size_t atlen;	   /* strlen(at) */
-	char *source;	   /* source name for logs; immutable */
-	struct snap *snap; /* fs->slot_lock; NULL before the first swap */
-	char *changes;	   /* fs->slot_lock; "A|M|D path" lines of the last
+	int live;	    /* atomic: part of the view (swap_lock writes) */
+	char *at;	    /* sub-path, "" for the root; immutable */
+	size_t atlen;	    /* strlen(at) */
+	char *source;	    /* source name for logs; immutable */
+	struct snap *snap;  /* fs->slot_lock; NULL before the first swap */
+	char *changes;	    /* fs->slot_lock; "A|M|D path" lines of the last
 			    * swap, NULL before the first */
 	int64_t swapped_ns; /* fs->slot_lock; when the last swap was made */
 	char *type, *url, *ref; /* fs->slot_lock: what status.json says */
@@ -67,12 +67,12 @@ struct fs_slot {
 
 /** What a mount path is in the current view. */
 enum fs_kind {
-	FS_NONE = 0, /* nothing */
-	FS_SYNTH,    /* ancestor of a slot: a directory made up by fs/ */
-	FS_EMPTY,    /* a slot's root before its first snapshot */
-	FS_ENTRY,    /* an entry of a slot's snapshot, or of a pinned
+	FS_NONE = 0,  /* nothing */
+	FS_SYNTH,     /* ancestor of a slot: a directory made up by fs/ */
+	FS_EMPTY,     /* a slot's root before its first snapshot */
+	FS_ENTRY,     /* an entry of a slot's snapshot, or of a pinned
 		      * revision's (slot FS_SLOT_REV) */
-	FS_META_DIR, /* a directory made up under .dagfs */
+	FS_META_DIR,  /* a directory made up under .dagfs */
 	FS_META_FILE, /* a file generated under .dagfs */
 };
 
@@ -100,28 +100,28 @@ struct fs_res {
  * against the current snapshots at every use.
  */
 struct fs_inode {
-	struct fs_inode *next; /* hash chain; fs->lock */
-	uint64_t key;	       /* st_ino; immutable */
-	uint64_t nlookup;      /* fs->lock */
-	uint8_t type;	       /* enum snap_type; immutable */
-	int slot;	       /* files, links: their slot; immutable */
-	char *path;	       /* directories: mount path; immutable */
-	struct snap *snap;     /* files, links: fs->lock */
-	uint32_t idx;	       /* files, links: entry index; fs->lock */
-	int64_t mtime_floor;   /* directories: see swap.c; written under
+	struct fs_inode *next;	/* hash chain; fs->lock */
+	uint64_t key;		/* st_ino; immutable */
+	uint64_t nlookup;	/* fs->lock */
+	uint8_t type;		/* enum snap_type; immutable */
+	int slot;		/* files, links: their slot; immutable */
+	char *path;		/* directories: mount path; immutable */
+	struct snap *snap;	/* files, links: fs->lock */
+	uint32_t idx;		/* files, links: entry index; fs->lock */
+	int64_t mtime_floor;	/* directories: see swap.c; written under
 				* fs->lock, read atomically. Files under
 				* .dagfs: their mtime; immutable */
-	char *data;	       /* files under .dagfs: bytes; immutable */
-	size_t len;	       /* files under .dagfs; immutable */
-	uint64_t inval_gen;    /* directories: last swap that queued it;
+	char *data;		/* files under .dagfs: bytes; immutable */
+	size_t len;		/* files under .dagfs; immutable */
+	uint64_t inval_gen;	/* directories: last swap that queued it;
 				* fs->lock */
 	uint64_t lgen[FS_LGEN]; /* directories: the views (fs->gen) whose
 				 * flip changed the listing, oldest first;
 				 * fs->lock */
-	uint64_t lfloor;       /* directories: changes before this view are
+	uint64_t lfloor;	/* directories: changes before this view are
 				* not in lgen; fs->lock */
-	uint8_t nlgen;	       /* directories: used in lgen; fs->lock */
-	bool verified;	       /* files: blob checked once; fs->lock */
+	uint8_t nlgen;		/* directories: used in lgen; fs->lock */
+	bool verified;		/* files: blob checked once; fs->lock */
 };
 
 /*
@@ -129,7 +129,7 @@ struct fs_inode {
  * listing begun in an older view finishes in it (ops.c, readdir).
  */
 struct fs_past {
-	uint64_t gen;	   /* the flip that replaced it: views before it */
+	uint64_t gen; /* the flip that replaced it: views before it */
 	int slot;
 	bool live;	   /* the slot was part of the view */
 	struct snap *snap; /* a reference, NULL for none */
@@ -159,8 +159,8 @@ struct fs {
 	uint64_t swap_gen; /* invalidation rounds planned; fs->lock */
 
 	pthread_mutex_t swap_lock; /* one fs_swap at a time */
-	uint64_t seq; /* atomic: odd while a swap invalidates (swap.c) */
-	bool no_open; /* the kernel opens files itself; set at init */
+	uint64_t seq;	 /* atomic: odd while a swap invalidates (swap.c) */
+	bool no_open;	 /* the kernel opens files itself; set at init */
 	bool no_opendir; /* ...and directories; set at init */
 
 	/* Mount state. notify_lock (read) covers a swap's kernel
@@ -169,11 +169,11 @@ struct fs {
 	pthread_rwlock_t notify_lock;
 	struct fuse_session *se;
 	char *mountpoint;
-	unsigned conn_id;    /* /sys/fs/fuse/connections/<id>; 0 if unknown */
-	int mounted;	     /* atomic */
-	int looping;	     /* atomic: fs_loop is serving */
+	unsigned conn_id; /* /sys/fs/fuse/connections/<id>; 0 if unknown */
+	int mounted;	  /* atomic */
+	int looping;	  /* atomic: fs_loop is serving */
 
-	struct fs_stats stats; /* relaxed atomics (ops.c) */
+	struct fs_stats stats;		 /* relaxed atomics (ops.c) */
 	struct fs_loop_stats loop_stats; /* relaxed atomics (loop.c) */
 
 	pthread_mutex_t rev_lock; /* revs */

@@ -114,8 +114,8 @@ static bool entry_same(const struct snap_entry *a, const struct snap_entry *b)
 	return dhash_eq(&a->hash, &b->hash);
 }
 
-static bool inode_is(const struct fs_inode *ino, uint64_t key,
-		     const char *path, const struct fs_res *r)
+static bool inode_is(const struct fs_inode *ino, uint64_t key, const char *path,
+		     const struct fs_res *r)
 {
 	if (ino->key != key)
 		return false;
@@ -124,7 +124,8 @@ static bool inode_is(const struct fs_inode *ino, uint64_t key,
 	if (ino->type == SNAP_DIR || ino->slot != r->slot)
 		return false;
 	if (r->kind == FS_META_FILE)
-		return ino->len == r->len && !memcmp(ino->data, r->data, r->len);
+		return ino->len == r->len &&
+		       !memcmp(ino->data, r->data, r->len);
 	return entry_same(&ino->snap->e[ino->idx], fs_res_entry(r));
 }
 
@@ -149,8 +150,8 @@ static void table_grow(struct fs *fs)
 	fs->nbuckets = n;
 }
 
-static struct fs_inode *inode_new(struct fs *fs, uint64_t key,
-				  const char *path, const struct fs_res *r)
+static struct fs_inode *inode_new(struct fs *fs, uint64_t key, const char *path,
+				  const struct fs_res *r)
 {
 	struct fs_inode *ino = calloc(1, sizeof(*ino));
 
@@ -345,12 +346,12 @@ void fs_attr_dir(struct fs *fs, const struct fs_inode *dir,
 	};
 	int64_t floor = __atomic_load_n(&dir->mtime_floor, __ATOMIC_ACQUIRE);
 
-	fs_attr_entry(fs, dir->key, r->kind == FS_ENTRY ? fs_res_entry(r) :
-			  &made, st);
+	fs_attr_entry(fs, dir->key,
+		      r->kind == FS_ENTRY ? fs_res_entry(r) : &made, st);
 	if (r->kind == FS_META_DIR)
 		attr_times(st, meta_tick(fs));
-	else if (floor > (int64_t)st->st_mtim.tv_sec * 1000000000 +
-				 st->st_mtim.tv_nsec)
+	else if (floor >
+		 (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec)
 		attr_times(st, floor);
 }
 

@@ -263,8 +263,9 @@ static void resolve_rev(struct fs *fs, const char *rel, struct fs_res *out)
 {
 	const char *name = strchr(rel, '/'), *end;
 	char rev[NAME_MAX + 1];
-	int slot = fs_meta_slot_named(fs, rel, name ? (size_t)(name - rel) :
-					       strlen(rel));
+	int slot = fs_meta_slot_named(fs, rel,
+				      name ? (size_t)(name - rel) :
+					     strlen(rel));
 	struct snap *s;
 	int idx;
 

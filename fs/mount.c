@@ -146,12 +146,16 @@ static int detach_dead(const char *mp)
 	if (!statfs(mp, &sfs) || (errno != ENOTCONN && errno != ECONNABORTED))
 		return 0;
 	if (umount2(mp, MNT_DETACH)) {
-		log_err("fs", "%s is a dead FUSE mount and cannot be detached: "
-			"%s", mp, strerror(errno));
+		log_err("fs",
+			"%s is a dead FUSE mount and cannot be detached: "
+			"%s",
+			mp, strerror(errno));
 		return 0;
 	}
-	log_warn("fs", "%s was a dead FUSE mount (its daemon died); detached "
-		 "it", mp);
+	log_warn("fs",
+		 "%s was a dead FUSE mount (its daemon died); detached "
+		 "it",
+		 mp);
 	return 1;
 }
 
@@ -257,7 +261,8 @@ int fs_loop(struct fs *fs)
 	/* After fs_unmount the loop may trip over the closed descriptor. */
 	if (rc > 0 || !__atomic_load_n(&fs->mounted, __ATOMIC_ACQUIRE))
 		rc = 0;
-	log_info("fs", "stopped serving %s", fs->mountpoint ? fs->mountpoint : "?");
+	log_info("fs", "stopped serving %s",
+		 fs->mountpoint ? fs->mountpoint : "?");
 	return rc;
 }
 
@@ -331,7 +336,7 @@ void fs_unmount(struct fs *fs)
 		 * will answer any more: only an abort ends it (else the
 		 * process could never exit: a thread in the kernel) */
 		log_warn("fs", "a cache invalidation is stuck; aborting the "
-			 "connection");
+			       "connection");
 		conn_abort(fs);
 	}
 	fuse_session_unmount(fs->se);

@@ -20,15 +20,15 @@
 #include "fs_i.h"
 
 const char *const fs_op_names[FS_OP_COUNT] = {
-	[FS_OP_LOOKUP] = "lookup",	   [FS_OP_GETATTR] = "getattr",
-	[FS_OP_READLINK] = "readlink",	   [FS_OP_OPEN] = "open",
-	[FS_OP_READ] = "read",		   [FS_OP_OPENDIR] = "opendir",
-	[FS_OP_READDIR] = "readdir",	   [FS_OP_STATFS] = "statfs",
-	[FS_OP_GETXATTR] = "getxattr",	   [FS_OP_LISTXATTR] = "listxattr",
-	[FS_OP_IOCTL] = "ioctl",	   [FS_OP_RELEASEDIR] = "releasedir",
-	[FS_OP_RELEASE] = "release",	   [FS_OP_FORGET] = "forget",
-	[FS_OP_FLUSH] = "flush",
-	[FS_OP_WRITE_REFUSED] = "write_refused", [FS_OP_OTHER] = "other",
+	[FS_OP_LOOKUP] = "lookup",     [FS_OP_GETATTR] = "getattr",
+	[FS_OP_READLINK] = "readlink", [FS_OP_OPEN] = "open",
+	[FS_OP_READ] = "read",	       [FS_OP_OPENDIR] = "opendir",
+	[FS_OP_READDIR] = "readdir",   [FS_OP_STATFS] = "statfs",
+	[FS_OP_GETXATTR] = "getxattr", [FS_OP_LISTXATTR] = "listxattr",
+	[FS_OP_IOCTL] = "ioctl",       [FS_OP_RELEASEDIR] = "releasedir",
+	[FS_OP_RELEASE] = "release",   [FS_OP_FORGET] = "forget",
+	[FS_OP_FLUSH] = "flush",       [FS_OP_WRITE_REFUSED] = "write_refused",
+	[FS_OP_OTHER] = "other",
 };
 
 void fs_get_stats(struct fs *fs, struct fs_stats *out)
@@ -290,7 +290,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fs_of(req);
-	struct statvfs sv = { .f_bsize = 4096, .f_frsize = 4096,
+	struct statvfs sv = { .f_bsize = 4096,
+			      .f_frsize = 4096,
 			      .f_namemax = NAME_MAX };
 
 	(void)ino;
@@ -367,7 +368,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
 	/* The kernel offers its largest readahead (its bdi default); DAG
 	 * files are small and read whole, so keep it. */
-	log_info("fs", "serving %s (FUSE %u.%u, readdirplus %s, "
+	log_info("fs",
+		 "serving %s (FUSE %u.%u, readdirplus %s, "
 		 "zero-message open %s, opendir %s, readahead %u KiB)",
 		 fs->mountpoint ? fs->mountpoint : "?", conn->proto_major,
 		 conn->proto_minor,
@@ -392,8 +394,8 @@ EROFS_OP(op_mkdir, fuse_ino_t p, const char *n, mode_t m)
 EROFS_OP(op_unlink, fuse_ino_t p, const char *n)
 EROFS_OP(op_rmdir, fuse_ino_t p, const char *n)
 EROFS_OP(op_symlink, const char *l, fuse_ino_t p, const char *n)
-EROFS_OP(op_rename, fuse_ino_t p, const char *n, fuse_ino_t np,
-	 const char *nn, unsigned f)
+EROFS_OP(op_rename, fuse_ino_t p, const char *n, fuse_ino_t np, const char *nn,
+	 unsigned f)
 EROFS_OP(op_link, fuse_ino_t i, fuse_ino_t np, const char *nn)
 EROFS_OP(op_write, fuse_ino_t i, const char *b, size_t s, off_t o,
 	 struct fuse_file_info *f)
@@ -404,9 +406,8 @@ EROFS_OP(op_setxattr, fuse_ino_t i, const char *n, const char *v, size_t s,
 EROFS_OP(op_removexattr, fuse_ino_t i, const char *n)
 EROFS_OP(op_fallocate, fuse_ino_t i, int m, off_t o, off_t l,
 	 struct fuse_file_info *f)
-EROFS_OP(op_copy_file_range, fuse_ino_t ii, off_t oi,
-	 struct fuse_file_info *fi, fuse_ino_t io, off_t oo,
-	 struct fuse_file_info *fo, size_t l, int f)
+EROFS_OP(op_copy_file_range, fuse_ino_t ii, off_t oi, struct fuse_file_info *fi,
+	 fuse_ino_t io, off_t oo, struct fuse_file_info *fo, size_t l, int f)
 #pragma GCC diagnostic pop
 
 const struct fuse_lowlevel_ops fs_ops = {

@@ -84,9 +84,9 @@ struct swap {
 	size_t nc, capc;
 	struct note *n;
 	size_t nn, capn;
-	bool live;   /* fs_relayout(): the slot joins the view */
+	bool live;	   /* fs_relayout(): the slot joins the view */
 	struct snap *fill; /* fs_relayout(): ...with this tree */
-	FILE *lines; /* .dagfs/changes/<source> (meta.c), or NULL */
+	FILE *lines;	   /* .dagfs/changes/<source> (meta.c), or NULL */
 	char *text;
 	size_t tlen;
 	int err;
@@ -108,8 +108,8 @@ static void *grow(void *v, size_t *cap, size_t n, size_t size, int *err)
 	return p;
 }
 
-static void on_diff(const struct snap *a, int ai, const struct snap *b,
-		    int bi, void *payload)
+static void on_diff(const struct snap *a, int ai, const struct snap *b, int bi,
+		    void *payload)
 {
 	struct swap *sw = payload;
 	const struct snap_entry *ea = ai >= 0 ? &a->e[ai] : NULL;
@@ -134,12 +134,16 @@ static void on_diff(const struct snap *a, int ai, const struct snap *b,
 		sw->err = -ENOMEM;
 		return;
 	}
-	c->dirish = (ea && ea->type == SNAP_DIR) || (eb && eb->type == SNAP_DIR);
+	c->dirish = (ea && ea->type == SNAP_DIR) ||
+		    (eb && eb->type == SNAP_DIR);
 	c->named = !ea || !eb || ea->type != eb->type || ea->type != SNAP_DIR;
 	sw->nc++;
 	/* a directory whose children changed is not a change of its own */
 	if (sw->lines && *rel && c->named)
-		fprintf(sw->lines, "%c %s\n", !ea ? 'A' : !eb ? 'D' : 'M',
+		fprintf(sw->lines, "%c %s\n",
+			!ea ? 'A' :
+			!eb ? 'D' :
+			      'M',
 			c->path);
 }
 
@@ -308,8 +312,9 @@ static void notify(struct swap *sw)
 		    !__atomic_load_n(&fs->looping, __ATOMIC_ACQUIRE))
 			break;
 		if (n->parent)
-			rc = fuse_lowlevel_notify_inval_entry(
-				fs->se, n->parent, n->name, strlen(n->name));
+			rc = fuse_lowlevel_notify_inval_entry(fs->se, n->parent,
+							      n->name,
+							      strlen(n->name));
 		else
 			rc = dir_inval(fs, n->node);
 		/* -ENOENT: the kernel forgot it meanwhile */
@@ -342,8 +347,10 @@ static void shadowed(struct fs *fs, const struct fs_slot *slot,
 	if (slot->atlen || !snap || snap_lookup(snap, FS_META) < 0 ||
 	    __atomic_exchange_n(&fs->meta_shadowed, 1, __ATOMIC_RELAXED))
 		return;
-	log_warn("fs", "source %s: its /%s is hidden by dagfs' metadata "
-		 "directory of that name", slot->source, FS_META);
+	log_warn("fs",
+		 "source %s: its /%s is hidden by dagfs' metadata "
+		 "directory of that name",
+		 slot->source, FS_META);
 }
 
 /*
@@ -374,7 +381,8 @@ static void swap_run(struct swap *sw, void (*flip)(struct swap *sw, int slot),
 static void swap_end(struct swap *sw)
 {
 	if (sw->err)
-		log_warn("fs", "source %s: cannot list changes (%s); the kernel "
+		log_warn("fs",
+			 "source %s: cannot list changes (%s); the kernel "
 			 "may serve old names until they expire",
 			 sw->slot->source, strerror(-sw->err));
 	log_debug("fs", "source %s: %zu paths changed", sw->slot->source,
@@ -486,7 +494,7 @@ void fs_relayout(struct fs *fs, int slot, bool live, struct snap *snap)
 	shadowed(fs, s, snap);
 	swap_run(&sw, flip_layout, slot);
 	log_debug("fs", "source %s %s /%s", s->source,
-		 live ? "added at" : "removed from", s->at);
+		  live ? "added at" : "removed from", s->at);
 	swap_end(&sw);
 	snap_unref(sw.old);
 }

@@ -100,7 +100,8 @@ static bool tree_same(struct fs *fs, const struct fs_tree *t)
 	if (!c || c->n != t->n)
 		return false;
 	for (size_t i = 0; i < t->n; i++)
-		if (c->m[i].slot != t->m[i].slot || c->m[i].snap != t->m[i].snap)
+		if (c->m[i].slot != t->m[i].slot ||
+		    c->m[i].snap != t->m[i].snap)
 			return false;
 	return true;
 }
@@ -140,9 +141,10 @@ void fs_tree_update(struct fs *fs, int slot, bool live, struct snap *snap)
 	/* durable before anyone can see (and record) the id */
 	rc = tree_record(fs->st, mm, t->n, fs->o.keep_trees, t->id);
 	if (rc) {
-		log_err("fs", "recording the tree in %s/trees: %s; its id will "
-			"not survive a restart", store_dir(fs->st),
-			strerror(-rc));
+		log_err("fs",
+			"recording the tree in %s/trees: %s; its id will "
+			"not survive a restart",
+			store_dir(fs->st), strerror(-rc));
 		if (tree_id(t->id, mm, t->n))
 			t->id[0] = '\0';
 	}
@@ -161,7 +163,8 @@ void fs_tree_update(struct fs *fs, int slot, bool live, struct snap *snap)
 static bool blobs_here(struct fs *fs, const struct snap *s)
 {
 	for (uint32_t i = 0; i < s->n; i++)
-		if (s->e[i].type == SNAP_FILE && !store_has(fs->st, &s->e[i].hash))
+		if (s->e[i].type == SNAP_FILE &&
+		    !store_has(fs->st, &s->e[i].hash))
 			return false;
 	return true;
 }
@@ -211,9 +214,10 @@ static struct fs_tree *tree_load_from(struct fs *fs, const char *id,
 		rc = tree_load(fs->st, id, &mf);
 	if (rc) {
 		if (fetch_until)
-			log_warn("fs", "tree %s: %s", id, rc == -ENOENT ?
-				 "unknown here (no manifest in the cache)" :
-				 strerror(-rc));
+			log_warn("fs", "tree %s: %s", id,
+				 rc == -ENOENT ?
+					 "unknown here (no manifest in the cache)" :
+					 strerror(-rc));
 		return NULL;
 	}
 	t = tree_alloc(mf->n);
@@ -228,9 +232,10 @@ static struct fs_tree *tree_load_from(struct fs *fs, const char *id,
 		snap_unref(s);
 		if (rc) {
 			if (fetch_until)
-				log_warn("fs", "tree %s: source %s revision %s "
-					 "cannot be served: %s", id,
-					 mf->m[i].source, mf->m[i].rev,
+				log_warn("fs",
+					 "tree %s: source %s revision %s "
+					 "cannot be served: %s",
+					 id, mf->m[i].source, mf->m[i].rev,
 					 strerror(-rc));
 			fs_tree_unref(t);
 			t = NULL;
@@ -240,8 +245,7 @@ static struct fs_tree *tree_load_from(struct fs *fs, const char *id,
 	return t;
 }
 
-struct fs_tree *fs_tree_open(struct fs *fs, const char *id,
-			     int64_t fetch_until)
+struct fs_tree *fs_tree_open(struct fs *fs, const char *id, int64_t fetch_until)
 {
 	struct fs_tree *t = fs_tree_get_current(fs), **pp, *gone = NULL;
 	int n = 0;

@@ -89,7 +89,8 @@ static int slot_find(struct fs *fs, const char *at, const char *source)
 
 	for (int i = 0; i < n; i++) {
 		s = &fs->slots[i];
-		if (!s->live && !strcmp(s->at, at) && !strcmp(s->source, source))
+		if (!s->live && !strcmp(s->at, at) &&
+		    !strcmp(s->source, source))
 			return i;
 	}
 	if (n == FS_SLOTS_MAX)
@@ -169,8 +170,7 @@ struct snap *fs_slot_snap(struct fs *fs, int slot, uint64_t *gen)
 	return s;
 }
 
-struct snap *fs_past_keep(struct fs *fs, int slot, bool live,
-			  struct snap *snap)
+struct snap *fs_past_keep(struct fs *fs, int slot, bool live, struct snap *snap)
 {
 	struct fs_past *p;
 	struct snap *gone = NULL;
@@ -183,8 +183,11 @@ struct snap *fs_past_keep(struct fs *fs, int slot, bool live,
 		fs->npast--;
 	}
 	p = &fs->past[(fs->past_first + fs->npast++) % FS_PAST_MAX];
-	*p = (struct fs_past){ .gen = fs->gen + 1, .slot = slot, .live = live,
-			       .snap = snap, .until_ns = now_ns() };
+	*p = (struct fs_past){ .gen = fs->gen + 1,
+			       .slot = slot,
+			       .live = live,
+			       .snap = snap,
+			       .until_ns = now_ns() };
 	return gone;
 }
 
@@ -251,8 +254,7 @@ bool fs_slot_current(struct fs *fs, int slot, const struct snap *snap)
 	 * revision never changes: always current. */
 	if (slot < 0)
 		return true;
-	return __atomic_load_n(&fs->slots[slot].snap, __ATOMIC_ACQUIRE) ==
-	       snap;
+	return __atomic_load_n(&fs->slots[slot].snap, __ATOMIC_ACQUIRE) == snap;
 }
 
 void fs_res_drop(struct fs_res *r)

@@ -37,7 +37,8 @@ static int show_admin_password(const char *dir)
 	snprintf(path, sizeof(path), "%s/.secrets/admin-password", dir);
 	if (prov_secret_line(path, pw, sizeof(pw)))
 		return prov_fail("%s: no admin password was generated there "
-				 "(render first, without --no-admin-user)", path);
+				 "(render first, without --no-admin-user)",
+				 path);
 	printf("%s\n", pw);
 	OPENSSL_cleanse(pw, sizeof(pw));
 	return 0;
@@ -48,7 +49,8 @@ int main(int argc, char **argv)
 	struct prov p = { 0 };
 	int rc = 2;
 
-	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+	if (argc > 1 &&
+	    (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		prov_usage(stdout);
 		return 0;
 	}
@@ -66,7 +68,8 @@ int main(int argc, char **argv)
 		p.pin_url = p.pin_url_buf;
 	}
 	rc = 1;
-	if ((!strcmp(p.target, "vm") ? prov_render_vm(&p) : prov_render_k8s(&p)) ||
+	if ((!strcmp(p.target, "vm") ? prov_render_vm(&p) :
+				       prov_render_k8s(&p)) ||
 	    prov_render_bundle(&p) || prov_render_node(&p) ||
 	    prov_render_obs(&p))
 		goto out;
@@ -74,10 +77,11 @@ int main(int argc, char **argv)
 	       p.target, p.outdir, p.chart_version, p.airflow_version,
 	       p.node_level ? "node" : p.mode);
 	if (!strcmp(p.image, PROV_DEFAULT_IMAGE))
-		fprintf(stderr, "dagfs-provision: note: --image not given: %s is "
-				"not published anywhere; build sidecar/Dockerfile, "
-				"push it where the nodes pull from and pass "
-				"--image (README, Kubernetes step 1)\n",
+		fprintf(stderr,
+			"dagfs-provision: note: --image not given: %s is "
+			"not published anywhere; build sidecar/Dockerfile, "
+			"push it where the nodes pull from and pass "
+			"--image (README, Kubernetes step 1)\n",
 			PROV_DEFAULT_IMAGE);
 	if (!strcmp(p.command, "apply") && prov_apply(&p))
 		goto out;

@@ -41,7 +41,8 @@ static int run(const struct prov *p, const char *const argv[])
 	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
 	    WEXITSTATUS(status))
 		return prov_fail("'%s' failed; fix the cause and run apply again "
-				 "(it creates or upgrades)", argv[0]);
+				 "(it creates or upgrades)",
+				 argv[0]);
 	return 0;
 }
 
@@ -78,10 +79,9 @@ static int delete_chart_jobs(const struct prov *p)
 		 "tier=airflow,release=%s,component in "
 		 "(run-airflow-migrations,create-user-job)",
 		 p->release);
-	return run(p, (const char *const[]){ "kubectl", "delete", "job", "-n",
-					     p->ns, "-l", sel,
-					     "--ignore-not-found", "--wait",
-					     NULL });
+	return run(p, (const char *const[]){
+			      "kubectl", "delete", "job", "-n", p->ns, "-l",
+			      sel, "--ignore-not-found", "--wait", NULL });
 }
 
 /* kubectl apply -n NS -f DIR/@name, when @wanted; 0 when not. */
@@ -118,40 +118,45 @@ static int apply_monitoring(const struct prov *p)
 int prov_apply(const struct prov *p)
 {
 	char f[8][4096];
-	static const char *const files[] = { "namespace.yaml", "storage.yaml",
-					     "secrets.yaml", "dagfs-config.yaml",
-					     "values.yaml", "install.sh",
-					     "dagfs-service.yaml", "rbac.yaml" };
+	static const char *const files[] = {
+		"namespace.yaml",     "storage.yaml", "secrets.yaml",
+		"dagfs-config.yaml",  "values.yaml",  "install.sh",
+		"dagfs-service.yaml", "rbac.yaml"
+	};
 
 	for (int i = 0; i < 8; i++)
 		snprintf(f[i], sizeof(f[i]), "%s/%s", p->outdir, files[i]);
-	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0], NULL }) ||
-	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1], NULL }) ||
+	if (run(p, (const char *const[]){ "kubectl", "apply", "-f", f[0],
+					  NULL }) ||
+	    run(p, (const char *const[]){ "kubectl", "apply", "-f", f[1],
+					  NULL }) ||
 	    wait_volumes(p) || apply_bundle(p) ||
-	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
-				    "-f", f[2], NULL }) ||
-	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns,
-				    "-f", f[3], NULL }))
+	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
+					  f[2], NULL }) ||
+	    run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
+					  f[3], NULL }))
 		return -1;
 	if (!strcmp(p->target, "vm")) {
 		char cfg[4096];
 
 		snprintf(cfg, sizeof(cfg), "%s/airflow-config.yaml", p->outdir);
-		return run(p, (const char *const[]){ "kubectl", "apply", "-n",
-					     p->ns, "-f", cfg, NULL }) ||
-		       run(p, (const char *const[]){ "kubectl", "apply", "-n",
-					     p->ns, "-f", f[7], NULL }) ||
+		return run(p,
+			   (const char *const[]){ "kubectl", "apply", "-n",
+						  p->ns, "-f", cfg, NULL }) ||
+		       run(p,
+			   (const char *const[]){ "kubectl", "apply", "-n",
+						  p->ns, "-f", f[7], NULL }) ||
 		       apply_monitoring(p) ||
 		       run(p, (const char *const[]){ "sh", f[5], NULL });
 	}
 	if (run(p, (const char *const[]){ "kubectl", "apply", "-n", p->ns, "-f",
-				    f[6], NULL }) ||
+					  f[6], NULL }) ||
 	    apply_node(p) || apply_monitoring(p) || delete_chart_jobs(p))
 		return -1;
 	return run(p, (const char *const[]){
 			      "helm", "upgrade", "--install", p->release,
 			      "airflow", "--repo", "https://airflow.apache.org",
 			      "--version", p->chart_version, "--namespace",
-			      p->ns, "--values", f[4], "--wait",
-			      "--timeout", "20m", NULL });
+			      p->ns, "--values", f[4], "--wait", "--timeout",
+			      "20m", NULL });
 }

@@ -36,8 +36,8 @@ static bool dns_label(const char *s, size_t max)
 	    !isalnum((unsigned char)s[n - 1]))
 		return false;
 	for (; *s; s++)
-		if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) ||
-		      *s == '-'))
+		if (!(islower((unsigned char)*s) ||
+		      isdigit((unsigned char)*s) || *s == '-'))
 			return false;
 	return true;
 }
@@ -59,7 +59,8 @@ static bool quantity(const char *s)
 
 	if (strtoul(s, &end, 10) == 0 || end == s)
 		return false;
-	return one_of(end, (const char *const[]){ "Ki", "Mi", "Gi", "Ti", NULL });
+	return one_of(end,
+		      (const char *const[]){ "Ki", "Mi", "Gi", "Ti", NULL });
 }
 
 static int check_file(const char *opt, const char *path)
@@ -115,12 +116,13 @@ static int choose_chart(struct prov *p)
 		p->airflow_version = airflow;
 	if (!semver(p->airflow_version, a) || a[0] < 3)
 		return prov_fail("--airflow-version: '%s' is not an Airflow 3 "
-				 "version like %s", p->airflow_version,
-				 PROV_AIRFLOW_VERSION);
+				 "version like %s",
+				 p->airflow_version, PROV_AIRFLOW_VERSION);
 	if (!p->chart_validated)
-		fprintf(stderr, "dagfs-provision: note: chart %s is rendered as "
-				"for %s and not validated here (its "
-				"values.schema.json is not in the tests)\n",
+		fprintf(stderr,
+			"dagfs-provision: note: chart %s is rendered as "
+			"for %s and not validated here (its "
+			"values.schema.json is not in the tests)\n",
 			p->chart_version, PROV_CHART_VERSION);
 	return 0;
 }
@@ -143,8 +145,9 @@ int prov_validate(struct prov *p)
 	};
 
 	if (!one_of(p->target, (const char *const[]){ "k8s", "vm", NULL }))
-		return prov_fail("--target: unknown target '%s' (expected k8s or vm)",
-				 p->target);
+		return prov_fail(
+			"--target: unknown target '%s' (expected k8s or vm)",
+			p->target);
 	if (choose_chart(p))
 		return -1;
 	if (p->db_host && !*p->db_host)
@@ -153,68 +156,86 @@ int prov_validate(struct prov *p)
 		p->db_host = "127.0.0.1";
 	if (!one_of(p->executor, executors))
 		return prov_fail("--executor: unknown executor '%s' (expected KubernetesExecutor, "
-			    "CeleryExecutor, LocalExecutor or "
-			    "CeleryKubernetesExecutor)", p->executor);
+				 "CeleryExecutor, LocalExecutor or "
+				 "CeleryKubernetesExecutor)",
+				 p->executor);
 	if (!dns_label(p->ns, 63))
-		return prov_fail("--namespace: invalid namespace name '%s' (lowercase letters, "
-			    "digits and '-', at most 63, starting and ending "
-			    "alphanumeric)", p->ns);
+		return prov_fail(
+			"--namespace: invalid namespace name '%s' (lowercase letters, "
+			"digits and '-', at most 63, starting and ending "
+			"alphanumeric)",
+			p->ns);
 	if (!sql_name(p->db_user) || !sql_name(p->db_name))
 		return prov_fail("--db-user/--db-name: invalid database user or name '%s'/'%s' (letters, "
-			    "digits and '_', at most 63)", p->db_user,
-			    p->db_name);
+				 "digits and '_', at most 63)",
+				 p->db_user, p->db_name);
 	if (!dns_label(p->release, 53))
-		return prov_fail("--release: invalid release name '%s'", p->release);
-	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize", "node",
-						    NULL }))
+		return prov_fail("--release: invalid release name '%s'",
+				 p->release);
+	if (!one_of(p->mode, (const char *const[]){ "fuse", "materialize",
+						    "node", NULL }))
 		return prov_fail("--mode: unknown mode '%s' (expected fuse, materialize "
-			    "or node)", p->mode);
+				 "or node)",
+				 p->mode);
 	if (!strcmp(p->mode, "node")) {
 		if (!strcmp(p->target, "vm"))
-			return prov_fail("--mode node: the Kubernetes target only (a "
-				    "VM mounts dagfs itself)");
+			return prov_fail(
+				"--mode node: the Kubernetes target only (a "
+				"VM mounts dagfs itself)");
 		if (!strcmp(p->worker, "pinned"))
-			return prov_fail("--mode node: task pods read the node's "
-					 "mount; not with --worker pinned");
+			return prov_fail(
+				"--mode node: task pods read the node's "
+				"mount; not with --worker pinned");
 		p->node_level = true;
 		p->mode = "fuse"; /* what the Airflow containers see */
 	}
-	if (!one_of(p->sidecar, (const char *const[]){ "native", "classic", NULL }))
-		return prov_fail("--sidecar: unknown sidecar '%s' (expected native or classic)",
-				 p->sidecar);
-	if (!one_of(p->bundle, (const char *const[]){ "source", "tree", "none",
-						      NULL }))
+	if (!one_of(p->sidecar,
+		    (const char *const[]){ "native", "classic", NULL }))
+		return prov_fail(
+			"--sidecar: unknown sidecar '%s' (expected native or classic)",
+			p->sidecar);
+	if (!one_of(p->bundle,
+		    (const char *const[]){ "source", "tree", "none", NULL }))
 		return prov_fail("--bundle: unknown bundle '%s' (expected source, "
-			    "tree or none)", p->bundle);
-	if (!one_of(p->worker, (const char *const[]){ "sidecar", "pinned", NULL }))
-		return prov_fail("--worker: unknown worker '%s' (expected sidecar or pinned)",
-				 p->worker);
+				 "tree or none)",
+				 p->bundle);
+	if (!one_of(p->worker,
+		    (const char *const[]){ "sidecar", "pinned", NULL }))
+		return prov_fail(
+			"--worker: unknown worker '%s' (expected sidecar or pinned)",
+			p->worker);
 	if (!strcmp(p->worker, "pinned") && strcmp(p->bundle, "none"))
-		return prov_fail("--worker pinned: with DAG bundles each task already "
-				 "runs the version its DAG run was parsed from; "
-				 "give --bundle none or --worker sidecar");
+		return prov_fail(
+			"--worker pinned: with DAG bundles each task already "
+			"runs the version its DAG run was parsed from; "
+			"give --bundle none or --worker sidecar");
 	if (!strcmp(p->worker, "pinned") &&
 	    strcmp(p->executor, "KubernetesExecutor"))
-		return prov_fail("--worker pinned needs --executor KubernetesExecutor "
-				 "(a long-running worker would stay on one "
-				 "revision)");
-	if (!one_of(p->service, (const char *const[]){ "nodeport", "loadbalancer",
-						       NULL }))
+		return prov_fail(
+			"--worker pinned needs --executor KubernetesExecutor "
+			"(a long-running worker would stay on one "
+			"revision)");
+	if (!one_of(p->service,
+		    (const char *const[]){ "nodeport", "loadbalancer", NULL }))
 		return prov_fail("--service: unknown service '%s' (expected nodeport or "
-			    "loadbalancer)", p->service);
+				 "loadbalancer)",
+				 p->service);
 	if (p->node_port < 30000 || p->node_port > 32767)
 		return prov_fail("--node-port %u out of range (30000-32767)",
 				 p->node_port);
 	if (!p->http_port || !p->webserver_port || !p->db_port)
-		return prov_fail("--dagfs-http-port/--webserver-port/--db-port: port out of range (1-65535)");
-	if (p->dagfs_deb && (strlen(p->dagfs_deb) < 5 ||
-			     strcmp(p->dagfs_deb + strlen(p->dagfs_deb) - 4, ".deb") ||
-			     strpbrk(p->dagfs_deb, "'\\\"$`\n")))
+		return prov_fail(
+			"--dagfs-http-port/--webserver-port/--db-port: port out of range (1-65535)");
+	if (p->dagfs_deb &&
+	    (strlen(p->dagfs_deb) < 5 ||
+	     strcmp(p->dagfs_deb + strlen(p->dagfs_deb) - 4, ".deb") ||
+	     strpbrk(p->dagfs_deb, "'\\\"$`\n")))
 		return prov_fail("--dagfs-deb: '%s' is not a .deb file name",
 				 p->dagfs_deb);
 	if (p->airflow_home[0] != '/' || strpbrk(p->airflow_home, " '\"$`\\"))
 		return prov_fail("--airflow-home: '%s' is not an absolute path "
-				 "without quotes or spaces", p->airflow_home);
+				 "without quotes or spaces",
+				 p->airflow_home);
 	if (!p->airflow_bin) {
 		snprintf(p->airflow_bin_buf, sizeof(p->airflow_bin_buf),
 			 "%s/venv/bin/airflow", p->airflow_home);
@@ -232,8 +253,9 @@ int prov_validate(struct prov *p)
 		p->storage = p->node ? "hostpath" : "class";
 	if (!strcmp(p->storage, "hostpath")) {
 		if (!p->node || !*p->node)
-			return prov_fail("--storage hostpath needs --node NAME (the "
-				    "node that holds the volumes)");
+			return prov_fail(
+				"--storage hostpath needs --node NAME (the "
+				"node that holds the volumes)");
 		if (p->host_path[0] != '/')
 			return prov_fail("--host-path must be absolute");
 		if (p->storage_class)
@@ -245,30 +267,36 @@ int prov_validate(struct prov *p)
 			return prov_fail("--storage-class: invalid name '%s'",
 					 p->storage_class);
 		if (p->node)
-			return prov_fail("--node: only with --storage hostpath");
+			return prov_fail(
+				"--node: only with --storage hostpath");
 	} else {
-		return prov_fail("--storage: unknown storage '%s' (expected hostpath or class)",
-				 p->storage);
+		return prov_fail(
+			"--storage: unknown storage '%s' (expected hostpath or class)",
+			p->storage);
 	}
 	if (!quantity(p->logs_size) || !quantity(p->db_size))
-		return prov_fail("--logs-size/--db-size: volume sizes look like 10Gi, 512Mi");
+		return prov_fail(
+			"--logs-size/--db-size: volume sizes look like 10Gi, 512Mi");
 	if (p->api_url && strncmp(p->api_url, "http://", 7) &&
 	    strncmp(p->api_url, "https://", 8))
 		return prov_fail("--api-server-url '%s' is not an http:// or "
-				 "https:// URL", p->api_url);
+				 "https:// URL",
+				 p->api_url);
 	if (p->pin_url && strncmp(p->pin_url, "http://", 7) &&
 	    strncmp(p->pin_url, "https://", 8))
 		return prov_fail("--pin-url '%s' is not an http:// or https:// URL",
 				 p->pin_url);
 	for (const char *c = p->timezone; *c; c++)
 		if (!isalnum((unsigned char)*c) && !strchr("_+-/", *c))
-			return prov_fail("--timezone: invalid timezone '%s'", p->timezone);
+			return prov_fail("--timezone: invalid timezone '%s'",
+					 p->timezone);
 	return check_file("git-ssh-key", p->git_ssh_key) ||
 	       check_file("git-known-hosts", p->git_known_hosts) ||
 	       check_file("git-password-file", p->git_password_file) ||
 	       check_file("s3-credentials-file", p->s3_credentials_file) ||
 	       check_file("fernet-key-file", p->fernet_key_file) ||
-	       check_file("webserver-secret-key-file", p->webserver_secret_file) ||
+	       check_file("webserver-secret-key-file",
+			  p->webserver_secret_file) ||
 	       check_file("dagfs-deb", p->dagfs_deb) ||
 	       check_file("db-password-file", p->db_password_file) ||
 	       check_file("jwt-secret-file", p->jwt_secret_file) ||
@@ -307,11 +335,13 @@ static int check_layout(const struct prov *p)
 					      (const char *const *)ats, n);
 	if (kind == SOURCE_SAME_NAME)
 		rc = prov_fail("--source %s: two sources are named %s; give one of "
-			       "them name=", p->sources[j]->location, names[i]);
+			       "them name=",
+			       p->sources[j]->location, names[i]);
 	else if (kind == SOURCE_OVERLAP)
 		rc = prov_fail("--source %s: at=/%s overlaps source %s (at=/%s); "
 			       "give each source its own at=",
-			       p->sources[j]->location, ats[j], names[i], ats[i]);
+			       p->sources[j]->location, ats[j], names[i],
+			       ats[i]);
 	while (ats && n--)
 		free(ats[n]);
 	free(ats);
@@ -325,8 +355,9 @@ int prov_prepare_sources(struct prov *p)
 	char err[512], name[SOURCE_NAME_MAX + 1];
 
 	if (!p->nsources)
-		return prov_fail("no --source given (e.g. --source "
-			    "'git:https://github.com/org/dags.git,ref=main')");
+		return prov_fail(
+			"no --source given (e.g. --source "
+			"'git:https://github.com/org/dags.git,ref=main')");
 	p->sources = calloc(p->nsources, sizeof(*p->sources));
 	if (!p->sources)
 		return prov_fail("out of memory");
@@ -339,32 +370,35 @@ int prov_prepare_sources(struct prov *p)
 				      sizeof(err)))
 			return prov_fail("--source: %s", err);
 		s = p->sources[i];
-		if (!one_of(s->type, (const char *const[]){ "git", "s3", "dir",
-							    NULL }))
+		if (!one_of(s->type,
+			    (const char *const[]){ "git", "s3", "dir", NULL }))
 			return prov_fail("--source: unknown source type '%s' "
-					 "(expected git, s3 or dir)", s->type);
+					 "(expected git, s3 or dir)",
+					 s->type);
 		if (!strcmp(s->type, "dir") && !strcmp(p->target, "k8s"))
 			return prov_fail("--source %s: a dir source reads a local "
 					 "directory; in Kubernetes use git or s3",
 					 s->location);
 		if (source_spec_name(name, s))
 			return prov_fail("--source %s: invalid name '%s' (letters, "
-				    "digits, '.', '_' and '-')", s->location,
-				    source_spec_get(s, "name"));
+					 "digits, '.', '_' and '-')",
+					 s->location,
+					 source_spec_get(s, "name"));
 		rc |= spec_default(s, "name", name);
 		ssh = !strncmp(s->location, "ssh://", 6) ||
 		      (strchr(s->location, '@') && !strstr(s->location, "://"));
 		if (!strcmp(s->type, "git") && ssh && p->git_ssh_key)
-			rc |= spec_default(s, "ssh-key", PROV_SECRETS_DIR "/ssh-key");
+			rc |= spec_default(s, "ssh-key",
+					   PROV_SECRETS_DIR "/ssh-key");
 		if (!strcmp(s->type, "git") && ssh && p->git_known_hosts)
 			rc |= spec_default(s, "known-hosts",
-				       PROV_SECRETS_DIR "/known_hosts");
+					   PROV_SECRETS_DIR "/known_hosts");
 		if (!strcmp(s->type, "git") && !ssh && p->git_password_file)
 			rc |= spec_default(s, "password-file",
-				       PROV_SECRETS_DIR "/git-password");
+					   PROV_SECRETS_DIR "/git-password");
 		if (!strcmp(s->type, "s3") && p->s3_credentials_file)
 			rc |= spec_default(s, "credentials-file",
-				       PROV_SECRETS_DIR "/aws-credentials");
+					   PROV_SECRETS_DIR "/aws-credentials");
 		if (rc)
 			return prov_fail("out of memory");
 	}

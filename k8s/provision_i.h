@@ -33,7 +33,7 @@ struct prov {
 	bool dry_run;
 	const char *target; /* k8s, vm */
 	const char *chart_version, *airflow_version;
-	bool chart_validated; /* a release whose schema the tests check */
+	bool chart_validated;	   /* a release whose schema the tests check */
 	bool chart_legacy_workers; /* 1.18.0: workers.extra*, no .kubernetes */
 	bool no_admin_user;
 	const char *bundle; /* source, tree, none: DagfsDagBundle entries */
@@ -50,7 +50,7 @@ struct prov {
 	const char *storage, *storage_class, *host_path, *node;
 	const char *logs_size, *db_size;
 	const char *service, *timezone;
-	const char *worker; /* sidecar, pinned: the chart's podTemplate */
+	const char *worker;  /* sidecar, pinned: the chart's podTemplate */
 	const char *pin_url; /* the scheduler's dagfs /metrics */
 	char pin_url_buf[512];
 	unsigned node_port, scheduler_replicas, http_port;

@@ -68,13 +68,15 @@ static int secret(const struct prov *p, const char *flag, const char *given,
 	if (given)
 		return prov_secret_line(given, out, len) ?
 			       prov_fail("--%s: secret file %s is unreadable or "
-					 "empty", flag, given) :
+					 "empty",
+					 flag, given) :
 			       0;
 	snprintf(kept, sizeof(kept), "%s/.secrets/%s", p->outdir, name);
 	if (!prov_secret_line(kept, out, len))
 		return 0;
 	if ((kind == 0 ? gen_fernet(out) : gen_hex(out, (size_t)kind)))
-		return prov_fail("%s: the OpenSSL random generator failed", name);
+		return prov_fail("%s: the OpenSSL random generator failed",
+				 name);
 	fd = open(kept, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 || write(fd, out, strlen(out)) != (ssize_t)strlen(out)) {
 		if (fd >= 0)
@@ -105,17 +107,21 @@ static int serve_key(struct prov *p)
 		fclose(f);
 		if (!k || EVP_PKEY_id(k) != EVP_PKEY_ED25519) {
 			EVP_PKEY_free(k);
-			return prov_fail("%s: not an Ed25519 private key", path);
+			return prov_fail("%s: not an Ed25519 private key",
+					 path);
 		}
 	} else {
-		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			      0600);
 
 		k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 		f = fd >= 0 ? fdopen(fd, "w") : NULL;
-		if (!k || !f || !PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL,
-						      NULL) || fclose(f)) {
+		if (!k || !f ||
+		    !PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) ||
+		    fclose(f)) {
 			EVP_PKEY_free(k);
-			return prov_fail("%s: cannot write the signing key", path);
+			return prov_fail("%s: cannot write the signing key",
+					 path);
 		}
 	}
 	b = BIO_new(BIO_s_mem());
@@ -131,7 +137,8 @@ static int serve_key(struct prov *p)
 	p->serve_pub[n > 0 ? n : 0] = '\0';
 	BIO_free(b);
 	EVP_PKEY_free(k);
-	return p->serve_key[0] && p->serve_pub[0] ? 0 :
+	return p->serve_key[0] && p->serve_pub[0] ?
+		       0 :
 		       prov_fail("%s: the OpenSSL key encoding failed", path);
 }
 
@@ -155,8 +162,8 @@ int prov_prepare_secrets(struct prov *p)
 	       secret(p, "webserver-secret-key-file", p->webserver_secret_file,
 		      "webserver-secret-key", p->websecret,
 		      sizeof(p->websecret), 16) ||
-	       secret(p, "db-password-file", p->db_password_file,
-		      "db-password", p->dbpass, sizeof(p->dbpass), 24) ||
+	       secret(p, "db-password-file", p->db_password_file, "db-password",
+		      p->dbpass, sizeof(p->dbpass), 24) ||
 	       secret(p, "jwt-secret-file", p->jwt_secret_file, "jwt-secret",
 		      p->jwt, sizeof(p->jwt), 32) ||
 	       (!p->no_admin_user &&

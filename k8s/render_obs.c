@@ -29,44 +29,62 @@ struct panel {
 };
 
 static const struct panel panels[] = {
-	{ "stat", "Sources ready", "none",
+	{ "stat",
+	  "Sources ready",
+	  "none",
 	  { { "min by (source) (dagfs_source_healthy{" SEL "})",
 	      "{{source}}" } } },
-	{ "timeseries", "Revision age (since the served revision was published)",
+	{ "timeseries",
+	  "Revision age (since the served revision was published)",
 	  "s",
 	  { { "time() - dagfs_source_published_timestamp_seconds{" SEL "}",
 	      "{{source}} {{pod}}" } } },
-	{ "timeseries", "Since the last successful sync", "s",
+	{ "timeseries",
+	  "Since the last successful sync",
+	  "s",
 	  { { "time() - dagfs_source_last_success_timestamp_seconds{" SEL "}",
 	      "{{source}} {{pod}}" } } },
-	{ "timeseries", "Sync duration", "s",
+	{ "timeseries",
+	  "Sync duration",
+	  "s",
 	  { { "histogram_quantile(0.5, sum by (source, le) (rate("
 	      "dagfs_sync_duration_seconds_bucket{" SEL "}" RATE ")))",
 	      "{{source}} p50" },
 	    { "histogram_quantile(0.95, sum by (source, le) (rate("
 	      "dagfs_sync_duration_seconds_bucket{" SEL "}" RATE ")))",
 	      "{{source}} p95" } } },
-	{ "timeseries", "Failed syncs in a row", "none",
+	{ "timeseries",
+	  "Failed syncs in a row",
+	  "none",
 	  { { "max by (source) (dagfs_source_consecutive_failures{" SEL "})",
 	      "{{source}}" } } },
-	{ "timeseries", "Sync attempts and fetched bytes", "Bps",
+	{ "timeseries",
+	  "Sync attempts and fetched bytes",
+	  "Bps",
 	  { { "sum by (source) (rate(dagfs_source_fetched_bytes_total{" SEL
 	      "}" RATE "))",
 	      "{{source}} bytes/s" },
 	    { "sum by (source) (rate(dagfs_source_syncs_total{" SEL "}" RATE
 	      "))",
 	      "{{source}} syncs/s" } } },
-	{ "timeseries", "FUSE requests by operation", "reqps",
+	{ "timeseries",
+	  "FUSE requests by operation",
+	  "reqps",
 	  { { "sum by (op) (rate(dagfs_fuse_requests_total{" SEL_NS "}" RATE
 	      "))",
 	      "{{op}}" } } },
-	{ "timeseries", "FUSE errors by operation", "reqps",
-	  { { "sum by (op) (rate(dagfs_fuse_errors_total{" SEL_NS "}" RATE
-	      "))",
+	{ "timeseries",
+	  "FUSE errors by operation",
+	  "reqps",
+	  { { "sum by (op) (rate(dagfs_fuse_errors_total{" SEL_NS "}" RATE "))",
 	      "{{op}}" } } },
-	{ "timeseries", "Content store size", "bytes",
+	{ "timeseries",
+	  "Content store size",
+	  "bytes",
 	  { { "dagfs_store_bytes{" SEL_NS "}", "{{pod}}" } } },
-	{ "timeseries", "Content store blobs", "none",
+	{ "timeseries",
+	  "Content store blobs",
+	  "none",
 	  { { "dagfs_store_blobs{" SEL_NS "}", "{{pod}}" } } },
 };
 
@@ -79,21 +97,22 @@ static void json_kv(FILE *f, const char *k, const char *v, bool comma)
 		fputs(", ", f);
 }
 
-static void variable(FILE *f, const char *name, const char *query,
-		     bool comma)
+static void variable(FILE *f, const char *name, const char *query, bool comma)
 {
 	fputs("      {", f);
 	json_kv(f, "name", name, true);
 	json_kv(f, "type", "query", true);
 	fputs("\"datasource\": {\"type\": \"prometheus\", \"uid\": "
-	      "\"${datasource}\"}, ", f);
+	      "\"${datasource}\"}, ",
+	      f);
 	json_kv(f, "definition", query, true);
 	fputs("\"query\": {", f);
 	json_kv(f, "query", query, true);
 	json_kv(f, "refId", name, false);
 	fputs("}, \"refresh\": 2, \"includeAll\": true, \"multi\": true, "
 	      "\"allValue\": \".*\", \"current\": {\"text\": \"All\", "
-	      "\"value\": \"$__all\"}}", f);
+	      "\"value\": \"$__all\"}}",
+	      f);
 	fputs(comma ? ",\n" : "\n", f);
 }
 
@@ -101,15 +120,17 @@ static void panel(FILE *f, const struct panel *pn, int id)
 {
 	/* two panels a row, the stat a short one across the top */
 	int h = id == 1 ? 4 : 8, w = id == 1 ? 24 : 12;
-	int y = id == 1 ? 0 : 4 + (id - 2) / 2 * 8, x = id == 1 ? 0 : (id % 2) * 12;
+	int y = id == 1 ? 0 : 4 + (id - 2) / 2 * 8,
+	    x = id == 1 ? 0 : (id % 2) * 12;
 
 	fprintf(f, "    {\"id\": %d, ", id);
 	json_kv(f, "type", pn->type, true);
 	json_kv(f, "title", pn->title, true);
-	fprintf(f, "\"datasource\": {\"type\": \"prometheus\", \"uid\": "
-		   "\"${datasource}\"},\n     \"gridPos\": {\"h\": %d, \"w\": %d, "
-		   "\"x\": %d, \"y\": %d},\n     \"fieldConfig\": {\"defaults\": "
-		   "{\"unit\": \"%s\"}, \"overrides\": []},\n     \"targets\": [",
+	fprintf(f,
+		"\"datasource\": {\"type\": \"prometheus\", \"uid\": "
+		"\"${datasource}\"},\n     \"gridPos\": {\"h\": %d, \"w\": %d, "
+		"\"x\": %d, \"y\": %d},\n     \"fieldConfig\": {\"defaults\": "
+		"{\"unit\": \"%s\"}, \"overrides\": []},\n     \"targets\": [",
 		h, w, x, y, pn->unit);
 	for (int i = 0; i < 2 && pn->q[i].expr; i++) {
 		fprintf(f, "%s\n       {\"refId\": \"%c\", ", i ? "," : "",
@@ -136,11 +157,13 @@ static void dashboard(FILE *f, const struct prov *p)
 	      "  \"time\": {\"from\": \"now-6h\", \"to\": \"now\"},\n"
 	      "  \"templating\": {\"list\": [\n"
 	      "      {\"name\": \"datasource\", \"type\": \"datasource\", "
-	      "\"label\": \"Data source\", \"query\": \"prometheus\"},\n", f);
-	variable(f, "namespace", "label_values(dagfs_source_healthy, namespace)",
-		 true);
+	      "\"label\": \"Data source\", \"query\": \"prometheus\"},\n",
+	      f);
+	variable(f, "namespace",
+		 "label_values(dagfs_source_healthy, namespace)", true);
 	variable(f, "source",
-		 "label_values(dagfs_source_healthy{" SEL_NS "}, source)", false);
+		 "label_values(dagfs_source_healthy{" SEL_NS "}, source)",
+		 false);
 	fputs("  ]},\n  \"panels\": [\n", f);
 	for (size_t i = 0; i < n; i++) {
 		panel(f, &panels[i], (int)i + 1);
@@ -166,44 +189,46 @@ static void rules(FILE *f, const struct prov *p, int ind)
 		/* (the daemon's own parser has checked the period) */
 		if (per && parse_duration_ms(per, &ms))
 			ms = 10000;
-		fprintf(f, "%*s  - alert: DagfsSourceStale\n"
-			   "%*s    expr: time() - dagfs_source_last_success_"
-			   "timestamp_seconds{source=\"%s\"} > %g\n"
-			   "%*s    for: 1m\n"
-			   "%*s    labels: {severity: warning, source: \"%s\"}\n"
-			   "%*s    annotations:\n"
-			   "%*s      summary: \"dagfs source {{ $labels.source }} "
-			   "has not synced for %u periods\"\n"
-			   "%*s      description: \"{{ $labels.pod }}: the last "
-			   "successful sync of {{ $labels.source }} was {{ $value "
-			   "| humanizeDuration }} ago (period %gs); Airflow parses "
-			   "an old revision. 'dagfs status' names the last "
-			   "error.\"\n",
+		fprintf(f,
+			"%*s  - alert: DagfsSourceStale\n"
+			"%*s    expr: time() - dagfs_source_last_success_"
+			"timestamp_seconds{source=\"%s\"} > %g\n"
+			"%*s    for: 1m\n"
+			"%*s    labels: {severity: warning, source: \"%s\"}\n"
+			"%*s    annotations:\n"
+			"%*s      summary: \"dagfs source {{ $labels.source }} "
+			"has not synced for %u periods\"\n"
+			"%*s      description: \"{{ $labels.pod }}: the last "
+			"successful sync of {{ $labels.source }} was {{ $value "
+			"| humanizeDuration }} ago (period %gs); Airflow parses "
+			"an old revision. 'dagfs status' names the last "
+			"error.\"\n",
 			ind, "", ind, "", name,
 			(double)ms / 1000 * p->stale_periods, ind, "", ind, "",
 			name, ind, "", ind, "", p->stale_periods, ind, "",
 			(double)ms / 1000);
 	}
-	fprintf(f, "%*s  - alert: DagfsSourceFailing\n"
-		   "%*s    expr: dagfs_source_consecutive_failures > 0\n"
-		   "%*s    for: 5m\n"
-		   "%*s    labels: {severity: warning}\n"
-		   "%*s    annotations:\n"
-		   "%*s      summary: \"dagfs source {{ $labels.source }} fails "
-		   "to sync\"\n"
-		   "%*s      description: \"{{ $labels.pod }}: {{ $value }} "
-		   "failed syncs in a row; the last good revision is still "
-		   "served.\"\n"
-		   "%*s  - alert: DagfsSourceNotReady\n"
-		   "%*s    expr: dagfs_source_healthy == 0\n"
-		   "%*s    for: 5m\n"
-		   "%*s    labels: {severity: critical}\n"
-		   "%*s    annotations:\n"
-		   "%*s      summary: \"dagfs source {{ $labels.source }} is not "
-		   "ready\"\n"
-		   "%*s      description: \"{{ $labels.pod }}: no revision "
-		   "published, or past max-failures; /readyz fails and the pod "
-		   "is not Ready.\"\n",
+	fprintf(f,
+		"%*s  - alert: DagfsSourceFailing\n"
+		"%*s    expr: dagfs_source_consecutive_failures > 0\n"
+		"%*s    for: 5m\n"
+		"%*s    labels: {severity: warning}\n"
+		"%*s    annotations:\n"
+		"%*s      summary: \"dagfs source {{ $labels.source }} fails "
+		"to sync\"\n"
+		"%*s      description: \"{{ $labels.pod }}: {{ $value }} "
+		"failed syncs in a row; the last good revision is still "
+		"served.\"\n"
+		"%*s  - alert: DagfsSourceNotReady\n"
+		"%*s    expr: dagfs_source_healthy == 0\n"
+		"%*s    for: 5m\n"
+		"%*s    labels: {severity: critical}\n"
+		"%*s    annotations:\n"
+		"%*s      summary: \"dagfs source {{ $labels.source }} is not "
+		"ready\"\n"
+		"%*s      description: \"{{ $labels.pod }}: no revision "
+		"published, or past max-failures; /readyz fails and the pod "
+		"is not Ready.\"\n",
 		ind, "", ind, "", ind, "", ind, "", ind, "", ind, "", ind, "",
 		ind, "", ind, "", ind, "", ind, "", ind, "", ind, "", ind, "");
 }
@@ -226,11 +251,12 @@ static int render_dashboard(const struct prov *p)
 	rc = f ? prov_close(f, "grafana-dashboard.json") : -1;
 	f = rc ? NULL : prov_open(p, "grafana-dashboard.yaml", 0644);
 	if (f) { /* Grafana's sidecar loads ConfigMaps with this label */
-		fprintf(f, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
-			   "  name: %s-dagfs-dashboard\n  namespace: %s\n"
-			   "  labels: {app.kubernetes.io/managed-by: "
-			   "dagfs-provision, grafana_dashboard: \"1\"}\n"
-			   "data:\n  dagfs.json: |\n",
+		fprintf(f,
+			"apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+			"  name: %s-dagfs-dashboard\n  namespace: %s\n"
+			"  labels: {app.kubernetes.io/managed-by: "
+			"dagfs-provision, grafana_dashboard: \"1\"}\n"
+			"data:\n  dagfs.json: |\n",
 			p->release, p->ns);
 		prov_yaml_block(f, json, 4);
 		rc = prov_close(f, "grafana-dashboard.yaml");
@@ -260,20 +286,27 @@ static void labels(FILE *f, const struct prov *p)
 static void metrics_service(FILE *f, const struct prov *p,
 			    const char *component)
 {
-	fprintf(f, "---\napiVersion: v1\nkind: Service\nmetadata:\n"
-		   "  name: %s-dagfs-%s\n  namespace: %s\n"
-		   "  labels: {app.kubernetes.io/managed-by: dagfs-provision, "
-		   "dagfs.io/metrics: \"true\", release: %s}\n"
-		   "spec:\n  type: ClusterIP\n  clusterIP: None\n",
+	fprintf(f,
+		"---\napiVersion: v1\nkind: Service\nmetadata:\n"
+		"  name: %s-dagfs-%s\n  namespace: %s\n"
+		"  labels: {app.kubernetes.io/managed-by: dagfs-provision, "
+		"dagfs.io/metrics: \"true\", release: %s}\n"
+		"spec:\n  type: ClusterIP\n  clusterIP: None\n",
 		p->release, component, p->ns, p->release);
 	if (p->node_level) /* --mode node: the DaemonSet's pods */
-		fprintf(f, "  selector: {app.kubernetes.io/name: dagfs-node, "
-			   "release: %s}\n", p->release);
+		fprintf(f,
+			"  selector: {app.kubernetes.io/name: dagfs-node, "
+			"release: %s}\n",
+			p->release);
 	else
-		fprintf(f, "  selector: {tier: airflow, component: %s, "
-			   "release: %s}\n", component, p->release);
-	fprintf(f, "  ports:\n  - {name: dagfs-http, port: %u, targetPort: "
-		   "%u}\n", p->http_port, p->http_port);
+		fprintf(f,
+			"  selector: {tier: airflow, component: %s, "
+			"release: %s}\n",
+			component, p->release);
+	fprintf(f,
+		"  ports:\n  - {name: dagfs-http, port: %u, targetPort: "
+		"%u}\n",
+		p->http_port, p->http_port);
 }
 
 static int render_operator(const struct prov *p)
@@ -283,10 +316,12 @@ static int render_operator(const struct prov *p)
 	if (!f)
 		return -1;
 	fputs("# Generated by dagfs-provision: needs the Prometheus "
-	      "Operator's CRDs.\n", f);
-	fprintf(f, "---\napiVersion: monitoring.coreos.com/v1\n"
-		   "kind: PrometheusRule\nmetadata:\n  name: %s-dagfs\n"
-		   "  namespace: %s\n",
+	      "Operator's CRDs.\n",
+	      f);
+	fprintf(f,
+		"---\napiVersion: monitoring.coreos.com/v1\n"
+		"kind: PrometheusRule\nmetadata:\n  name: %s-dagfs\n"
+		"  namespace: %s\n",
 		p->release, p->ns);
 	labels(f, p);
 	fputs("spec:\n", f);
@@ -299,16 +334,18 @@ static int render_operator(const struct prov *p)
 			if (prov_executor_has(p, "LocalExecutor"))
 				metrics_service(f, p, "scheduler");
 		}
-		fprintf(f, "---\napiVersion: monitoring.coreos.com/v1\n"
-			   "kind: ServiceMonitor\nmetadata:\n  name: %s-dagfs\n"
-			   "  namespace: %s\n",
+		fprintf(f,
+			"---\napiVersion: monitoring.coreos.com/v1\n"
+			"kind: ServiceMonitor\nmetadata:\n  name: %s-dagfs\n"
+			"  namespace: %s\n",
 			p->release, p->ns);
 		labels(f, p);
-		fprintf(f, "spec:\n  selector:\n    matchLabels: "
-			   "{dagfs.io/metrics: \"true\", release: %s}\n"
-			   "  namespaceSelector: {matchNames: [%s]}\n"
-			   "  endpoints:\n  - {port: dagfs-http, path: /metrics, "
-			   "interval: 30s}\n",
+		fprintf(f,
+			"spec:\n  selector:\n    matchLabels: "
+			"{dagfs.io/metrics: \"true\", release: %s}\n"
+			"  namespaceSelector: {matchNames: [%s]}\n"
+			"  endpoints:\n  - {port: dagfs-http, path: /metrics, "
+			"interval: 30s}\n",
 			p->release, p->ns);
 	}
 	return prov_close(f, "prometheus-operator.yaml");
@@ -324,7 +361,8 @@ int prov_render_obs(const struct prov *p)
 	if (!f)
 		return -1;
 	fputs("# dagfs alerting rules, generated by dagfs-provision "
-	      "(promtool check rules).\n", f);
+	      "(promtool check rules).\n",
+	      f);
 	rules(f, p, 0);
 	if (prov_close(f, "dagfs-alerts.yml"))
 		return -1;

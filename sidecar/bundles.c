@@ -51,8 +51,7 @@ static void bundle_put(FILE *f, const char *name, const char *mount,
 }
 
 /* The JSON list on @f; 0, or -EINVAL with the reason on stderr. */
-static int bundles_put(FILE *f, const struct dagfs_config *c,
-		       const char *mount)
+static int bundles_put(FILE *f, const struct dagfs_config *c, const char *mount)
 {
 	char name[SOURCE_NAME_MAX + 1];
 
@@ -77,19 +76,22 @@ int cmd_airflow_bundles(const struct dagfs_config *c)
 	char mount[PATH_MAX + 1];
 
 	if (bundle_mount(c, mount, sizeof(mount))) {
-		fprintf(stderr, "dagfs: airflow-bundles needs the mount path: "
+		fprintf(stderr,
+			"dagfs: airflow-bundles needs the mount path: "
 			"MOUNTPOINT, --materialize DIR or --mount PATH\n");
 		return 1;
 	}
 	if (!c->nsources && !c->whole_tree) {
-		fprintf(stderr, "dagfs: airflow-bundles: no source configured "
+		fprintf(stderr,
+			"dagfs: airflow-bundles: no source configured "
 			"(--source, DAGFS_SOURCE or [source NAME] in --config)\n");
 		return 1;
 	}
 	if (!c->json) {
 		printf("# %s; or AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST "
 		       "in the environment\n[dag_processor]\n"
-		       "dag_bundle_config_list = ", "airflow.cfg");
+		       "dag_bundle_config_list = ",
+		       "airflow.cfg");
 	}
 	return bundles_put(stdout, c, mount) ? 1 : 0;
 }

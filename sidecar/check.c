@@ -29,8 +29,8 @@ static int rm_entry(const char *path, const struct stat *sb, int flag,
 	return 0;
 }
 
-static void check_layout(const struct dagfs_config *c,
-			 const struct checked *ok, struct cfg_errors *errs)
+static void check_layout(const struct dagfs_config *c, const struct checked *ok,
+			 struct cfg_errors *errs)
 {
 	const char **names = calloc(c->nsources, sizeof(*names));
 	const char **ats = calloc(c->nsources, sizeof(*ats));
@@ -87,8 +87,7 @@ static void dry_run(const struct dagfs_config *c, struct checked *ok,
 
 static const char *origin_name(unsigned char o)
 {
-	static const char *const names[] = { "default", "file", "env",
-					     "flag" };
+	static const char *const names[] = { "default", "file", "env", "flag" };
 
 	return o < 4 ? names[o] : "?";
 }

@@ -17,19 +17,23 @@
 #define OFF(f) offsetof(struct dagfs_config, f)
 #define DAEMON CFG_CMDS_DAEMON
 #define ALL                                                                    \
-	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK | CMD_BUNDLES | \
-	 CMD_EXPORT)
+	(CMD_MOUNT | CMD_CHECK | CMD_STATUS | CMD_SYNC | CMD_FSCK |            \
+	 CMD_BUNDLES | CMD_EXPORT)
 
 /*
  * One row per option: name, type, field, default, commands, placeholder,
  * help (and a range for numbers). Nothing else lists the options.
  */
 #define OPT(n, t, f, d, c, a, h)                                               \
-	{ .name = n, .type = t, .offset = OFF(f), .def = d, .cmds = c,         \
-	  .arg = a, .help = h }
+	{                                                                      \
+		.name = n, .type = t, .offset = OFF(f), .def = d, .cmds = c,   \
+		.arg = a, .help = h                                            \
+	}
 #define OPT_N(n, f, d, lo, hi, h)                                              \
-	{ .name = n, .type = CFG_UINT, .offset = OFF(f), .def = d,             \
-	  .cmds = DAEMON, .arg = "N", .help = h, .min = lo, .max = hi }
+	{                                                                      \
+		.name = n, .type = CFG_UINT, .offset = OFF(f), .def = d,       \
+		.cmds = DAEMON, .arg = "N", .help = h, .min = lo, .max = hi    \
+	}
 
 static const struct cfg_option options[] = {
 	OPT("config", CFG_STR, config, NULL, ALL, "FILE",
@@ -63,8 +67,8 @@ static const struct cfg_option options[] = {
 	OPT("serve", CFG_BOOL, serve, "false", DAEMON, NULL,
 	    "also serve the store read-only under /store/ on http= (for "
 	    "dagfs: mirror sources)"),
-	OPT("serve-token-file", CFG_STR, serve_token_file, NULL, DAEMON,
-	    "FILE", "bearer token that /store/ requests must carry"),
+	OPT("serve-token-file", CFG_STR, serve_token_file, NULL, DAEMON, "FILE",
+	    "bearer token that /store/ requests must carry"),
 	OPT("serve-key-file", CFG_STR, serve_key_file, NULL,
 	    DAEMON | CMD_EXPORT, "FILE",
 	    "PEM Ed25519 private key that signs the served statements"),
@@ -101,7 +105,8 @@ static const struct cfg_option options[] = {
 	      "tree manifests (whole-view versions, .dagfs/trees/) kept in "
 	      "the cache"),
 	OPT("fetch-timeout", CFG_DURATION, fetch_timeout_ms, "30s", DAEMON,
-	    "DURATION", "how long a lookup of a revision that is not retained "
+	    "DURATION",
+	    "how long a lookup of a revision that is not retained "
 	    "waits for it to be fetched (then: not found)"),
 	OPT("whole-tree", CFG_BOOL, whole_tree, "false", CMD_BUNDLES, NULL,
 	    "airflow-bundles: one bundle versioned by the whole tree instead "
@@ -114,7 +119,7 @@ static const struct cfg_option options[] = {
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
 static const char *const level_names[] = {
-	[LOG_LVL_ERR] = "error",   [LOG_LVL_WARN] = "warn",
+	[LOG_LVL_ERR] = "error",     [LOG_LVL_WARN] = "warn",
 	[LOG_LVL_NOTICE] = "notice", [LOG_LVL_INFO] = "info",
 	[LOG_LVL_DEBUG] = "debug",
 };
@@ -259,8 +264,9 @@ static int parse_value(const struct cfg_option *o, void *p, const char *v,
 			*(unsigned *)p = (unsigned)u;
 			return 0;
 		}
-		snprintf(err, errlen, "expected a number from %u to %u, got '%s'",
-			 o->min, o->max, v);
+		snprintf(err, errlen,
+			 "expected a number from %u to %u, got '%s'", o->min,
+			 o->max, v);
 		return -EINVAL;
 	case CFG_ID:
 		if (!parse_decimal(v, 4294967294ULL, &u)) {
@@ -378,20 +384,23 @@ int cfg_add_source_text(struct dagfs_config *c, const char *text,
 	return rc;
 }
 
-int cfg_check_layout(const char *const *names, const char *const *ats,
-		     size_t n, char *err, size_t errlen)
+int cfg_check_layout(const char *const *names, const char *const *ats, size_t n,
+		     char *err, size_t errlen)
 {
 	size_t i, j;
 
 	switch (source_layout_conflict(&i, &j, names, ats, n)) {
 	case SOURCE_SAME_NAME:
-		snprintf(err, errlen, "two sources are named %s; give one of "
-			 "them name=", names[i]);
+		snprintf(err, errlen,
+			 "two sources are named %s; give one of "
+			 "them name=",
+			 names[i]);
 		return -EINVAL;
 	case SOURCE_OVERLAP:
-		snprintf(err, errlen, "sources %s (at /%s) and %s (at /%s) "
-			 "overlap; give each its own at=", names[i], ats[i],
-			 names[j], ats[j]);
+		snprintf(err, errlen,
+			 "sources %s (at /%s) and %s (at /%s) "
+			 "overlap; give each its own at=",
+			 names[i], ats[i], names[j], ats[j]);
 		return -EINVAL;
 	}
 	return 0;
@@ -411,8 +420,8 @@ int config_init(struct dagfs_config *c)
 	for (size_t i = 0; i < NOPTIONS; i++) {
 		const struct cfg_option *o = &options[i];
 
-		if (o->def && parse_value(o, (char *)c + o->offset, o->def,
-					  err, sizeof(err)))
+		if (o->def && parse_value(o, (char *)c + o->offset, o->def, err,
+					  sizeof(err)))
 			return -ENOMEM; /* defaults are valid: only ENOMEM */
 	}
 	return 0;
@@ -458,7 +467,8 @@ void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,
 	case CFG_ADDR:
 		snprintf(buf, len, "%s",
 			 *(char *const *)p && **(char *const *)p ?
-				 *(char *const *)p : "(none)");
+				 *(char *const *)p :
+				 "(none)");
 		break;
 	case CFG_BOOL:
 		snprintf(buf, len, "%s", *(const bool *)p ? "true" : "false");
@@ -471,7 +481,8 @@ void cfg_format(const struct dagfs_config *c, const struct cfg_option *o,
 		break;
 	case CFG_ID:
 		if (*(const int64_t *)p >= 0)
-			snprintf(buf, len, "%lld", (long long)*(const int64_t *)p);
+			snprintf(buf, len, "%lld",
+				 (long long)*(const int64_t *)p);
 		else
 			snprintf(buf, len, "(the daemon's)");
 		break;
@@ -505,8 +516,8 @@ void cfg_redact(char *buf, size_t len, const char *url)
 		return;
 	scheme += 3;
 	slash = strchr(scheme, '/');
-	at = memchr(scheme, '@', slash ? (size_t)(slash - scheme) :
-					 strlen(scheme));
+	at = memchr(scheme, '@',
+		    slash ? (size_t)(slash - scheme) : strlen(scheme));
 	if (at)
 		snprintf(buf, len, "%.*s***%s", (int)(scheme - url), url, at);
 }

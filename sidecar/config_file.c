@@ -39,12 +39,12 @@ struct ini_state {
 	struct cfg_errors *errs;
 	const char *path;
 	FILE *f;
-	int line;   /* of the line inih is handling */
+	int line; /* of the line inih is handling */
 	bool at_bol;
 	enum sec_kind kind;
 	struct section *sec; /* the current [source] section, or NULL */
-	int *seen;           /* line where each global option was set */
-	char **names;        /* source sections already read */
+	int *seen;	     /* line where each global option was set */
+	char **names;	     /* source sections already read */
 	int *name_lines;
 	size_t nnames;
 };
@@ -81,7 +81,8 @@ static bool name_ok(const char *n)
 		return false;
 	for (; *n; n++)
 		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-			    "0123456789._-", *n))
+			    "0123456789._-",
+			    *n))
 			return false;
 	return true;
 }
@@ -109,15 +110,15 @@ static void section_finish(struct ini_state *st)
 		return;
 	snprintf(where, sizeof(where), "%s:%d", st->path, s->line);
 	if (!s->type || !s->location) {
-		cfg_error(st->errs, "%s: [source %s] has no %s", where,
-			  s->name, s->type ? "location" : "type");
+		cfg_error(st->errs, "%s: [source %s] has no %s", where, s->name,
+			  s->type ? "location" : "type");
 	} else if (cfg_source_add(st->c, s->type, s->location, where, &src) ||
 		   source_spec_set(&src->spec, "name", s->name)) {
 		cfg_error(st->errs, "%s: %s", where, strerror(ENOMEM));
 	} else {
 		for (size_t i = 0; i < s->keys.nkeys; i++)
 			if (source_spec_set(&src->spec, s->keys.keys[i],
-					 s->keys.values[i]))
+					    s->keys.values[i]))
 				cfg_error(st->errs, "%s: %s", where,
 					  strerror(ENOMEM));
 	}
@@ -133,8 +134,8 @@ static void section_begin(struct ini_state *st, const char *name)
 		if (!strcmp(st->names[i], name)) {
 			cfg_error(st->errs,
 				  "%s:%d: [source %s] given twice (first on "
-				  "line %d)", st->path, st->line, name,
-				  st->name_lines[i]);
+				  "line %d)",
+				  st->path, st->line, name, st->name_lines[i]);
 			st->kind = SEC_SKIP;
 			return;
 		}
@@ -186,14 +187,16 @@ static void section_line(struct ini_state *st, char *s)
 	if (strncmp(s, "source", 6) || !strchr(" \t", s[6])) {
 		cfg_error(st->errs,
 			  "%s:%d: unknown section [%s] (expected [dagfs] or "
-			  "[source NAME])", st->path, st->line, s);
+			  "[source NAME])",
+			  st->path, st->line, s);
 		return;
 	}
 	name = trim(s + 6);
 	if (!name_ok(name)) {
 		cfg_error(st->errs,
 			  "%s:%d: bad source name '%s' (letters, digits, "
-			  "'.', '_' and '-')", st->path, st->line, name);
+			  "'.', '_' and '-')",
+			  st->path, st->line, name);
 		return;
 	}
 	section_begin(st, name);
@@ -232,8 +235,10 @@ static char *reader(char *buf, int num, void *stream)
 		section_line(st, s);
 		buf[0] = '\0';
 	} else if (!strpbrk(s, "=:")) {
-		cfg_error(st->errs, "%s:%d: expected 'name = value' or a "
-				    "[section]", st->path, st->line);
+		cfg_error(st->errs,
+			  "%s:%d: expected 'name = value' or a "
+			  "[section]",
+			  st->path, st->line);
 		buf[0] = '\0';
 	}
 	return buf;
@@ -253,8 +258,10 @@ static void global_key(struct ini_state *st, const char *name,
 	}
 	idx = (size_t)(o - cfg_options(&n));
 	if (!strcmp(name, "config")) {
-		cfg_error(st->errs, "%s:%d: config cannot be set in a config "
-				    "file", st->path, st->line);
+		cfg_error(st->errs,
+			  "%s:%d: config cannot be set in a config "
+			  "file",
+			  st->path, st->line);
 	} else if (o->type != CFG_SOURCE && st->seen[idx]) {
 		cfg_error(st->errs, "%s:%d: %s set twice (first on line %d)",
 			  st->path, st->line, name, st->seen[idx]);
@@ -270,13 +277,16 @@ static void source_key(struct ini_state *st, const char *name,
 		       const char *value)
 {
 	struct section *s = st->sec;
-	char **field = !strcmp(name, "type")	   ? &s->type :
-		       !strcmp(name, "location") ? &s->location : NULL;
+	char **field = !strcmp(name, "type")	 ? &s->type :
+		       !strcmp(name, "location") ? &s->location :
+						   NULL;
 	int rc;
 
 	if (!strcmp(name, "name")) {
-		cfg_error(st->errs, "%s:%d: name is given by the header "
-				    "[source %s]", st->path, st->line, s->name);
+		cfg_error(st->errs,
+			  "%s:%d: name is given by the header "
+			  "[source %s]",
+			  st->path, st->line, s->name);
 		return;
 	}
 	if (field && *field) {

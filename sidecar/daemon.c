@@ -102,8 +102,9 @@ struct sc_source *sc_source_new(struct dagfs_ctx *ctx, struct source *src,
 	struct sc_source *s = calloc(1, sizeof(*s));
 
 	if (s)
-		*s = (struct sc_source){ .ctx = ctx, .src = src, .cfg = cfg,
-					 .slot = -1 };
+		*s = (struct sc_source){
+			.ctx = ctx, .src = src, .cfg = cfg, .slot = -1
+		};
 	return s;
 }
 
@@ -375,9 +376,11 @@ static int serve_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 
 	size_t n = sc_set_get(ctx)->n;
 
-	log_notice(TAG, "materialising %zu source%s into %s/current (dagfs %s, "
-		   "cache %s)", n, n == 1 ? "" : "s", ctx->materialize,
-		   DAGFS_VERSION, ctx->cfg->cache);
+	log_notice(TAG,
+		   "materialising %zu source%s into %s/current (dagfs %s, "
+		   "cache %s)",
+		   n, n == 1 ? "" : "s", ctx->materialize, DAGFS_VERSION,
+		   ctx->cfg->cache);
 	for (;;) {
 		if (sigwait(set, &sig))
 			continue;
@@ -406,9 +409,9 @@ static int serve(struct dagfs_ctx *ctx, const sigset_t *set)
 	}
 	size_t n = sc_set_get(ctx)->n;
 
-	log_notice(TAG, "serving %zu source%s on %s (dagfs %s, cache %s)",
-		   n, n == 1 ? "" : "s", ctx->mountpoint,
-		   DAGFS_VERSION, ctx->cfg->cache);
+	log_notice(TAG, "serving %zu source%s on %s (dagfs %s, cache %s)", n,
+		   n == 1 ? "" : "s", ctx->mountpoint, DAGFS_VERSION,
+		   ctx->cfg->cache);
 	rc = fs_loop(ctx->fs);
 	if (rc)
 		log_err(TAG, "serving %s: %s", ctx->mountpoint, strerror(-rc));
@@ -452,8 +455,10 @@ static int open_cache(struct dagfs_ctx *ctx)
 	int rc = store_open(&ctx->store, cache, false);
 
 	if (rc == -EBUSY)
-		log_err(TAG, "cache %s: in use by another dagfs "
-				"process", cache);
+		log_err(TAG,
+			"cache %s: in use by another dagfs "
+			"process",
+			cache);
 	else if (rc)
 		log_err(TAG, "cache %s: %s", cache, strerror(-rc));
 	return rc;
@@ -466,8 +471,8 @@ static int mount_materialized(struct dagfs_ctx *ctx, const sigset_t *set)
 	ctx->materialize = ctx->cfg->materialize;
 	rc = mkdir_p(ctx->materialize, 0755);
 	if (rc) {
-		log_err(TAG, "--materialize %s: %s",
-			ctx->materialize, strerror(-rc));
+		log_err(TAG, "--materialize %s: %s", ctx->materialize,
+			strerror(-rc));
 		goto out;
 	}
 	rc = open_cache(ctx);
@@ -494,8 +499,9 @@ int cmd_mount(const struct dagfs_config *c)
 	int rc;
 
 	if (c->npos != (c->materialize ? 0 : 1)) {
-		log_err(TAG, "mount needs %s, got %d argument%s "
-				"(see dagfs mount --help)",
+		log_err(TAG,
+			"mount needs %s, got %d argument%s "
+			"(see dagfs mount --help)",
 			c->materialize ? "no MOUNTPOINT with --materialize" :
 					 "one MOUNTPOINT",
 			c->npos, c->npos == 1 ? "" : "s");
@@ -508,8 +514,7 @@ int cmd_mount(const struct dagfs_config *c)
 		return mount_materialized(&ctx, &set);
 	ctx.mountpoint = realpath(c->pos[0], NULL);
 	if (!ctx.mountpoint) {
-		log_err(TAG, "mountpoint %s: %s", c->pos[0],
-			strerror(errno));
+		log_err(TAG, "mountpoint %s: %s", c->pos[0], strerror(errno));
 		rc = -errno;
 		goto out;
 	}

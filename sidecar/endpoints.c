@@ -174,7 +174,8 @@ static void histogram(FILE *f, struct dagfs_ctx *ctx)
 		source_get_status(set->v[i]->src, &st);
 		for (size_t b = 0; b < 11; b++) {
 			cum += st.dur_buckets[b];
-			fputs("dagfs_sync_duration_seconds_bucket{source=\"", f);
+			fputs("dagfs_sync_duration_seconds_bucket{source=\"",
+			      f);
 			label(f, name);
 			if (b < 10)
 				fprintf(f, "\",le=\"%g\"} %llu\n",
@@ -186,7 +187,8 @@ static void histogram(FILE *f, struct dagfs_ctx *ctx)
 		}
 		fputs("dagfs_sync_duration_seconds_sum{source=\"", f);
 		label(f, name);
-		fprintf(f, "\"} %.6f\ndagfs_sync_duration_seconds_count{source=\"",
+		fprintf(f,
+			"\"} %.6f\ndagfs_sync_duration_seconds_count{source=\"",
 			st.dur_sum);
 		label(f, name);
 		fprintf(f, "\"} %llu\n", (unsigned long long)cum);
@@ -288,12 +290,13 @@ static int h_metrics(void *payload, char **body)
 		   "Failed syncs in a row.", m_failures);
 	per_source(f, ctx, "source_healthy", "gauge",
 		   "1 if published and under max-failures.", m_healthy);
-	per_source(f, ctx, "source_syncs_total", "counter",
-		   "Sync attempts.", m_syncs);
+	per_source(f, ctx, "source_syncs_total", "counter", "Sync attempts.",
+		   m_syncs);
 	per_source(f, ctx, "source_fetched_bytes_total", "counter",
 		   "Bytes fetched from the remote.", m_bytes);
 	per_source(f, ctx, "source_fetched_objects_total", "counter",
-		   "Objects (files, blobs) fetched from the remote.", m_objects);
+		   "Objects (files, blobs) fetched from the remote.",
+		   m_objects);
 	histogram(f, ctx);
 	serve_metrics(ctx->serve, f);
 	store_metrics(f, ctx);
@@ -371,8 +374,8 @@ int endpoints_start(struct dagfs_ctx *ctx)
 		h.store_done = h_store_done;
 		h.quiesce = h_quiesce;
 	}
-	rc = http_start(&ctx->http, ctx->cfg->http, ctx->cfg->webhook_secret_file,
-			&h, err, sizeof(err));
+	rc = http_start(&ctx->http, ctx->cfg->http,
+			ctx->cfg->webhook_secret_file, &h, err, sizeof(err));
 	if (rc)
 		fprintf(stderr, "dagfs: %s\n", err);
 	else

@@ -28,7 +28,8 @@
 
 #include "sidecar_i.h"
 
-struct export {
+struct export
+{
 	struct store *st;
 	const char *dir;
 	struct sdoc_key *key;
@@ -163,7 +164,8 @@ static int export_source(struct export *x, const char *name)
 	for (int i = 0; i < n; i++) {
 		struct snap *s;
 
-		if (!rc && rev_ok(v[i]) && !pub_find_rev(x->st, name, v[i], &s)) {
+		if (!rc && rev_ok(v[i]) &&
+		    !pub_find_rev(x->st, name, v[i], &s)) {
 			rc = put_snapshot(x, s);
 			if (!rc)
 				rc = put_statement(x, s, revs, v[i]);
@@ -216,13 +218,16 @@ int cmd_export(const struct dagfs_config *c)
 	int rc;
 
 	if (!x.dir) {
-		fprintf(stderr, "dagfs: export needs one DIR, got %d arguments "
-				"(see dagfs export --help)\n", c->npos);
+		fprintf(stderr,
+			"dagfs: export needs one DIR, got %d arguments "
+			"(see dagfs export --help)\n",
+			c->npos);
 		return 1;
 	}
 	rc = store_open(&x.st, c->cache, true);
 	if (rc) {
-		fprintf(stderr, "dagfs: cache %s: %s\n", c->cache, strerror(-rc));
+		fprintf(stderr, "dagfs: cache %s: %s\n", c->cache,
+			strerror(-rc));
 		return 1;
 	}
 	if (c->serve_key_file && *c->serve_key_file &&
@@ -237,8 +242,10 @@ int cmd_export(const struct dagfs_config *c)
 		if (de->d_name[0] != '.') {
 			rc = export_source(&x, de->d_name);
 			if (rc)
-				fprintf(stderr, "dagfs: export of source %s: "
-					"%s\n", de->d_name, strerror(-rc));
+				fprintf(stderr,
+					"dagfs: export of source %s: "
+					"%s\n",
+					de->d_name, strerror(-rc));
 		}
 	if (d && !rc && (rc = export_trees(&x)))
 		fprintf(stderr, "dagfs: export of trees: %s\n", strerror(-rc));
@@ -246,8 +253,8 @@ int cmd_export(const struct dagfs_config *c)
 		fprintf(stderr, "dagfs: cache %s has no sources/\n", c->cache);
 	else if (!rc)
 		printf("exported to %s: %lu blobs, %lu snapshots, %lu statements, "
-		       "%lu trees new or rewritten\n", x.dir, x.blobs, x.snaps,
-		       x.docs, x.trees);
+		       "%lu trees new or rewritten\n",
+		       x.dir, x.blobs, x.snaps, x.docs, x.trees);
 out:
 	if (d)
 		closedir(d);

@@ -36,24 +36,30 @@ int cmd_fsck(const struct dagfs_config *c)
 	int rc;
 
 	if (!is_cache(c->cache)) {
-		fprintf(stderr, "dagfs: %s is not a dagfs cache (no objects/ "
-			"directory)\n", c->cache);
+		fprintf(stderr,
+			"dagfs: %s is not a dagfs cache (no objects/ "
+			"directory)\n",
+			c->cache);
 		return 8;
 	}
 	rc = store_open(&st, c->cache, !c->repair);
 	if (rc == -EBUSY) {
-		fprintf(stderr, "dagfs: cache %s is in use by a running dagfs; "
-			"stop it or run without --repair\n", c->cache);
+		fprintf(stderr,
+			"dagfs: cache %s is in use by a running dagfs; "
+			"stop it or run without --repair\n",
+			c->cache);
 		return 8;
 	}
 	if (rc) {
-		fprintf(stderr, "dagfs: cache %s: %s\n", c->cache, strerror(-rc));
+		fprintf(stderr, "dagfs: cache %s: %s\n", c->cache,
+			strerror(-rc));
 		return 8;
 	}
 	rc = fsck_run(st, c->repair, print_line, NULL, &r);
 	store_close(st);
 	if (rc) {
-		fprintf(stderr, "dagfs: fsck %s: %s\n", c->cache, strerror(-rc));
+		fprintf(stderr, "dagfs: fsck %s: %s\n", c->cache,
+			strerror(-rc));
 		return 8;
 	}
 	printf("%s: %lu blobs, %lu snapshots, %lu problem%s%s\n", c->cache,

@@ -27,9 +27,10 @@
 
 /* Options mount(8) and mount.fuse3 own; not dagfs's business. */
 static const char *const generic[] = {
-	"rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
-	"auto", "noauto", "user", "nouser", "users", "_netdev", "defaults",
-	"atime", "noatime", "relatime", "nofail", "async", "sync", NULL
+	"rw",	  "ro",	     "dev",	 "nodev",  "suid",    "nosuid",
+	"exec",	  "noexec",  "auto",	 "noauto", "user",    "nouser",
+	"users",  "_netdev", "defaults", "atime",  "noatime", "relatime",
+	"nofail", "async",   "sync",	 NULL
 };
 
 static bool is_generic(const char *o, size_t n)

@@ -59,7 +59,8 @@ int http_verify_signature(const void *secret, size_t slen, const void *body,
 	if (!header || strncmp(header, "sha256=", 7) || strlen(header) != 71)
 		return -EINVAL;
 	for (int i = 0; i < 32; i++) {
-		int hi = hexval(header[7 + 2 * i]), lo = hexval(header[8 + 2 * i]);
+		int hi = hexval(header[7 + 2 * i]),
+		    lo = hexval(header[8 + 2 * i]);
 
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
@@ -75,8 +76,9 @@ static enum MHD_Result reply(struct MHD_Connection *c, int status, char *body,
 			     const char *type)
 {
 	const char *text = body ? body : "";
-	struct MHD_Response *r = MHD_create_response_from_buffer(
-		strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(strlen(text), (void *)text,
+						MHD_RESPMEM_MUST_COPY);
 	enum MHD_Result ret;
 
 	free(body);
@@ -98,8 +100,8 @@ static enum MHD_Result do_sync(struct http *http, struct MHD_Connection *c,
 {
 	const char *src = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
 						      "source");
-	const char *sig = MHD_lookup_connection_value(
-		c, MHD_HEADER_KIND, "X-Hub-Signature-256");
+	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+						      "X-Hub-Signature-256");
 	char *body = NULL;
 	int rc, status;
 
@@ -110,10 +112,12 @@ static enum MHD_Result do_sync(struct http *http, struct MHD_Connection *c,
 					   u->buf ? u->buf : "", u->len, sig);
 		if (rc) {
 			log_warn("http", "POST /sync refused: %s signature",
-				 !sig ? "missing" : rc == -EPERM ? "wrong" :
-								  "malformed");
-			return reply(c, 401, text(!sig ? "signature missing\n" :
-						  "signature invalid\n"),
+				 !sig	      ? "missing" :
+				 rc == -EPERM ? "wrong" :
+						"malformed");
+			return reply(c, 401,
+				     text(!sig ? "signature missing\n" :
+						 "signature invalid\n"),
 				     "text/plain");
 		}
 	}
@@ -143,7 +147,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
 			if (u->len + *data_size > BODY_MAX) {
 				u->too_big = true;
 			} else {
-				char *nb = realloc(u->buf, u->len + *data_size + 1);
+				char *nb = realloc(u->buf,
+						   u->len + *data_size + 1);
 
 				if (!nb)
 					return MHD_NO;
@@ -158,7 +163,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
 		return do_sync(http, c, u);
 	}
 	if (strcmp(method, "GET") && strcmp(method, "HEAD"))
-		return reply(c, 405, text("method not allowed\n"), "text/plain");
+		return reply(c, 405, text("method not allowed\n"),
+			     "text/plain");
 	if (http->h.store && !strncmp(url, "/store/", 7))
 		return http->h.store(http->h.payload, c, url, con_cls);
 	if (!strcmp(url, "/healthz"))
@@ -169,8 +175,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
 		status = http->h.metrics(http->h.payload, &body);
 		return reply(c, status, body,
 			     "text/plain; version=0.0.4; charset=utf-8");
-	}
-	else
+	} else
 		return reply(c, 404, text("not found\n"), "text/plain");
 	return reply(c, status, body, "text/plain");
 }
@@ -200,8 +205,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* "host:port", "[v6]:port" or ":port" into a socket address. */
-static int parse_addr(const char *addr, struct sockaddr_storage *ss,
-		      char *err, size_t errlen)
+static int parse_addr(const char *addr, struct sockaddr_storage *ss, char *err,
+		      size_t errlen)
 {
 	char host[256];
 	const char *colon = strrchr(addr, ':');
@@ -233,8 +238,10 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss,
 	freeaddrinfo(res);
 	return 0;
 bad:
-	snprintf(err, errlen, "http: bad address '%s' (expected ADDR:PORT, "
-		 "e.g. 127.0.0.1:8080 or [::]:8080)", addr);
+	snprintf(err, errlen,
+		 "http: bad address '%s' (expected ADDR:PORT, "
+		 "e.g. 127.0.0.1:8080 or [::]:8080)",
+		 addr);
 	return -EINVAL;
 }
 
@@ -276,15 +283,18 @@ int http_start(struct http **out, const char *addr, const char *secret_file,
 		flags |= MHD_USE_IPv6;
 	if (h->store) /* long-polls: suspended, many at once */
 		flags |= MHD_ALLOW_SUSPEND_RESUME;
-	http->d = MHD_start_daemon(
-		flags, 0, NULL, NULL, handle, http, MHD_OPTION_EXTERNAL_LOGGER,
-		mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_NOTIFY_COMPLETED, completed, http,
-		MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT,
-		h->store ? 4096u : 64u, MHD_OPTION_END);
+	http->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, http,
+				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+				   MHD_OPTION_NOTIFY_COMPLETED, completed, http,
+				   MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+				   MHD_OPTION_CONNECTION_LIMIT,
+				   h->store ? 4096u : 64u, MHD_OPTION_END);
 	if (!http->d) {
-		snprintf(err, errlen, "http: cannot listen on %s (address in "
-			 "use or not local?)", addr);
+		snprintf(err, errlen,
+			 "http: cannot listen on %s (address in "
+			 "use or not local?)",
+			 addr);
 		rc = -EADDRINUSE;
 		goto err;
 	}

@@ -44,13 +44,13 @@ static const struct command commands[] = {
 	  "configured sources: one dagfs_airflow.DagfsDagBundle per source\n"
 	  "(versioned by its revisions), or with --whole-tree one for the\n"
 	  "whole tree (versioned by tree ids). Starts nothing." },
-	{ "export", CMD_EXPORT, "export [--cache DIR] [--serve-key-file FILE] DIR",
+	{ "export", CMD_EXPORT,
+	  "export [--cache DIR] [--serve-key-file FILE] DIR",
 	  "Write what serve=true answers under /store/ as files in DIR\n"
 	  "(objects/, snapshots/, sources/NAME/revs/REV, sources/NAME/current,\n"
 	  "in that order), for a static HTTP server or a bucket that dagfs:\n"
 	  "mirror sources poll. Exit status 0, or 1 with a one-line reason." },
-	{ "check-config", CMD_CHECK,
-	  "check-config --config FILE [OPTION]...",
+	{ "check-config", CMD_CHECK, "check-config --config FILE [OPTION]...",
 	  "Check a configuration as mount would (each source is built against\n"
 	  "a scratch cache) and list every error with its file and line, or\n"
 	  "print the options and sources the daemon would use." },
@@ -113,10 +113,9 @@ static void keys_line(FILE *f, const char *label, const char *const *keys)
 /* The key lists come from the source types' own tables (source_type_keys). */
 static void sources_help(FILE *f)
 {
-	fprintf(f,
-		"\nSPEC is TYPE:LOCATION[,key=value]... ('\\,' is a literal "
-		"comma). In a config file\neach source is a [source NAME] "
-		"section with type =, location = and the same keys.\n");
+	fprintf(f, "\nSPEC is TYPE:LOCATION[,key=value]... ('\\,' is a literal "
+		   "comma). In a config file\neach source is a [source NAME] "
+		   "section with type =, location = and the same keys.\n");
 	keys_line(f, "common:", source_type_keys(NULL));
 	for (size_t i = 0; source_type_name(i); i++) {
 		char label[32];
@@ -145,7 +144,9 @@ static void command_help(FILE *f, const struct command *c)
 static void roff_line(FILE *f, const char *text)
 {
 	for (const char *s = text; *s; s++)
-		fputs(*s == '-' ? "\\-" : *s == '\n' ? "\n.br\n" : (char[]){ *s, 0 },
+		fputs(*s == '-'	 ? "\\-" :
+		      *s == '\n' ? "\n.br\n" :
+				   (char[]){ *s, 0 },
 		      f);
 	fputc('\n', f);
 }
@@ -156,10 +157,11 @@ static void roff_line(FILE *f, const char *text)
  */
 static void man_page(FILE *f)
 {
-	fprintf(f, ".TH DAGFS 1 \"\" \"dagfs %s\" \"User Commands\"\n"
-		   ".SH NAME\ndagfs \\- serve Apache Airflow DAG files from git, S3 "
-		   "and local directories through one read\\-only FUSE mount\n"
-		   ".SH SYNOPSIS\n",
+	fprintf(f,
+		".TH DAGFS 1 \"\" \"dagfs %s\" \"User Commands\"\n"
+		".SH NAME\ndagfs \\- serve Apache Airflow DAG files from git, S3 "
+		"and local directories through one read\\-only FUSE mount\n"
+		".SH SYNOPSIS\n",
 		DAGFS_VERSION);
 	for (size_t i = 0; i < NCOMMANDS; i++) {
 		fputs(".B dagfs\n", f);
@@ -176,7 +178,8 @@ static void man_page(FILE *f)
 	      "/etc/fstab) dagfs takes the config file as the device:\n"
 	      ".PP\n.nf\n/etc/dagfs/dagfs.conf /opt/airflow/dags fuse.dagfs "
 	      "allow_other,uid=50000,_netdev 0 0\n.fi\n"
-	      ".SH COMMANDS\n", f);
+	      ".SH COMMANDS\n",
+	      f);
 	for (size_t i = 0; i < NCOMMANDS; i++) {
 		fprintf(f, ".SS dagfs %s\n", commands[i].name);
 		roff_line(f, commands[i].about);
@@ -186,7 +189,8 @@ static void man_page(FILE *f)
 	fputs(".SH FILES\n.TP\n/etc/dagfs/dagfs.conf\nthe configuration "
 	      "(dagfs.service reads it)\n.TP\n/var/cache/dagfs\nthe content "
 	      "store, snapshots and status.json\n"
-	      ".SH SEE ALSO\n.BR mount.fuse3 (8),\n.BR fusermount3 (1)\n", f);
+	      ".SH SEE ALSO\n.BR mount.fuse3 (8),\n.BR fusermount3 (1)\n",
+	      f);
 }
 
 static const struct command *command_find(const char *name)
@@ -227,12 +231,12 @@ static int run(const struct command *cmd, int argc, char **argv)
 						  1;
 	} else {
 		log_setup(c.log_level, c.log_json);
-		status = cmd->cmd == CMD_MOUNT ? cmd_mount(&c) :
-			 cmd->cmd == CMD_SYNC  ? cmd_sync(&c) :
-			 cmd->cmd == CMD_FSCK  ? cmd_fsck(&c) :
+		status = cmd->cmd == CMD_MOUNT	 ? cmd_mount(&c) :
+			 cmd->cmd == CMD_SYNC	 ? cmd_sync(&c) :
+			 cmd->cmd == CMD_FSCK	 ? cmd_fsck(&c) :
 			 cmd->cmd == CMD_BUNDLES ? cmd_airflow_bundles(&c) :
-			 cmd->cmd == CMD_EXPORT ? cmd_export(&c) :
-						 cmd_status(&c);
+			 cmd->cmd == CMD_EXPORT	 ? cmd_export(&c) :
+						   cmd_status(&c);
 	}
 	config_free(&c);
 	cfg_errors_clear(&errs);
@@ -264,8 +268,9 @@ int main(int argc, char **argv)
 	if (!cmd && argc >= 3 && argv[1][0] != '-')
 		return fstab_main(argc, argv, run_mount); /* mount.fuse3 */
 	if (!cmd) {
-		fprintf(stderr, "dagfs: unknown command '%s' (expected mount, "
-				"status, check-config, fsck or airflow-bundles; see dagfs --help)\n",
+		fprintf(stderr,
+			"dagfs: unknown command '%s' (expected mount, "
+			"status, check-config, fsck or airflow-bundles; see dagfs --help)\n",
 			argv[1]);
 		return 2;
 	}

@@ -28,8 +28,8 @@ static int mat_describe(struct store *st, struct source *const *src,
 {
 	struct tree_member *m = calloc(n + 1, sizeof(*m));
 	struct tree_json_src *v = calloc(n + 1, sizeof(*v));
-	char (*urls)[1024] = calloc(n + 1, sizeof(*urls));
-	char (*refs)[256] = calloc(n + 1, sizeof(*refs));
+	char(*urls)[1024] = calloc(n + 1, sizeof(*urls));
+	char(*refs)[256] = calloc(n + 1, sizeof(*refs));
 	char tree[DHASH_HEX], revs[PATH_MAX], name[DHASH_HEX + 8];
 	char *buf = NULL;
 	size_t len = 0;
@@ -39,11 +39,12 @@ static int mat_describe(struct store *st, struct source *const *src,
 	for (size_t i = 0; !rc && i < n; i++) {
 		source_origin(src[i], urls[i], sizeof(urls[i]), refs[i],
 			      sizeof(refs[i]));
-		m[i] = (struct tree_member){ .source = source_name(src[i]),
-					     .at = source_at(src[i]),
-					     .rev = snaps[i] ? snaps[i]->rev : "",
-					     .snap_id = snaps[i] ? snaps[i]->id :
-								   "" };
+		m[i] = (struct tree_member){
+			.source = source_name(src[i]),
+			.at = source_at(src[i]),
+			.rev = snaps[i] ? snaps[i]->rev : "",
+			.snap_id = snaps[i] ? snaps[i]->id : ""
+		};
 		v[i] = (struct tree_json_src){
 			.source = source_name(src[i]),
 			.at = source_at(src[i]),
@@ -160,7 +161,8 @@ static int check_pins(const struct dagfs_config *c, struct source **src)
 			found |= strlen(source_name(src[i])) == nl &&
 				 !strncmp(source_name(src[i]), l, nl);
 		if (!found) {
-			fprintf(stderr, "dagfs: --revision %.*s: expected NAME=REV "
+			fprintf(stderr,
+				"dagfs: --revision %.*s: expected NAME=REV "
 				"with NAME a configured source\n",
 				(int)(end ? end - l : (long)strlen(l)), l);
 			return -EINVAL;
@@ -181,7 +183,8 @@ int cmd_sync(const struct dagfs_config *c)
 	int rc = 0;
 
 	if (!c->once || !c->materialize || c->npos) {
-		fprintf(stderr, "dagfs: sync needs --once and --materialize DIR "
+		fprintf(stderr,
+			"dagfs: sync needs --once and --materialize DIR "
 			"(a continuous materialise is dagfs mount --materialize "
 			"DIR)\n");
 		rc = -EINVAL;
@@ -199,9 +202,11 @@ int cmd_sync(const struct dagfs_config *c)
 		goto out;
 	}
 	for (size_t i = 0; !rc && i < c->nsources; i++) {
-		rc = source_new(&src[i], &c->sources[i].spec, st, err, sizeof(err));
+		rc = source_new(&src[i], &c->sources[i].spec, st, err,
+				sizeof(err));
 		if (rc)
-			fprintf(stderr, "dagfs: %s: %s\n", c->sources[i].origin, err);
+			fprintf(stderr, "dagfs: %s: %s\n", c->sources[i].origin,
+				err);
 	}
 	if (!rc)
 		rc = check_pins(c, src);
@@ -214,7 +219,8 @@ int cmd_sync(const struct dagfs_config *c)
 		/* a pinned revision: from the cache, else fetched by id */
 		rc = pin ? source_fetch_rev(src[i], pin, c->fetch_timeout_ms,
 					    &snaps[i], err, sizeof(err)) :
-			   source_sync_once(src[i], &snaps[i], err, sizeof(err));
+			   source_sync_once(src[i], &snaps[i], err,
+					    sizeof(err));
 		if (rc)
 			fprintf(stderr, "dagfs: %s\n", err);
 		else
@@ -222,7 +228,8 @@ int cmd_sync(const struct dagfs_config *c)
 	}
 	progress_stop(prog);
 	if (!rc) {
-		rc = mat_compose(st, snaps, ats, c->nsources, c->materialize, id);
+		rc = mat_compose(st, snaps, ats, c->nsources, c->materialize,
+				 id);
 		if (!rc)
 			rc = mat_describe(st, src, snaps, c->nsources,
 					  c->materialize, id, c->keep_trees);

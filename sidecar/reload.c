@@ -132,8 +132,7 @@ static void retire(struct dagfs_ctx *ctx, struct plan *p)
 
 /* The running source for entry @i of the new configuration, or NULL if it
  * could not be placed (the reason is logged). */
-static struct sc_source *enlist(struct dagfs_ctx *ctx, struct plan *p,
-				size_t i)
+static struct sc_source *enlist(struct dagfs_ctx *ctx, struct plan *p, size_t i)
 {
 	struct source *src = p->fresh[i];
 	struct sc_source *s;
@@ -159,7 +158,8 @@ static struct sc_source *enlist(struct dagfs_ctx *ctx, struct plan *p,
 
 		if (rc) {
 			log_err(TAG, "reload: source %s at /%s: %s; not served",
-				source_name(src), source_at(src), strerror(-rc));
+				source_name(src), source_at(src),
+				strerror(-rc));
 			sc_source_free(s);
 			return NULL;
 		}
@@ -216,15 +216,17 @@ static void warn_options(const struct dagfs_config *old,
 
 	opts = cfg_options(&n);
 	for (size_t i = 0; i < n; i++) {
-		if (opts[i].type == CFG_SOURCE || !strcmp(opts[i].name, "config") ||
+		if (opts[i].type == CFG_SOURCE ||
+		    !strcmp(opts[i].name, "config") ||
 		    opts[i].type == CFG_LEVEL || opts[i].type == CFG_FORMAT)
 			continue;
 		cfg_format(old, &opts[i], a, sizeof(a));
 		cfg_format(c, &opts[i], b, sizeof(b));
 		if (strcmp(a, b))
-			log_warn(TAG, "reload: %s changed from %s to %s; it takes "
-				      "effect at the next start", opts[i].name,
-				 a, b);
+			log_warn(TAG,
+				 "reload: %s changed from %s to %s; it takes "
+				 "effect at the next start",
+				 opts[i].name, a, b);
 	}
 }
 
@@ -237,12 +239,13 @@ void reload(struct dagfs_ctx *ctx)
 
 	log_notice(TAG, "SIGHUP: reloading the configuration");
 	rc = c ? config_load(c, CMD_MOUNT, ctx->cfg->argc, ctx->cfg->argv,
-			     environ, &errs) : -ENOMEM;
+			     environ, &errs) :
+		 -ENOMEM;
 	for (size_t i = 0; i < errs.n; i++)
 		log_err(TAG, "reload rejected: %s", errs.msg[i]);
 	cfg_errors_clear(&errs);
-	if (!rc && !(kept = realloc(ctx->reloads, (ctx->nreloads + 1) *
-							  sizeof(*kept))))
+	if (!rc && !(kept = realloc(ctx->reloads,
+				    (ctx->nreloads + 1) * sizeof(*kept))))
 		rc = -ENOMEM;
 	if (kept)
 		ctx->reloads = kept;
@@ -259,9 +262,11 @@ void reload(struct dagfs_ctx *ctx)
 	warn_options(ctx->cfg, c);
 	log_setup(c->log_level, c->log_json);
 	apply(ctx, &p);
-	log_notice(TAG, "reloaded: %u added, %u removed, %u restarted, %zu "
-		   "source%s serving", p.added, p.removed, p.restarted,
-		   sc_set_get(ctx)->n, sc_set_get(ctx)->n == 1 ? "" : "s");
+	log_notice(TAG,
+		   "reloaded: %u added, %u removed, %u restarted, %zu "
+		   "source%s serving",
+		   p.added, p.removed, p.restarted, sc_set_get(ctx)->n,
+		   sc_set_get(ctx)->n == 1 ? "" : "s");
 	ctx->reloads[ctx->nreloads++] = c;
 	plan_free(&p);
 }

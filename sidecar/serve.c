@@ -91,8 +91,10 @@ enum MHD_Result serve_handle(struct serve *sv, struct MHD_Connection *c,
 
 	atomic_fetch_add(&sv->n_req, 1);
 	if (!authorised(sv, c)) {
-		struct MHD_Response *r = MHD_create_response_from_buffer(
-			14, (void *)"unauthorised\n\n", MHD_RESPMEM_PERSISTENT);
+		struct MHD_Response *r =
+			MHD_create_response_from_buffer(14,
+							(void *)"unauthorised\n\n",
+							MHD_RESPMEM_PERSISTENT);
 		enum MHD_Result ret;
 
 		if (!r)
@@ -224,24 +226,30 @@ void serve_metrics(struct serve *sv, FILE *f)
 	waiting = sv->nwaiters;
 	pthread_mutex_unlock(&sv->lock);
 	fputs("# HELP dagfs_serve_requests_total Requests to /store/.\n"
-	      "# TYPE dagfs_serve_requests_total counter\n", f);
+	      "# TYPE dagfs_serve_requests_total counter\n",
+	      f);
 	fprintf(f, "dagfs_serve_requests_total %llu\n",
 		(unsigned long long)atomic_load(&sv->n_req));
 	fputs("# HELP dagfs_serve_objects_total Blobs and snapshots served.\n"
-	      "# TYPE dagfs_serve_objects_total counter\n", f);
-	fprintf(f, "dagfs_serve_objects_total{kind=\"blob\"} %llu\n"
+	      "# TYPE dagfs_serve_objects_total counter\n",
+	      f);
+	fprintf(f,
+		"dagfs_serve_objects_total{kind=\"blob\"} %llu\n"
 		"dagfs_serve_objects_total{kind=\"snapshot\"} %llu\n",
 		(unsigned long long)atomic_load(&sv->n_blobs),
 		(unsigned long long)atomic_load(&sv->n_snaps));
 	fputs("# HELP dagfs_serve_bytes_total Bytes of blobs and snapshots "
-	      "served.\n# TYPE dagfs_serve_bytes_total counter\n", f);
+	      "served.\n# TYPE dagfs_serve_bytes_total counter\n",
+	      f);
 	fprintf(f, "dagfs_serve_bytes_total %llu\n",
 		(unsigned long long)atomic_load(&sv->n_bytes));
 	fputs("# HELP dagfs_serve_long_polls_total Long-polls that waited.\n"
-	      "# TYPE dagfs_serve_long_polls_total counter\n", f);
+	      "# TYPE dagfs_serve_long_polls_total counter\n",
+	      f);
 	fprintf(f, "dagfs_serve_long_polls_total %llu\n",
 		(unsigned long long)atomic_load(&sv->n_polls));
 	fputs("# HELP dagfs_serve_waiting Long-polls waiting now.\n"
-	      "# TYPE dagfs_serve_waiting gauge\n", f);
+	      "# TYPE dagfs_serve_waiting gauge\n",
+	      f);
 	fprintf(f, "dagfs_serve_waiting %zu\n", waiting);
 }

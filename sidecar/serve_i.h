@@ -68,7 +68,7 @@ int serve_statement(struct store *st, const struct sdoc_key *key,
 
 #define WAIT_MAX_S 25 /* under the 30 s connection timeout */
 #define TOKEN_MAX 4096
-#define FETCH_MAX 16	   /* on-demand fetches at once */
+#define FETCH_MAX 16	    /* on-demand fetches at once */
 #define FETCH_WAIT_MS 20000 /* at most, each (shutdown waits for them) */
 #define IMMUTABLE "public, max-age=31536000, immutable"
 
@@ -77,10 +77,10 @@ struct waiter {
 	struct waiter *prev, *next;
 	struct MHD_Connection *c;
 	char source[65];
-	char after[256]; /* a snapshot id or a revision */
+	char after[256];  /* a snapshot id or a revision */
 	int64_t deadline; /* mono_ns */
-	bool listed;  /* on sv->waiters */
-	bool resumed; /* answer now */
+	bool listed;	  /* on sv->waiters */
+	bool resumed;	  /* answer now */
 	/* a revision fetched on demand (revs/REV not retained) */
 	struct serve *sv;
 	struct source *src;

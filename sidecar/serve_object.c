@@ -28,8 +28,9 @@ enum MHD_Result serve_send_buf(struct MHD_Connection *c, unsigned status,
 			       const char *cache, const char *etag,
 			       enum MHD_ResponseMemoryMode mode)
 {
-	struct MHD_Response *r =
-		MHD_create_response_from_buffer(len, (void *)buf, mode);
+	struct MHD_Response *r = MHD_create_response_from_buffer(len,
+								 (void *)buf,
+								 mode);
 	enum MHD_Result ret;
 
 	if (!r)
@@ -105,7 +106,7 @@ int serve_range_parse(const char *h, uint64_t size, uint64_t *off,
 	}
 	if (*p || (!ha && !hb))
 		return 0; /* several ranges or junk: the whole body */
-	if (!ha) { /* the last b bytes */
+	if (!ha) {	  /* the last b bytes */
 		if (!b || !size)
 			return -1;
 		*off = b >= size ? 0 : size - b;
@@ -221,9 +222,8 @@ enum MHD_Result serve_get_tree(struct serve *sv, struct MHD_Connection *c,
 	ssize_t n;
 	int fd;
 
-	if (!hex_ok(id, 32) ||
-	    path_fmt(path, sizeof(path), "%s/trees/%s",
-		     store_dir(sv->ctx->store), id))
+	if (!hex_ok(id, 32) || path_fmt(path, sizeof(path), "%s/trees/%s",
+					store_dir(sv->ctx->store), id))
 		return serve_send_text(c, 404, "not found\n");
 	snprintf(etag, sizeof(etag), "\"%s\"", id);
 	if (not_modified(c, etag, &ret))

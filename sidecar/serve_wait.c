@@ -125,7 +125,8 @@ enum MHD_Result serve_get_current(struct serve *sv, struct MHD_Connection *c,
 				  const char *name, void **con_cls)
 {
 	struct waiter *w = *con_cls;
-	const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+	const char *after = MHD_lookup_connection_value(c,
+							MHD_GET_ARGUMENT_KIND,
 							"after");
 	const char *ws = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
 						     "wait");
@@ -151,8 +152,8 @@ enum MHD_Result serve_get_current(struct serve *sv, struct MHD_Connection *c,
 	w->c = c;
 	snprintf(w->source, sizeof(w->source), "%s", name);
 	snprintf(w->after, sizeof(w->after), "%s", after);
-	w->deadline = mono_ns() +
-		      (wait_s > WAIT_MAX_S ? WAIT_MAX_S : wait_s) * 1000000000LL;
+	w->deadline = mono_ns() + (wait_s > WAIT_MAX_S ? WAIT_MAX_S : wait_s) *
+					  1000000000LL;
 	*con_cls = w;
 	pthread_mutex_lock(&sv->lock);
 	/* a publication between the check above and here must not be lost */
@@ -252,8 +253,7 @@ static enum MHD_Result fetch_rev(struct serve *sv, struct MHD_Connection *c,
 }
 
 enum MHD_Result serve_get_rev(struct serve *sv, struct MHD_Connection *c,
-			      const char *name, const char *rev,
-			      void **con_cls)
+			      const char *name, const char *rev, void **con_cls)
 {
 	struct waiter *w = *con_cls;
 	struct snap *snap = NULL, *cur = NULL;

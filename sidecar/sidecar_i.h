@@ -55,7 +55,7 @@ enum cfg_type {
 	CFG_STR,      /* any text, copied */
 	CFG_BOOL,     /* 1/0, true/false, yes/no, on/off */
 	CFG_UINT,     /* decimal, within the row's min..max */
-	CFG_ID,       /* numeric uid or gid; unset means the daemon's own */
+	CFG_ID,	      /* numeric uid or gid; unset means the daemon's own */
 	CFG_UMASK,    /* octal, at most 0777 */
 	CFG_LEVEL,    /* log level name */
 	CFG_FORMAT,   /* log format: text or json */
@@ -69,9 +69,9 @@ enum cfg_type {
 struct cfg_option {
 	const char *name; /* as in --name, name = in the file */
 	enum cfg_type type;
-	size_t offset;   /* into struct dagfs_config */
+	size_t offset;	 /* into struct dagfs_config */
 	const char *def; /* default as text, parsed like any value; or NULL */
-	unsigned cmds;   /* enum cfg_cmd bits: where it is a flag */
+	unsigned cmds;	 /* enum cfg_cmd bits: where it is a flag */
 	const char *arg; /* placeholder in --help */
 	const char *help;
 	unsigned min, max; /* CFG_UINT only */
@@ -105,19 +105,19 @@ struct dagfs_config {
 	unsigned max_failures;
 	bool show_meta;
 	char *webhook_secret_file;
-	bool serve;		   /* the served store on http= */
-	char *serve_token_file;	   /* bearer token /store/ requires */
-	char *serve_key_file;	   /* Ed25519 key that signs statements */
-	char *materialize; /* DIR: materialise mode instead of FUSE */
-	int grace_ms;	   /* materialise: old revisions kept this long */
-	bool once;	   /* dagfs sync --once */
-	bool repair;	   /* dagfs fsck --repair */
-	char *revision;	   /* NAME=REV lines: pinned revisions */
+	bool serve;		/* the served store on http= */
+	char *serve_token_file; /* bearer token /store/ requires */
+	char *serve_key_file;	/* Ed25519 key that signs statements */
+	char *materialize;	/* DIR: materialise mode instead of FUSE */
+	int grace_ms;		/* materialise: old revisions kept this long */
+	bool once;		/* dagfs sync --once */
+	bool repair;		/* dagfs fsck --repair */
+	char *revision;		/* NAME=REV lines: pinned revisions */
 	int status_interval_ms;
 	unsigned threads;
 	unsigned fuse_spin_us, fuse_awake_us;
 	bool fuse_debug;
-	bool json; /* dagfs status --json, airflow-bundles --json */
+	bool json;	      /* dagfs status --json, airflow-bundles --json */
 	unsigned keep_trees;  /* tree manifests kept in the cache */
 	int fetch_timeout_ms; /* revisions on demand: most a lookup waits */
 	bool whole_tree;      /* airflow-bundles: one bundle for the tree */
@@ -224,8 +224,8 @@ void cfg_redact(char *buf, size_t len, const char *url);
  * and that no name repeats (source_layout_conflict, the daemon's and the
  * provisioner's rule). Returns -EINVAL with a reason in @err.
  */
-int cfg_check_layout(const char *const *names, const char *const *ats,
-		     size_t n, char *err, size_t errlen) WUR;
+int cfg_check_layout(const char *const *names, const char *const *ats, size_t n,
+		     char *err, size_t errlen) WUR;
 
 /* ------------------------------------------------------------ daemon */
 
@@ -275,7 +275,7 @@ struct dagfs_ctx {
 	size_t nreloads;
 
 	struct status_writer *status;
-	struct gc *gc;		 /* the store's garbage collector */
+	struct gc *gc;		   /* the store's garbage collector */
 	struct progress *progress; /* first syncs shown (progress.c) */
 
 	const char *materialize; /* DIR in materialise mode, else NULL */

@@ -80,8 +80,9 @@ static void put_status(FILE *f, struct dagfs_ctx *ctx, bool running)
 
 	fprintf(f, "{\"format\":%d,\"version\":", STATUS_FORMAT);
 	json_put_str(f, DAGFS_VERSION);
-	fprintf(f, ",\"pid\":%ld,\"running\":%s,\"mountpoint\":",
-		(long)getpid(), running ? "true" : "false");
+	fprintf(f,
+		",\"pid\":%ld,\"running\":%s,\"mountpoint\":", (long)getpid(),
+		running ? "true" : "false");
 	json_put_str(f, ctx->mountpoint);
 	fprintf(f, ",\"written_ns\":%lld,\"interval_ms\":%d,\"sources\":[",
 		(long long)now_ns(), ctx->cfg->status_interval_ms);
@@ -324,8 +325,7 @@ static void print_text(const struct json *st, int64_t now, bool fresh)
 	printf("%-16s %-4s %-14s %-14s %-20s %-20s %-9s %-8s %s\n", "SOURCE",
 	       "TYPE", "AT", "REVISION", "PUBLISHED", "LAST SUCCESS",
 	       "STALENESS", "FAILURES", "STATE");
-	for (size_t i = 0; srcs && srcs->type == JSON_ARR && i < srcs->n;
-	     i++) {
+	for (size_t i = 0; srcs && srcs->type == JSON_ARR && i < srcs->n; i++) {
 		const struct json *s = &srcs->items[i];
 		char at[64], fails[24];
 
@@ -339,7 +339,8 @@ static void print_text(const struct json *st, int64_t now, bool fresh)
 		printf("%-16s %-4s %-14s %-14.12s %-20s %-20s %-9s %-8s %s\n",
 		       json_str(s, "name", "?"), json_str(s, "type", "?"), at,
 		       *json_str(s, "revision", "") ?
-			       json_str(s, "revision", "") : "-",
+			       json_str(s, "revision", "") :
+			       "-",
 		       pub, ok, stale, fails,
 		       entry_healthy(s) ? "ok" : "UNHEALTHY");
 		if (*json_str(s, "error", ""))
@@ -420,8 +421,7 @@ static void print_json(const struct json *st, int64_t now, bool fresh,
 	json_put_str(stdout, json_str(st, "mountpoint", ""));
 	put_time_field("written", json_int(st, "written_ns", 0));
 	fputs("},\"sources\":[", stdout);
-	for (size_t i = 0; srcs && srcs->type == JSON_ARR && i < srcs->n;
-	     i++) {
+	for (size_t i = 0; srcs && srcs->type == JSON_ARR && i < srcs->n; i++) {
 		if (i)
 			putchar(',');
 		print_json_source(&srcs->items[i], now);
@@ -471,17 +471,19 @@ int cmd_status(const struct dagfs_config *c)
 	snprintf(path, sizeof(path), "%s/%s", c->cache, STATUS_FILE);
 	rc = read_file(path, &text, &len);
 	if (rc) {
-		fprintf(stderr, "dagfs: status %s: %s%s\n", path,
-			strerror(-rc),
+		fprintf(stderr, "dagfs: status %s: %s%s\n", path, strerror(-rc),
 			rc == -ENOENT ? " (no dagfs mount has run with this "
-					"--cache)" : "");
+					"--cache)" :
+					"");
 		return 2;
 	}
 	rc = json_parse(&st, text, len);
 	free(text);
 	if (rc || json_int(st, "format", 0) != STATUS_FORMAT) {
-		fprintf(stderr, "dagfs: status %s: not a status file of this "
-				"version of dagfs\n", path);
+		fprintf(stderr,
+			"dagfs: status %s: not a status file of this "
+			"version of dagfs\n",
+			path);
 		json_free(st);
 		return 2;
 	}

@@ -50,8 +50,8 @@ static void check_blobs(struct fsck *f)
 		struct dirent *de;
 		DIR *d;
 
-		snprintf(path, sizeof(path), "%s/objects/%02x", store_dir(f->st),
-			 i);
+		snprintf(path, sizeof(path), "%s/objects/%02x",
+			 store_dir(f->st), i);
 		d = opendir(path);
 		if (!d)
 			continue;
@@ -70,8 +70,10 @@ static void check_blobs(struct fsck *f)
 			f->res.blobs++;
 			rc = store_verify_blob(f->st, &h, f->repair);
 			if (rc == -EIO)
-				report(f, "blob %s: content does not match its "
-				       "name%s", hex, f->repair ? "; removed" : "");
+				report(f,
+				       "blob %s: content does not match its "
+				       "name%s",
+				       hex, f->repair ? "; removed" : "");
 			else if (rc)
 				report(f, "blob %s: %s", hex, strerror(-rc));
 		}
@@ -87,12 +89,14 @@ static int snapshot_intact(struct fsck *f, const char *id, char *why,
 	int rc = pub_load(f->st, id, &s);
 
 	if (rc) {
-		snprintf(why, whylen, "%s", rc == -EBADMSG ?
-			 "corrupt or truncated" : strerror(-rc));
+		snprintf(why, whylen, "%s",
+			 rc == -EBADMSG ? "corrupt or truncated" :
+					  strerror(-rc));
 		return rc;
 	}
 	for (uint32_t i = 0; i < s->n; i++) {
-		if (s->e[i].type == SNAP_FILE && !store_has(f->st, &s->e[i].hash)) {
+		if (s->e[i].type == SNAP_FILE &&
+		    !store_has(f->st, &s->e[i].hash)) {
 			char hex[DHASH_HEX];
 
 			dhash_hex(hex, &s->e[i].hash);
@@ -256,8 +260,9 @@ static void check_trees(struct fsck *f)
 int fsck_run(struct store *st, bool repair, fsck_report_fn fn, void *payload,
 	     struct fsck_result *out)
 {
-	struct fsck f = { .st = st, .repair = repair, .fn = fn,
-			  .payload = payload };
+	struct fsck f = {
+		.st = st, .repair = repair, .fn = fn, .payload = payload
+	};
 
 	check_blobs(&f);
 	check_snapshots(&f);

@@ -76,7 +76,8 @@ static size_t put_utf8(char *o, int cp)
 
 static int parse_string(struct jp *jp, char **out)
 {
-	static const char esc_in[] = "\"\\/bfnrt", esc_out[] = "\"\\/\b\f\n\r\t";
+	static const char esc_in[] = "\"\\/bfnrt",
+			  esc_out[] = "\"\\/\b\f\n\r\t";
 	const char *p = ++jp->p; /* past the quote */
 	char *o, *s = malloc((size_t)(jp->end - p) + 1);
 	int cp;
@@ -154,8 +155,10 @@ static int parse_items(struct jp *jp, struct json *j, bool obj)
 		return 0;
 	}
 	for (;;) {
-		struct json *items = realloc(j->items, (j->n + 1) * sizeof(*items));
-		char **keys = obj ? realloc(j->keys, (j->n + 1) * sizeof(*keys)) :
+		struct json *items = realloc(j->items,
+					     (j->n + 1) * sizeof(*items));
+		char **keys = obj ? realloc(j->keys,
+					    (j->n + 1) * sizeof(*keys)) :
 				    NULL;
 
 		if (!items || (obj && !keys)) {

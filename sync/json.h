@@ -30,9 +30,9 @@ struct json {
 	double num;
 	int64_t i; /* num as an integer when it was written as one */
 	char *str;
-	size_t n;          /* arrays and objects */
+	size_t n;	    /* arrays and objects */
 	struct json *items; /* arrays and object values */
-	char **keys;       /* objects */
+	char **keys;	    /* objects */
 };
 
 /** Parse @len bytes of JSON text. -EINVAL if malformed. Free with json_free. */

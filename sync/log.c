@@ -23,7 +23,7 @@ static pthread_mutex_t tty_lock = PTHREAD_MUTEX_INITIALIZER;
 static char tty_line[512];
 
 static const char *const level_names[] = {
-	[LOG_LVL_ERR] = "error",   [LOG_LVL_WARN] = "warn",
+	[LOG_LVL_ERR] = "error",     [LOG_LVL_WARN] = "warn",
 	[LOG_LVL_NOTICE] = "notice", [LOG_LVL_INFO] = "info",
 	[LOG_LVL_DEBUG] = "debug",
 };
@@ -49,8 +49,9 @@ void log_vemit(int level, const char *tag, const char *fmt, va_list ap)
 	char msg[2048], line[4608], ts[96];
 	struct timespec now;
 	struct tm tm;
-	int lvl = level < LOG_LVL_ERR ? LOG_LVL_ERR :
-		  level > LOG_LVL_DEBUG ? LOG_LVL_DEBUG : level;
+	int lvl = level < LOG_LVL_ERR	? LOG_LVL_ERR :
+		  level > LOG_LVL_DEBUG ? LOG_LVL_DEBUG :
+					  level;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	/* One event, one line: fold embedded newlines. */
@@ -73,7 +74,8 @@ void log_vemit(int level, const char *tag, const char *fmt, va_list ap)
 			 ts, level_names[lvl], etag, emsg);
 	} else {
 		snprintf(line, sizeof(line), "%s dagfs %s: %s%s%s\n", ts,
-			 level_names[lvl], tag ? tag : "", tag ? ": " : "", msg);
+			 level_names[lvl], tag ? tag : "", tag ? ": " : "",
+			 msg);
 	}
 	pthread_mutex_lock(&tty_lock);
 	if (tty_line[0])

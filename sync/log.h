@@ -33,8 +33,7 @@ extern int log_threshold;
 void log_setup(int level, bool json);
 
 /** Parse "error", "warn", "notice", "info", "debug"; -EINVAL if unknown. */
-int log_level_parse(const char *name)
-	__attribute__((warn_unused_result));
+int log_level_parse(const char *name) __attribute__((warn_unused_result));
 
 /**
  * Emit one line on stderr. @tag names the module or source
@@ -54,8 +53,8 @@ void log_tty_line(const char *line);
 
 #define log_at(lvl, tag, ...)                                                  \
 	do {                                                                   \
-		if ((lvl) <= __atomic_load_n(&log_threshold,                \
-					     __ATOMIC_RELAXED))                \
+		if ((lvl) <=                                                   \
+		    __atomic_load_n(&log_threshold, __ATOMIC_RELAXED))         \
 			log_emit((lvl), (tag), __VA_ARGS__);                   \
 	} while (0)
 #define log_err(tag, ...) log_at(LOG_LVL_ERR, tag, __VA_ARGS__)

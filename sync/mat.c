@@ -95,8 +95,7 @@ static int mat_entry(struct store *st, const struct snap_entry *e,
 	return 0;
 }
 
-int mat_snap(struct store *st, const struct snap *s, const char *dir,
-	     bool copy)
+int mat_snap(struct store *st, const struct snap *s, const char *dir, bool copy)
 {
 	char *path = malloc(PATH_MAX * 2);
 	int rc = 0;
@@ -301,7 +300,8 @@ int mat_prune(const char *dir, const char *keep_id, int grace_s)
 
 			unlinkat(dirfd(d), mark, 0);
 			snprintf(desc, sizeof(desc), "%s.json", de->d_name);
-			unlinkat(dirfd(d), desc, 0); /* its tree (materialize) */
+			unlinkat(dirfd(d), desc,
+				 0); /* its tree (materialize) */
 			removed++;
 		}
 	}

@@ -122,8 +122,7 @@ int pub_read_id_link(int dirfd, const char *name, char id[DHASH_HEX])
 
 /* Links @prefix<seq> of a source ("h-": its history, "d-": revisions
  * fetched on demand), newest first; at most HIST_MAX. */
-static int links_list(const char *srcdir, const char *prefix,
-		      struct hist *out)
+static int links_list(const char *srcdir, const char *prefix, struct hist *out)
 {
 	int fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -167,8 +166,8 @@ int pub_retained_list(const char *srcdir, struct hist *out)
 
 /* Drop @prefix links beyond the newest @keep, except pinned or current
  * ones. */
-static void links_trim(struct store *st, const char *srcdir,
-		       const char *prefix, unsigned keep, const char *current)
+static void links_trim(struct store *st, const char *srcdir, const char *prefix,
+		       unsigned keep, const char *current)
 {
 	struct hist *h = malloc(HIST_MAX * sizeof(*h));
 	int n = h ? links_list(srcdir, prefix, h) : 0;
@@ -255,7 +254,7 @@ int pub_publish(struct store *st, struct snap *snap, unsigned keep)
 	/* derived data: without an index, readers rebuild one */
 	if (pub_index_update(st, snap->source, snap))
 		log_warn(snap->source, "revision index not written; it is "
-			 "rebuilt when next read");
+				       "rebuilt when next read");
 	return 0;
 }
 
@@ -271,7 +270,7 @@ int pub_retain(struct store *st, struct snap *snap, unsigned keep)
 	links_trim(st, srcdir, "d-", keep ? keep : 1, snap->id);
 	if (pub_index_update(st, snap->source, snap))
 		log_warn(snap->source, "revision index not written; it is "
-			 "rebuilt when next read");
+				       "rebuilt when next read");
 	return 0;
 }
 
@@ -363,19 +362,23 @@ static bool blobs_present(struct store *st, const struct snap *s)
 }
 
 int pub_load_checked(struct store *st, const char *source, const char *id,
-			struct snap **out)
+		     struct snap **out)
 {
 	struct snap *s;
 	int rc = pub_load(st, id, &s);
 
 	if (rc) {
-		log_err(source, "snapshot %s is unreadable or corrupt (%s); "
-			"ignored", id, strerror(-rc));
+		log_err(source,
+			"snapshot %s is unreadable or corrupt (%s); "
+			"ignored",
+			id, strerror(-rc));
 		return rc;
 	}
 	if (strcmp(s->source, source) || !blobs_present(st, s)) {
-		log_err(source, "snapshot %s names missing blobs or another "
-			"source; ignored", id);
+		log_err(source,
+			"snapshot %s names missing blobs or another "
+			"source; ignored",
+			id);
 		snap_unref(s);
 		return -EBADMSG;
 	}
@@ -389,7 +392,8 @@ int pub_load_current(struct store *st, const char *source, struct snap **out)
 	struct hist *h;
 	int fd, n, rc = -ENOENT;
 
-	snprintf(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st), source);
+	snprintf(srcdir, sizeof(srcdir), "%s/sources/%s", store_dir(st),
+		 source);
 	fd = open(srcdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -ENOENT;

@@ -133,9 +133,12 @@ static int entry_of(struct store *st, const char *source, const char *id,
 		out->published_ns = s->published_ns;
 		snap_unref(s);
 	}
-	if (rc < 0 || (size_t)rc >= sizeof(out->rev) || strchr(out->rev, '\n')) {
-		log_err(source, "snapshot %s: revision id too long to index; "
-			"left out", id);
+	if (rc < 0 || (size_t)rc >= sizeof(out->rev) ||
+	    strchr(out->rev, '\n')) {
+		log_err(source,
+			"snapshot %s: revision id too long to index; "
+			"left out",
+			id);
 		return -ENAMETOOLONG;
 	}
 	memcpy(out->id, id, DHASH_HEX);
@@ -143,9 +146,8 @@ static int entry_of(struct store *st, const char *source, const char *id,
 }
 
 /* Write the index of the history @h[@n]; index lock held. */
-static int index_write(struct store *st, const char *source,
-		       const char *srcdir, const struct hist *h, int n,
-		       const struct snap *added)
+static int index_write(struct store *st, const char *source, const char *srcdir,
+		       const struct hist *h, int n, const struct snap *added)
 {
 	struct pub_rev *old = NULL, r;
 	char tmpdir[PATH_MAX], *buf = NULL;
@@ -166,7 +168,8 @@ static int index_write(struct store *st, const char *source,
 
 		for (int j = 0; j < i && !dup; j++)
 			dup = !strcmp(h[j].id, h[i].id);
-		if (!dup && !entry_of(st, source, h[i].id, old, nold, added, &r))
+		if (!dup &&
+		    !entry_of(st, source, h[i].id, old, nold, added, &r))
 			fprintf(f, "%s %" PRId64 " %s\n", r.id, r.published_ns,
 				r.rev);
 	}

@@ -54,7 +54,8 @@ int sdoc_key_load(struct sdoc_key **out, const char *path, bool secret,
 		     PEM_read_PUBKEY(f, NULL, NULL, NULL);
 	fclose(f);
 	if (!k || EVP_PKEY_id(k) != EVP_PKEY_ED25519) {
-		snprintf(err, errlen, "%s key file %s: not a PEM Ed25519 %s key "
+		snprintf(err, errlen,
+			 "%s key file %s: not a PEM Ed25519 %s key "
 			 "(make one with: openssl genpkey -algorithm ed25519%s)",
 			 secret ? "signing" : "public", path,
 			 secret ? "private" : "public",
@@ -148,9 +149,10 @@ int sdoc_format(char **out, size_t *len, const struct snap *s,
 	if (!f)
 		return -ENOMEM;
 	sdoc_sha256(sha, snapbytes, snaplen);
-	fprintf(f, SDOC_MAGIC "source %s\nrev %s\nsnapshot %s\nsha256 %s\n"
-		"published %lld\n", s->source, s->rev, s->id, sha,
-		(long long)s->published_ns);
+	fprintf(f,
+		SDOC_MAGIC "source %s\nrev %s\nsnapshot %s\nsha256 %s\n"
+			   "published %lld\n",
+		s->source, s->rev, s->id, sha, (long long)s->published_ns);
 	if (fclose(f) || !text) {
 		free(text);
 		return -ENOMEM;
@@ -228,10 +230,10 @@ int sdoc_parse(struct sdoc *out, const char *buf, size_t len)
 		char *val;
 		size_t cap;
 	} f[] = { { "source", out->source, sizeof(out->source) },
-		    { "rev", out->rev, sizeof(out->rev) },
-		    { "snapshot", out->snapshot, sizeof(out->snapshot) },
-		    { "sha256", out->sha256, sizeof(out->sha256) },
-		    { "published", num, sizeof(num) } };
+		  { "rev", out->rev, sizeof(out->rev) },
+		  { "snapshot", out->snapshot, sizeof(out->snapshot) },
+		  { "sha256", out->sha256, sizeof(out->sha256) },
+		  { "published", num, sizeof(num) } };
 
 	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
 		n = line(buf, len, &off, &l);

@@ -272,8 +272,11 @@ int snap_builder_add_file(struct snap_builder *b, const char *path,
 			  uint32_t mode, uint64_t size, int64_t mtime_ns,
 			  const struct dhash *h)
 {
-	struct raw r = { .hash = *h, .size = size, .mtime_ns = mtime_ns,
-			 .mode = mode & 07777, .type = SNAP_FILE };
+	struct raw r = { .hash = *h,
+			 .size = size,
+			 .mtime_ns = mtime_ns,
+			 .mode = mode & 07777,
+			 .type = SNAP_FILE };
 
 	return builder_add(b, &r, path, NULL);
 }
@@ -281,7 +284,8 @@ int snap_builder_add_file(struct snap_builder *b, const char *path,
 int snap_builder_add_dir(struct snap_builder *b, const char *path,
 			 uint32_t mode, int64_t mtime_ns)
 {
-	struct raw r = { .mtime_ns = mtime_ns, .mode = mode & 07777,
+	struct raw r = { .mtime_ns = mtime_ns,
+			 .mode = mode & 07777,
 			 .type = SNAP_DIR };
 
 	return builder_add(b, &r, path, NULL);
@@ -291,7 +295,9 @@ int snap_builder_add_link(struct snap_builder *b, const char *path,
 			  const char *target, int64_t mtime_ns)
 {
 	size_t tl = strlen(target);
-	struct raw r = { .size = tl, .mtime_ns = mtime_ns, .mode = 0777,
+	struct raw r = { .size = tl,
+			 .mtime_ns = mtime_ns,
+			 .mode = 0777,
 			 .type = SNAP_LINK };
 
 	if (tl == 0 || tl >= PATH_MAX)
@@ -342,12 +348,15 @@ static int builder_add_parents(struct snap_builder *b)
 static bool keep_first(const char *source, const struct raw *a,
 		       const struct raw *b)
 {
-	if (a->type != b->type && (a->type == SNAP_DIR || b->type == SNAP_DIR)) {
+	if (a->type != b->type &&
+	    (a->type == SNAP_DIR || b->type == SNAP_DIR)) {
 		const struct raw *f = a->type == SNAP_DIR ? b : a;
 
 		if (!f->drop)
-			log_err(source, "%s is both a file and a directory; "
-				"the directory wins", f->path);
+			log_err(source,
+				"%s is both a file and a directory; "
+				"the directory wins",
+				f->path);
 		return a->type == SNAP_DIR;
 	}
 	if (a->drop != b->drop)
@@ -519,8 +528,8 @@ static int link_escapes(const struct snap *s, uint32_t li)
 			tmp = malloc(2 * PATH_MAX + 2);
 			if (!tmp)
 				goto out_escape;
-			snprintf(tmp, 2 * PATH_MAX + 2, "%s/%s",
-				 s->e[c].target, next ? next : "");
+			snprintf(tmp, 2 * PATH_MAX + 2, "%s/%s", s->e[c].target,
+				 next ? next : "");
 			free(rest);
 			rest = tmp;
 			next = rest;
@@ -559,9 +568,10 @@ int snap_builder_finish(struct snap_builder *b, const char *rev,
 		for (uint32_t i = 0; i < s->n; i++) {
 			if (s->e[i].type != SNAP_LINK || !link_escapes(s, i))
 				continue;
-			log_err(b->source, "symlink %s -> %s resolves outside "
-				"the source; left out", s->e[i].path,
-				s->e[i].target);
+			log_err(b->source,
+				"symlink %s -> %s resolves outside "
+				"the source; left out",
+				s->e[i].path, s->e[i].target);
 			b->v[i].drop = true;
 			dropped++;
 		}
@@ -656,7 +666,8 @@ void snap_diff(const struct snap *a, const struct snap *b, snap_diff_fn fn,
 
 	while (i < na || j < nb) {
 		int c = i >= na ? 1 :
-			j >= nb ? -1 : path_cmp(a->e[i].path, b->e[j].path);
+			j >= nb ? -1 :
+				  path_cmp(a->e[i].path, b->e[j].path);
 
 		if (c < 0) {
 			fn(a, (int)i++, b, -1, payload);

@@ -147,11 +147,12 @@ static int decode_entry(struct rbuf *r, struct snap_builder *b, char *path,
 	case SNAP_FILE:
 		rget(r, h.b, 16);
 		return r->bad ? -EBADMSG :
-			snap_builder_add_file(b, path, mode, size, mtime, &h);
+				snap_builder_add_file(b, path, mode, size,
+						      mtime, &h);
 	case SNAP_LINK:
 		rstr(r, target);
 		return r->bad ? -EBADMSG :
-			snap_builder_add_link(b, path, target, mtime);
+				snap_builder_add_link(b, path, target, mtime);
 	case SNAP_DIR:
 		return snap_builder_add_dir(b, path, mode, mtime);
 	}

@@ -12,7 +12,7 @@
 /* What snap.c allocates; a struct snap * points at @pub. */
 struct snap_impl {
 	struct snap pub; /* first */
-	int refs;        /* atomic */
+	int refs;	 /* atomic */
 	struct store *pinned_in;
 	uint32_t *slots; /* open-addressed path index */
 	uint32_t nslots;

@@ -26,9 +26,9 @@ static const struct source_ops *const source_types[] = {
 	&source_dagfs_ops,
 };
 
-static const char *const common_keys[] = { "name", "at", "period",
-					   "max-failures", "keep", "validate",
-					   NULL };
+static const char *const common_keys[] = {
+	"name", "at", "period", "max-failures", "keep", "validate", NULL
+};
 
 const char *source_type_name(size_t i)
 {
@@ -41,7 +41,8 @@ const char *const *source_type_keys(const char *type)
 {
 	if (!type)
 		return common_keys;
-	for (size_t i = 0; i < sizeof(source_types) / sizeof(*source_types); i++)
+	for (size_t i = 0; i < sizeof(source_types) / sizeof(*source_types);
+	     i++)
 		if (!strcmp(source_types[i]->type, type))
 			return source_types[i]->keys;
 	return NULL;
@@ -79,9 +80,10 @@ static int common_keys_parse(struct source *src, char *err, size_t errlen)
 		return rc;
 	if ((v = source_spec_get(sp, "period"))) {
 		if (parse_duration_ms(v, &ms) || ms < 100) {
-			snprintf(err, errlen, "%s source %s: bad period '%s' "
-				 "(e.g. 10s, 500ms; at least 100ms)", sp->type,
-				 src->name, v);
+			snprintf(err, errlen,
+				 "%s source %s: bad period '%s' "
+				 "(e.g. 10s, 500ms; at least 100ms)",
+				 sp->type, src->name, v);
 			return -EINVAL;
 		}
 		src->period_ms = ms;
@@ -94,7 +96,8 @@ static int common_keys_parse(struct source *src, char *err, size_t errlen)
 			 src->name, v);
 		return -EINVAL;
 	}
-	if ((v = source_spec_get(sp, "validate")) && !(src->validate = strdup(v)))
+	if ((v = source_spec_get(sp, "validate")) &&
+	    !(src->validate = strdup(v)))
 		return -ENOMEM;
 	if ((v = source_spec_get(sp, "max-failures")) &&
 	    (sscanf(v, "%u", &src->max_failures) != 1 || !src->max_failures)) {
@@ -122,12 +125,15 @@ int source_new(struct source **out, const struct source_spec *spec,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&src->demand_cond, &ca);
 	pthread_condattr_destroy(&ca);
-	for (size_t i = 0; i < sizeof(source_types) / sizeof(*source_types); i++)
+	for (size_t i = 0; i < sizeof(source_types) / sizeof(*source_types);
+	     i++)
 		if (!strcmp(source_types[i]->type, spec->type))
 			src->ops = source_types[i];
 	if (!src->ops) {
-		snprintf(err, errlen, "unknown source type '%s' (expected dir, "
-			 "git, s3 or dagfs)", spec->type);
+		snprintf(err, errlen,
+			 "unknown source type '%s' (expected dir, "
+			 "git, s3 or dagfs)",
+			 spec->type);
 		goto err;
 	}
 	src->spec = source_spec_copy(spec);
@@ -139,9 +145,10 @@ int source_new(struct source **out, const struct source_spec *spec,
 		goto err;
 	}
 	if (bad_name) {
-		snprintf(err, errlen, "%s source: bad name '%s' (letters, "
-			 "digits, '-', '_', '.'; at most 64)", spec->type,
-			 source_spec_get(spec, "name"));
+		snprintf(err, errlen,
+			 "%s source: bad name '%s' (letters, "
+			 "digits, '-', '_', '.'; at most 64)",
+			 spec->type, source_spec_get(spec, "name"));
 		goto err;
 	}
 	snprintf(src->tag, sizeof(src->tag), "%s source %s", spec->type,
@@ -279,8 +286,7 @@ void source_count_fetch(struct source *src, uint64_t bytes, uint64_t objects)
 	pthread_mutex_unlock(&src->lock);
 }
 
-void source_progress_total(struct source *src, uint64_t objects,
-			   uint64_t bytes)
+void source_progress_total(struct source *src, uint64_t objects, uint64_t bytes)
 {
 	pthread_mutex_lock(&src->lock);
 	if (src->st.progress.active) {
@@ -330,4 +336,3 @@ int source_poll_wake(struct source *src, int extra_fd, int timeout_ms)
 		v = 0;
 	return extra_fd >= 0 && (p[1].revents & POLLIN);
 }
-

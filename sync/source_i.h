@@ -56,8 +56,8 @@ struct source_ops {
 	 * thread is woken through src->wakefd: a type whose ->sync or
 	 * ->wait blocks for long must return when it is readable.
 	 */
-	int (*fetch_rev)(struct source *src, const char *rev,
-			 struct snap **out, char *err, size_t errlen);
+	int (*fetch_rev)(struct source *src, const char *rev, struct snap **out,
+			 char *err, size_t errlen);
 	/**
 	 * Optional: get the manifest of tree @id from the upstream (a
 	 * mirror's publisher) and store it with tree_put(), which checks
@@ -84,11 +84,11 @@ struct source {
 	struct store *store;
 	char *name;
 	char *at;
-	char tag[80];     /* "source NAME", for log lines */
-	int period_ms;    /* poll period */
-	unsigned keep;    /* snapshots retained */
+	char tag[80];  /* "source NAME", for log lines */
+	int period_ms; /* poll period */
+	unsigned keep; /* snapshots retained */
 	unsigned max_failures;
-	char *validate;   /* publish gate command, or NULL */
+	char *validate;		/* publish gate command, or NULL */
 	char rejected_rev[128]; /* last revision the gate refused */
 	char rejected_why[256];
 	void *priv; /* the type's state */

@@ -44,7 +44,8 @@ static int attempt(struct source *src, char *err, size_t errlen)
 	snprintf(prev, sizeof(prev), "%s", src->rebuild ? "" : src->st.rev);
 	src->st.last_attempt_ns = now_ns();
 	src->st.progress = (struct source_progress){
-		.active = true, .started_ns = src->st.last_attempt_ns };
+		.active = true, .started_ns = src->st.last_attempt_ns
+	};
 	src->progress_absolute = false;
 	pthread_mutex_unlock(&src->lock);
 	err[0] = '\0';
@@ -65,16 +66,18 @@ static int attempt(struct source *src, char *err, size_t errlen)
 	if (rc < 0) {
 		snap_unref(snap);
 		if (!err[0])
-			snprintf(err, errlen, "%s: %s", src->tag, strerror(-rc));
+			snprintf(err, errlen, "%s: %s", src->tag,
+				 strerror(-rc));
 		return rc;
 	}
 	pthread_mutex_lock(&src->lock);
 	src->rebuild = false;
 	pthread_mutex_unlock(&src->lock);
 	if (snap) {
-		log_notice(src->tag, "published revision %s (%u entries, %.0f "
-			   "ms)", snap->rev, snap->n,
-			   (double)(mono_ns() - t0) / 1e6);
+		log_notice(src->tag,
+			   "published revision %s (%u entries, %.0f "
+			   "ms)",
+			   snap->rev, snap->n, (double)(mono_ns() - t0) / 1e6);
 		publish_to_reader(src, snap);
 		snap_unref(snap);
 	}
@@ -82,7 +85,7 @@ static int attempt(struct source *src, char *err, size_t errlen)
 }
 
 const double source_duration_bounds[10] = { 0.05, 0.1, 0.25, 0.5, 1,
-					    2.5,  5,   10,	 30,  60 };
+					    2.5,  5,   10,   30,  60 };
 
 /* Count one attempt's duration; src->lock held. */
 static void duration_observe(struct source_status *st, double s)
@@ -166,7 +169,8 @@ static void *source_thread(void *arg)
 		duration_observe(&src->st, (double)(mono_ns() - t0) / 1e9);
 		if (rc) {
 			failures = ++src->st.failures;
-			snprintf(src->st.error, sizeof(src->st.error), "%s", err);
+			snprintf(src->st.error, sizeof(src->st.error), "%s",
+				 err);
 		} else {
 			failures = src->st.failures = 0;
 			src->st.error[0] = '\0';
@@ -198,8 +202,10 @@ static void index_refresh(struct source *src)
 	int rc = pub_index_update(src->store, src->name, NULL);
 
 	if (rc && rc != -ENOENT)
-		log_warn(src->tag, "revision index not refreshed: %s; it is "
-			 "rebuilt when next read", strerror(-rc));
+		log_warn(src->tag,
+			 "revision index not refreshed: %s; it is "
+			 "rebuilt when next read",
+			 strerror(-rc));
 }
 
 int source_sync_once(struct source *src, struct snap **out, char *err,
@@ -241,7 +247,7 @@ int source_start(struct source *src, source_publish_fn cb, void *payload)
 		snap_unref(cached);
 		if (!source_spec_unchanged(src)) {
 			log_info(src->tag, "options changed since the cached "
-				 "revision: rebuilding it");
+					   "revision: rebuilding it");
 			pthread_mutex_lock(&src->lock);
 			src->rebuild = true; /* still serving the cached one */
 			pthread_mutex_unlock(&src->lock);

@@ -69,13 +69,16 @@ static int fetch(struct source *src, const char *rev, struct snap **out,
 			snprintf(err, errlen, "%s: revision %s: %s", src->tag,
 				 rev, strerror(-rc));
 		if (src->started) /* else the caller says it */
-			log_err(src->tag, "revision %s asked for and not "
-				"retained (keep=%u): %s", rev, src->keep, err);
+			log_err(src->tag,
+				"revision %s asked for and not "
+				"retained (keep=%u): %s",
+				rev, src->keep, err);
 		return rc;
 	}
-	log_notice(src->tag, "fetched revision %s on demand (%u entries, "
-		   "%.0f ms); kept, not made current", rev, (*out)->n,
-		   (double)(mono_ns() - t0) / 1e6);
+	log_notice(src->tag,
+		   "fetched revision %s on demand (%u entries, "
+		   "%.0f ms); kept, not made current",
+		   rev, (*out)->n, (double)(mono_ns() - t0) / 1e6);
 	return 0;
 }
 
@@ -185,7 +188,8 @@ int source_fetch_rev(struct source *src, const char *rev, int timeout_ms,
 	if (!pub_find_rev(src->store, src->name, rev, out))
 		return 0;
 	if (!src->ops->fetch_rev || strlen(rev) >= sizeof(d->rev)) {
-		snprintf(err, errlen, "%s: revision %.200s is not in the cache "
+		snprintf(err, errlen,
+			 "%s: revision %.200s is not in the cache "
 			 "(keep=%u) and %s sources cannot fetch one by id",
 			 src->tag, rev, src->keep, src->ops->type);
 		if (src->started)
@@ -210,13 +214,15 @@ int source_fetch_rev(struct source *src, const char *rev, int timeout_ms,
 	if (d->done) {
 		rc = d->rc;
 		*out = rc ? NULL : snap_ref(d->snap);
-		snprintf(err, errlen, "%s", d->rc == -ECANCELED ?
-			 "the source was stopped" : d->err);
+		snprintf(err, errlen, "%s",
+			 d->rc == -ECANCELED ? "the source was stopped" :
+					       d->err);
 	} else {
 		rc = -ETIMEDOUT;
-		snprintf(err, errlen, "%s: revision %s: not fetched within "
-			 "%d ms (keep=%u); still fetching", src->tag, rev,
-			 timeout_ms, src->keep);
+		snprintf(err, errlen,
+			 "%s: revision %s: not fetched within "
+			 "%d ms (keep=%u); still fetching",
+			 src->tag, rev, timeout_ms, src->keep);
 		log_err(src->tag, "%s", err);
 	}
 	demand_put(d);
@@ -234,8 +240,8 @@ int source_fetch_tree(struct source *src, const char *id, int timeout_ms,
 		return -ENOENT;
 	rc = src->ops->fetch_tree(src, id, timeout_ms, err, errlen);
 	if (rc)
-		log_warn(src->tag, "tree %s: %s", id, err[0] ? err :
-			 strerror(-rc));
+		log_warn(src->tag, "tree %s: %s", id,
+			 err[0] ? err : strerror(-rc));
 	else
 		log_notice(src->tag, "fetched tree %s on demand", id);
 	return rc;

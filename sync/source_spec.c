@@ -102,8 +102,8 @@ static int spec_add_key(struct source_spec *sp, char *field, char *err,
 	}
 	*eq = '\0';
 	for (const char *c = field; *c; c++) {
-		if (!islower((unsigned char)*c) && !isdigit((unsigned char)*c) &&
-		    *c != '-') {
+		if (!islower((unsigned char)*c) &&
+		    !isdigit((unsigned char)*c) && *c != '-') {
 			snprintf(err, errlen, "bad key '%s'", field);
 			return -EINVAL;
 		}
@@ -126,15 +126,20 @@ int source_spec_parse(struct source_spec **out, const char *text, char *err,
 	if (!sp)
 		return -ENOMEM;
 	if (!colon || colon == text) {
-		snprintf(err, errlen, "malformed source '%.200s': expected "
-			 "TYPE:LOCATION[,key=value]...", text);
+		snprintf(err, errlen,
+			 "malformed source '%.200s': expected "
+			 "TYPE:LOCATION[,key=value]...",
+			 text);
 		goto err;
 	}
 	sp->type = strndup(text, (size_t)(colon - text));
 	for (const char *c = sp->type; c && *c; c++) {
-		if (!islower((unsigned char)*c) && !isdigit((unsigned char)*c)) {
-			snprintf(err, errlen, "malformed source '%.200s': bad "
-				 "type", text);
+		if (!islower((unsigned char)*c) &&
+		    !isdigit((unsigned char)*c)) {
+			snprintf(err, errlen,
+				 "malformed source '%.200s': bad "
+				 "type",
+				 text);
 			goto err;
 		}
 	}
@@ -145,8 +150,10 @@ int source_spec_parse(struct source_spec **out, const char *text, char *err,
 		goto err;
 	}
 	if (!*sp->location) {
-		snprintf(err, errlen, "malformed source '%.200s': empty "
-			 "location", text);
+		snprintf(err, errlen,
+			 "malformed source '%.200s': empty "
+			 "location",
+			 text);
 		goto err;
 	}
 	while (p) {
@@ -271,7 +278,8 @@ static bool at_overlap(const char *a, const char *b)
 	size_t la = strlen(a), lb = strlen(b), l = la < lb ? la : lb;
 	const char *longer = la < lb ? b : a;
 
-	return l == 0 || (!strncmp(a, b, l) && (longer[l] == '/' || !longer[l]));
+	return l == 0 ||
+	       (!strncmp(a, b, l) && (longer[l] == '/' || !longer[l]));
 }
 
 int source_layout_conflict(size_t *first, size_t *second,

@@ -34,10 +34,10 @@ struct store {
 	char *dir;
 	int dirfd;
 	int lockfd;
-	pthread_rwlock_t gc_lock; /* shared: syncs; exclusive: gc */
-	uint64_t publications;	  /* atomic */
+	pthread_rwlock_t gc_lock;   /* shared: syncs; exclusive: gc */
+	uint64_t publications;	    /* atomic */
 	pthread_mutex_t index_lock; /* serialises revision index writers */
-	pthread_mutex_t pin_lock; /* guards pins, npins */
+	pthread_mutex_t pin_lock;   /* guards pins, npins */
 	struct pin *pins;
 	size_t npins;
 };
@@ -50,14 +50,15 @@ struct store_txn {
 	uint64_t size;
 };
 
-static const char *const store_subdirs[] = { "objects", "snapshots",
-					     "sources", "tmp", "gc" };
+static const char *const store_subdirs[] = { "objects", "snapshots", "sources",
+					     "tmp", "gc" };
 
 static int store_mkdirs(struct store *s)
 {
 	for (size_t i = 0; i < sizeof(store_subdirs) / sizeof(*store_subdirs);
 	     i++)
-		if (mkdirat(s->dirfd, store_subdirs[i], 0755) && errno != EEXIST)
+		if (mkdirat(s->dirfd, store_subdirs[i], 0755) &&
+		    errno != EEXIST)
 			return -errno;
 	for (int i = 0; i < 256; i++) {
 		char sub[16];
@@ -115,8 +116,8 @@ int store_open(struct store **out, const char *dir, bool shared)
 		rc = store_mkdirs(s);
 		if (rc)
 			goto err;
-		s->lockfd = openat(s->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC,
-				   0644);
+		s->lockfd = openat(s->dirfd, "lock",
+				   O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		if (s->lockfd < 0) {
 			rc = -errno;
 			goto err;
@@ -248,8 +249,8 @@ void store_txn_abort(struct store_txn *t)
 	free(t);
 }
 
-int store_txn_commit(struct store_txn *t, struct dhash *out,
-		     uint64_t *size_out, const struct dhash *expect)
+int store_txn_commit(struct store_txn *t, struct dhash *out, uint64_t *size_out,
+		     const struct dhash *expect)
 {
 	XXH128_canonical_t c;
 	struct dhash h;
@@ -372,8 +373,10 @@ static int blob_open_verified(struct store *s, const struct dhash *h,
 	if (rc) {
 		close(fd);
 		if (rc == -EIO && remove) {
-			log_err("store", "blob %s is corrupt; removed, it will "
-				"be fetched again", rel + 8);
+			log_err("store",
+				"blob %s is corrupt; removed, it will "
+				"be fetched again",
+				rel + 8);
 			unlinkat(s->dirfd, rel, 0);
 		}
 		return rc;

@@ -77,8 +77,8 @@ int store_txn_write(struct store_txn *t, const void *buf, size_t len) WUR;
  * Finish: fsync, name by hash, rename into place. Frees @t whatever the
  * result. If @expect is not NULL the content must hash to it (-EBADMSG).
  */
-int store_txn_commit(struct store_txn *t, struct dhash *out,
-		     uint64_t *size_out, const struct dhash *expect) WUR;
+int store_txn_commit(struct store_txn *t, struct dhash *out, uint64_t *size_out,
+		     const struct dhash *expect) WUR;
 void store_txn_abort(struct store_txn *t);
 
 /**
@@ -139,10 +139,10 @@ struct snap_entry {
 	const char *name;   /* last component of path (points into it) */
 	const char *target; /* symlink target; NULL for others */
 	struct dhash hash;  /* file content; zero for others */
-	uint64_t size;      /* bytes; target length for links */
+	uint64_t size;	    /* bytes; target length for links */
 	int64_t mtime_ns;
-	uint32_t mode; /* permission bits only (07777) */
-	uint8_t type;  /* enum snap_type */
+	uint32_t mode;	      /* permission bits only (07777) */
+	uint8_t type;	      /* enum snap_type */
 	uint32_t parent;      /* index of the parent directory; 0 for root */
 	uint32_t child_first; /* directories: children are contiguous, */
 	uint32_t child_count; /* sorted by name */
@@ -153,9 +153,9 @@ struct snap_entry {
  * is the root directory. Read concurrently without locks.
  */
 struct snap {
-	char *source;   /* source name */
-	char *rev;      /* revision id: git commit, S3 digest, dir scan id */
-	char id[DHASH_HEX]; /* hash of the encoded snapshot; its file name */
+	char *source; /* source name */
+	char *rev;    /* revision id: git commit, S3 digest, dir scan id */
+	char id[DHASH_HEX];   /* hash of the encoded snapshot; its file name */
 	int64_t published_ns; /* when it was published (wall clock) */
 	uint32_t n;
 	struct snap_entry *e;
@@ -281,8 +281,7 @@ int pub_load(struct store *st, const char *id, struct snap **out) WUR;
  * -ENOENT if absent, -EINVAL if @id is not 32 hex digits). *@out is
  * malloc'd.
  */
-int pub_read_raw(struct store *st, const char *id, void **out,
-		 size_t *len) WUR;
+int pub_read_raw(struct store *st, const char *id, void **out, size_t *len) WUR;
 
 /**
  * Remove snapshots no source retains, and blobs no retained or pinned
@@ -491,8 +490,7 @@ int sdoc_parse(struct sdoc *out, const char *buf, size_t len) WUR;
 int sdoc_verify(const struct sdoc *d, const char *buf,
 		const struct sdoc_key *pub) WUR;
 /** 0 if @buf hashes to @d's snapshot id and SHA-256, else -EBADMSG. */
-int sdoc_check_snapshot(const struct sdoc *d, const void *buf,
-			size_t len) WUR;
+int sdoc_check_snapshot(const struct sdoc *d, const void *buf, size_t len) WUR;
 /** Lowercase hex SHA-256 of @buf. */
 void sdoc_sha256(char out[65], const void *buf, size_t len);
 
@@ -642,9 +640,9 @@ void source_kick(struct source *src);
  * status.json, `dagfs status` and the progress line.
  */
 struct source_progress {
-	bool active;        /* a sync is running */
-	int64_t started_ns; /* when it began (wall clock) */
-	uint64_t objects, bytes;             /* fetched so far */
+	bool active;			     /* a sync is running */
+	int64_t started_ns;		     /* when it began (wall clock) */
+	uint64_t objects, bytes;	     /* fetched so far */
 	uint64_t objects_total, bytes_total; /* 0 while unknown */
 };
 

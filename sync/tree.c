@@ -54,14 +54,13 @@ static bool member_ok(const struct tree_member *m)
 	size_t at = strlen(m->at);
 
 	return *m->source && field_ok(m->source, NAME_MAX) &&
-	       field_ok(m->at, PATH_MAX) && (!at || !snap_path_check(m->at, at)) &&
-	       field_ok(m->rev, 255) &&
+	       field_ok(m->at, PATH_MAX) &&
+	       (!at || !snap_path_check(m->at, at)) && field_ok(m->rev, 255) &&
 	       (!*m->snap_id || strlen(m->snap_id) == DHASH_HEX - 1);
 }
 
 /* Id of members sorted by name; -EINVAL if two share a name. */
-static int id_sorted(char out[DHASH_HEX], const struct tree_member *m,
-		     size_t n)
+static int id_sorted(char out[DHASH_HEX], const struct tree_member *m, size_t n)
 {
 	XXH3_state_t *xs = XXH3_createState();
 	XXH128_hash_t x;
@@ -116,8 +115,7 @@ int tree_id(char out[DHASH_HEX], const struct tree_member *m, size_t n)
 	return rc;
 }
 
-int tree_encode(const struct tree_member *m, size_t n, char **out,
-		size_t *len)
+int tree_encode(const struct tree_member *m, size_t n, char **out, size_t *len)
 {
 	struct tree_member *v = sorted_copy(m, n);
 	char id[DHASH_HEX];

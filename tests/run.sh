@@ -3,7 +3,7 @@
 #
 # tests/run.sh - the whole test suite, from a fresh Debian 12 as root:
 # installs what it needs (apt, only if something is missing), checks the
-# formatting of the files in tests/clang-format.list, builds,
+# formatting of every C file (tests/format.sh), builds,
 # runs the C unit tests, the integration tests over real FUSE mounts and
 # real servers, the fuzz targets for a bounded time (if present), then
 # the AddressSanitizer/UBSan build with the unit tests and a subset of

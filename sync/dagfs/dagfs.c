@@ -45,9 +45,10 @@
 
 #define TOKEN_MAX 4096
 
-static const char *const dagfs_keys[] = { "source", "token-file",
-					  "public-key", "parallel", "wait",
-					  "ca-file", NULL };
+static const char *const dagfs_keys[] = { "source",	"token-file",
+					  "public-key", "parallel",
+					  "wait",	"ca-file",
+					  NULL };
 
 /* ------------------------------------------------------------ sync */
 
@@ -109,8 +110,8 @@ static int dg_sync(struct source *src, const char *prev_rev, struct snap **out,
 		b.p = g->stash;
 		b.len = g->stashlen;
 		g->stash = NULL;
-	} else if (path_fmt(url, sizeof(url), "%s/sources/%s/current",
-			    g->base, g->upstream)) {
+	} else if (path_fmt(url, sizeof(url), "%s/sources/%s/current", g->base,
+			    g->upstream)) {
 		return -ENAMETOOLONG;
 	} else {
 		rc = dg_get_retry(src, url, "current statement", &b, err,
@@ -123,9 +124,11 @@ static int dg_sync(struct source *src, const char *prev_rev, struct snap **out,
 	if (prev_rev[0] && !strcmp(d.snapshot, g->up_id))
 		goto out; /* rc 0: unchanged */
 	if (d.published_ns < g->up_published_ns) {
-		snprintf(err, errlen, "%s: statement of snapshot %s is older "
+		snprintf(err, errlen,
+			 "%s: statement of snapshot %s is older "
 			 "than the one served (a stale cache or a replay?); "
-			 "refused", src->tag, d.snapshot);
+			 "refused",
+			 src->tag, d.snapshot);
 		rc = -ESTALE;
 		goto out;
 	}
@@ -161,8 +164,10 @@ static int read_token(struct dg *g, struct source *src, const char *path,
 		return n;
 	}
 	if (!n || memchr(buf + sizeof(hdr) - 1, '\n', (size_t)n)) {
-		snprintf(err, errlen, "%s: token-file %s is empty or has more "
-			 "than one line", src->tag, path);
+		snprintf(err, errlen,
+			 "%s: token-file %s is empty or has more "
+			 "than one line",
+			 src->tag, path);
 		explicit_bzero(buf, sizeof(buf));
 		return -EINVAL;
 	}
@@ -225,8 +230,10 @@ static int parse_opts(struct source *src, struct dg *g, char *err,
 		g->parallel = u;
 	if ((v = source_spec_get(sp, "wait"))) {
 		if (parse_duration_ms(v, &ms) || ms < 1000 || ms > 25000) {
-			snprintf(err, errlen, "%s: bad wait '%s' (long-poll, "
-				 "1s-25s)", src->tag, v);
+			snprintf(err, errlen,
+				 "%s: bad wait '%s' (long-poll, "
+				 "1s-25s)",
+				 src->tag, v);
 			return -EINVAL;
 		}
 		g->wait_s = ms / 1000;
@@ -257,16 +264,20 @@ static int dg_init(struct source *src, char *err, size_t errlen)
 
 	if (strncmp(sp->location, "http://", 7) &&
 	    strncmp(sp->location, "https://", 8)) {
-		snprintf(err, errlen, "%s: location must be an http:// or "
-			 "https:// URL of a served store", src->tag);
+		snprintf(err, errlen,
+			 "%s: location must be an http:// or "
+			 "https:// URL of a served store",
+			 src->tag);
 		return -EINVAL;
 	}
 	if (!up || !*up || strlen(up) > 64 ||
 	    strspn(up, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		       "0123456789-_.") != strlen(up) || !strcmp(up, ".") ||
-	    !strcmp(up, "..")) {
-		snprintf(err, errlen, "%s: source=NAME (the upstream's source: "
-			 "letters, digits, '-', '_', '.') is required", src->tag);
+		       "0123456789-_.") != strlen(up) ||
+	    !strcmp(up, ".") || !strcmp(up, "..")) {
+		snprintf(err, errlen,
+			 "%s: source=NAME (the upstream's source: "
+			 "letters, digits, '-', '_', '.') is required",
+			 src->tag);
 		return -EINVAL;
 	}
 	g = calloc(1, sizeof(*g));
@@ -284,14 +295,16 @@ static int dg_init(struct source *src, char *err, size_t errlen)
 		rc = parse_opts(src, g, err, errlen);
 	if (rc) {
 		if (rc == -ENOMEM)
-			snprintf(err, errlen, "%s: %s", src->tag, strerror(ENOMEM));
+			snprintf(err, errlen, "%s: %s", src->tag,
+				 strerror(ENOMEM));
 		dg_fini(src);
 		return rc;
 	}
 	n = strlen(g->base);
 	while (n > 8 && g->base[n - 1] == '/')
 		g->base[--n] = '\0';
-	curl_multi_setopt(g->m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)g->parallel + 1);
+	curl_multi_setopt(g->m, CURLMOPT_MAX_HOST_CONNECTIONS,
+			  (long)g->parallel + 1);
 	return 0;
 }
 

@@ -77,8 +77,8 @@ static int xfer_start(struct source *src, struct xfer *x,
 }
 
 /* A finished transfer: 0 stored, 1 to try again, or -errno (fatal). */
-static int xfer_done(struct source *src, struct xfer *x, CURLcode cc,
-		     char *err, size_t errlen)
+static int xfer_done(struct source *src, struct xfer *x, CURLcode cc, char *err,
+		     size_t errlen)
 {
 	struct dg *g = src->priv;
 	char hex[DHASH_HEX];
@@ -111,13 +111,17 @@ static int xfer_done(struct source *src, struct xfer *x, CURLcode cc,
 	if ((cc == CURLE_OK && status == 200) || x->werr == -EBADMSG ||
 	    cc == CURLE_WRITE_ERROR) {
 		if (++x->tries < TRIES) {
-			log_warn(src->tag, "blob %s failed verification (its "
+			log_warn(src->tag,
+				 "blob %s failed verification (its "
 				 "bytes are not the ones named); fetching it "
-				 "again", hex);
+				 "again",
+				 hex);
 			return 1;
 		}
-		snprintf(err, errlen, "%s: blob %s failed verification %d "
-			 "times; refused", src->tag, hex, TRIES);
+		snprintf(err, errlen,
+			 "%s: blob %s failed verification %d "
+			 "times; refused",
+			 src->tag, hex, TRIES);
 		return -EBADMSG;
 	}
 	if (dg_retryable(cc, status) && ++x->tries < TRIES) {

@@ -62,8 +62,10 @@ int dg_fetch_rev(struct source *src, const char *rev, struct snap **out,
 	if (!rc)
 		rc = dg_check_statement(src, b.p, b.len, &d, err, errlen);
 	if (!rc && strcmp(d.rev, rev)) {
-		snprintf(err, errlen, "%s: statement for revision %s names %s; "
-			 "refused", src->tag, rev, d.rev);
+		snprintf(err, errlen,
+			 "%s: statement for revision %s names %s; "
+			 "refused",
+			 src->tag, rev, d.rev);
 		rc = -EBADMSG;
 	}
 	if (!rc)
@@ -77,8 +79,8 @@ int dg_fetch_rev(struct source *src, const char *rev, struct snap **out,
  * which checks it hashes to @id. Called from fs/'s fetch threads while
  * ->sync may run: an easy handle of its own, and only what init set.
  */
-int dg_fetch_tree(struct source *src, const char *id, int timeout_ms,
-		  char *err, size_t errlen)
+int dg_fetch_tree(struct source *src, const char *id, int timeout_ms, char *err,
+		  size_t errlen)
 {
 	struct dg *g = src->priv;
 	struct body b = { .max = 1 << 20 };

@@ -23,8 +23,8 @@
 
 /* The one translation of curl results and HTTP statuses; no URL with a
  * secret ever reaches it (the token travels in a header). */
-int dg_fail(struct source *src, char *err, size_t errlen,
-	    const char *what, CURLcode cc, long status)
+int dg_fail(struct source *src, char *err, size_t errlen, const char *what,
+	    CURLcode cc, long status)
 {
 	if (cc != CURLE_OK) {
 		snprintf(err, errlen, "%s: %s: %s", src->tag, what,
@@ -36,16 +36,16 @@ int dg_fail(struct source *src, char *err, size_t errlen,
 		 status == 404			? " (not on the upstream)" :
 						  "");
 	return status == 401 || status == 403 ? -EACCES :
-	       status == 404			? -ENOENT :
-						  -EIO;
+	       status == 404		      ? -ENOENT :
+						-EIO;
 }
 
 bool dg_retryable(CURLcode cc, long status)
 {
 	if (cc == CURLE_OK)
 		return status >= 500 || status == 429 || status == 408;
-	return cc != CURLE_PEER_FAILED_VERIFICATION && cc != CURLE_URL_MALFORMAT &&
-	       cc != CURLE_UNSUPPORTED_PROTOCOL;
+	return cc != CURLE_PEER_FAILED_VERIFICATION &&
+	       cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL;
 }
 
 /* ------------------------------------------------------------- curl */
@@ -99,11 +99,12 @@ void dg_easy_setup(struct dg *g, CURL *e, const char *url, long timeout_s)
  * with the reason in @err. *@waited says whether the upstream long-polled.
  */
 int dg_get(struct source *src, CURL *e, const char *url, const char *what,
-	   struct body *b, long timeout_s, bool intr, bool *waited,
-	   char *err, size_t errlen)
+	   struct body *b, long timeout_s, bool intr, bool *waited, char *err,
+	   size_t errlen)
 {
 	struct dg *g = src->priv;
-	struct curl_waitfd wfd = { .fd = src->wakefd, .events = CURL_WAIT_POLLIN };
+	struct curl_waitfd wfd = { .fd = src->wakefd,
+				   .events = CURL_WAIT_POLLIN };
 	CURLcode cc = CURLE_OK;
 	long status = 0;
 	bool done = false, interrupted = false, w = false;
@@ -142,7 +143,8 @@ int dg_get(struct source *src, CURL *e, const char *url, const char *what,
 	if (!interrupted)
 		g->unreachable = cc == CURLE_COULDNT_CONNECT ||
 				 cc == CURLE_COULDNT_RESOLVE_HOST ||
-				 cc == CURLE_GOT_NOTHING || cc == CURLE_RECV_ERROR;
+				 cc == CURLE_GOT_NOTHING ||
+				 cc == CURLE_RECV_ERROR;
 	if (waited)
 		*waited = w;
 	if (interrupted) {

@@ -104,8 +104,8 @@ int dg_take(struct source *src, const struct sdoc *d, const char *doc,
 /* dagfs_demand.c: the ops ->fetch_rev and ->fetch_tree */
 int dg_fetch_rev(struct source *src, const char *rev, struct snap **out,
 		 char *err, size_t errlen);
-int dg_fetch_tree(struct source *src, const char *id, int timeout_ms,
-		  char *err, size_t errlen);
+int dg_fetch_tree(struct source *src, const char *id, int timeout_ms, char *err,
+		  size_t errlen);
 
 /* dagfs_wait.c: the op ->wait */
 void dg_wait(struct source *src, int timeout_ms);

@@ -32,18 +32,24 @@ int dg_check_statement(struct source *src, const char *doc, size_t len,
 	struct dg *g = src->priv;
 
 	if (sdoc_parse(d, doc, len)) {
-		snprintf(err, errlen, "%s: the upstream's statement of %s is "
-			 "malformed; refused", src->tag, g->upstream);
+		snprintf(err, errlen,
+			 "%s: the upstream's statement of %s is "
+			 "malformed; refused",
+			 src->tag, g->upstream);
 		return -EBADMSG;
 	}
 	if (strcmp(d->source, g->upstream)) {
-		snprintf(err, errlen, "%s: statement names source '%s', not "
-			 "'%s'; refused", src->tag, d->source, g->upstream);
+		snprintf(err, errlen,
+			 "%s: statement names source '%s', not "
+			 "'%s'; refused",
+			 src->tag, d->source, g->upstream);
 		return -EBADMSG;
 	}
 	if (g->pub && sdoc_verify(d, doc, g->pub)) {
-		snprintf(err, errlen, "%s: statement of snapshot %s is %s; "
-			 "refused", src->tag, d->snapshot,
+		snprintf(err, errlen,
+			 "%s: statement of snapshot %s is %s; "
+			 "refused",
+			 src->tag, d->snapshot,
 			 d->is_signed ? "not signed by public-key=" :
 					"unsigned");
 		return -EPERM;
@@ -70,31 +76,36 @@ int dg_fetch_snapshot(struct source *src, const struct sdoc *d,
 	} else {
 		free(raw);
 	}
-	if (rc && path_fmt(url, sizeof(url), "%s/snapshots/%s", g->base,
-			   d->snapshot))
+	if (rc &&
+	    path_fmt(url, sizeof(url), "%s/snapshots/%s", g->base, d->snapshot))
 		return -ENAMETOOLONG;
 	for (int i = 0; rc == -EBADMSG && i < TRIES; i++) {
 		rc = dg_get_retry(src, url, "snapshot", &b, err, errlen);
 		if (!rc && sdoc_check_snapshot(d, b.p, b.len)) {
-			log_warn(src->tag, "snapshot %s does not match its "
+			log_warn(src->tag,
+				 "snapshot %s does not match its "
 				 "statement (damaged in transit?); fetching it "
-				 "again", d->snapshot);
-			snprintf(err, errlen, "%s: snapshot %s does not match "
-				 "its statement %d times; refused", src->tag,
-				 d->snapshot, TRIES);
+				 "again",
+				 d->snapshot);
+			snprintf(err, errlen,
+				 "%s: snapshot %s does not match "
+				 "its statement %d times; refused",
+				 src->tag, d->snapshot, TRIES);
 			rc = -EBADMSG;
 		}
 	}
 	if (!rc && snap_decode(out, b.p, b.len)) {
-		snprintf(err, errlen, "%s: snapshot %s does not decode; refused",
-			 src->tag, d->snapshot);
+		snprintf(err, errlen,
+			 "%s: snapshot %s does not decode; refused", src->tag,
+			 d->snapshot);
 		rc = -EBADMSG;
 	}
 	if (!rc && (strcmp((*out)->rev, d->rev) ||
 		    strcmp((*out)->source, d->source))) {
-		snprintf(err, errlen, "%s: snapshot %s is not revision %s of "
-			 "%s; refused", src->tag, d->snapshot, d->rev,
-			 d->source);
+		snprintf(err, errlen,
+			 "%s: snapshot %s is not revision %s of "
+			 "%s; refused",
+			 src->tag, d->snapshot, d->rev, d->source);
 		snap_unref(*out);
 		rc = -EBADMSG;
 	}

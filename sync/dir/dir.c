@@ -48,7 +48,7 @@ struct seen_list {
 struct dir_src {
 	char *root;
 	int debounce_ms;
-	int ifd; /* inotify */
+	int ifd;	       /* inotify */
 	struct seen_list seen; /* sorted by path; only the source thread */
 };
 
@@ -127,18 +127,22 @@ static void watch(struct scan *sc)
 	snprintf(full, sizeof(full), "%s%s%s", sc->ds->root,
 		 sc->path[0] ? "/" : "", sc->path);
 	if (inotify_add_watch(sc->ds->ifd, full, WATCH_MASK) < 0)
-		log_warn(sc->src->tag, "cannot watch %s: %s (rescans still "
-			 "run every period)", full, strerror(errno));
+		log_warn(sc->src->tag,
+			 "cannot watch %s: %s (rescans still "
+			 "run every period)",
+			 full, strerror(errno));
 }
 
 /* Copy a regular file into the store unless the last scan knew it. */
 static int scan_file(struct scan *sc, int dfd, const char *name,
 		     const struct stat *st)
 {
-	struct seen s = { .path = sc->path, .size = (uint64_t)st->st_size,
+	struct seen s = { .path = sc->path,
+			  .size = (uint64_t)st->st_size,
 			  .mtime_ns = st->st_mtim.tv_sec * 1000000000LL +
 				      st->st_mtim.tv_nsec,
-			  .ino = st->st_ino, .dev = st->st_dev };
+			  .ino = st->st_ino,
+			  .dev = st->st_dev };
 	const struct seen *old = seen_find(&sc->ds->seen, sc->path);
 	struct stat after;
 	int fd, rc;
@@ -223,7 +227,8 @@ static int scan_entry(struct scan *sc, int dfd, const char *name)
 	if (rc)
 		return scan_fail(sc, rc, "listing");
 	watch(sc);
-	cfd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	cfd = openat(dfd, name,
+		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (cfd < 0)
 		return errno == ENOENT ? 0 : scan_fail(sc, -errno, "open");
 	return scan_dir(sc, cfd);
@@ -249,8 +254,8 @@ static int scan_dir(struct scan *sc, int dfd)
 				sc->path, de->d_name);
 			continue;
 		}
-		snprintf(sc->path + len, PATH_MAX - len, "%s%s",
-			 len ? "/" : "", de->d_name);
+		snprintf(sc->path + len, PATH_MAX - len, "%s%s", len ? "/" : "",
+			 de->d_name);
 		rc = scan_entry(sc, dirfd(d), de->d_name);
 		sc->path[len] = '\0';
 	}
@@ -287,7 +292,8 @@ static int scan_once(struct source *src, struct scan *sc)
 
 static void drain(int fd)
 {
-	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+	char buf[16384]
+		__attribute__((aligned(__alignof__(struct inotify_event))));
 
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
@@ -333,8 +339,10 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 		snap_builder_free(sc.b);
 		seen_free(&sc.next);
 		if (++tries >= SCAN_TRIES) {
-			snprintf(err, errlen, "%s: %s kept changing during %d "
-				 "scans; retrying", src->tag, ds->root, tries);
+			snprintf(err, errlen,
+				 "%s: %s kept changing during %d "
+				 "scans; retrying",
+				 src->tag, ds->root, tries);
 			return -EAGAIN;
 		}
 		log_info(src->tag, "files changed during the scan; rescanning");

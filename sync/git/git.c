@@ -43,12 +43,18 @@
 #define TIP_REF "refs/dagfs/tip"
 #define PACKS_MAX 64 /* one pack per fetch; repack past this */
 
-static const char *const git_keys[] = {
-	"ref",	       "subpath",	"submodules",
-	"ssh-key",     "ssh-passphrase-file", "known-hosts",
-	"insecure-no-host-key-check", "username", "password-file",
-	"token-file",  "fetch-timeout", NULL
-};
+static const char *const git_keys[] = { "ref",
+					"subpath",
+					"submodules",
+					"ssh-key",
+					"ssh-passphrase-file",
+					"known-hosts",
+					"insecure-no-host-key-check",
+					"username",
+					"password-file",
+					"token-file",
+					"fetch-timeout",
+					NULL };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static int lib_rc;
@@ -113,17 +119,19 @@ int gitsrc_fail(struct gitsrc *g, const struct gitsrc_cb *cb, int rc,
 {
 	const git_error *e = git_error_last();
 	const char *cause = cb && cb->why[0] ? cb->why :
-			    e && e->message   ? e->message :
-						"unknown libgit2 error";
+			    e && e->message  ? e->message :
+					       "unknown libgit2 error";
 	int errnum = errno_of(rc, e), deadline_ms;
 	int expired = gitsrc_stream_expired(&deadline_ms);
 
 	if (expired == GITSRC_STOPPED)
 		return -ECANCELED; /* not a failure: the loop ends quietly */
 	if (expired == GITSRC_DEADLINE) {
-		snprintf(err, errlen, "%s: %s%sfetch took longer than %d s "
-			 "(fetch-timeout=)", g->src->tag, doing ? doing : "",
-			 doing ? ": " : "", deadline_ms / 1000);
+		snprintf(err, errlen,
+			 "%s: %s%sfetch took longer than %d s "
+			 "(fetch-timeout=)",
+			 g->src->tag, doing ? doing : "", doing ? ": " : "",
+			 deadline_ms / 1000);
 		return -ETIMEDOUT;
 	}
 	if (cb && cb->why[0] && rc != GIT_EUSER)
@@ -261,13 +269,14 @@ static int fetch_commit(struct gitsrc *g, const git_oid *want, char *err,
 			size_t errlen)
 {
 	struct gitsrc_cb cb = { .g = g };
-	int rc = fetch_commit_into(&cb, g->repo, g->url, want, "fetching",
-				   err, errlen);
+	int rc = fetch_commit_into(&cb, g->repo, g->url, want, "fetching", err,
+				   errlen);
 
 	if (rc == -ENOENT)
-		snprintf(err, errlen, "%s: commit %s is not reachable from any "
-			 "branch or tag of the remote", g->src->tag,
-			 git_oid_tostr_s(want));
+		snprintf(err, errlen,
+			 "%s: commit %s is not reachable from any "
+			 "branch or tag of the remote",
+			 g->src->tag, git_oid_tostr_s(want));
 	return rc;
 }
 
@@ -400,8 +409,8 @@ static void set_limits(struct source *src)
 			     &src->stop);
 }
 
-static int git_sync(struct source *src, const char *prev_rev,
-		    struct snap **out, char *err, size_t errlen)
+static int git_sync(struct source *src, const char *prev_rev, struct snap **out,
+		    char *err, size_t errlen)
 {
 	struct gitsrc *g = src->priv;
 	char hex[GIT_OID_HEXSZ + 1];
@@ -434,8 +443,11 @@ static int git_sync(struct source *src, const char *prev_rev,
 	} else if (rc) {
 		/* nothing new: a quiet moment to tidy the cached repository */
 		rc = gitsrc_pack_tidy(g, PACKS_MAX);
-		return rc ? gitsrc_fail(g, NULL, rc, "reopening after a "
-					"repack", err, errlen) : 0;
+		return rc ? gitsrc_fail(g, NULL, rc,
+					"reopening after a "
+					"repack",
+					err, errlen) :
+			    0;
 	}
 	rc = git_commit_lookup(&c, g->repo, &want);
 	if (rc)
@@ -458,8 +470,8 @@ static int git_sync(struct source *src, const char *prev_rev,
  * need be, built as on a first sync (every mtime the commit's time). The
  * tip and the served revision do not move.
  */
-static int git_fetch_rev(struct source *src, const char *rev,
-			 struct snap **out, char *err, size_t errlen)
+static int git_fetch_rev(struct source *src, const char *rev, struct snap **out,
+			 char *err, size_t errlen)
 {
 	struct gitsrc *g = src->priv;
 	git_commit *c;
@@ -469,8 +481,10 @@ static int git_fetch_rev(struct source *src, const char *rev,
 	if (strlen(rev) != GIT_OID_HEXSZ ||
 	    strspn(rev, "0123456789abcdef") != GIT_OID_HEXSZ ||
 	    git_oid_fromstr(&want, rev)) {
-		snprintf(err, errlen, "%s: '%.100s' is not a full commit id "
-			 "(40 lowercase hex digits)", src->tag, rev);
+		snprintf(err, errlen,
+			 "%s: '%.100s' is not a full commit id "
+			 "(40 lowercase hex digits)",
+			 src->tag, rev);
 		return -ENOENT;
 	}
 	set_limits(src);
@@ -555,8 +569,10 @@ static int opts_ref(struct gitsrc *g, char *err, size_t errlen)
 	}
 	v = source_spec_get(g->src->spec, "submodules");
 	if (v && strcmp(v, "off") && strcmp(v, "recursive")) {
-		snprintf(err, errlen, "%s: submodules must be off or "
-			 "recursive, not '%s'", g->src->tag, v);
+		snprintf(err, errlen,
+			 "%s: submodules must be off or "
+			 "recursive, not '%s'",
+			 g->src->tag, v);
 		return -EINVAL;
 	}
 	g->submodules = v && !strcmp(v, "recursive");
@@ -571,20 +587,25 @@ static int opts_auth(struct gitsrc *g, char *err, size_t errlen)
 	int rc;
 
 	if (v && parse_bool(v, &g->insecure)) {
-		snprintf(err, errlen, "%s: bad insecure-no-host-key-check "
-			 "'%s'", g->src->tag, v);
+		snprintf(err, errlen,
+			 "%s: bad insecure-no-host-key-check "
+			 "'%s'",
+			 g->src->tag, v);
 		return -EINVAL;
 	}
 	/* default: ten periods within [10 min, 24 h] (a first clone) */
-	g->fetch_timeout_ms = g->src->period_ms > 8640000 ? 86400000 :
+	g->fetch_timeout_ms = g->src->period_ms > 8640000 ?
+				      86400000 :
 			      g->src->period_ms > 60000 ?
-						    10 * g->src->period_ms :
-						    600000;
+				      10 * g->src->period_ms :
+				      600000;
 	v = source_spec_get(g->src->spec, "fetch-timeout");
 	if (v && (parse_duration_ms(v, &g->fetch_timeout_ms) ||
 		  g->fetch_timeout_ms < 1000)) {
-		snprintf(err, errlen, "%s: bad fetch-timeout '%s' (e.g. 10m; "
-			 "at least 1s)", g->src->tag, v);
+		snprintf(err, errlen,
+			 "%s: bad fetch-timeout '%s' (e.g. 10m; "
+			 "at least 1s)",
+			 g->src->tag, v);
 		return -EINVAL;
 	}
 	g->username = source_spec_get(g->src->spec, "username");
@@ -597,13 +618,17 @@ static int opts_auth(struct gitsrc *g, char *err, size_t errlen)
 	    (rc = file_opt(g, &g->token_file, "token-file", err, errlen)))
 		return rc;
 	if (g->password_file && g->token_file) {
-		snprintf(err, errlen, "%s: give password-file= or token-file=, "
-			 "not both", g->src->tag);
+		snprintf(err, errlen,
+			 "%s: give password-file= or token-file=, "
+			 "not both",
+			 g->src->tag);
 		return -EINVAL;
 	}
 	if (url_has_password(g->url)) {
-		snprintf(err, errlen, "%s: the URL carries a password; put it "
-			 "in password-file= instead", g->src->tag);
+		snprintf(err, errlen,
+			 "%s: the URL carries a password; put it "
+			 "in password-file= instead",
+			 g->src->tag);
 		return -EINVAL;
 	}
 	if (gitsrc_url_parse(&u, g->url)) {
@@ -612,8 +637,10 @@ static int opts_auth(struct gitsrc *g, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	if (u.ssh && !g->insecure && !g->known_hosts) {
-		snprintf(err, errlen, "%s: an ssh URL needs known-hosts= (or "
-			 "insecure-no-host-key-check=1)", g->src->tag);
+		snprintf(err, errlen,
+			 "%s: an ssh URL needs known-hosts= (or "
+			 "insecure-no-host-key-check=1)",
+			 g->src->tag);
 		return -EINVAL;
 	}
 	return 0;
@@ -677,7 +704,8 @@ static int git_init(struct source *src, char *err, size_t errlen)
 		return rc;
 	}
 	if (g->insecure)
-		log_warn(src->tag, "insecure-no-host-key-check is set: ssh host "
+		log_warn(src->tag,
+			 "insecure-no-host-key-check is set: ssh host "
 			 "keys are NOT verified");
 	return 0;
 }

@@ -44,30 +44,30 @@ struct gitsrc_url {
 	bool ssh;
 	char host[256];
 	char user[128]; /* "" if the URL names none */
-	int port;       /* 22 unless given */
+	int port;	/* 22 unless given */
 };
 
 /** The source's state (src->priv). Used by the source's thread only. */
 struct gitsrc {
 	struct source *src;
-	const char *url;         /* borrowed from src->spec */
-	const char *ref;         /* NULL: the remote's HEAD */
-	bool pinned;             /* ref is a full commit id */
+	const char *url; /* borrowed from src->spec */
+	const char *ref; /* NULL: the remote's HEAD */
+	bool pinned;	 /* ref is a full commit id */
 	git_oid pin;
-	char *subpath;           /* "" for the whole repository */
+	char *subpath; /* "" for the whole repository */
 	bool submodules;
-	const char *ssh_key;     /* paths, borrowed from src->spec */
+	const char *ssh_key; /* paths, borrowed from src->spec */
 	const char *ssh_pass_file;
 	const char *known_hosts;
 	const char *username;
 	const char *password_file;
 	const char *token_file;
-	bool insecure;           /* no host key check */
-	int fetch_timeout_ms;    /* whole-fetch deadline */
-	char dir[PATH_MAX];      /* <cache>/git/<name> */
+	bool insecure;	      /* no host key check */
+	int fetch_timeout_ms; /* whole-fetch deadline */
+	char dir[PATH_MAX];   /* <cache>/git/<name> */
 	git_repository *repo;
 	struct gitsrc_blobmap map;
-	bool swept;              /* gitsrc_pack_sweep() done */
+	bool swept; /* gitsrc_pack_sweep() done */
 };
 
 /**

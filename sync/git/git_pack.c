@@ -154,8 +154,9 @@ static int sweep(int fd, bool in_objects, bool in_pack, int depth)
 		    fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW))
 			continue;
 		if (S_ISDIR(st.st_mode) && depth < 64) {
-			sub = openat(fd, name, O_RDONLY | O_DIRECTORY |
-					       O_NOFOLLOW | O_CLOEXEC);
+			sub = openat(fd, name,
+				     O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+					     O_CLOEXEC);
 			if (sub >= 0)
 				n += sweep(sub, !strcmp(name, "objects"),
 					   in_objects && !strcmp(name, "pack"),
@@ -178,7 +179,8 @@ void gitsrc_pack_sweep(struct gitsrc *g)
 		return;
 	n = sweep(fd, false, false, 0);
 	if (n)
-		log_notice(g->src->tag, "removed %d file%s left in %s by an "
-			   "interrupted fetch or update", n, n == 1 ? "" : "s",
-			   g->dir);
+		log_notice(g->src->tag,
+			   "removed %d file%s left in %s by an "
+			   "interrupted fetch or update",
+			   n, n == 1 ? "" : "s", g->dir);
 }

@@ -34,8 +34,8 @@ static void copy_part(char *dst, size_t len, const char *s, size_t n)
 }
 
 /* Parse "[user@]host[:port]" or "[user@][v6]:port" up to @end. */
-static int parse_authority(struct gitsrc_url *u, const char *s,
-			   const char *end, bool port_allowed)
+static int parse_authority(struct gitsrc_url *u, const char *s, const char *end,
+			   bool port_allowed)
 {
 	const char *at = memchr(s, '@', (size_t)(end - s)), *colon;
 
@@ -48,7 +48,8 @@ static int parse_authority(struct gitsrc_url *u, const char *s,
 
 		if (!rb)
 			return -EINVAL;
-		copy_part(u->host, sizeof(u->host), s + 1, (size_t)(rb - s - 1));
+		copy_part(u->host, sizeof(u->host), s + 1,
+			  (size_t)(rb - s - 1));
 		colon = rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
 	} else {
 		colon = memchr(s, ':', (size_t)(end - s));
@@ -272,15 +273,19 @@ int gitsrc_known_hosts_check(const char *file, const char *host, int port,
 	free(line);
 	fclose(f);
 	if (st.revoked) {
-		snprintf(why, whylen, "host key for %s is marked @revoked in "
-			 "%s", name, file);
+		snprintf(why, whylen,
+			 "host key for %s is marked @revoked in "
+			 "%s",
+			 name, file);
 		return -EKEYREJECTED;
 	}
 	if (st.found)
 		return 0;
 	if (st.other) {
-		snprintf(why, whylen, "host key for %s does not match "
-			 "known_hosts %s (changed %s key)", name, file, st.type);
+		snprintf(why, whylen,
+			 "host key for %s does not match "
+			 "known_hosts %s (changed %s key)",
+			 name, file, st.type);
 		return -EKEYREJECTED;
 	}
 	snprintf(why, whylen, "host key for %s not in known_hosts %s (%s key)",
@@ -298,8 +303,10 @@ static int cert_cb(git_cert *cert, int valid, const char *host, void *payload)
 	if (cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2) {
 		if (valid)
 			return 0;
-		snprintf(cb->why, sizeof(cb->why), "TLS certificate of %s is "
-			 "not trusted", host);
+		snprintf(cb->why, sizeof(cb->why),
+			 "TLS certificate of %s is "
+			 "not trusted",
+			 host);
 		return GIT_ECERTIFICATE;
 	}
 	if (cb->g->insecure)
@@ -324,15 +331,18 @@ static int cred_ssh(git_credential **out, struct gitsrc_cb *cb,
 	int rc;
 
 	if (!g->ssh_key) {
-		snprintf(cb->why, sizeof(cb->why), "the ssh server wants a "
+		snprintf(cb->why, sizeof(cb->why),
+			 "the ssh server wants a "
 			 "key and the source has no ssh-key=");
 		return GIT_EAUTH;
 	}
 	pass[0] = '\0';
 	if (g->ssh_pass_file &&
 	    read_secret(pass, sizeof(pass), g->ssh_pass_file) < 0) {
-		snprintf(cb->why, sizeof(cb->why), "cannot read "
-			 "ssh-passphrase-file %s", g->ssh_pass_file);
+		snprintf(cb->why, sizeof(cb->why),
+			 "cannot read "
+			 "ssh-passphrase-file %s",
+			 g->ssh_pass_file);
 		return GIT_EAUTH;
 	}
 	rc = git_credential_ssh_key_new(out, user, NULL, g->ssh_key,
@@ -350,7 +360,8 @@ static int cred_userpass(git_credential **out, struct gitsrc_cb *cb,
 	int rc;
 
 	if (!file) {
-		snprintf(cb->why, sizeof(cb->why), "the server wants "
+		snprintf(cb->why, sizeof(cb->why),
+			 "the server wants "
 			 "credentials and the source has no password-file= "
 			 "or token-file=");
 		return GIT_EAUTH;
@@ -376,13 +387,15 @@ static int cred_cb(git_credential **out, const char *url,
 {
 	struct gitsrc_cb *cb = payload;
 	const char *user = user_from_url && *user_from_url ? user_from_url :
-			   cb->g->username ? cb->g->username : "git";
+			   cb->g->username		   ? cb->g->username :
+							     "git";
 
 	(void)url;
 	if (allowed & GIT_CREDENTIAL_USERNAME)
 		return git_credential_username_new(out, user);
 	if (++cb->cred_tries > 1) {
-		snprintf(cb->why, sizeof(cb->why), "authentication failed "
+		snprintf(cb->why, sizeof(cb->why),
+			 "authentication failed "
 			 "(credentials refused by the server)");
 		return GIT_EAUTH;
 	}
@@ -390,7 +403,8 @@ static int cred_cb(git_credential **out, const char *url,
 		return cred_ssh(out, cb, user);
 	if (allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT)
 		return cred_userpass(out, cb, user_from_url);
-	snprintf(cb->why, sizeof(cb->why), "the server wants an "
+	snprintf(cb->why, sizeof(cb->why),
+		 "the server wants an "
 		 "authentication method dagfs does not offer");
 	return GIT_EAUTH;
 }
@@ -437,7 +451,8 @@ int gitsrc_connect(git_remote **out, struct gitsrc_cb *cb, git_repository *repo,
 	callbacks_init(&cbs, cb);
 	proxy.type = GIT_PROXY_AUTO;
 	/* Skipping insteadOf also skips a config regex libgit2 1.5 leaks. */
-	git_remote_create_options_init(&copts, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+	git_remote_create_options_init(&copts,
+				       GIT_REMOTE_CREATE_OPTIONS_VERSION);
 	copts.repository = repo;
 	copts.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF |
 		      GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
@@ -492,7 +507,8 @@ int gitsrc_ls_find(git_remote *r, const char *ref, char *name, size_t namelen,
 		const git_remote_head *h = head_named(heads, n, "HEAD");
 
 		if (!h) {
-			git_error_set_str(GIT_ERROR_REFERENCE, "the remote has "
+			git_error_set_str(GIT_ERROR_REFERENCE,
+					  "the remote has "
 					  "no HEAD (empty repository?)");
 			return GIT_ENOTFOUND;
 		}
@@ -516,8 +532,8 @@ int gitsrc_ls_find(git_remote *r, const char *ref, char *name, size_t namelen,
 
 bool gitsrc_shallow(const char *url)
 {
-	return GITSRC_SHALLOW && (!strncmp(url, "http://", 7) ||
-				  !strncmp(url, "https://", 8));
+	return GITSRC_SHALLOW &&
+	       (!strncmp(url, "http://", 7) || !strncmp(url, "https://", 8));
 }
 
 int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
@@ -549,7 +565,6 @@ int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
 	log_info(cb->g->src->tag, "fetched %u objects, %zu bytes in %.0f ms%s",
 		 st->received_objects, st->received_bytes,
 		 (double)(mono_ns() - t0) / 1e6,
-		 depth > 0 && depth < GITSRC_UNSHALLOW ?
-			 " (shallow)" : "");
+		 depth > 0 && depth < GITSRC_UNSHALLOW ? " (shallow)" : "");
 	return 0;
 }

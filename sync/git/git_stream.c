@@ -46,8 +46,8 @@ struct limits {
 	int io_ms;
 	int64_t deadline_ns; /* mono_ns(); 0: none */
 	int deadline_ms;
-	const bool *stop;    /* atomic; NULL: none */
-	int expired;	     /* atomic: enum gitsrc_expiry */
+	const bool *stop; /* atomic; NULL: none */
+	int expired;	  /* atomic: enum gitsrc_expiry */
 };
 
 struct tstream {
@@ -71,8 +71,10 @@ void gitsrc_stream_limits(int io_ms, int deadline_ms, const bool *stop)
 {
 	thread_limits.io_ms = io_ms;
 	thread_limits.deadline_ms = deadline_ms;
-	thread_limits.deadline_ns =
-		deadline_ms > 0 ? mono_ns() + (int64_t)deadline_ms * 1000000 : 0;
+	thread_limits.deadline_ns = deadline_ms > 0 ?
+					    mono_ns() + (int64_t)deadline_ms *
+								1000000 :
+					    0;
 	thread_limits.stop = stop;
 	__atomic_store_n(&thread_limits.expired, 0, __ATOMIC_RELAXED);
 }
@@ -120,7 +122,8 @@ static void watch_start(void)
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &a, watchdog, NULL))
-		log_err("git", "no fetch watchdog: fetch deadlines not enforced");
+		log_err("git",
+			"no fetch watchdog: fetch deadlines not enforced");
 	pthread_attr_destroy(&a);
 }
 
@@ -151,8 +154,9 @@ static int connect_one(struct tstream *t, const struct addrinfo *ai)
 	int fd, e = 0, one = 1, idle = 30, intvl = 10, cnt = 3;
 	socklen_t el = sizeof(e);
 
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
-				   SOCK_NONBLOCK, ai->ai_protocol);
+	fd = socket(ai->ai_family,
+		    ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		    ai->ai_protocol);
 	if (fd < 0)
 		return -errno;
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) && errno != EINPROGRESS) {
@@ -160,9 +164,10 @@ static int connect_one(struct tstream *t, const struct addrinfo *ai)
 	} else {
 		p.fd = fd;
 		e = poll(&p, 1, t->timeout_ms);
-		e = e < 0 ? errno : !e ? ETIMEDOUT :
-			getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) ? errno :
-									 e;
+		e = e < 0					  ? errno :
+		    !e						  ? ETIMEDOUT :
+		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) ? errno :
+								    e;
 	}
 	if (e) {
 		close(fd);
@@ -183,12 +188,15 @@ static int ts_connect(git_stream *st)
 {
 	struct tstream *t = (struct tstream *)st;
 	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_STREAM }, *res, *ai;
+				  .ai_socktype = SOCK_STREAM },
+			*res, *ai;
 	int rc = getaddrinfo(t->host, t->port, &hints, &res), fd = -ENOENT;
 
 	if (rc) {
-		git_error_set(GIT_ERROR_NET, "failed to resolve address for "
-			      "%s: %s", t->host, gai_strerror(rc));
+		git_error_set(GIT_ERROR_NET,
+			      "failed to resolve address for "
+			      "%s: %s",
+			      t->host, gai_strerror(rc));
 		return -1;
 	}
 	for (ai = res; ai; ai = ai->ai_next)

@@ -33,8 +33,7 @@ static size_t slot_of(const struct gitsrc_blobmap *m, const git_oid *oid)
 	return (size_t)k & (m->cap - 1);
 }
 
-static void map_insert(struct gitsrc_blobmap *m,
-		       const struct gitsrc_blobrec *r)
+static void map_insert(struct gitsrc_blobmap *m, const struct gitsrc_blobrec *r)
 {
 	size_t i = slot_of(m, &r->oid);
 
@@ -175,11 +174,11 @@ struct walk {
 	const struct snap *prev;
 	int64_t commit_ns;
 	git_repository *repo;
-	git_tree *root;       /* root tree of this repository's commit */
-	const char *url;      /* this repository's URL (relative submodules) */
+	git_tree *root;	 /* root tree of this repository's commit */
+	const char *url; /* this repository's URL (relative submodules) */
 	int depth;
-	int64_t newest;       /* newest mtime in the directory being walked */
-	char *spath;          /* snapshot path being built (shared buffer) */
+	int64_t newest;	      /* newest mtime in the directory being walked */
+	char *spath;	      /* snapshot path being built (shared buffer) */
 	char rpath[PATH_MAX]; /* path inside this repository */
 	char *err;
 	size_t errlen;
@@ -205,8 +204,8 @@ static int64_t keep_mtime(const struct walk *w, uint8_t type,
 }
 
 /* The mtime of the entry at w->spath; also tracks the directory's newest. */
-static int64_t stable_mtime(struct walk *w, uint8_t type,
-			    const struct dhash *h, const char *target)
+static int64_t stable_mtime(struct walk *w, uint8_t type, const struct dhash *h,
+			    const char *target)
 {
 	int64_t t = keep_mtime(w, type, h, target);
 
@@ -254,8 +253,8 @@ static int blob_hash(struct walk *w, const git_oid *oid,
 	if (rc)
 		return gitsrc_fail(w->g, NULL, rc, w->spath, w->err, w->errlen);
 	out->size = (uint64_t)git_blob_rawsize(blob);
-	rc = store_put_buf(w->g->src->store, &out->h,
-			   git_blob_rawcontent(blob), out->size);
+	rc = store_put_buf(w->g->src->store, &out->h, git_blob_rawcontent(blob),
+			   out->size);
 	git_blob_free(blob);
 	if (rc)
 		return fail_store(w, rc, "storing");
@@ -278,8 +277,10 @@ static int add_link(struct walk *w, const git_oid *oid)
 	if (n >= sizeof(target) || !n ||
 	    memchr(git_blob_rawcontent(blob), '\0', n)) {
 		git_blob_free(blob);
-		log_err(w->g->src->tag, "symlink %s has an invalid target; "
-			"left out", w->spath);
+		log_err(w->g->src->tag,
+			"symlink %s has an invalid target; "
+			"left out",
+			w->spath);
 		return 0;
 	}
 	memcpy(target, git_blob_rawcontent(blob), n);
@@ -293,7 +294,8 @@ static int add_link(struct walk *w, const git_oid *oid)
 static int add_file(struct walk *w, const git_tree_entry *e)
 {
 	struct gitsrc_blobrec r;
-	uint32_t mode = git_tree_entry_filemode(e) == GIT_FILEMODE_BLOB_EXECUTABLE ?
+	uint32_t mode = git_tree_entry_filemode(e) ==
+					GIT_FILEMODE_BLOB_EXECUTABLE ?
 				0755 :
 				0644;
 	int rc = blob_hash(w, git_tree_entry_id(e), &r);
@@ -338,8 +340,8 @@ bool gitsrc_gitmodules_url(char *out, size_t len, const char *text, size_t n,
 		k[strcspn(k, " \t")] = '\0';
 		v = eq + 1 + strspn(eq + 1, " \t\"");
 		v[strcspn(v, "\"\r")] = '\0';
-		for (size_t l = strlen(v); l && (v[l - 1] == ' ' ||
-						 v[l - 1] == '\t'); l--)
+		for (size_t l = strlen(v);
+		     l && (v[l - 1] == ' ' || v[l - 1] == '\t'); l--)
 			v[l - 1] = '\0';
 		if (!strcmp(k, "path"))
 			snprintf(mpath, sizeof(mpath), "%s", v);
@@ -393,13 +395,16 @@ static int submodule_url(struct walk *w, char *out, size_t len)
 	}
 	if (!rc) {
 		found = gitsrc_gitmodules_url(rel, sizeof(rel),
-				       git_blob_rawcontent(blob),
-				       (size_t)git_blob_rawsize(blob), w->rpath);
+					      git_blob_rawcontent(blob),
+					      (size_t)git_blob_rawsize(blob),
+					      w->rpath);
 		git_blob_free(blob);
 	}
 	if (!found) {
-		snprintf(w->err, w->errlen, "%s: submodule %s has no url in "
-			 ".gitmodules", w->g->src->tag, w->rpath);
+		snprintf(w->err, w->errlen,
+			 "%s: submodule %s has no url in "
+			 ".gitmodules",
+			 w->g->src->tag, w->rpath);
 		return -ENOENT;
 	}
 	resolve_url(out, len, w->url, rel);
@@ -416,9 +421,10 @@ static int add_submodule(struct walk *w, const git_oid *oid, size_t slen)
 	int rc;
 
 	if (w->depth >= SUBMODULE_DEPTH_MAX) {
-		snprintf(w->err, w->errlen, "%s: submodules nested deeper than "
-			 "%d at %s", w->g->src->tag, SUBMODULE_DEPTH_MAX,
-			 w->spath);
+		snprintf(w->err, w->errlen,
+			 "%s: submodules nested deeper than "
+			 "%d at %s",
+			 w->g->src->tag, SUBMODULE_DEPTH_MAX, w->spath);
 		return -ELOOP;
 	}
 	rc = submodule_url(w, url, sizeof(url));
@@ -477,7 +483,8 @@ static int walk_entry(struct walk *w, const git_tree_entry *e, size_t slen,
 	/* git itself never writes these, but a hand-made tree can hold them:
 	 * refused like escaping symlinks and hostile S3 keys, not fatal */
 	if (snap_path_check(name, strlen(name)) || strchr(name, '/')) {
-		log_err(w->g->src->tag, "tree entry '%.200s' under '%s' is not "
+		log_err(w->g->src->tag,
+			"tree entry '%.200s' under '%s' is not "
 			"a valid name ('.', '..', empty or with '/'); left out",
 			name, w->spath);
 		return 0;
@@ -539,12 +546,14 @@ static int subtree(struct gitsrc *g, git_tree **out, git_tree *root,
 		return git_tree_dup(out, root);
 	git_oid_tostr(hex, sizeof(hex), commit);
 	rc = git_tree_entry_bypath(&e, root, g->subpath);
-	if (rc == GIT_ENOTFOUND || (!rc && git_tree_entry_type(e) !=
-					   GIT_OBJECT_TREE)) {
+	if (rc == GIT_ENOTFOUND ||
+	    (!rc && git_tree_entry_type(e) != GIT_OBJECT_TREE)) {
 		if (!rc)
 			git_tree_entry_free(e);
-		snprintf(err, errlen, "%s: subpath %s is not a directory in "
-			 "commit %.12s", g->src->tag, g->subpath, hex);
+		snprintf(err, errlen,
+			 "%s: subpath %s is not a directory in "
+			 "commit %.12s",
+			 g->src->tag, g->subpath, hex);
 		return -ENOENT;
 	}
 	if (rc)
@@ -557,8 +566,12 @@ static int subtree(struct gitsrc *g, git_tree **out, git_tree *root,
 int gitsrc_build(struct gitsrc *g, git_commit *commit, const struct snap *prev,
 		 struct snap **out, char *err, size_t errlen)
 {
-	struct walk w = { .g = g, .prev = prev, .repo = g->repo, .url = g->url,
-			  .err = err, .errlen = errlen };
+	struct walk w = { .g = g,
+			  .prev = prev,
+			  .repo = g->repo,
+			  .url = g->url,
+			  .err = err,
+			  .errlen = errlen };
 	char hex[GIT_OID_HEXSZ + 1], spath[PATH_MAX] = "";
 	git_tree *top = NULL;
 	int rc;

@@ -38,8 +38,9 @@ struct s3_entry { /* one known key: the persistent map */
 };
 
 static const char *const s3_keys[] = {
-	"endpoint", "region", "addressing", "ca-file", "marker", "profile",
-	"parallel", "credentials-file", "sts-endpoint", "imds-endpoint", NULL
+	"endpoint",	"region",	 "addressing", "ca-file",
+	"marker",	"profile",	 "parallel",   "credentials-file",
+	"sts-endpoint", "imds-endpoint", NULL
 };
 
 /* ------------------------------------------------------------ listing */
@@ -80,14 +81,15 @@ static int list_all(struct source *src, struct s3_page *pg, char *err,
 		if (!rc)
 			rc = s3_make_url(s, url, 8192, NULL, query);
 		if (!rc)
-			rc = s3_get_small(src, url, "listing",
-					  S3_EMPTY_SHA256, &body, &h, err,
-					  errlen);
+			rc = s3_get_small(src, url, "listing", S3_EMPTY_SHA256,
+					  &body, &h, err, errlen);
 		if (!rc) {
 			rc = s3_list_parse(pg, body.p, body.len);
 			if (rc)
-				snprintf(err, errlen, "%s: listing: malformed "
-					 "ListObjectsV2 response", src->tag);
+				snprintf(err, errlen,
+					 "%s: listing: malformed "
+					 "ListObjectsV2 response",
+					 src->tag);
 		}
 		free(body.p);
 	} while (!rc && pg->truncated);
@@ -143,9 +145,9 @@ static void map_load(struct s3_src *s)
 		long long mt;
 		int off = 0;
 
-		if (sscanf(line, "%79[^\t]\t%llu\t%lld\t%32s\t%n", e.etag, &size,
-			   &mt, hex, &off) != 4 || !off ||
-		    dhash_parse(&e.hash, hex))
+		if (sscanf(line, "%79[^\t]\t%llu\t%lld\t%32s\t%n", e.etag,
+			   &size, &mt, hex, &off) != 4 ||
+		    !off || dhash_parse(&e.hash, hex))
 			continue;
 		key = line + off;
 		key[strcspn(key, "\n")] = '\0';
@@ -226,7 +228,8 @@ static void listing_rev(char *out, size_t len, const struct s3_page *pg)
 	XXH3_128bits_reset(xs);
 	for (size_t i = 0; i < pg->n; i++) {
 		XXH3_128bits_update(xs, pg->v[i].key, pg->v[i].klen + 1);
-		XXH3_128bits_update(xs, pg->v[i].etag, strlen(pg->v[i].etag) + 1);
+		XXH3_128bits_update(xs, pg->v[i].etag,
+				    strlen(pg->v[i].etag) + 1);
 		XXH3_128bits_update(xs, &pg->v[i].size, sizeof(pg->v[i].size));
 	}
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
@@ -249,13 +252,14 @@ static int marker_rev(struct source *src, char *rev, size_t len, char *err,
 	snprintf(key, sizeof(key), "%s%s", s->prefix, s->marker);
 	rc = s3_make_url(s, url, sizeof(url), key, NULL);
 	if (!rc)
-		rc = s3_get_small(src, url, "marker", "UNSIGNED-PAYLOAD",
-				  &body, &h, err, errlen);
+		rc = s3_get_small(src, url, "marker", "UNSIGNED-PAYLOAD", &body,
+				  &h, err, errlen);
 	free(body.p);
 	if (rc == -ENOENT)
-		snprintf(err, errlen, "%s: marker s3://%s/%s not found: nothing "
-			 "is published until the upload writes it", src->tag,
-			 s->bucket, key);
+		snprintf(err, errlen,
+			 "%s: marker s3://%s/%s not found: nothing "
+			 "is published until the upload writes it",
+			 src->tag, s->bucket, key);
 	if (!rc)
 		snprintf(rev, len, "marker-%s", h.etag[0] ? h.etag : "none");
 	return rc;
@@ -275,7 +279,8 @@ static int plan(struct source *src, struct s3_page *pg, struct snap_builder *b,
 		free(path);
 		return -ENOMEM;
 	}
-	snprintf(mkey, sizeof(mkey), "%s%s", s->prefix, s->marker ? s->marker : "");
+	snprintf(mkey, sizeof(mkey), "%s%s", s->prefix,
+		 s->marker ? s->marker : "");
 	for (size_t i = 0; i < pg->n; i++) {
 		const struct s3_object *o = &pg->v[i];
 		const struct s3_entry *known;
@@ -284,8 +289,10 @@ static int plan(struct source *src, struct s3_page *pg, struct snap_builder *b,
 					  PATH_MAX, &why);
 
 		if (kind < 0) {
-			log_err(src->tag, "object key '%.200s' refused: %s; "
-				"left out", o->key, why);
+			log_err(src->tag,
+				"object key '%.200s' refused: %s; "
+				"left out",
+				o->key, why);
 			continue;
 		}
 		if (kind == 2 || (s->marker && !strcmp(o->key, mkey)))
@@ -303,8 +310,10 @@ static int plan(struct source *src, struct s3_page *pg, struct snap_builder *b,
 		known = map_find(s, o->key);
 		(*jobs)[nj].o = o;
 		if (known && !strcmp(known->etag, o->etag) &&
-		    known->size == o->size && store_has(src->store, &known->hash))
-			(*jobs)[nj].hash = known->hash, (*jobs)[nj].attempt = -1;
+		    known->size == o->size &&
+		    store_has(src->store, &known->hash))
+			(*jobs)[nj].hash = known->hash,
+			(*jobs)[nj].attempt = -1;
 		nj++;
 	}
 	free(path);
@@ -344,8 +353,10 @@ static int fetch_missing(struct source *src, struct job *jobs, size_t n,
 	 * remembers them so the next round fetches only the rest. */
 	for (size_t i = 0; i < nf; i++) {
 		jobs[idx[i]].hash = f[i].hash;
-		jobs[idx[i]].attempt = dhash_eq(&f[i].hash, &(struct dhash){ 0 }) ?
-					       0 : -1;
+		jobs[idx[i]].attempt = dhash_eq(&f[i].hash,
+						&(struct dhash){ 0 }) ?
+					       0 :
+					       -1;
 	}
 	free(f);
 	free(idx);
@@ -460,8 +471,10 @@ static void map_replace(struct source *src, struct s3_entry *keep, size_t n)
 	s->nmap = n;
 	qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
 	if (map_save(s))
-		log_warn(src->tag, "could not save %s; unchanged objects may be "
-			 "fetched again after a restart", s->map_path);
+		log_warn(src->tag,
+			 "could not save %s; unchanged objects may be "
+			 "fetched again after a restart",
+			 s->map_path);
 }
 
 static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
@@ -569,21 +582,25 @@ static int s3_opts(struct source *src, struct s3_src *s, char *err,
 	} else if (s->region) {
 		s->endpoint = malloc(128);
 		if (s->endpoint)
-			snprintf(s->endpoint, 128, "https://s3.%.64s.amazonaws.com",
-				 s->region);
+			snprintf(s->endpoint, 128,
+				 "https://s3.%.64s.amazonaws.com", s->region);
 	}
 	if (!s->region || !s->endpoint)
 		return -ENOMEM;
 	if (strncmp(s->endpoint, "https://", 8) &&
 	    strncmp(s->endpoint, "http://", 7)) {
-		snprintf(err, errlen, "%s: endpoint '%s' must start with "
-			 "http:// or https://", src->tag, s->endpoint);
+		snprintf(err, errlen,
+			 "%s: endpoint '%s' must start with "
+			 "http:// or https://",
+			 src->tag, s->endpoint);
 		return -EINVAL;
 	}
-	while (strlen(s->endpoint) > 8 && s->endpoint[strlen(s->endpoint) - 1] == '/')
+	while (strlen(s->endpoint) > 8 &&
+	       s->endpoint[strlen(s->endpoint) - 1] == '/')
 		s->endpoint[strlen(s->endpoint) - 1] = '\0';
 	v = source_spec_get(sp, "addressing");
-	s->virtual_host = v ? !strcmp(v, "virtual") : !source_spec_get(sp, "endpoint");
+	s->virtual_host = v ? !strcmp(v, "virtual") :
+			      !source_spec_get(sp, "endpoint");
 	if (v && strcmp(v, "virtual") && strcmp(v, "path")) {
 		snprintf(err, errlen, "%s: addressing must be path or virtual",
 			 src->tag);
@@ -652,8 +669,9 @@ static int s3_init(struct source *src, char *err, size_t errlen)
 	s->src = src;
 	rc = s3_parse_location(s, src->spec->location);
 	if (rc == -EINVAL)
-		snprintf(err, errlen, "%s: location '%s' is not BUCKET[/PREFIX]",
-			 src->tag, src->spec->location);
+		snprintf(err, errlen,
+			 "%s: location '%s' is not BUCKET[/PREFIX]", src->tag,
+			 src->spec->location);
 	if (!rc)
 		rc = s3_opts(src, s, err, errlen);
 	if (!rc && path_fmt(s->map_path, sizeof(s->map_path), "%s/s3/%s/map",
@@ -665,7 +683,8 @@ static int s3_init(struct source *src, char *err, size_t errlen)
 		rc = -ENOMEM;
 	if (rc) {
 		if (rc != -EINVAL && !err[0])
-			snprintf(err, errlen, "%s: %s", src->tag, strerror(-rc));
+			snprintf(err, errlen, "%s: %s", src->tag,
+				 strerror(-rc));
 		s3_fini(src);
 		return rc;
 	}

@@ -160,7 +160,8 @@ static int from_file(struct s3_creds *c, const struct s3_cred_opts *o,
 	memset(text, 0, strlen(text));
 	free(text);
 	if (rc && o->credentials_file) {
-		snprintf(err, errlen, "credentials file %s: no aws_access_key_id "
+		snprintf(err, errlen,
+			 "credentials file %s: no aws_access_key_id "
 			 "and aws_secret_access_key in profile [%s]",
 			 path, profile ? profile : "default");
 		return -EINVAL;
@@ -203,9 +204,11 @@ static int from_web_identity(struct s3_creds *c, const struct s3_cred_opts *o,
 		return -ENOMEM;
 	}
 	form_encode(erole, sizeof(erole), role);
-	rc = snprintf(body, cap, "Action=AssumeRoleWithWebIdentity&Version="
+	rc = snprintf(body, cap,
+		      "Action=AssumeRoleWithWebIdentity&Version="
 		      "2011-06-15&RoleSessionName=dagfs&RoleArn=%s&"
-		      "WebIdentityToken=", erole);
+		      "WebIdentityToken=",
+		      erole);
 	form_encode(body + rc, cap - (size_t)rc, token);
 	memset(token, 0, strlen(token));
 	free(token);
@@ -217,8 +220,10 @@ static int from_web_identity(struct s3_creds *c, const struct s3_cred_opts *o,
 	rc = st == 200 && m.p ? s3_sts_parse(c, m.p, m.len) : -EACCES;
 	free(m.p);
 	if (rc) {
-		snprintf(err, errlen, "web identity: STS AssumeRoleWithWebIdentity "
-			 "for %s failed (HTTP %ld)", role, st);
+		snprintf(err, errlen,
+			 "web identity: STS AssumeRoleWithWebIdentity "
+			 "for %s failed (HTTP %ld)",
+			 role, st);
 		return -EACCES;
 	}
 	snprintf(c->origin, sizeof(c->origin), "web identity");
@@ -247,13 +252,14 @@ int s3_imds_parse(struct s3_creds *c, const char *text)
 	if (json_parse(&j, text, strlen(text)))
 		return -EBADMSG;
 	rc = j->type != JSON_OBJ ||
-	     json_field(j, "AccessKeyId", c->access_key,
-			sizeof(c->access_key)) ||
-	     json_field(j, "SecretAccessKey", c->secret_key,
-			sizeof(c->secret_key)) ||
-	     json_field(j, "Token", c->token, sizeof(c->token)) ||
-	     json_field(j, "Expiration", exp, sizeof(exp)) ||
-	     s3_time_parse(exp, &c->expires_ns) ?
+			     json_field(j, "AccessKeyId", c->access_key,
+					sizeof(c->access_key)) ||
+			     json_field(j, "SecretAccessKey", c->secret_key,
+					sizeof(c->secret_key)) ||
+			     json_field(j, "Token", c->token,
+					sizeof(c->token)) ||
+			     json_field(j, "Expiration", exp, sizeof(exp)) ||
+			     s3_time_parse(exp, &c->expires_ns) ?
 		     -EBADMSG :
 		     0;
 	json_free(j);
@@ -266,8 +272,9 @@ int s3_imds_parse(struct s3_creds *c, const char *text)
 
 static int from_imds(struct s3_creds *c, const struct s3_cred_opts *o)
 {
-	const char *base = o->imds_endpoint ? o->imds_endpoint :
-			   getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+	const char *base = o->imds_endpoint ?
+				   o->imds_endpoint :
+				   getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
 	char url[1024], hdr[1024], role[256];
 	struct membody tok = { 0 }, r = { 0 }, cr = { 0 };
 	int rc = -ENOENT;
@@ -279,18 +286,19 @@ static int from_imds(struct s3_creds *c, const struct s3_cred_opts *o)
 		return -ENOENT;
 	snprintf(url, sizeof(url), "%s/latest/api/token", base);
 	if (request("PUT", url, "X-aws-ec2-metadata-token-ttl-seconds: 21600",
-		    NULL, NULL, &tok) != 200 || !tok.p)
+		    NULL, NULL, &tok) != 200 ||
+	    !tok.p)
 		goto out;
 	snprintf(hdr, sizeof(hdr), "X-aws-ec2-metadata-token: %.900s", tok.p);
-	snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/",
-		 base);
+	snprintf(url, sizeof(url),
+		 "%s/latest/meta-data/iam/security-credentials/", base);
 	if (request("GET", url, hdr, NULL, NULL, &r) != 200 || !r.p)
 		goto out;
 	snprintf(role, sizeof(role), "%.*s", (int)strcspn(r.p, "\r\n"), r.p);
 	if (!role[0] || strchr(role, '/'))
 		goto out;
-	snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/%s",
-		 base, role);
+	snprintf(url, sizeof(url),
+		 "%s/latest/meta-data/iam/security-credentials/%s", base, role);
 	if (request("GET", url, hdr, NULL, NULL, &cr) == 200 && cr.p &&
 	    !s3_imds_parse(c, cr.p)) {
 		snprintf(c->origin, sizeof(c->origin), "instance metadata");
@@ -322,7 +330,8 @@ int s3_creds_get(struct s3_creds *out, const struct s3_cred_opts *o, char *err,
 		return rc;
 	if (!from_imds(out, o))
 		return 0;
-	snprintf(err, errlen, "no AWS credentials found (environment, "
+	snprintf(err, errlen,
+		 "no AWS credentials found (environment, "
 		 "credentials file, web identity, instance metadata)");
 	return -ENOENT;
 }

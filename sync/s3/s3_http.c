@@ -49,7 +49,8 @@ int s3_fail(struct source *src, char *err, size_t errlen, const char *what,
 			       -EIO;
 	}
 	if (body && blen)
-		s3_error_parse(body, blen, code, sizeof(code), msg, sizeof(msg));
+		s3_error_parse(body, blen, code, sizeof(code), msg,
+			       sizeof(msg));
 	if (!strcmp(code, "SignatureDoesNotMatch"))
 		hint = " (check the secret key)";
 	else if (!strcmp(code, "InvalidAccessKeyId"))
@@ -62,8 +63,8 @@ int s3_fail(struct source *src, char *err, size_t errlen, const char *what,
 		 status, code[0] ? " " : "", code, msg[0] ? ": " : "", msg,
 		 hint);
 	return status == 403 || status == 401 ? -EACCES :
-	       status == 404			? -ENOENT :
-						  -EIO;
+	       status == 404		      ? -ENOENT :
+						-EIO;
 }
 
 static bool retryable(CURLcode cc, long status)
@@ -109,7 +110,8 @@ static struct curl_slist *sign_headers(struct s3_src *s, const char *payload)
 		struct curl_slist *h2 = NULL;
 
 		if (t) {
-			snprintf(t, n, "x-amz-security-token: %s", s->creds.token);
+			snprintf(t, n, "x-amz-security-token: %s",
+				 s->creds.token);
 			h2 = curl_slist_append(h, t);
 			memset(t, 0, n);
 			free(t);
@@ -163,7 +165,8 @@ int s3_make_url(struct s3_src *s, char *out, size_t cap, const char *key,
 
 	if (key) {
 		ekey = malloc(3 * strlen(key) + 1);
-		if (!ekey || s3_uri_encode(ekey, 3 * strlen(key) + 1, key, true)) {
+		if (!ekey ||
+		    s3_uri_encode(ekey, 3 * strlen(key) + 1, key, true)) {
 			free(ekey);
 			return -ENAMETOOLONG;
 		}
@@ -309,17 +312,17 @@ struct committer {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_t thread;
-	CURLM *m;	   /* woken after each commit */
+	CURLM *m; /* woken after each commit */
 	struct store *st;
 	struct store_txn *spare[SPARE_MAX]; /* lock: begun, ready to use */
-	size_t nspare;	   /* lock */
-	bool spare_err;	   /* lock: one failed; the loop opens its own */
-	struct commit *c;  /* one per job at most; lock */
-	size_t queued;	   /* lock */
-	size_t done;	   /* lock: c[0..done) committed */
-	size_t seen;	   /* loop only: c[0..seen) accounted */
-	bool closing;	   /* lock */
-	bool running;	   /* loop only: the thread was started */
+	size_t nspare;			    /* lock */
+	bool spare_err;	  /* lock: one failed; the loop opens its own */
+	struct commit *c; /* one per job at most; lock */
+	size_t queued;	  /* lock */
+	size_t done;	  /* lock: c[0..done) committed */
+	size_t seen;	  /* loop only: c[0..seen) accounted */
+	bool closing;	  /* lock */
+	bool running;	  /* loop only: the thread was started */
 };
 
 static void *committer_main(void *arg)
@@ -462,7 +465,8 @@ static int xfer_check(struct dl *d, struct xfer *x)
 	char hex[2 * EVP_MAX_MD_SIZE + 1];
 
 	if (x->h.etag[0] && strcmp(x->h.etag, o->etag)) {
-		snprintf(d->err, d->errlen, "%s: %s changed during the sync; "
+		snprintf(d->err, d->errlen,
+			 "%s: %s changed during the sync; "
 			 "nothing published, it is fetched next round",
 			 d->src->tag, o->key);
 		return -EAGAIN;
@@ -477,8 +481,10 @@ static int xfer_check(struct dl *d, struct xfer *x)
 	for (unsigned i = 0; i < mdlen; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
 	if (etag_is_md5(o->etag) && strcasecmp(hex, o->etag)) {
-		log_warn(d->src->tag, "%s: MD5 does not match its ETag; "
-			 "retrying", o->key);
+		log_warn(d->src->tag,
+			 "%s: MD5 does not match its ETag; "
+			 "retrying",
+			 o->key);
 		return -EIO;
 	}
 	return 0;
@@ -508,13 +514,15 @@ static void xfer_done(struct dl *d, struct xfer *x, CURLcode cc)
 	if (cc == CURLE_OK && x->status == 200) {
 		rc = x->werr == -EFBIG ? -EAGAIN : xfer_check(d, x);
 		if (rc == -EAGAIN && x->werr == -EFBIG)
-			snprintf(d->err, d->errlen, "%s: %s changed during the "
-				 "sync; nothing published", d->src->tag,
-				 j->o->key);
+			snprintf(d->err, d->errlen,
+				 "%s: %s changed during the "
+				 "sync; nothing published",
+				 d->src->tag, j->o->key);
 		if (!rc) { /* to the committer: counted once renamed */
 			pthread_mutex_lock(&d->k->lock);
 			d->k->c[d->k->queued++] = (struct commit){
-				.txn = x->txn, .job = j, .got = x->got };
+				.txn = x->txn, .job = j, .got = x->got
+			};
 			pthread_cond_signal(&d->k->cond);
 			pthread_mutex_unlock(&d->k->lock);
 			x->txn = NULL;
@@ -529,9 +537,10 @@ static void xfer_done(struct dl *d, struct xfer *x, CURLcode cc)
 		return;
 	if (rc == -EAGAIN || (cc == CURLE_OK && x->status == 404)) {
 		if (rc != -EAGAIN)
-			snprintf(d->err, d->errlen, "%s: %s was deleted during "
-				 "the sync; nothing published", d->src->tag,
-				 j->o->key);
+			snprintf(d->err, d->errlen,
+				 "%s: %s was deleted during "
+				 "the sync; nothing published",
+				 d->src->tag, j->o->key);
 		d->fatal = -EAGAIN;
 	} else if ((rc == -EIO && cc == CURLE_OK && x->status == 200) ||
 		   retryable(cc, x->status)) {
@@ -541,8 +550,8 @@ static void xfer_done(struct dl *d, struct xfer *x, CURLcode cc)
 					   x->errbody.len);
 			return;
 		}
-		j->not_before = mono_ns() + (int64_t)backoff_ms(j->attempt) *
-						    1000000;
+		j->not_before = mono_ns() +
+				(int64_t)backoff_ms(j->attempt) * 1000000;
 		d->retry[d->nretry++] = j;
 	} else {
 		d->fatal = s3_fail(d->src, d->err, d->errlen, j->o->key, cc,
@@ -564,9 +573,9 @@ static void commits_seen(struct dl *d)
 
 		if (c->rc) {
 			if (!d->fatal) {
-				snprintf(d->err, d->errlen, "%s: storing %s: %s",
-					 d->src->tag, c->job->o->key,
-					 strerror(-c->rc));
+				snprintf(d->err, d->errlen,
+					 "%s: storing %s: %s", d->src->tag,
+					 c->job->o->key, strerror(-c->rc));
 				d->fatal = c->rc;
 			}
 			continue;
@@ -591,7 +600,6 @@ static void committer_stop(struct dl *d)
 		store_txn_abort(k->spare[--k->nspare]);
 }
 
-
 /* The next job that may start now, or NULL. */
 static struct job *next_job(struct dl *d)
 {
@@ -613,10 +621,15 @@ int s3_download(struct source *src, struct job *jobs, size_t n, char *err,
 {
 	struct s3_src *s = src->priv;
 	size_t nx = (size_t)s->parallel < n ? (size_t)s->parallel : n;
-	struct dl d = { .src = src, .jobs = jobs, .njobs = n, .left = n,
-			.err = err, .errlen = errlen };
+	struct dl d = { .src = src,
+			.jobs = jobs,
+			.njobs = n,
+			.left = n,
+			.err = err,
+			.errlen = errlen };
 	struct xfer *xs = calloc(nx ? nx : 1, sizeof(*xs));
-	struct committer k = { .m = s->m, .st = src->store,
+	struct committer k = { .m = s->m,
+			       .st = src->store,
 			       .c = calloc(n ? n : 1, sizeof(*k.c)) };
 	int rc = 0;
 

@@ -126,8 +126,7 @@ int s3_time_parse(const char *s, int64_t *out)
 	return 0;
 }
 
-static void list_leaf(struct xml_state *x, const char *parent,
-		      const char *name)
+static void list_leaf(struct xml_state *x, const char *parent, const char *name)
 {
 	struct s3_page *pg = x->out;
 

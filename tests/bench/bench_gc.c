@@ -26,12 +26,13 @@ static struct snap *tree(struct store *st, int nfiles, int gen, int change)
 	for (int i = 0; i < nfiles; i++) {
 		/* the first @change files change at every generation */
 		struct dhash h;
-		int len = snprintf(body, sizeof(body), "# file %d\nv = %d\n",
-				   i, i < change ? gen : 0);
+		int len = snprintf(body, sizeof(body), "# file %d\nv = %d\n", i,
+				   i < change ? gen : 0);
 
 		snprintf(path, sizeof(path), "dags/d%02d/f%05d.py", i % 40, i);
 		if (store_put_buf(st, &h, body, (size_t)len) ||
-		    snap_builder_add_file(b, path, 0644, (uint64_t)len, 1, &h)) {
+		    snap_builder_add_file(b, path, 0644, (uint64_t)len, 1,
+					  &h)) {
 			snap_builder_free(b);
 			return NULL;
 		}
@@ -40,8 +41,7 @@ static struct snap *tree(struct store *st, int nfiles, int gen, int change)
 	return snap_builder_finish(b, rev, &s) ? NULL : s;
 }
 
-static int publish(struct store *st, int nfiles, int gen, int change,
-		   int keep)
+static int publish(struct store *st, int nfiles, int gen, int change, int keep)
 {
 	struct snap *s = tree(st, nfiles, gen, change);
 	int rc = s ? pub_publish(st, s, (unsigned)keep) : -1;
@@ -62,7 +62,7 @@ int main(int argc, char **argv)
 
 	if (argc < 2 || store_open(&st, argv[1], false)) {
 		fprintf(stderr, "usage: bench_gc DIR [nsnap nfiles change "
-			"rounds]\n");
+				"rounds]\n");
 		return 2;
 	}
 	for (; gen < nsnap; gen++)

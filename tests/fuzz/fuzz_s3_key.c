@@ -19,7 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			       &why);
 
 	if (k == 0 || k == 1) {
-		if (snap_path_check(out, strlen(out)) || strlen(out) >= size + 1)
+		if (snap_path_check(out, strlen(out)) ||
+		    strlen(out) >= size + 1)
 			abort();
 	} else if (k < 0 && !why) {
 		abort();

@@ -20,14 +20,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			int k = s3_key_to_path(pg.v[i].key, pg.v[i].klen, "",
 					       path, sizeof(path), &why);
 
-			if (k >= 0 && k < 2 && snap_path_check(path, strlen(path)))
+			if (k >= 0 && k < 2 &&
+			    snap_path_check(path, strlen(path)))
 				abort(); /* the sanitiser let a bad path by */
 		}
 	}
 	s3_page_free(&pg);
 	s3_error_parse((const char *)data, size, code, sizeof(code), msg,
 		       sizeof(msg));
-	if (!memchr(code, '\0', sizeof(code)) || !memchr(msg, '\0', sizeof(msg)))
+	if (!memchr(code, '\0', sizeof(code)) ||
+	    !memchr(msg, '\0', sizeof(msg)))
 		abort();
 	(void)!s3_sts_parse(&c, (const char *)data, size);
 	return 0;

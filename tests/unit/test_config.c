@@ -85,8 +85,8 @@ static void test_config__defaults(void)
 
 static void test_config__precedence_flag_env_file_default(void)
 {
-	const char *argv[] = { "--cache=/flag", "--log-level", "debug",
-			       "/mnt", NULL };
+	const char *argv[] = { "--cache=/flag", "--log-level", "debug", "/mnt",
+			       NULL };
 	const char *envp[] = { "DAGFS_CACHE=/env", "DAGFS_UID=2",
 			       "DAGFS_LOG_LEVEL=warn", NULL };
 	char conf[5000];
@@ -208,24 +208,24 @@ static void test_config__file_errors_carry_file_and_line(void)
 
 	CHECK(!write_conf("# comment\n"
 			  "[dagfs]\n"
-			  "bogus = 1\n"           /* 3 */
-			  "uid = root\n"          /* 4 */
-			  "umask = 0999\n"        /* 5 */
-			  "this line is wrong\n"  /* 6 */
-			  "[nonsense]\n"          /* 7 */
-			  "ignored = 1\n"         /* 8: not reported */
-			  "[source a]\n"          /* 9: no location */
-			  "type = dir\n"          /* 10 */
-			  "type = git\n"          /* 11 */
-			  "name = b\n"            /* 12 */
-			  "[dagfs]\n"             /* 13 */
-			  "log-level = loud\n"    /* 14 */
-			  "cache = /a\n"          /* 15 */
-			  "cache = /b\n"          /* 16 */
-			  "config = /x\n"         /* 17 */
-			  "[source a]\n"          /* 18 */
-			  "[source bad name]\n"   /* 19 */
-			  "[dagfs\n"));           /* 20 */
+			  "bogus = 1\n"		 /* 3 */
+			  "uid = root\n"	 /* 4 */
+			  "umask = 0999\n"	 /* 5 */
+			  "this line is wrong\n" /* 6 */
+			  "[nonsense]\n"	 /* 7 */
+			  "ignored = 1\n"	 /* 8: not reported */
+			  "[source a]\n"	 /* 9: no location */
+			  "type = dir\n"	 /* 10 */
+			  "type = git\n"	 /* 11 */
+			  "name = b\n"		 /* 12 */
+			  "[dagfs]\n"		 /* 13 */
+			  "log-level = loud\n"	 /* 14 */
+			  "cache = /a\n"	 /* 15 */
+			  "cache = /b\n"	 /* 16 */
+			  "config = /x\n"	 /* 17 */
+			  "[source a]\n"	 /* 18 */
+			  "[source bad name]\n"	 /* 19 */
+			  "[dagfs\n"));		 /* 20 */
 	snprintf(want, sizeof(want), "DAGFS_CONFIG=%s", path);
 	CHECK(load(&c, CMD_CHECK, argv, envp, &e) == -EINVAL);
 #define EXPECT(line, text)                                                     \
@@ -325,7 +325,8 @@ static void test_config__values_and_ranges(void)
 		{ "--gid=4294967295", "--gid: expected a numeric id" },
 		{ "--keep=0", "--keep: expected a number from 1" },
 		{ "--keep=5x", "--keep: expected a number from 1" },
-		{ "--threads=1001", "--threads: expected a number from 1 to 1000" },
+		{ "--threads=1001",
+		  "--threads: expected a number from 1 to 1000" },
 		{ "--log-format=xml", "--log-format: expected text or json" },
 		{ "--log-format=json", NULL },
 		{ "--http=127.0.0.1:8080", NULL },
@@ -335,7 +336,8 @@ static void test_config__values_and_ranges(void)
 		{ "--period=2m", NULL },
 		{ "--period=0", "--period: expected a duration" },
 		{ "--period=10 s", "--period: expected a duration" },
-		{ "--allow-other=maybe", "--allow-other: expected true or false" },
+		{ "--allow-other=maybe",
+		  "--allow-other: expected true or false" },
 		{ "--source=dir", "--source: malformed source 'dir'" },
 		{ "--source=dir:/x,ref", "--source: malformed source" },
 	};
@@ -366,10 +368,16 @@ static void test_config__values_and_ranges(void)
 
 static void test_config__bool_flags_and_values(void)
 {
-	const char *argv[] = { "--allow-other", "--period", "90s",
-			       "--source=dir:/srv/x", "--", "--mnt", NULL };
-	const char *argv2[] = { "--allow-other=no", "--source=dir:/srv/x",
-				"--max-failures", "3", "m", NULL };
+	const char *argv[] = {
+		"--allow-other", "--period", "90s", "--source=dir:/srv/x", "--",
+		"--mnt",	 NULL
+	};
+	const char *argv2[] = { "--allow-other=no",
+				"--source=dir:/srv/x",
+				"--max-failures",
+				"3",
+				"m",
+				NULL };
 	struct cfg_errors e = { 0 };
 	struct dagfs_config c;
 
@@ -448,8 +456,10 @@ static void test_config__check_reports_source_errors(void)
 	snprintf(conf, sizeof(conf), "DAGFS_CONFIG=%s", path);
 	CHECK(load(&c, CMD_CHECK, NULL, envp, &e) == 0);
 	CHECK(cmd_check_config(&c, &e) == 1);
-	snprintf(text, sizeof(text), "%s:4: dir source typo: unknown key "
-		 "'debounse'", path);
+	snprintf(text, sizeof(text),
+		 "%s:4: dir source typo: unknown key "
+		 "'debounse'",
+		 path);
 	CHECK(has_error(&e, text));
 	snprintf(text, sizeof(text), "%s:9: dir source gone:", path);
 	CHECK(has_error(&e, text));
@@ -508,7 +518,8 @@ int main(void)
 		  test_config__help_skips_validation },
 		{ "test_config__layout_overlap_and_names",
 		  test_config__layout_overlap_and_names },
-		{ "test_config__json_round_trip", test_config__json_round_trip },
+		{ "test_config__json_round_trip",
+		  test_config__json_round_trip },
 		{ "test_config__check_reports_source_errors",
 		  test_config__check_reports_source_errors },
 		{ NULL, NULL },

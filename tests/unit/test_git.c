@@ -39,7 +39,8 @@ static int repo_fresh(void)
 	return sh("cd %s && rm -rf w r.git cache && mkdir cache && "
 		  "git init -q -b main w && git init -q --bare -b main r.git && "
 		  "cd w && git config user.email t@t && git config user.name t "
-		  "&& git remote add origin ../r.git", dir);
+		  "&& git remote add origin ../r.git",
+		  dir);
 }
 
 /* Commit everything in the work tree at @when (seconds) and push. */
@@ -47,8 +48,8 @@ static int commit_push(long when, const char *msg)
 {
 	return sh("cd %s/w && git add -A && GIT_COMMITTER_DATE='%ld +0000' "
 		  "GIT_AUTHOR_DATE='%ld +0000' git commit -q -m '%s' && "
-		  "git push -q -f origin HEAD:main 2>/dev/null", dir, when,
-		  when, msg);
+		  "git push -q -f origin HEAD:main 2>/dev/null",
+		  dir, when, when, msg);
 }
 
 static int write_file(const char *rel, const char *text, mode_t mode)
@@ -217,10 +218,11 @@ static void test_git__known_hosts(void)
 	snprintf(kh, sizeof(kh), "%s/known_hosts", dir);
 	f = fopen(kh, "w");
 	CHECK(f);
-	fprintf(f, "# comment\n\ngithub.com,140.82.1.1 ssh-ed25519 %s\n"
-		   "[127.0.0.1]:2222 ssh-ed25519 %s c\n%s ssh-ed25519 %s\n"
-		   "@revoked bad.example ssh-ed25519 %s\n*.wild ssh-ed25519 "
-		   "%s\n",
+	fprintf(f,
+		"# comment\n\ngithub.com,140.82.1.1 ssh-ed25519 %s\n"
+		"[127.0.0.1]:2222 ssh-ed25519 %s c\n%s ssh-ed25519 %s\n"
+		"@revoked bad.example ssh-ed25519 %s\n*.wild ssh-ed25519 "
+		"%s\n",
 		b1, b1, hn, b2, b1, b2);
 	fclose(f);
 	CHECK(!gitsrc_known_hosts_check(kh, "github.com", 22, k1, 51, why,
@@ -290,8 +292,8 @@ static void test_git__sync_modes_links_and_stable_mtime(void)
 	CHECK(!write_file("dags/a.py", "print(1)\n", 0644));
 	CHECK(!write_file("bin/run.sh", "#!/bin/sh\n", 0755));
 	CHECK(!write_file("b.py", "print(2)\n", 0644));
-	CHECK(!sh("ln -s dags/a.py %s/w/link.py && ln -s ../../x %s/w/out",
-		  dir, dir));
+	CHECK(!sh("ln -s dags/a.py %s/w/link.py && ln -s ../../x %s/w/out", dir,
+		  dir));
 	CHECK(!commit_push(1000000000, "one"));
 	CHECK(!rig_open(&r, ""));
 	CHECK(rig_sync(&r, &s) == 1);
@@ -302,7 +304,7 @@ static void test_git__sync_modes_links_and_stable_mtime(void)
 	CHECK(e->mtime_ns == 1000000000LL * 1000000000);
 	CHECK((e = entry(s, "link.py")) && e->type == SNAP_LINK &&
 	      !strcmp(e->target, "dags/a.py"));
-	CHECK(!entry(s, "out")); /* escapes the root: left out */
+	CHECK(!entry(s, "out"));       /* escapes the root: left out */
 	CHECK(rig_sync(&r, &s2) == 0); /* nothing moved */
 	CHECK(!write_file("b.py", "print(3)\n", 0644));
 	CHECK(!commit_push(1000000500, "two"));
@@ -384,7 +386,8 @@ static void test_git__pins_tags_and_subpath(void)
 	CHECK(!commit_push(1000000000, "one"));
 	snprintf(first, sizeof(first), "%s", head_of("HEAD"));
 	CHECK(!sh("cd %s/w && git tag -a v1 -m v1 && git push -q origin v1 "
-		  "2>/dev/null", dir));
+		  "2>/dev/null",
+		  dir));
 	CHECK(!write_file("dags/a.py", "v2\n", 0644));
 	CHECK(!commit_push(1000000100, "two"));
 
@@ -427,10 +430,12 @@ static void test_git__submodules_off_and_recursive(void)
 	CHECK(!sh("cd %s && rm -rf sub.git subw && git init -q -b main subw && "
 		  "cd subw && echo inner > inner.py && git add -A && "
 		  "git -c user.email=t@t -c user.name=t commit -q -m s && "
-		  "git clone -q --bare . ../sub.git", dir));
+		  "git clone -q --bare . ../sub.git",
+		  dir));
 	CHECK(!write_file("top.py", "top\n", 0644));
 	CHECK(!sh("cd %s/w && git -c protocol.file.allow=always submodule add "
-		  "-q file://%s/sub.git libs/sub >/dev/null 2>&1", dir, dir));
+		  "-q file://%s/sub.git libs/sub >/dev/null 2>&1",
+		  dir, dir));
 	CHECK(!commit_push(1000000000, "with submodule"));
 
 	CHECK(!rig_open(&r, ""));
@@ -478,8 +483,10 @@ static int count_packs(void)
 	int n = -1;
 	FILE *p;
 
-	snprintf(cmd, sizeof(cmd), "ls %s/cache/git/t/repo.git/objects/pack/"
-		 " | grep -c '\\.pack$'", dir);
+	snprintf(cmd, sizeof(cmd),
+		 "ls %s/cache/git/t/repo.git/objects/pack/"
+		 " | grep -c '\\.pack$'",
+		 dir);
 	p = popen(cmd, "r");
 	if (p && fscanf(p, "%d", &n) != 1)
 		n = -1;
@@ -514,8 +521,8 @@ static void test_git__repack_keeps_repository_whole(void)
 	CHECK(rig_sync(&r, &s) == 0); /* the repository is whole */
 	rig_close(&r);
 	CHECK(!rig_open(&r, ""));
-	CHECK(rig_sync(&r, &s) == 1 && content_is(r.st, entry(s, "keep.py"),
-						  "kept\n"));
+	CHECK(rig_sync(&r, &s) == 1 &&
+	      content_is(r.st, entry(s, "keep.py"), "kept\n"));
 	snap_unref(s);
 	rig_close(&r);
 }
@@ -553,23 +560,27 @@ static void test_git__sweep_removes_leftovers_only(void)
 	head = head_of("HEAD");
 	for (size_t i = 0; i < sizeof(gone) / sizeof(*gone); i++)
 		CHECK(!sh("cd %s/cache/git/t && mkdir -p $(dirname %s) && "
-			  "echo x > %s", dir, gone[i], gone[i]));
+			  "echo x > %s",
+			  dir, gone[i], gone[i]));
 	CHECK(!sh("cd %s/cache/git/t/repo.git && mkdir -p refs/dagfs/heads && "
-		  "echo %s > refs/dagfs/heads/pack_git2_branch", dir, head));
+		  "echo %s > refs/dagfs/heads/pack_git2_branch",
+		  dir, head));
 	CHECK(!write_file("a.py", "two\n", 0644));
 	CHECK(!commit_push(1000000100, "two"));
 	CHECK(!rig_open(&r, ""));
-	CHECK(rig_sync(&r, &s) == 1 && content_is(r.st, entry(s, "a.py"),
-						  "two\n"));
+	CHECK(rig_sync(&r, &s) == 1 &&
+	      content_is(r.st, entry(s, "a.py"), "two\n"));
 	snap_unref(s);
 	rig_close(&r);
 	for (size_t i = 0; i < sizeof(gone) / sizeof(*gone); i++)
 		CHECK(sh("test -e %s/cache/git/t/%s", dir, gone[i]) != 0);
 	CHECK(!sh("test -f %s/cache/git/t/repo.git/refs/dagfs/heads/"
-		  "pack_git2_branch", dir));
+		  "pack_git2_branch",
+		  dir));
 	CHECK(count_packs() == 2);
 	CHECK(!sh("git -C %s/cache/git/t/repo.git fsck --no-dangling "
-		  "--no-progress", dir));
+		  "--no-progress",
+		  dir));
 }
 
 static void test_git__bad_options(void)

@@ -21,9 +21,9 @@ static void test_s3__keys_to_paths(void)
 
 static void test_s3__hostile_keys_are_refused(void)
 {
-	static const char *const bad[] = { "p/../x", "p/./x",  "p//x",
-					   "p/..",   "p/a/../../x", "p/\x01x",
-					   "p/\x7fx", "q/x",   "p//" };
+	static const char *const bad[] = { "p/../x",  "p/./x",	     "p//x",
+					   "p/..",    "p/a/../../x", "p/\x01x",
+					   "p/\x7fx", "q/x",	     "p//" };
 	char out[4096], longkey[300];
 	const char *why;
 
@@ -61,8 +61,10 @@ static void test_s3__listing_pages_and_url_encoding(void)
 	CHECK(pg.v[0].mtime_ns == 1795514254147000000LL);
 	CHECK(pg.v[1].klen == 4 && pg.v[1].key[2] == 1);
 	s3_page_free(&pg);
-	CHECK(s3_list_parse(&pg, "<ListBucketResult><IsTruncated>true"
-			    "</IsTruncated></ListBucketResult>", 64) == -EBADMSG);
+	CHECK(s3_list_parse(&pg,
+			    "<ListBucketResult><IsTruncated>true"
+			    "</IsTruncated></ListBucketResult>",
+			    64) == -EBADMSG);
 	s3_page_free(&pg);
 	CHECK(s3_list_parse(&pg, "<List", 5) == -EBADMSG);
 	s3_page_free(&pg);
@@ -76,17 +78,19 @@ static void test_s3__error_bodies(void)
 
 	s3_error_parse(xml, sizeof(xml) - 1, code, sizeof(code), msg,
 		       sizeof(msg));
-	CHECK(!strcmp(code, "SignatureDoesNotMatch") && !strcmp(msg, "bad sig"));
+	CHECK(!strcmp(code, "SignatureDoesNotMatch") &&
+	      !strcmp(msg, "bad sig"));
 	s3_error_parse("garbage", 7, code, sizeof(code), msg, sizeof(msg));
 	CHECK(!code[0] && !msg[0]);
 }
 
 static void test_s3__credentials_file_profiles(void)
 {
-	static const char text[] = "[default]\naws_access_key_id = A1\n"
-				   "aws_secret_access_key = S1\n[prod]\n"
-				   "aws_access_key_id=A2\naws_secret_access_key=S2\n"
-				   "aws_session_token = T2\n";
+	static const char text[] =
+		"[default]\naws_access_key_id = A1\n"
+		"aws_secret_access_key = S1\n[prod]\n"
+		"aws_access_key_id=A2\naws_secret_access_key=S2\n"
+		"aws_session_token = T2\n";
 	struct s3_creds c;
 
 	CHECK(!s3_creds_parse_file(&c, text, "default"));
@@ -129,7 +133,8 @@ int main(void)
 		{ "test_s3__error_bodies", test_s3__error_bodies },
 		{ "test_s3__credentials_file_profiles",
 		  test_s3__credentials_file_profiles },
-		{ "test_s3__sts_and_imds_answers", test_s3__sts_and_imds_answers },
+		{ "test_s3__sts_and_imds_answers",
+		  test_s3__sts_and_imds_answers },
 		{ NULL, NULL },
 	};
 

@@ -137,7 +137,8 @@ static void test_sdoc__malformed_is_refused(void)
 int main(void)
 {
 	static const struct harness_case cases[] = {
-		{ "test_sdoc__signed_round_trip", test_sdoc__signed_round_trip },
+		{ "test_sdoc__signed_round_trip",
+		  test_sdoc__signed_round_trip },
 		{ "test_sdoc__tampering_is_refused",
 		  test_sdoc__tampering_is_refused },
 		{ "test_sdoc__malformed_is_refused",

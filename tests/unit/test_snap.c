@@ -8,15 +8,15 @@
 #include "log.h"
 #include "sync.h"
 
-static struct dhash H(int v)
-{
+static struct dhash H(int v) {
 	struct dhash h;
 
 	dhash_buf(&h, &v, sizeof(v));
 	return h;
 }
 
-static struct snap *build(const char *rev)
+static struct snap *
+build(const char *rev)
 {
 	struct snap_builder *b;
 	struct snap *s = NULL;
@@ -70,7 +70,8 @@ static void test_snap__parents_are_synthesized(void)
 	CHECK(d > 0 && s->e[d].type == SNAP_DIR && s->e[d].mode == 0755);
 	t = snap_child(s, (uint32_t)d, "team");
 	CHECK(t > 0 && snap_lookup(s, "dags/team") == t);
-	CHECK(snap_child(s, (uint32_t)t, "b.py") == snap_lookup(s, "dags/team/b.py"));
+	CHECK(snap_child(s, (uint32_t)t, "b.py") ==
+	      snap_lookup(s, "dags/team/b.py"));
 	CHECK(s->e[snap_lookup(s, "dags/team/b.py")].mode == 0755);
 	CHECK(snap_lookup(s, "nope") == -ENOENT);
 	CHECK(s->e[0].child_count == 2);
@@ -80,8 +81,8 @@ static void test_snap__parents_are_synthesized(void)
 static void test_snap__escaping_links_are_dropped(void)
 {
 	static const char *const bad[][2] = {
-		{ "x", "../out" },    { "d/x", "../../out" }, { "y", "/etc" },
-		{ "dot", "." },	      { "z", "dot/.." },      { "w", "d/../.." },
+		{ "x", "../out" }, { "d/x", "../../out" }, { "y", "/etc" },
+		{ "dot", "." },	   { "z", "dot/.." },	   { "w", "d/../.." },
 	};
 	struct snap_builder *b;
 	struct snap *s;
@@ -97,7 +98,8 @@ static void test_snap__escaping_links_are_dropped(void)
 	CHECK(snap_lookup(s, "dot") > 0);
 	CHECK(snap_lookup(s, "z") == -ENOENT);
 	CHECK(snap_lookup(s, "x") == -ENOENT && snap_lookup(s, "y") == -ENOENT);
-	CHECK(snap_lookup(s, "d/x") == -ENOENT && snap_lookup(s, "w") == -ENOENT);
+	CHECK(snap_lookup(s, "d/x") == -ENOENT &&
+	      snap_lookup(s, "w") == -ENOENT);
 	CHECK(snap_lookup(s, "ok") > 0 && snap_lookup(s, "dangling") > 0);
 	snap_unref(s);
 }
@@ -120,13 +122,14 @@ static void test_snap__directory_wins_over_file(void)
 static void test_snap__bad_paths_are_refused(void)
 {
 	static const char *const bad[] = { "/abs", "a//b", "a/../b", "./a",
-					   "a/", "..", "." };
+					   "a/",   "..",   "." };
 	struct snap_builder *b;
 	struct dhash h = H(4);
 
 	CHECK(!snap_builder_new(&b, "t"));
 	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
-		CHECK(snap_builder_add_file(b, bad[i], 0644, 1, 1, &h) == -EINVAL);
+		CHECK(snap_builder_add_file(b, bad[i], 0644, 1, 1, &h) ==
+		      -EINVAL);
 	snap_builder_free(b);
 }
 
@@ -140,10 +143,12 @@ static void test_snap__encode_decode_roundtrip(void)
 	s->published_ns = 42;
 	CHECK(!snap_encode(s, &buf, &len));
 	CHECK(!snap_decode(&d, buf, len));
-	CHECK(d->n == s->n && !strcmp(d->rev, "rev-1") && d->published_ns == 42);
+	CHECK(d->n == s->n && !strcmp(d->rev, "rev-1") &&
+	      d->published_ns == 42);
 	for (uint32_t i = 0; i < s->n; i++) {
 		CHECK(!strcmp(s->e[i].path, d->e[i].path));
-		CHECK(s->e[i].mode == d->e[i].mode && s->e[i].size == d->e[i].size);
+		CHECK(s->e[i].mode == d->e[i].mode &&
+		      s->e[i].size == d->e[i].size);
 	}
 	snap_unref(d);
 	free(buf);

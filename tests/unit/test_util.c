@@ -23,7 +23,8 @@ static int put_is(const char *s, const char *want)
 	fclose(f);
 	ok = len == strlen(want) && !memcmp(buf, want, len);
 	if (!ok)
-		fprintf(stderr, "json_put_str: got [%s], want [%s]\n", buf, want);
+		fprintf(stderr, "json_put_str: got [%s], want [%s]\n", buf,
+			want);
 	free(buf);
 	return ok;
 }
@@ -94,12 +95,14 @@ static void test_util__json_replaces_ill_formed_utf8(void)
 	/* one U+FFFD per maximal subpart, as Python's errors="replace" */
 	CHECK(quoted_is("a\x80z", "\"a\\ufffdz\""));
 	CHECK(quoted_is("\xff\xfe", "\"\\ufffd\\ufffd\""));
-	CHECK(quoted_is("\xc0\xaf", "\"\\ufffd\\ufffd\""));          /* overlong */
-	CHECK(quoted_is("\xe0\x9f\xbf", "\"\\ufffd\\ufffd\\ufffd\"")); /* overlong */
-	CHECK(quoted_is("\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"")); /* surrogate */
+	CHECK(quoted_is("\xc0\xaf", "\"\\ufffd\\ufffd\"")); /* overlong */
+	CHECK(quoted_is("\xe0\x9f\xbf",
+			"\"\\ufffd\\ufffd\\ufffd\"")); /* overlong */
+	CHECK(quoted_is("\xed\xa0\x80",
+			"\"\\ufffd\\ufffd\\ufffd\"")); /* surrogate */
 	CHECK(quoted_is("\xf4\x90\x80\x80",
 			"\"\\ufffd\\ufffd\\ufffd\\ufffd\"")); /* past U+10FFFF */
-	CHECK(quoted_is("\xe2\x82z", "\"\\ufffdz\""));  /* truncated */
+	CHECK(quoted_is("\xe2\x82z", "\"\\ufffdz\""));	      /* truncated */
 	CHECK(quoted_is("x\xf0\x9f\x98", "\"x\\ufffd\"")); /* cut at the end */
 	CHECK(quoted_is("\xc3\"", "\"\\ufffd\\\"\""));
 }
