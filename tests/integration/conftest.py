@@ -300,9 +300,11 @@ class Dagfs:
             return pred()
         try:
             return wait_for(p, timeout, what=what)
-        except Timeout:
+        except Timeout as e:
             self.check_alive()
-            raise
+            # what the daemon said is what explains a wait that ran out
+            raise Timeout(f"{e}; dagfs's stderr ends:\n"
+                          f"{self.stderr_text()[-3000:]}") from None
 
     def stderr_text(self):
         try:

@@ -242,7 +242,7 @@ def test_killed_mid_pack_restart_sweeps_and_catches_up(dagfs, git_http,
     publish(git_repo, 2)
     # libgit2 writes the fetched pack under a temporary name
     m.wait(lambda: [n for n in os.listdir(pack) if n.startswith("pack_git2_")
-                    and (pack / n).stat().st_size > 64 << 10], 15,
+                    and (pack / n).stat().st_size > 64 << 10], 30,
            what="a pack fetch halfway through")
     m.signal(signal.SIGKILL)
     m.wait_exit()
