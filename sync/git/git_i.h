@@ -157,6 +157,30 @@ bool gitsrc_shallow(const char *url);
 int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
 		    size_t n, int depth) WUR;
 
+/* -------------------------------------------------- git_shallow.c */
+
+/* The commits at a shallow repository's boundary (<gitdir>/shallow). */
+struct gitsrc_roots {
+	git_oid *v;
+	size_t n, cap;
+};
+
+/** Read @repo's boundary into @rs (empty if the repository is whole);
+ * 0 or -errno. */
+int gitsrc_roots_read(struct gitsrc_roots *rs, git_repository *repo) WUR;
+
+/**
+ * After a fetch: put back the commits of @before, the boundary read
+ * before it, that are still in @repo and still lack a parent, where
+ * libgit2 1.8 dropped them (it deletes the boundary on a fetch that does
+ * not deepen, and the next fetch then fails). *@restored says whether the
+ * file was rewritten. 0 or -errno.
+ */
+int gitsrc_roots_keep(git_repository *repo, const struct gitsrc_roots *before,
+		      bool *restored) WUR;
+
+void gitsrc_roots_free(struct gitsrc_roots *rs);
+
 /* -------------------------------------------------- git_pack.c */
 
 /**

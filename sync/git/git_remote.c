@@ -540,6 +540,7 @@ int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
 		    size_t n, int depth)
 {
 	git_fetch_options opts;
+	struct gitsrc_roots roots = { 0 };
 	git_strarray specs = { (char **)refspecs, n };
 	const git_indexer_progress *st;
 	int64_t t0 = mono_ns();
@@ -556,7 +557,29 @@ int gitsrc_download(struct gitsrc_cb *cb, git_remote *r, const char **refspecs,
 #if GITSRC_SHALLOW
 	opts.depth = depth;
 #endif
+	rc = gitsrc_roots_read(&roots, git_remote_owner(r));
+	if (rc) {
+		git_error_set(GIT_ERROR_OS, "reading the shallow boundary: %s",
+			      strerror(-rc));
+		return GIT_ERROR;
+	}
 	rc = git_remote_download(r, &specs, &opts);
+	if (!rc) {
+		bool restored;
+		int e = gitsrc_roots_keep(git_remote_owner(r), &roots,
+					  &restored);
+
+		if (e) {
+			git_error_set(GIT_ERROR_OS,
+				      "keeping the shallow boundary: %s",
+				      strerror(-e));
+			rc = GIT_ERROR;
+		} else if (restored) {
+			log_debug(cb->g->src->tag,
+				  "shallow boundary put back after the fetch");
+		}
+	}
+	gitsrc_roots_free(&roots);
 	if (rc)
 		return rc;
 	st = git_remote_stats(r);

@@ -226,6 +226,15 @@ def test_first_sync_and_pinned_commit_fetch_one_commit(dagfs, git_http,
     wait_shows(m, "head/v.txt", "24\n")
     assert fetched_bytes(port)["head"] - got["head"] < 20_000  # incremental
     assert len(read(m.mnt / "head/big.bin")) == 65536
+    # and every later one too: libgit2 1.8 deletes the shallow boundary on
+    # a fetch that does not deepen, and the next fetch then failed for
+    # ever ("object not found" for the first commit's parent)
+    for i in range(25, 28):
+        git_repo.write("v.txt", f"{i}\n")
+        git_repo.commit(f"c{i}", when=T0 + i)
+        wait_shows(m, "head/v.txt", f"{i}\n")
+        boundary = m.cache / "git" / "head" / "repo.git" / "shallow"
+        assert boundary.exists() == shallow, i
 
 
 # -------------------------------------------------------------- subpath
