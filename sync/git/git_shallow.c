@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "git_i.h"
 
@@ -118,28 +117,20 @@ static bool still_boundary(git_odb *odb, const git_oid *id)
 	return lacks;
 }
 
-static int roots_write(const struct gitsrc_roots *rs, const char *path)
+/* Replace @gitdir's boundary file by @rs, crash-safely. */
+static int roots_write(const struct gitsrc_roots *rs, const char *gitdir)
 {
-	char tmp[PATH_MAX + 16], hex[HEX + 1];
-	FILE *f;
-	int rc = 0;
+	char *buf = malloc(rs->n * (HEX + 1) + 1);
+	int rc;
 
-	snprintf(tmp, sizeof(tmp), "%s.dagfs-tmp", path);
-	f = fopen(tmp, "we");
-	if (!f)
-		return -errno;
+	if (!buf)
+		return -ENOMEM;
 	for (size_t i = 0; i < rs->n; i++) {
-		git_oid_tostr(hex, sizeof(hex), &rs->v[i]);
-		fprintf(f, "%s\n", hex);
+		git_oid_tostr(buf + i * (HEX + 1), HEX + 1, &rs->v[i]);
+		buf[i * (HEX + 1) + HEX] = '\n';
 	}
-	if (fflush(f) || fsync(fileno(f)))
-		rc = -errno;
-	if (fclose(f) && !rc)
-		rc = -errno;
-	if (!rc && rename(tmp, path))
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
+	rc = pub_write_file(gitdir, gitdir, "shallow", buf, rs->n * (HEX + 1));
+	free(buf);
 	return rc;
 }
 
@@ -164,7 +155,7 @@ int gitsrc_roots_keep(git_repository *repo, const struct gitsrc_roots *before,
 		if (still_boundary(odb, &before->v[i]))
 			rc = roots_add(&now, &before->v[i]);
 	if (!rc && now.n != had) {
-		rc = roots_write(&now, path);
+		rc = roots_write(&now, git_repository_path(repo));
 		*restored = !rc;
 	}
 	git_odb_free(odb);
