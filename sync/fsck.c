@@ -43,42 +43,31 @@ static void report(struct fsck *f, const char *fmt, ...)
 		f->fn(msg, f->payload);
 }
 
+static int check_blob(int dirfd, const char *name, const char *hex, void *arg)
+{
+	struct fsck *f = arg;
+	struct dhash h;
+	int rc;
+
+	(void)dirfd;
+	if (dhash_parse(&h, hex)) {
+		report(f, "objects/%.2s/%s: not a blob name", hex, name);
+		return 0;
+	}
+	f->res.blobs++;
+	rc = store_verify_blob(f->st, &h, f->repair);
+	if (rc == -EIO)
+		report(f, "blob %s: content does not match its name%s", hex,
+		       f->repair ? "; removed" : "");
+	else if (rc)
+		report(f, "blob %s: %s", hex, strerror(-rc));
+	return 0;
+}
+
 static void check_blobs(struct fsck *f)
 {
-	for (int i = 0; i < 256; i++) {
-		char path[PATH_MAX], hex[300];
-		struct dirent *de;
-		DIR *d;
-
-		snprintf(path, sizeof(path), "%s/objects/%02x",
-			 store_dir(f->st), i);
-		d = opendir(path);
-		if (!d)
-			continue;
-		while ((de = readdir(d))) {
-			struct dhash h;
-			int rc;
-
-			if (de->d_name[0] == '.')
-				continue;
-			snprintf(hex, sizeof(hex), "%02x%s", i, de->d_name);
-			if (dhash_parse(&h, hex)) {
-				report(f, "objects/%02x/%s: not a blob name", i,
-				       de->d_name);
-				continue;
-			}
-			f->res.blobs++;
-			rc = store_verify_blob(f->st, &h, f->repair);
-			if (rc == -EIO)
-				report(f,
-				       "blob %s: content does not match its "
-				       "name%s",
-				       hex, f->repair ? "; removed" : "");
-			else if (rc)
-				report(f, "blob %s: %s", hex, strerror(-rc));
-		}
-		closedir(d);
-	}
+	/* check_blob never stops the walk: every blob gets its verdict */
+	(void)store_each_blob(f->st, check_blob, f);
 }
 
 /* A snapshot is intact when it decodes and every blob it names is. */

@@ -663,35 +663,29 @@ static void sweep_files(struct round *r, const char *sub,
 	closedir(d);
 }
 
+struct sweep {
+	const struct hmap *live;
+	int removed;
+};
+
+static int sweep_blob(int dirfd, const char *name, const char *hex, void *arg)
+{
+	struct sweep *w = arg;
+	struct dhash h;
+
+	/* only what is named like a blob is ever removed */
+	if (strlen(name) == 30 && !dhash_parse(&h, hex) &&
+	    !hmap_get(w->live, &h) && !unlinkat(dirfd, name, 0))
+		w->removed++;
+	return 0;
+}
+
 static int sweep_blobs(struct round *r)
 {
-	int removed = 0;
+	struct sweep w = { &r->live.blobs, 0 };
 
-	for (int i = 0; i < 256; i++) {
-		char path[PATH_MAX], hex[300];
-		struct dirent *de;
-		DIR *d;
-
-		snprintf(path, sizeof(path), "%s/objects/%02x",
-			 store_dir(r->st), i);
-		d = opendir(path);
-		if (!d)
-			continue;
-		while ((de = readdir(d))) {
-			struct dhash h;
-
-			if (strlen(de->d_name) != 30)
-				continue;
-			snprintf(hex, sizeof(hex), "%02x%s", i, de->d_name);
-			if (dhash_parse(&h, hex) ||
-			    hmap_get(&r->live.blobs, &h))
-				continue;
-			if (!unlinkat(dirfd(d), de->d_name, 0))
-				removed++;
-		}
-		closedir(d);
-	}
-	return removed;
+	(void)store_each_blob(r->st, sweep_blob, &w);
+	return w.removed;
 }
 
 /* Collect; the exclusive store lock is held. */

@@ -399,11 +399,15 @@ int store_verify_blob(struct store *s, const struct dhash *h, bool remove)
 	return 0;
 }
 
-int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes)
+int store_each_blob(struct store *s,
+		    int (*fn)(int dirfd, const char *name, const char *hex,
+			      void *arg),
+		    void *arg)
 {
-	*blobs = *bytes = 0;
-	for (int i = 0; i < 256; i++) {
-		char sub[16];
+	int rc = 0;
+
+	for (int i = 0; !rc && i < 256; i++) {
+		char sub[16], hex[300];
 		struct dirent *de;
 		DIR *d;
 		int fd;
@@ -417,18 +421,42 @@ int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes)
 			close(fd);
 			return -errno;
 		}
-		while ((de = readdir(d))) {
-			struct stat st;
-
-			if (de->d_name[0] == '.' ||
-			    fstatat(fd, de->d_name, &st, 0))
+		while (!rc && (de = readdir(d))) {
+			if (de->d_name[0] == '.')
 				continue;
-			(*blobs)++;
-			*bytes += (uint64_t)st.st_size;
+			snprintf(hex, sizeof(hex), "%02x%s", i, de->d_name);
+			rc = fn(fd, de->d_name, hex, arg);
 		}
 		closedir(d);
 	}
+	return rc;
+}
+
+struct usage {
+	uint64_t blobs, bytes;
+};
+
+static int usage_add(int dirfd, const char *name, const char *hex, void *arg)
+{
+	struct usage *u = arg;
+	struct stat st;
+
+	(void)hex;
+	if (!fstatat(dirfd, name, &st, 0)) {
+		u->blobs++;
+		u->bytes += (uint64_t)st.st_size;
+	}
 	return 0;
+}
+
+int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes)
+{
+	struct usage u = { 0, 0 };
+	int rc = store_each_blob(s, usage_add, &u);
+
+	*blobs = u.blobs;
+	*bytes = u.bytes;
+	return rc;
 }
 
 int store_flush(struct store *s)

@@ -100,6 +100,18 @@ int store_verify_blob(struct store *s, const struct dhash *h, bool remove);
  */
 int store_flush(struct store *s) WUR;
 
+/**
+ * Call @fn for every entry of objects/00..ff but dot files: @dirfd is its
+ * fan-out directory, @name the entry there, @hex the fan-out's two digits
+ * and @name (a blob's id when well formed: the caller checks). A non-zero
+ * return of @fn stops the walk and is returned; a fan-out directory that
+ * cannot be opened is skipped (absent is normal for an empty one).
+ */
+int store_each_blob(struct store *s,
+		    int (*fn)(int dirfd, const char *name, const char *hex,
+			      void *arg),
+		    void *arg);
+
 /** Count and total bytes of stored blobs (walks objects/). */
 int store_usage(struct store *s, uint64_t *blobs, uint64_t *bytes) WUR;
 
