@@ -169,6 +169,16 @@ struct gitsrc_roots {
  * 0 or -errno. */
 int gitsrc_roots_read(struct gitsrc_roots *rs, git_repository *repo) WUR;
 
+/** Add the commit ids of the boundary file @path (git's format: one id a
+ * line; other lines skipped) to @rs; absent is empty. 0 or -errno. */
+int gitsrc_roots_load(struct gitsrc_roots *rs, const char *path) WUR;
+
+/** The parents a raw commit object (@data, @size: its header, a blank
+ * line, its message) names: at most @max ids into @out; returns how many
+ * the header names, which may exceed @max. */
+size_t gitsrc_commit_parents(const char *data, size_t size, git_oid *out,
+			     size_t max);
+
 /**
  * After a fetch: put back the commits of @before, the boundary read
  * before it, that are still in @repo and still lack a parent, where

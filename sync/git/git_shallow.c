@@ -55,7 +55,7 @@ static void shallow_path(char *buf, size_t len, git_repository *repo)
 	snprintf(buf, len, "%sshallow", git_repository_path(repo));
 }
 
-static int roots_load(struct gitsrc_roots *rs, const char *path)
+int gitsrc_roots_load(struct gitsrc_roots *rs, const char *path)
 {
 	char line[HEX + 8];
 	FILE *f = fopen(path, "re");
@@ -82,7 +82,30 @@ int gitsrc_roots_read(struct gitsrc_roots *rs, git_repository *repo)
 	char path[PATH_MAX];
 
 	shallow_path(path, sizeof(path), repo);
-	return roots_load(rs, path);
+	return gitsrc_roots_load(rs, path);
+}
+
+size_t gitsrc_commit_parents(const char *data, size_t size, git_oid *out,
+			     size_t max)
+{
+	const char *p = data, *end = data + size;
+	size_t n = 0;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		git_oid id;
+
+		if (!nl || nl == p)
+			break; /* the blank line that ends the header */
+		if (nl - p == 7 + HEX && !memcmp(p, "parent ", 7) &&
+		    !git_oid_fromstrn(&id, p + 7, HEX)) {
+			if (n < max)
+				git_oid_cpy(&out[n], &id);
+			n++;
+		}
+		p = nl + 1;
+	}
+	return n;
 }
 
 /* True if commit @id is in @odb and lacks a parent there: it stays a
@@ -90,9 +113,11 @@ int gitsrc_roots_read(struct gitsrc_roots *rs, git_repository *repo)
  * commit it thinks shallow with no parents at all. */
 static bool still_boundary(git_odb *odb, const git_oid *id)
 {
+	git_oid few[16], *v = few;
+	const char *data;
 	git_odb_object *o;
-	const char *p, *end;
 	bool lacks = false;
+	size_t n, size;
 
 	if (git_odb_read(&o, odb, id))
 		return false;
@@ -100,19 +125,17 @@ static bool still_boundary(git_odb *odb, const git_oid *id)
 		git_odb_object_free(o);
 		return false;
 	}
-	p = git_odb_object_data(o);
-	end = p + git_odb_object_size(o);
-	while (p < end && !lacks) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		git_oid parent;
-
-		if (!nl || nl == p)
-			break; /* the blank line that ends the header */
-		if (nl - p == 7 + HEX && !memcmp(p, "parent ", 7) &&
-		    !git_oid_fromstrn(&parent, p + 7, HEX))
-			lacks = !git_odb_exists(odb, &parent);
-		p = nl + 1;
-	}
+	data = git_odb_object_data(o);
+	size = git_odb_object_size(o);
+	n = gitsrc_commit_parents(data, size, few, 16);
+	if (n > 16 && (v = malloc(n * sizeof(*v))))
+		gitsrc_commit_parents(data, size, v, n); /* an octopus */
+	/* out of memory: keep it a boundary; an extra line is harmless */
+	lacks = !v;
+	for (size_t i = 0; v && i < n && !lacks; i++)
+		lacks = !git_odb_exists(odb, &v[i]);
+	if (v != few)
+		free(v);
 	git_odb_object_free(o);
 	return lacks;
 }
@@ -147,7 +170,7 @@ int gitsrc_roots_keep(git_repository *repo, const struct gitsrc_roots *before,
 	if (!before->n)
 		return 0;
 	shallow_path(path, sizeof(path), repo);
-	rc = roots_load(&now, path);
+	rc = gitsrc_roots_load(&now, path);
 	if (!rc && git_repository_odb(&odb, repo))
 		rc = -EIO;
 	had = now.n;
