@@ -196,29 +196,17 @@ static int snap_blobs(const struct snap *s, struct dhash **out)
 	return n;
 }
 
-/* Write gc/@name from @buf without fsync: a temporary file, then rename. */
+/* Write gc/@name: lists are rebuilt when lost, so without the fsyncs of a
+ * publish. */
 static int write_quick(struct store *st, const char *name, const void *buf,
 		       size_t len)
 {
-	char tmp[PATH_MAX], dst[PATH_MAX];
-	int fd, rc = 0;
+	char dir[PATH_MAX], tmp[PATH_MAX];
 
-	if (path_fmt(tmp, sizeof(tmp), "%s/tmp/l.%d.%s", store_dir(st),
-		     (int)getpid(), name) ||
-	    path_fmt(dst, sizeof(dst), "%s/gc/%s", store_dir(st), name))
+	if (path_fmt(dir, sizeof(dir), "%s/gc", store_dir(st)) ||
+	    path_fmt(tmp, sizeof(tmp), "%s/tmp", store_dir(st)))
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, buf, len) != (ssize_t)len)
-		rc = errno ? -errno : -EIO;
-	if (close(fd) && !rc)
-		rc = -errno;
-	if (!rc && rename(tmp, dst))
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
-	return rc;
+	return pub_write_file_lazy(dir, tmp, name, buf, len);
 }
 
 static int list_write(struct store *st, const char *id, const struct dhash *v,

@@ -41,8 +41,8 @@ static int fsync_dir(const char *path)
 	return rc;
 }
 
-int pub_write_file(const char *dir, const char *tmpdir, const char *name,
-		   const void *buf, size_t len)
+static int write_renamed(const char *dir, const char *tmpdir, const char *name,
+			 const void *buf, size_t len, bool durable)
 {
 	char tmp[PATH_MAX], dst[PATH_MAX];
 	const char *p = buf;
@@ -65,14 +65,27 @@ int pub_write_file(const char *dir, const char *tmpdir, const char *name,
 			len -= (size_t)n;
 		}
 	}
-	if (!rc && fsync(fd))
+	if (!rc && durable && fsync(fd))
 		rc = -errno;
-	close(fd);
+	if (close(fd) && !rc)
+		rc = -errno;
 	if (!rc && rename(tmp, dst))
 		rc = -errno;
 	if (rc)
 		unlink(tmp);
-	return rc ? rc : fsync_dir(dir);
+	return rc || !durable ? rc : fsync_dir(dir);
+}
+
+int pub_write_file(const char *dir, const char *tmpdir, const char *name,
+		   const void *buf, size_t len)
+{
+	return write_renamed(dir, tmpdir, name, buf, len, true);
+}
+
+int pub_write_file_lazy(const char *dir, const char *tmpdir, const char *name,
+			const void *buf, size_t len)
+{
+	return write_renamed(dir, tmpdir, name, buf, len, false);
 }
 
 /* Atomically point @dir/@name at @target (symlink + rename). */

@@ -30,11 +30,12 @@ int pub_retained_list(const char *srcdir, struct hist *out);
 int pub_read_id_link(int dirfd, const char *name, char id[DHASH_HEX]) WUR;
 
 /**
- * Write @buf as @dir/@name: a temporary file in @tmpdir, fsync, rename.
- * Writers of one name must not race (same temporary name).
+ * pub_write_file() (sync.h) without either fsync: the file is whole or
+ * absent after a crash, but may be absent. For what is rebuilt when lost
+ * (the collector's blob lists). Writers of one name must not race.
  */
-int pub_write_file(const char *dir, const char *tmpdir, const char *name,
-		   const void *buf, size_t len) WUR;
+int pub_write_file_lazy(const char *dir, const char *tmpdir, const char *name,
+			const void *buf, size_t len) WUR;
 
 /** Read the whole file @path into *@out (malloc'd, NUL-terminated). */
 int pub_read_all(const char *path, void **out, size_t *len) WUR;
