@@ -12,38 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "snap_i.h"
-#include "sync.h"
-
-static struct snap *tree(struct store *st, int nfiles, int gen, int change)
-{
-	struct snap_builder *b;
-	struct snap *s;
-	char path[64], body[96], rev[32];
-
-	if (snap_builder_new(&b, "src"))
-		return NULL;
-	for (int i = 0; i < nfiles; i++) {
-		/* the first @change files change at every generation */
-		struct dhash h;
-		int len = snprintf(body, sizeof(body), "# file %d\nv = %d\n", i,
-				   i < change ? gen : 0);
-
-		snprintf(path, sizeof(path), "dags/d%02d/f%05d.py", i % 40, i);
-		if (store_put_buf(st, &h, body, (size_t)len) ||
-		    snap_builder_add_file(b, path, 0644, (uint64_t)len, 1,
-					  &h)) {
-			snap_builder_free(b);
-			return NULL;
-		}
-	}
-	snprintf(rev, sizeof(rev), "r%d", gen);
-	return snap_builder_finish(b, rev, &s) ? NULL : s;
-}
+#include "../unit/gen_tree.h"
 
 static int publish(struct store *st, int nfiles, int gen, int change, int keep)
 {
-	struct snap *s = tree(st, nfiles, gen, change);
+	struct snap *s = gen_tree(st, nfiles, change, gen);
 	int rc = s ? pub_publish(st, s, (unsigned)keep) : -1;
 
 	snap_unref(s);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gen_tree.h"
 #include "harness.h"
 #include "log.h"
 #include "snap_i.h"
@@ -36,40 +37,9 @@ static struct store *fresh(void)
 	return s;
 }
 
-/* The bytes of file @i at generation @gen. */
-static int body_of(char *buf, size_t len, int i, int gen)
-{
-	return snprintf(buf, len, "# file %d\nv = %d\n", i,
-			i < CHANGE ? gen : 0);
-}
-
-static struct snap *tree(struct store *st, int gen)
-{
-	struct snap_builder *b;
-	struct snap *s;
-	char path[64], body[64], rev[32];
-
-	if (snap_builder_new(&b, "src"))
-		return NULL;
-	for (int i = 0; i < NFILES; i++) {
-		int len = body_of(body, sizeof(body), i, gen);
-		struct dhash h;
-
-		snprintf(path, sizeof(path), "d%d/f%04d.py", i % 7, i);
-		if (store_put_buf(st, &h, body, (size_t)len) ||
-		    snap_builder_add_file(b, path, 0644, (uint64_t)len, 1,
-					  &h)) {
-			snap_builder_free(b);
-			return NULL;
-		}
-	}
-	snprintf(rev, sizeof(rev), "r%d", gen);
-	return snap_builder_finish(b, rev, &s) ? NULL : s;
-}
-
 static int publish(struct store *st, int gen)
 {
-	struct snap *s = tree(st, gen);
+	struct snap *s = gen_tree(st, NFILES, CHANGE, gen);
 	int rc = s ? pub_publish(st, s, KEEP) : -EIO;
 
 	snap_unref(s);
@@ -85,10 +55,10 @@ static bool snap_exact(struct store *st, const struct snap *s)
 	bool ok = s->rev[0] == 'r';
 
 	for (int i = 0; i < NFILES && ok; i++) {
-		int len = body_of(body, sizeof(body), i, gen), k;
+		int len = gen_body(body, sizeof(body), i, gen, CHANGE), k;
 		struct dhash want;
 
-		snprintf(p, sizeof(p), "d%d/f%04d.py", i % 7, i);
+		gen_path(p, sizeof(p), i);
 		dhash_buf(&want, body, (size_t)len);
 		k = snap_lookup(s, p);
 		ok = k >= 0 && dhash_eq(&s->e[k].hash, &want) &&
@@ -245,7 +215,8 @@ static void test_gc__stale_or_damaged_index_is_rebuilt(void)
 		CHECK(pread(fd, h.b, 16, at) == 16);
 		for (int f = 0; f < CHANGE; f++) {
 			char body[64];
-			int len = body_of(body, sizeof(body), f, 2 * KEEP + 2);
+			int len = gen_body(body, sizeof(body), f, 2 * KEEP + 2,
+					   CHANGE);
 			struct dhash want;
 
 			dhash_buf(&want, body, (size_t)len);
