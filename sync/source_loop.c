@@ -7,6 +7,7 @@
  * never publishes, sleeps or counts failures itself.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,6 +186,13 @@ static void *source_thread(void *arg)
 				err);
 		if (__atomic_load_n(&src->stop, __ATOMIC_ACQUIRE))
 			break;
+		/*
+		 * A sync builds a whole listing and drops it (a dir rescan
+		 * holds the old and new stat lists and a snapshot builder at
+		 * once): hand the freed pages back before sleeping a period,
+		 * else glibc keeps every round's peak resident for good.
+		 */
+		malloc_trim(0);
 		wait_next(src, next_delay_ms(src, failures));
 	}
 	return NULL;

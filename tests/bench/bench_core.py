@@ -82,6 +82,10 @@ class Target:
         """Peak RSS of the serving process in KiB, or None."""
         return None
 
+    def rss_kib(self):
+        """RSS of the serving process now, in KiB, or None."""
+        return None
+
     def requests(self):
         """{op: count} of the FUSE requests served so far, or None."""
         return None
@@ -133,6 +137,9 @@ class DagfsTarget(Target):
 
     def peak_rss_kib(self):
         return proc_status(self.m.pid, "VmHWM")
+
+    def rss_kib(self):
+        return proc_status(self.m.pid, "VmRSS")
 
     def requests(self):
         return fuse_requests(self.port)
@@ -275,6 +282,9 @@ def run(opts):
                                  "cold_ratio": cold / ncold,
                                  "warm_ratio": warm / nwarm,
                                  "rss": _mib(t.peak_rss_kib())})
+                    if t.rss_kib() is not None:
+                        t.notes[f"RSS after the {mode} scans MiB"] = _mib(
+                            t.rss_kib())
             for t in targets:
                 if t.notes:
                     notes[f"{t.name} @ {files}"] = t.notes
