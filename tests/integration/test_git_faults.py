@@ -284,6 +284,8 @@ def test_a_trickling_server_meets_the_fetch_deadline(dagfs, git_http,
     assert 2.5 < took < 9, took
     m.wait(lambda: served(m.mnt) == revision(2), 15,
            what="revision 2 once the trickle is over")
-    assert status(m, "t").get("revision") == head
+    # status.json follows the swap from its own thread
+    m.wait(lambda: status(m, "t").get("revision") == head, 5,
+           what="status.json at revision 2")
     m.stop()
     check_cache(dagfs, m.cache, "t")

@@ -127,7 +127,12 @@ def test_mirrors_follow_git_pushes_one_fetch_each(dagfs, git_http, git_repo,
             for m in ms:
                 m.wait(lambda m=m: served(m.mnt) == want, 10,
                        what=f"mirror {m.mnt} at push {i}")
-                assert status(m, "team-a")["revision"] == head
+                # status.json is rewritten by its own thread just after the
+                # swap (status_writer_kick), so it may trail the mount by
+                # a moment: wait for it, then it must name the same commit
+                m.wait(lambda m=m: status(m, "team-a").get("revision") ==
+                       head, 5, what=f"status.json of {m.mnt} at push {i}")
+                assert served(m.mnt) == want
         packs = sum("/git-upload-pack" in r for r in proxy.requests) - packs0
         assert packs == 3, proxy.requests
         # each push changed two blobs (a.py and a new file): each mirror
