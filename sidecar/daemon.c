@@ -219,10 +219,8 @@ static int sc_fetch_tree(const char *id, int timeout_ms, void *payload)
 int sc_place(struct sc_source *s)
 {
 	struct dagfs_ctx *ctx = s->ctx;
-	struct snap *snap = NULL;
+	struct snap *snap = source_cached(s->src);
 
-	if (pub_load_current(ctx->store, source_name(s->src), &snap))
-		snap = NULL;
 	s->slot = fs_add_slot(ctx->fs, source_at(s->src), source_name(s->src),
 			      snap);
 	if (s->slot >= 0)

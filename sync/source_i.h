@@ -96,6 +96,7 @@ struct source {
 	int wakefd; /* eventfd: written by source_kick/stop, polled by waits */
 	pthread_t thread;
 	bool started;
+	bool cache_loaded; /* source_cached() has read the cache */
 	source_publish_fn cb;
 	void *cb_payload;
 

@@ -241,6 +241,21 @@ int source_sync_once(struct source *src, struct snap **out, char *err,
 	return 0;
 }
 
+struct snap *source_cached(struct source *src)
+{
+	struct snap *cached;
+
+	if (!src->cache_loaded) {
+		src->cache_loaded = true;
+		index_refresh(src);
+		if (!pub_load_current(src->store, src->name, &cached)) {
+			publish_to_reader(src, cached); /* no reader yet */
+			snap_unref(cached);
+		}
+	}
+	return source_current(src);
+}
+
 int source_start(struct source *src, source_publish_fn cb, void *payload)
 {
 	struct snap *cached;
@@ -248,8 +263,9 @@ int source_start(struct source *src, source_publish_fn cb, void *payload)
 
 	src->cb = cb;
 	src->cb_payload = payload;
-	index_refresh(src);
-	if (!pub_load_current(src->store, src->name, &cached)) {
+	/* the very snapshot the view may already serve (source_cached),
+	 * not a second decoded copy of it */
+	if ((cached = source_cached(src))) {
 		log_info(src->tag, "serving cached revision %s", cached->rev);
 		publish_to_reader(src, cached);
 		snap_unref(cached);

@@ -334,28 +334,12 @@ int store_put_fd(struct store *s, struct dhash *out, uint64_t *size_out, int fd)
 /* Hash the whole of @fd; 0 if it matches @h. */
 static int blob_verify(int fd, const struct dhash *h)
 {
-	XXH3_state_t *xs = XXH3_createState();
-	XXH128_canonical_t c;
-	char buf[131072];
-	off_t off = 0;
-	ssize_t n;
+	struct dhash got;
+	int rc = dhash_fd(&got, NULL, fd);
 
-	if (!xs)
-		return -ENOMEM;
-	XXH3_128bits_reset(xs);
-	while ((n = pread(fd, buf, sizeof(buf), off)) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			XXH3_freeState(xs);
-			return -EIO;
-		}
-		XXH3_128bits_update(xs, buf, (size_t)n);
-		off += n;
-	}
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
-	XXH3_freeState(xs);
-	return memcmp(c.digest, h->b, 16) ? -EIO : 0;
+	if (rc)
+		return rc;
+	return dhash_eq(&got, h) ? 0 : -EIO;
 }
 
 /* Open and verify; on corruption log, remove if @remove, and fail -EIO. */

@@ -34,6 +34,9 @@ void dhash_hex(char out[DHASH_HEX], const struct dhash *h);
 /** Parse 32 lowercase hex digits; -EINVAL otherwise. */
 int dhash_parse(struct dhash *out, const char *hex) WUR;
 void dhash_buf(struct dhash *out, const void *buf, size_t len);
+/** The dhash and length of all of @fd (read from offset 0); 0, -ENOMEM
+ *  or -EIO. */
+int dhash_fd(struct dhash *out, uint64_t *size, int fd) WUR;
 bool dhash_eq(const struct dhash *a, const struct dhash *b);
 
 /* ----------------------------------------------------------------- store */
@@ -642,6 +645,13 @@ void source_origin(const struct source *src, char *url, size_t urllen,
 		   char *ref, size_t reflen);
 /** Current snapshot with a new reference, or NULL before the first. */
 struct snap *source_current(struct source *src);
+/**
+ * The cached revision (the store's current for this source), read once,
+ * with a new reference, or NULL if the cache has none. Before
+ * source_start(), so the view serves the very snapshot the source then
+ * starts from: one decoded copy, not two.
+ */
+struct snap *source_cached(struct source *src);
 /** Poll now (webhook, tests). */
 void source_kick(struct source *src);
 

@@ -74,6 +74,35 @@ void dhash_buf(struct dhash *out, const void *buf, size_t len)
 	memcpy(out->b, c.digest, 16);
 }
 
+int dhash_fd(struct dhash *out, uint64_t *size, int fd)
+{
+	XXH3_state_t *xs = XXH3_createState();
+	XXH128_canonical_t c;
+	char buf[131072];
+	uint64_t off = 0;
+	ssize_t n;
+
+	if (!xs)
+		return -ENOMEM;
+	XXH3_128bits_reset(xs);
+	while ((n = pread(fd, buf, sizeof(buf), (off_t)off)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			XXH3_freeState(xs);
+			return -EIO;
+		}
+		XXH3_128bits_update(xs, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+	XXH3_freeState(xs);
+	memcpy(out->b, c.digest, 16);
+	if (size)
+		*size = off;
+	return 0;
+}
+
 bool dhash_eq(const struct dhash *a, const struct dhash *b)
 {
 	return !memcmp(a->b, b->b, 16);

@@ -2,9 +2,12 @@
 /*
  * dir.c - the `dir` source: a local tree, watched with inotify on every
  * directory (including ones created later), rescanned after a debounce
- * of quiet. A rescan copies into the store only files whose size, mtime,
- * inode or device changed since the last scan; the others keep their
- * hash. Symlinks are kept as links (snap.c drops those that escape).
+ * of quiet, and every period. A rescan that no event asked for first
+ * checks whether anything changed at all (dir_check.c), without building
+ * a listing; a full scan copies into the store only files whose size,
+ * mtime, ctime, inode or device changed since the last scan; the others
+ * keep their hash. Symlinks are kept as links (snap.c drops those that
+ * escape).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -20,36 +23,24 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "source_i.h"
+#include "dir_i.h"
 
 #define WATCH_MASK                                                             \
 	(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM |  \
 	 IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF |             \
 	 IN_ONLYDIR | IN_DONT_FOLLOW)
 #define SCAN_TRIES 3
-#define RACY_NS (2LL * 1000000000) /* well above any timestamp granularity */
 
-/* What the last scan knew of a file, to skip rehashing it. */
-struct seen {
-	char *path;
-	uint64_t size;
-	int64_t mtime_ns;
-	ino_t ino;
-	dev_t dev;
-	struct dhash hash;
-	bool racy; /* modified too close to the scan to trust the stat */
+/* A file met by a scan in progress, keyed by a hash of its path until
+ * the listing is sealed and has indices. */
+struct seen_new {
+	uint64_t key;
+	struct seen s;
 };
 
 struct seen_list {
-	struct seen *v;
+	struct seen_new *v;
 	size_t n, cap;
-};
-
-struct dir_src {
-	char *root;
-	int debounce_ms;
-	int ifd;	       /* inotify */
-	struct seen_list seen; /* sorted by path; only the source thread */
 };
 
 struct scan {
@@ -69,42 +60,76 @@ static const char *const dir_keys[] = { "debounce", NULL };
 
 static void seen_free(struct seen_list *l)
 {
-	for (size_t i = 0; i < l->n; i++)
-		free(l->v[i].path);
 	free(l->v);
 	memset(l, 0, sizeof(*l));
 }
 
-static int seen_cmp(const void *a, const void *b)
+static int seen_key_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct seen *)a)->path,
-		      ((const struct seen *)b)->path);
+	uint64_t x = ((const struct seen_new *)a)->key;
+	uint64_t y = ((const struct seen_new *)b)->key;
+
+	return x < y ? -1 : x > y;
 }
 
-static const struct seen *seen_find(const struct seen_list *l, const char *path)
-{
-	struct seen key = { .path = (char *)path };
-
-	return l->n ? bsearch(&key, l->v, l->n, sizeof(key), seen_cmp) : NULL;
-}
-
-static int seen_add(struct seen_list *l, const struct seen *s)
+static int seen_add(struct seen_list *l, const char *path, const struct seen *s)
 {
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 256;
-		struct seen *v = realloc(l->v, cap * sizeof(*v));
+		struct seen_new *v = realloc(l->v, cap * sizeof(*v));
 
 		if (!v)
 			return -ENOMEM;
 		l->v = v;
 		l->cap = cap;
 	}
-	l->v[l->n] = *s;
-	l->v[l->n].path = strdup(s->path);
-	if (!l->v[l->n].path)
-		return -ENOMEM;
+	l->v[l->n].key = XXH3_64bits(path, strlen(path));
+	l->v[l->n].s = *s;
 	l->n++;
 	return 0;
+}
+
+/*
+ * The files of @l by the index of their entry in the sealed @snap. Two
+ * paths whose keys collide are both marked racy, so they are rehashed
+ * next time rather than trusted on the other's inode: exact whatever
+ * the hash does. Sorts @l.
+ */
+static struct seen *seen_index(struct seen_list *l, const struct snap *snap)
+{
+	struct seen *out = calloc(snap->n ? snap->n : 1, sizeof(*out));
+
+	if (!out)
+		return NULL;
+	qsort(l->v, l->n, sizeof(*l->v), seen_key_cmp);
+	for (size_t i = 1; i < l->n; i++)
+		if (l->v[i].key == l->v[i - 1].key)
+			l->v[i].s.racy = l->v[i - 1].s.racy = true;
+	for (uint32_t i = 0; i < snap->n; i++) {
+		const struct snap_entry *e = &snap->e[i];
+		struct seen_new key, *hit;
+
+		out[i].racy = true; /* nothing known: never trusted */
+		if (e->type != SNAP_FILE)
+			continue;
+		key.key = XXH3_64bits(e->path, strlen(e->path));
+		hit = bsearch(&key, l->v, l->n, sizeof(key), seen_key_cmp);
+		if (hit)
+			out[i] = hit->s;
+	}
+	return out;
+}
+
+/* What the last scan recorded of the file at @path, or NULL. */
+static const struct snap_entry *
+seen_find(const struct dir_src *ds, const char *path, const struct seen **meta)
+{
+	int i = ds->last ? snap_lookup(ds->last, path) : -ENOENT;
+
+	if (i < 0 || ds->last->e[i].type != SNAP_FILE)
+		return NULL;
+	*meta = &ds->seen[i];
+	return &ds->last->e[i];
 }
 
 static int scan_fail(struct scan *sc, int rc, const char *what)
@@ -118,16 +143,16 @@ static int scan_fail(struct scan *sc, int rc, const char *what)
 	return rc;
 }
 
-static void watch(struct scan *sc)
+void dir_watch(struct source *src, const struct dir_src *ds, const char *path)
 {
 	char full[PATH_MAX + 8];
 
-	if (sc->ds->ifd < 0)
+	if (ds->ifd < 0)
 		return;
-	snprintf(full, sizeof(full), "%s%s%s", sc->ds->root,
-		 sc->path[0] ? "/" : "", sc->path);
-	if (inotify_add_watch(sc->ds->ifd, full, WATCH_MASK) < 0)
-		log_warn(sc->src->tag,
+	snprintf(full, sizeof(full), "%s%s%s", ds->root, path[0] ? "/" : "",
+		 path);
+	if (inotify_add_watch(ds->ifd, full, WATCH_MASK) < 0)
+		log_warn(src->tag,
 			 "cannot watch %s: %s (rescans still "
 			 "run every period)",
 			 full, strerror(errno));
@@ -137,33 +162,24 @@ static void watch(struct scan *sc)
 static int scan_file(struct scan *sc, int dfd, const char *name,
 		     const struct stat *st)
 {
-	struct seen s = { .path = sc->path,
-			  .size = (uint64_t)st->st_size,
-			  .mtime_ns = st->st_mtim.tv_sec * 1000000000LL +
-				      st->st_mtim.tv_nsec,
-			  .ino = st->st_ino,
-			  .dev = st->st_dev };
-	const struct seen *old = seen_find(&sc->ds->seen, sc->path);
+	int64_t mtime_ns = ts_ns(&st->st_mtim);
+	struct seen s = seen_of(st, sc->started_ns);
+	const struct seen *om = NULL;
+	const struct snap_entry *old = seen_find(sc->ds, sc->path, &om);
+	uint64_t size = (uint64_t)st->st_size;
+	struct dhash hash;
 	struct stat after;
 	int fd, rc;
 
-	/*
-	 * The "racy git" problem: timestamps are coarse and inode numbers are
-	 * reused, so a file rewritten (tmp + rename) with the same size
-	 * within the clock's granularity can stat exactly like the file it
-	 * replaced. A stat is only trusted if the file had been still for a
-	 * while when it was last hashed.
-	 */
-	s.racy = s.mtime_ns > sc->started_ns - RACY_NS;
-	if (old && !old->racy && old->size == s.size &&
-	    old->mtime_ns == s.mtime_ns && old->ino == s.ino &&
-	    old->dev == s.dev && store_has(sc->src->store, &old->hash)) {
-		s.hash = old->hash;
+	if (old && seen_trusts(om, st) && old->size == size &&
+	    old->mtime_ns == mtime_ns &&
+	    store_has(sc->src->store, &old->hash)) {
+		hash = old->hash;
 	} else {
 		fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			return scan_fail(sc, -errno, "open");
-		rc = store_put_fd(sc->src->store, &s.hash, &s.size, fd);
+		rc = store_put_fd(sc->src->store, &hash, &size, fd);
 		if (!rc && fstat(fd, &after))
 			rc = -errno;
 		close(fd);
@@ -172,14 +188,14 @@ static int scan_file(struct scan *sc, int dfd, const char *name,
 		if (after.st_size != st->st_size ||
 		    after.st_mtim.tv_sec != st->st_mtim.tv_sec ||
 		    after.st_mtim.tv_nsec != st->st_mtim.tv_nsec ||
-		    s.size != (uint64_t)st->st_size)
+		    size != (uint64_t)st->st_size)
 			sc->unstable = true;
-		source_count_fetch(sc->src, s.size, 1);
+		source_count_fetch(sc->src, size, 1);
 	}
-	rc = seen_add(&sc->next, &s);
+	rc = seen_add(&sc->next, sc->path, &s);
 	if (!rc)
-		rc = snap_builder_add_file(sc->b, sc->path, st->st_mode, s.size,
-					   s.mtime_ns, &s.hash);
+		rc = snap_builder_add_file(sc->b, sc->path, st->st_mode, size,
+					   mtime_ns, &hash);
 	return rc ? scan_fail(sc, rc, "listing") : 0;
 }
 
@@ -195,7 +211,7 @@ static int scan_entry(struct scan *sc, int dfd, const char *name)
 
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW))
 		return errno == ENOENT ? 0 : scan_fail(sc, -errno, "stat");
-	mt = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+	mt = ts_ns(&st.st_mtim);
 	if (snap_path_check(sc->path, strlen(sc->path))) {
 		log_err(sc->src->tag, "%s: name too long or invalid; left out",
 			sc->path);
@@ -226,7 +242,7 @@ static int scan_entry(struct scan *sc, int dfd, const char *name)
 	rc = snap_builder_add_dir(sc->b, sc->path, st.st_mode, mt);
 	if (rc)
 		return scan_fail(sc, rc, "listing");
-	watch(sc);
+	dir_watch(sc->src, sc->ds, sc->path);
 	cfd = openat(dfd, name,
 		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (cfd < 0)
@@ -280,17 +296,16 @@ static int scan_once(struct source *src, struct scan *sc)
 	rc = snap_builder_new(&sc->b, src->name);
 	if (!rc)
 		rc = snap_builder_add_dir(sc->b, "", st.st_mode,
-					  st.st_mtim.tv_sec * 1000000000LL +
-						  st.st_mtim.tv_nsec);
+					  ts_ns(&st.st_mtim));
 	if (rc) {
 		close(fd);
 		return scan_fail(sc, rc, "listing");
 	}
-	watch(sc);
+	dir_watch(sc->src, sc->ds, sc->path);
 	return scan_dir(sc, fd);
 }
 
-static void drain(int fd)
+void dir_drain(int fd)
 {
 	char buf[16384]
 		__attribute__((aligned(__alignof__(struct inotify_event))));
@@ -299,22 +314,37 @@ static void drain(int fd)
 		;
 }
 
-/* Whether an inotify event is waiting: the tree changed since the drain. */
-static bool tree_changed(const struct dir_src *ds)
+bool dir_tree_changed(const struct dir_src *ds)
 {
 	struct pollfd p = { .fd = ds->ifd, .events = POLLIN };
 
 	return ds->ifd >= 0 && poll(&p, 1, 0) > 0;
 }
 
+void dir_keep_listing(struct dir_src *ds, struct snap *s, struct seen *seen)
+{
+	snap_unref(ds->last);
+	free(ds->seen);
+	ds->last = s;
+	ds->seen = seen;
+}
+
 static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 		    char *err, size_t errlen)
 {
 	struct dir_src *ds = src->priv;
-	struct snap *s;
+	bool woken = ds->woken;
+	struct snap *s, *cur;
+	struct seen *seen;
 	int rc, tries = 0;
 	struct scan sc;
 
+	ds->woken = false;
+	if (!woken && ds->last && !strcmp(ds->last->rev, prev_rev) &&
+	    dir_tree_unchanged(src, ds, ds->last, NULL))
+		return 0;
+	if (!ds->last && dir_cached_unchanged(src, ds, prev_rev))
+		return 0;
 	/*
 	 * A listing is only published if the tree stood still for the whole
 	 * scan: an inotify event pending at its end means something changed
@@ -330,9 +360,9 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 		sc.ds = ds;
 		sc.errmsg = err;
 		sc.errlen = errlen;
-		drain(ds->ifd);
+		dir_drain(ds->ifd);
 		rc = scan_once(src, &sc);
-		if (!rc && tree_changed(ds))
+		if (!rc && dir_tree_changed(ds))
 			sc.unstable = true;
 		if (rc || !sc.unstable)
 			break;
@@ -347,7 +377,7 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 		}
 		log_info(src->tag, "files changed during the scan; rescanning");
 		while (source_poll_wake(src, ds->ifd, ds->debounce_ms))
-			drain(ds->ifd);
+			dir_drain(ds->ifd);
 	} while (1);
 	if (rc) {
 		snap_builder_free(sc.b);
@@ -361,13 +391,31 @@ static int dir_sync(struct source *src, const char *prev_rev, struct snap **out,
 			 strerror(-rc));
 		return rc;
 	}
-	qsort(sc.next.v, sc.next.n, sizeof(*sc.next.v), seen_cmp);
-	seen_free(&ds->seen);
-	ds->seen = sc.next;
-	if (!strcmp(s->rev, prev_rev)) {
+	seen = seen_index(&sc.next, s);
+	seen_free(&sc.next);
+	if (!seen) {
 		snap_unref(s);
+		snprintf(err, errlen, "%s: building snapshot: %s", src->tag,
+			 strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	if (!strcmp(s->rev, prev_rev)) {
+		/*
+		 * Unchanged: keep the served snapshot rather than a second
+		 * copy. The same revision is the same digest of the same
+		 * sorted entries, so @seen's indices hold for it.
+		 */
+		cur = source_current(src);
+		if (cur && !strcmp(cur->rev, s->rev) && cur->n == s->n) {
+			snap_unref(s);
+			s = cur;
+		} else {
+			snap_unref(cur);
+		}
+		dir_keep_listing(ds, s, seen);
 		return 0;
 	}
+	dir_keep_listing(ds, snap_ref(s), seen);
 	*out = s;
 	return 1;
 }
@@ -379,8 +427,9 @@ static void dir_wait(struct source *src, int timeout_ms)
 	if (!source_poll_wake(src, ds->ifd, timeout_ms))
 		return;
 	/* An event: wait for the tree to be quiet for the debounce. */
+	ds->woken = true;
 	do
-		drain(ds->ifd);
+		dir_drain(ds->ifd);
 	while (source_poll_wake(src, ds->ifd, ds->debounce_ms));
 }
 
@@ -437,7 +486,7 @@ static void dir_fini(struct source *src)
 		return;
 	if (ds->ifd >= 0)
 		close(ds->ifd);
-	seen_free(&ds->seen);
+	dir_keep_listing(ds, NULL, NULL);
 	free(ds->root);
 	free(ds);
 	src->priv = NULL;
