@@ -29,6 +29,7 @@ struct fs_opts {
 	unsigned threads;    /* max idle worker threads */
 	unsigned spin_us;    /* fuse-spin: a worker polls that long (loop.c) */
 	unsigned awake_us;   /* fuse-awake: CPUs kept from halting (loop.c) */
+	bool prefetch;	     /* read listed files ahead (prefetch.c) */
 	bool show_meta;	     /* list .dagfs in the root (lookups always work) */
 	unsigned keep_trees; /* tree manifests kept in the cache */
 	int fetch_timeout_ms; /* revisions on demand: most a lookup waits */
@@ -38,7 +39,7 @@ struct fs_opts {
 	{                                                                      \
 		.uid = 0, .gid = 0, .umask = 022, .allow_other = false,        \
 		.debug = false, .threads = 10, .spin_us = 0, .awake_us = 5000, \
-		.show_meta = false, .keep_trees = 256,                         \
+		.prefetch = true, .show_meta = false, .keep_trees = 256,       \
 		.fetch_timeout_ms = 30000                                      \
 	}
 
@@ -95,6 +96,7 @@ struct fs_loop_stats {
 	uint64_t spin_hits;   /* requests a polling worker found (fuse-spin) */
 	uint64_t awake_holds; /* zero CPU-latency requests taken (fuse-awake) */
 	uint64_t awake_held;  /* 1 while one is held */
+	uint64_t prefetched; /* blobs read ahead after a listing (prefetch.c) */
 };
 
 /** Copy the loop's counters (relaxed reads). Thread-safe. */

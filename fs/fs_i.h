@@ -181,13 +181,24 @@ struct fs {
 				   * first (meta.c) */
 	int meta_shadowed;	  /* atomic: logged a root .dagfs entry */
 
-	struct fs_tree *tree;	/* fs->slot_lock: the current composition
+	struct fs_tree *tree;	      /* fs->slot_lock: the current composition
 				 * (trees.c), NULL before the first slot */
-	struct fs_tree *trees;	/* rev_lock: loaded old trees, newest use
+	struct fs_tree *trees;	      /* rev_lock: loaded old trees, newest use
 				 * first (trees.c) */
-	struct fs_fetch *fetch; /* deferred lookups (fetch.c), NULL if no
+	struct fs_fetch *fetch;	      /* deferred lookups (fetch.c), NULL if no
 				 * fetcher */
+	struct fs_prefetch *prefetch; /* prefetch.c; NULL if off */
 };
+
+/* prefetch.c */
+
+/** Set up read-ahead of listed files' blobs (no thread until used). */
+int fs_prefetch_init(struct fs *fs);
+/** Stop the thread and free; NULL-safe. */
+void fs_prefetch_free(struct fs *fs);
+/** Queue the blob of listed entry @e for read-ahead, if it is a small
+ *  file and there is room; never blocks on I/O. */
+void fs_prefetch_add(struct fs *fs, const struct snap_entry *e);
 
 /* view.c */
 

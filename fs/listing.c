@@ -257,6 +257,8 @@ static bool listing_add(struct listing *l, off_t pos)
 		return need <= room; /* a made-up child vanished: skip it */
 	}
 	listing_entry(l, pos, path, &r, &e);
+	if (r.kind == FS_ENTRY) /* the kernel lists only what it lacks */
+		fs_prefetch_add(l->fs, &r.snap->e[r.idx]);
 	if (owned)
 		fs_res_drop(&r);
 	if (l->plus)

@@ -306,6 +306,8 @@ void fs_get_loop_stats(struct fs *fs, struct fs_loop_stats *out)
 					   __ATOMIC_RELAXED);
 	out->awake_held = __atomic_load_n(&fs->loop_stats.awake_held,
 					  __ATOMIC_RELAXED);
+	out->prefetched = __atomic_load_n(&fs->loop_stats.prefetched,
+					  __ATOMIC_RELAXED);
 }
 
 int fs_loop_serve(struct fs *fs)

@@ -44,6 +44,8 @@ int fs_new(struct fs **out, struct store *st, const struct fs_opts *o)
 	pthread_mutex_init(&fs->swap_lock, NULL);
 	pthread_mutex_init(&fs->rev_lock, NULL);
 	pthread_rwlock_init(&fs->notify_lock, NULL);
+	if (o->prefetch && fs_prefetch_init(fs))
+		log_warn("fs", "prefetch is off: %s", strerror(ENOMEM));
 	*out = fs;
 	return 0;
 }
@@ -54,6 +56,7 @@ void fs_free(struct fs *fs)
 		return;
 	fs_unmount(fs);
 	fs_fetch_free(fs);
+	fs_prefetch_free(fs);
 	if (fs->se)
 		fuse_session_destroy(fs->se);
 	free(fs->mountpoint);

@@ -85,6 +85,9 @@ static const struct cfg_option options[] = {
 	      "µs after the last FUSE request the CPUs are kept from "
 	      "halting (zero /dev/cpu_dma_latency), while requests arrive "
 	      "that closely (0: off)"),
+	OPT("fuse-prefetch", CFG_BOOL, fuse_prefetch, "true", DAEMON, NULL,
+	    "when the kernel first lists a directory, read its files' "
+	    "bytes ahead from the cache (one thread, page cache only)"),
 	OPT("fuse-debug", CFG_BOOL, fuse_debug, "false", DAEMON, NULL,
 	    "log every FUSE request (very verbose)"),
 	OPT("materialize", CFG_STR, materialize, NULL, DAEMON, "DIR",

@@ -320,6 +320,7 @@ static int view_create(struct dagfs_ctx *ctx)
 	o.threads = c->threads;
 	o.spin_us = c->fuse_spin_us;
 	o.awake_us = c->fuse_awake_us;
+	o.prefetch = c->fuse_prefetch;
 	o.show_meta = c->show_meta;
 	o.keep_trees = c->keep_trees;
 	o.fetch_timeout_ms = c->fetch_timeout_ms;

@@ -261,6 +261,10 @@ static void fuse_metrics(FILE *f, struct dagfs_ctx *ctx)
 		    "FUSE requests a polling worker found (fuse-spin).");
 	fprintf(f, "dagfs_fuse_spin_hits_total %llu\n",
 		(unsigned long long)ls.spin_hits);
+	metric_head(f, "fuse_prefetched_total", "counter",
+		    "Blobs read ahead when their directory was listed.");
+	fprintf(f, "dagfs_fuse_prefetched_total %llu\n",
+		(unsigned long long)ls.prefetched);
 	metric_head(f, "fuse_awake_total", "counter",
 		    "Times the CPUs were kept from halting (fuse-awake).");
 	fprintf(f, "dagfs_fuse_awake_total %llu\n",

@@ -116,6 +116,7 @@ struct dagfs_config {
 	int status_interval_ms;
 	unsigned threads;
 	unsigned fuse_spin_us, fuse_awake_us;
+	bool fuse_prefetch;
 	bool fuse_debug;
 	bool json;	      /* dagfs status --json, airflow-bundles --json */
 	unsigned keep_trees;  /* tree manifests kept in the cache */

@@ -2,13 +2,17 @@
 """The FUSE loop's levers against halted vCPUs (fs/loop.c): fuse-spin
 (one worker polls /dev/fuse for a while after a request) and fuse-awake
 (a zero CPU-latency request while requests come closely) serve like the
-plain loop and cost nothing once requests stop."""
+plain loop and cost nothing once requests stop. And the one against a
+cold page cache (fs/prefetch.c): fuse-prefetch reads a directory's small
+files ahead from the store when the kernel first lists it."""
 
 import fcntl
 import os
+import pathlib
 import re
 import socket
 import struct
+import subprocess
 import termios
 import threading
 import time
@@ -127,3 +131,69 @@ def test_awake_request_held_in_a_burst_dropped_at_rest(mount, tmp_path):
     rest_ticks = cpu_ticks(m.pid)
     time.sleep(1.0)
     assert cpu_ticks(m.pid) - rest_ticks <= 1
+
+
+def blobs_of(cache, files):
+    """{name: the blob in @cache holding the bytes of @files[name]}."""
+    by_bytes = {p.read_bytes(): p for p in
+                pathlib.Path(cache, "objects").glob("??/*")}
+    return {n: by_bytes[b] for n, b in files.items()}
+
+
+def resident_pages(path):
+    """Pages of @path in the page cache (util-linux fincore)."""
+    r = subprocess.run(["fincore", "--raw", "--noheadings", "-o", "PAGES",
+                        str(path)], capture_output=True, text=True,
+                       check=True)
+    return int(r.stdout.split()[0])
+
+
+def evict(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_prefetch_reads_a_listed_directory_ahead(mount, tmp_path, prefetch):
+    """Listing a directory the kernel has not cached puts the blobs of
+    its small files in the page cache before any is read: each counted
+    once in /metrics, files over 1 MiB and empty ones left alone, a second
+    listing (from the kernel's cache) prefetching nothing; with
+    --fuse-prefetch=false nothing is read ahead. Bytes are served
+    exactly either way."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    small = {f"f{i}.py": (f"x = {i}\n" * (200 + i)).encode()
+             for i in range(20)}
+    other = {"big.bin": b"y" * (2 << 20) + b"z", "empty.py": b""}
+    for n, b in {**small, **other}.items():
+        (src / "d" / n).write_bytes(b)
+    port = free_port()
+    m = mount([f"dir:{src},name=s"],
+              args=["--http", f"127.0.0.1:{port}",
+                    f"--fuse-prefetch={'true' if prefetch else 'false'}"],
+              ready=lambda mnt: (mnt / "d").is_dir())
+    blobs = blobs_of(m.cache, {**small, "big.bin": other["big.bin"]})
+    for b in blobs.values():
+        evict(b)
+    assert sum(resident_pages(b) for b in blobs.values()) == 0
+    assert metric(port, "fuse_prefetched_total") == 0
+    assert sorted(os.listdir(m.mnt / "d")) == sorted({**small, **other})
+    if prefetch:
+        m.wait(lambda: metric(port, "fuse_prefetched_total") == len(small),
+               10, what="every small file prefetched")
+        cold = [n for n in small if resident_pages(blobs[n]) == 0]
+        assert not cold, f"listed but not in the page cache: {cold}"
+    else:
+        time.sleep(0.5)
+        assert sum(resident_pages(blobs[n]) for n in small) == 0
+    assert resident_pages(blobs["big.bin"]) == 0
+    os.listdir(m.mnt / "d")
+    time.sleep(0.2)
+    assert metric(port, "fuse_prefetched_total") == \
+        (len(small) if prefetch else 0)
+    for n, b in {**small, **other}.items():
+        assert (m.mnt / "d" / n).read_bytes() == b
