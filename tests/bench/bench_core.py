@@ -15,7 +15,7 @@ file-system part alone). Root is needed to drop caches.
 Other comparators (s3fs, rclone mount...) plug in with --plugin MODULE:
 a module in tests/bench that calls bench_core.register(NAME, CLASS) with
 a Target subclass, then --targets native,dagfs,NAME. A target
-"dagfs:OPT=V+OPT=V" is dagfs with the extra options --OPT V (each its own
+"dagfs:OPT=V+OPT=V" is dagfs with the extra options --OPT=V (each its own
 mount and cache), so settings compare in one interleaved run, e.g.
 --targets native,dagfs:fuse-spin=0,dagfs:fuse-spin=300.
 
@@ -329,7 +329,7 @@ def main():
             extra = []
             for o in t[len("dagfs:"):].split("+"):
                 k, _, v = o.partition("=")
-                extra += [f"--{k}", v] if v else [f"--{k}"]
+                extra += [f"--{k}={v}"] if v else [f"--{k}"]
             register(t, type("DagfsVariant", (DagfsTarget,),
                              {"name": t, "extra": extra}))
     if "native" not in opts.targets:
