@@ -6,6 +6,7 @@
  * Everything served through the kernel is tested by tests/integration.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,6 +256,61 @@ static void test_fs__tree_recorded_before_each_swap(void)
 	store_close(st);
 }
 
+struct prefetch_arg {
+	struct fs *fs;
+	const struct snap_entry *e;
+	int n;
+};
+
+static void *prefetch_many(void *arg)
+{
+	struct prefetch_arg *a = arg;
+
+	for (int i = 0; i < 2000; i++)
+		fs_prefetch_add(a->fs, &a->e[i % a->n]);
+	return NULL;
+}
+
+/* Listings from many FUSE threads feed one prefetch thread: every small
+ * file's blob is read ahead once per listing while the queue has room,
+ * other entries never; freeing stops the thread whatever is queued. */
+static void test_fs__prefetch_reads_small_files_only(void)
+{
+	struct store *st;
+	struct fs *fs = fresh(&st);
+	struct snap_entry e[3] = { 0 };
+	struct fs_loop_stats ls;
+	struct prefetch_arg a;
+	pthread_t t[4];
+	uint64_t want = 0;
+
+	CHECK(fs && fs->prefetch);
+	e[0].type = SNAP_FILE; /* small: read ahead */
+	CHECK(!store_put_buf(st, &e[0].hash, "x = 1\n", 6));
+	e[0].size = 6;
+	e[1].type = SNAP_DIR;  /* not a file */
+	e[2].type = SNAP_FILE; /* over the limit */
+	e[2].hash = e[0].hash;
+	e[2].size = 2u << 20;
+	a = (struct prefetch_arg){ .fs = fs, .e = e, .n = 3 };
+	for (int i = 0; i < 4; i++)
+		CHECK(!pthread_create(&t[i], NULL, prefetch_many, &a));
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	want = 4 * 667; /* e[0] at i = 0, 3, ..., 1998 in each thread */
+	for (int i = 0; i < 500; i++) {
+		fs_get_loop_stats(fs, &ls);
+		if (ls.prefetched >= want)
+			break;
+		usleep(10000);
+	}
+	CHECK(ls.prefetched == want); /* the queue (4,096) held them all */
+	fs_prefetch_add(fs, &e[0]);
+	fs_prefetch_add(fs, &e[0]);
+	fs_free(fs); /* with work perhaps still queued */
+	store_close(st);
+}
+
 int main(void)
 {
 	static const struct harness_case cases[] = {
@@ -267,6 +323,8 @@ int main(void)
 		  test_fs__swap_keeps_old_trees_bounded },
 		{ "test_fs__tree_recorded_before_each_swap",
 		  test_fs__tree_recorded_before_each_swap },
+		{ "test_fs__prefetch_reads_small_files_only",
+		  test_fs__prefetch_reads_small_files_only },
 		{ NULL, NULL },
 	};
 	log_setup(LOG_LVL_ERR - 1, false);
