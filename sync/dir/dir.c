@@ -95,9 +95,18 @@ static int seen_add(struct seen_list *l, const char *path, const struct seen *s)
  * next time rather than trusted on the other's inode: exact whatever
  * the hash does. Sorts @l.
  */
+struct seen *dir_seen_alloc(uint32_t n)
+{
+	struct seen *v = calloc(n ? n : 1, sizeof(*v));
+
+	for (uint32_t i = 0; v && i < n; i++)
+		v[i].racy = true;
+	return v;
+}
+
 static struct seen *seen_index(struct seen_list *l, const struct snap *snap)
 {
-	struct seen *out = calloc(snap->n ? snap->n : 1, sizeof(*out));
+	struct seen *out = dir_seen_alloc(snap->n);
 
 	if (!out)
 		return NULL;
@@ -109,7 +118,6 @@ static struct seen *seen_index(struct seen_list *l, const struct snap *snap)
 		const struct snap_entry *e = &snap->e[i];
 		struct seen_new key, *hit;
 
-		out[i].racy = true; /* nothing known: never trusted */
 		if (e->type != SNAP_FILE)
 			continue;
 		key.key = XXH3_64bits(e->path, strlen(e->path));
@@ -185,10 +193,7 @@ static int scan_file(struct scan *sc, int dfd, const char *name,
 		close(fd);
 		if (rc)
 			return scan_fail(sc, rc, "copying into the cache");
-		if (after.st_size != st->st_size ||
-		    after.st_mtim.tv_sec != st->st_mtim.tv_sec ||
-		    after.st_mtim.tv_nsec != st->st_mtim.tv_nsec ||
-		    size != (uint64_t)st->st_size)
+		if (!stood_still(st, &after) || size != (uint64_t)st->st_size)
 			sc->unstable = true;
 		source_count_fetch(sc->src, size, 1);
 	}

@@ -60,9 +60,7 @@ static bool check_bytes(int dfd, const char *name, const struct stat *st,
 		return false;
 	same = !dhash_fd(&h, &size, fd) && !fstat(fd, &after) &&
 	       size == e->size && dhash_eq(&h, &e->hash) &&
-	       after.st_size == st->st_size &&
-	       after.st_mtim.tv_sec == st->st_mtim.tv_sec &&
-	       after.st_mtim.tv_nsec == st->st_mtim.tv_nsec;
+	       stood_still(st, &after);
 	close(fd);
 	return same;
 }
@@ -191,9 +189,7 @@ bool dir_cached_unchanged(struct source *src, struct dir_src *ds,
 	bool same = false;
 
 	if (cur && prev_rev[0] && !strcmp(cur->rev, prev_rev) &&
-	    (fill = calloc(cur->n ? cur->n : 1, sizeof(*fill)))) {
-		for (uint32_t i = 0; i < cur->n; i++)
-			fill[i].racy = true;
+	    (fill = dir_seen_alloc(cur->n))) {
 		dir_drain(ds->ifd);
 		same = dir_tree_unchanged(src, ds, cur, fill) &&
 		       !dir_tree_changed(ds);

@@ -70,7 +70,20 @@ static inline bool seen_trusts(const struct seen *m, const struct stat *st)
 	       m->ctime_ns == ts_ns(&st->st_ctim);
 }
 
+/* Whether a file read between stat @before and fstat @after stood still:
+ * else what was read may mix two versions. */
+static inline bool stood_still(const struct stat *before,
+			       const struct stat *after)
+{
+	return after->st_size == before->st_size &&
+	       ts_ns(&after->st_mtim) == ts_ns(&before->st_mtim);
+}
+
 /* dir.c */
+
+/** An array of @n entries that know nothing yet (never trusted), or
+ *  NULL. */
+struct seen *dir_seen_alloc(uint32_t n);
 
 /** Add an inotify watch on @path (relative to the root; "" is the root),
  *  with a logged warning if it cannot be. */
