@@ -5,7 +5,8 @@
  * body streamed into the store and checked (length, MD5 when the ETag is
  * one, the GET's ETag against the listing's). A key whose listing entry
  * is unchanged is never fetched again: a map key -> (ETag, size, hash)
- * persists in <cache>/s3/<name>/map.
+ * persists in <cache>/s3/<name>/map, read only in a round whose listing
+ * changed (a poll that finds nothing new keeps just the listing).
  *
  * Publication is all or nothing: one failed or changed object fails the
  * round and the last good revision stays. With marker=KEY, a revision is
@@ -29,9 +30,9 @@
 #include "s3_i.h"
 #include "source_i.h"
 
-struct s3_entry { /* one known key: the persistent map */
-	char *key;
-	char etag[80];
+struct s3_entry {	  /* one known key: the persistent map */
+	char *key;	  /* one allocation: the key, then its ETag */
+	const char *etag; /* in @key's allocation */
 	uint64_t size;
 	int64_t mtime_ns;
 	struct dhash hash;
@@ -45,24 +46,59 @@ static const char *const s3_keys[] = {
 
 /* ------------------------------------------------------------ listing */
 
-static int list_all(struct source *src, struct s3_page *pg, char *err,
-		    size_t errlen)
+/* A listing's revision hashes each object's key, ETag and size, in
+ * order: the same bytes whether the objects are kept or not. */
+static void listing_hash(XXH3_state_t *xs, const struct s3_page *pg,
+			 size_t from)
+{
+	for (size_t i = from; i < pg->n; i++) {
+		XXH3_128bits_update(xs, pg->v[i].key, pg->v[i].klen + 1);
+		XXH3_128bits_update(xs, pg->v[i].etag,
+				    strlen(pg->v[i].etag) + 1);
+		XXH3_128bits_update(xs, &pg->v[i].size, sizeof(pg->v[i].size));
+	}
+}
+
+static void listing_rev(char *out, size_t len, XXH3_state_t *xs)
+{
+	XXH128_canonical_t c;
+	struct dhash h;
+	char hex[DHASH_HEX];
+
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+	memcpy(h.b, c.digest, 16);
+	dhash_hex(hex, &h);
+	snprintf(out, len, "s3-%s", hex);
+}
+
+/*
+ * Every page of the listing, its revision into @rev. With @keep, the
+ * objects are appended to @pg; without, each page is hashed and dropped,
+ * so a poll that finds nothing new holds one page (1,000 objects) however
+ * large the bucket, and only a changed listing is read again to be kept.
+ */
+static int list_all(struct source *src, struct s3_page *pg, bool keep,
+		    char *rev, size_t revlen, char *err, size_t errlen)
 {
 	struct s3_src *s = src->priv;
 	char *url = malloc(8192), *query = malloc(8192);
 	char etok[3072], epre[3072];
+	XXH3_state_t *xs = XXH3_createState();
 	int rc = 0;
 
-	if (!url || !query) {
+	if (!url || !query || !xs) {
 		rc = -ENOMEM;
 		goto out;
 	}
+	XXH3_128bits_reset(xs);
 	if (s3_uri_encode(epre, sizeof(epre), s->prefix, false)) {
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
+	struct membody body = { 0 }; /* one buffer for every page */
+
 	do {
-		struct membody body = { 0 };
+		size_t first = pg->n;
 		struct hdrs h;
 
 		/* canonical order: curl 7.88 signs the query as given */
@@ -91,9 +127,16 @@ static int list_all(struct source *src, struct s3_page *pg, char *err,
 					 "ListObjectsV2 response",
 					 src->tag);
 		}
-		free(body.p);
+		if (!rc)
+			listing_hash(xs, pg, first);
+		if (!rc && !keep)
+			s3_page_drop_objects(pg);
 	} while (!rc && pg->truncated);
+	free(body.p);
+	if (!rc)
+		listing_rev(rev, revlen, xs);
 out:
+	XXH3_freeState(xs);
 	free(url);
 	free(query);
 	return rc;
@@ -128,39 +171,71 @@ static void map_free(struct s3_entry *m, size_t n)
 	free(m);
 }
 
+/* Fill @e from a key and an ETag, both copied; -ENOMEM. */
+static int entry_set(struct s3_entry *e, const char *key, const char *etag,
+		     uint64_t size, int64_t mtime_ns, const struct dhash *hash)
+{
+	size_t kl = strlen(key), el = strlen(etag);
+	char *text = malloc(kl + 1 + el + 1);
+
+	if (!text)
+		return -ENOMEM;
+	memcpy(text, key, kl + 1);
+	memcpy(text + kl + 1, etag, el + 1);
+	free(e->key);
+	*e = (struct s3_entry){ .key = text,
+				.etag = text + kl + 1,
+				.size = size,
+				.mtime_ns = mtime_ns,
+				.hash = *hash };
+	return 0;
+}
+
+/* Free the map: it is read again when a listing next changes. */
+static void map_unload(struct s3_src *s)
+{
+	map_free(s->map, s->nmap);
+	s->map = NULL;
+	s->nmap = 0;
+}
+
 /* Lines "etag \t size \t mtime \t hash \t key"; bad lines are skipped:
  * the map only saves work, the store decides what is present. */
 static void map_load(struct s3_src *s)
 {
 	FILE *f = fopen(s->map_path, "re");
 	char *line = NULL;
-	size_t cap = 0;
+	size_t cap = 0, mcap = 0;
 
 	if (!f)
 		return;
 	while (getline(&line, &cap, f) > 0) {
-		struct s3_entry e = { 0 }, *v;
-		char hex[DHASH_HEX + 1], *key;
+		char etag[S3_ETAG_MAX + 1], hex[DHASH_HEX + 1], *key;
+		struct s3_entry e = { 0 };
 		unsigned long long size;
+		struct dhash hash;
 		long long mt;
 		int off = 0;
 
-		if (sscanf(line, "%79[^\t]\t%llu\t%lld\t%32s\t%n", e.etag,
-			   &size, &mt, hex, &off) != 4 ||
-		    !off || dhash_parse(&e.hash, hex))
+		if (sscanf(line, "%79[^\t]\t%llu\t%lld\t%32s\t%n", etag, &size,
+			   &mt, hex, &off) != 4 ||
+		    !off || dhash_parse(&hash, hex))
 			continue;
 		key = line + off;
 		key[strcspn(key, "\n")] = '\0';
-		if (!*key || !(e.key = strdup(key)))
+		if (!*key || entry_set(&e, key, etag, size, mt, &hash))
 			continue;
-		e.size = size;
-		e.mtime_ns = mt;
-		v = realloc(s->map, (s->nmap + 1) * sizeof(*v));
-		if (!v) {
-			free(e.key);
-			break;
+		if (s->nmap == mcap) {
+			size_t c = mcap + mcap / 8 + 1024;
+			struct s3_entry *v = realloc(s->map, c * sizeof(*v));
+
+			if (!v) {
+				free(e.key);
+				break;
+			}
+			s->map = v;
+			mcap = c;
 		}
-		s->map = v;
 		s->map[s->nmap++] = e;
 	}
 	free(line);
@@ -216,27 +291,6 @@ static int creds_fresh(struct source *src, char *err, size_t errlen)
 	log_info(src->tag, "credentials from the %s%s", s->creds.origin,
 		 s->creds.expires_ns ? " (temporary)" : "");
 	return 0;
-}
-
-static void listing_rev(char *out, size_t len, const struct s3_page *pg)
-{
-	XXH3_state_t *xs = XXH3_createState();
-	XXH128_canonical_t c;
-	struct dhash h;
-	char hex[DHASH_HEX];
-
-	XXH3_128bits_reset(xs);
-	for (size_t i = 0; i < pg->n; i++) {
-		XXH3_128bits_update(xs, pg->v[i].key, pg->v[i].klen + 1);
-		XXH3_128bits_update(xs, pg->v[i].etag,
-				    strlen(pg->v[i].etag) + 1);
-		XXH3_128bits_update(xs, &pg->v[i].size, sizeof(pg->v[i].size));
-	}
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
-	XXH3_freeState(xs);
-	memcpy(h.b, c.digest, 16);
-	dhash_hex(hex, &h);
-	snprintf(out, len, "s3-%s", hex);
 }
 
 /* Read the marker; 0 and the revision it names, or -errno. */
@@ -386,15 +440,13 @@ static void map_remember(struct s3_src *s, const struct job *jobs, size_t n)
 		e = map_find_in(s->map, sorted, o->key);
 		if (!e) {
 			e = &s->map[s->nmap];
-			*e = (struct s3_entry){ .key = strdup(o->key) };
-			if (!e->key)
-				continue;
-			s->nmap++;
+			*e = (struct s3_entry){ 0 };
 		}
-		snprintf(e->etag, sizeof(e->etag), "%s", o->etag);
-		e->size = o->size;
-		e->mtime_ns = o->mtime_ns;
-		e->hash = jobs[i].hash;
+		if (entry_set(e, o->key, o->etag, o->size, o->mtime_ns,
+			      &jobs[i].hash))
+			continue;
+		if (e == &s->map[s->nmap])
+			s->nmap++;
 	}
 	qsort(s->map, s->nmap, sizeof(*s->map), map_cmp);
 	if (map_save(s))
@@ -404,13 +456,16 @@ static void map_remember(struct s3_src *s, const struct job *jobs, size_t n)
 /*
  * Fresh credentials, then the listing into @pg and its revision into @rev,
  * unless nothing moved: 1 if @rev differs from @prev_rev, 0 if not (with
- * marker=, the bucket is then not even listed), or -errno.
+ * marker=, the bucket is then not even listed), or -errno. Without a
+ * marker, a source that has a revision first lists without keeping the
+ * objects (list_all): a change costs a second listing, a poll no memory.
  */
 static int list_if_changed(struct source *src, const char *prev_rev,
 			   struct s3_page *pg, char *rev, size_t revlen,
 			   char *err, size_t errlen)
 {
 	struct s3_src *s = src->priv;
+	char listed[160];
 	int rc;
 
 	rc = creds_fresh(src, err, errlen);
@@ -419,14 +474,22 @@ static int list_if_changed(struct source *src, const char *prev_rev,
 		if (!rc && !strcmp(rev, prev_rev))
 			return 0; /* the marker did not move: nothing to do */
 	}
+	if (!rc && !s->marker && prev_rev[0]) {
+		rc = list_all(src, pg, false, listed, sizeof(listed), err,
+			      errlen);
+		if (!rc && !strcmp(listed, prev_rev))
+			return 0; /* unchanged, nothing downloaded */
+		s3_page_free(pg);
+	}
 	if (!rc)
-		rc = list_all(src, pg, err, errlen);
+		rc = list_all(src, pg, true, listed, sizeof(listed), err,
+			      errlen);
 	if (rc)
 		return rc;
 	if (!s->marker) {
-		listing_rev(rev, revlen, pg);
+		snprintf(rev, revlen, "%s", listed);
 		if (!strcmp(rev, prev_rev))
-			return 0; /* unchanged, nothing downloaded */
+			return 0; /* changed back between the two listings */
 	}
 	return 1;
 }
@@ -449,19 +512,17 @@ static int add_files(struct source *src, struct snap_builder *b,
 			continue;
 		rc = snap_builder_add_file(b, path, 0644, o->size, o->mtime_ns,
 					   &jobs[i].hash);
-		keep[*nkeep] = (struct s3_entry){ .key = strdup(o->key),
-						  .size = o->size,
-						  .mtime_ns = o->mtime_ns,
-						  .hash = jobs[i].hash };
-		snprintf(keep[*nkeep].etag, sizeof(keep[*nkeep].etag), "%s",
-			 o->etag);
-		if (!keep[(*nkeep)++].key)
-			rc = -ENOMEM;
+		if (!rc)
+			rc = entry_set(&keep[*nkeep], o->key, o->etag, o->size,
+				       o->mtime_ns, &jobs[i].hash);
+		if (!rc)
+			(*nkeep)++;
 	}
 	return rc;
 }
 
-/* After a published round: @keep (now owned) is the map, and is saved. */
+/* After a published round: @keep (now owned) is the map, and is saved
+ * (s3_sync frees it when the round ends). */
 static void map_replace(struct source *src, struct s3_entry *keep, size_t n)
 {
 	struct s3_src *s = src->priv;
@@ -491,6 +552,7 @@ static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
 	rc = list_if_changed(src, prev_rev, &pg, rev, sizeof(rev), err, errlen);
 	if (rc <= 0)
 		goto out; /* an error, or 0: unchanged */
+	map_load(src->priv);
 	rc = snap_builder_new(&b, src->name);
 	if (!rc)
 		rc = plan(src, &pg, b, &jobs, &njobs, &keep);
@@ -515,6 +577,7 @@ static int s3_sync(struct source *src, const char *prev_rev, struct snap **out,
 	nkeep = 0;
 	rc = 1;
 out:
+	map_unload(src->priv);
 	map_free(keep, nkeep);
 	free(jobs);
 	snap_builder_free(b);
@@ -688,7 +751,6 @@ static int s3_init(struct source *src, char *err, size_t errlen)
 		s3_fini(src);
 		return rc;
 	}
-	map_load(s);
 	return 0;
 }
 

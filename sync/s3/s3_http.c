@@ -188,15 +188,21 @@ int s3_make_url(struct s3_src *s, char *out, size_t cap, const char *key,
 size_t s3_body_write(char *data, size_t sz, size_t n, void *ud)
 {
 	struct membody *m = ud;
-	char *p;
 
 	if (m->len + sz * n > (64u << 20))
 		return 0;
-	p = realloc(m->p, m->len + sz * n + 1);
-	if (!p)
-		return 0;
-	memcpy(p + m->len, data, sz * n);
-	m->p = p;
+	if (m->len + sz * n + 1 > m->cap) {
+		size_t cap = m->len + sz * n + 1;
+		char *p;
+
+		cap += cap / 2;
+		p = realloc(m->p, cap);
+		if (!p)
+			return 0;
+		m->p = p;
+		m->cap = cap;
+	}
+	memcpy(m->p + m->len, data, sz * n);
 	m->len += sz * n;
 	m->p[m->len] = '\0';
 	return sz * n;
@@ -242,9 +248,9 @@ int s3_get_small(struct source *src, const char *url, const char *what,
 		long status = 0;
 		CURLcode cc;
 
-		free(out->p);
-		out->p = NULL;
-		out->len = 0;
+		out->len = 0; /* the buffer is kept for the next attempt */
+		if (out->p)
+			out->p[0] = '\0';
 		memset(h, 0, sizeof(*h));
 		easy_setup(s, e, url, hl);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s3_body_write);

@@ -32,17 +32,28 @@ int s3_uri_encode(char *out, size_t outlen, const char *s, bool keep_slash) WUR;
 
 /* ------------------------------------------------------------ s3_xml.c */
 
+/* The longest ETag kept, quotes excluded (an MD5 is 32, a multipart
+ * one 32 + "-N"): a longer one makes the listing malformed. */
+#define S3_ETAG_MAX 79
+
+/* One listed object. Its key and ETag live in the listing's strings:
+ * 10,000 objects are about 40 bytes each here plus their text, not one
+ * allocation per key and a fixed-size ETag field. */
 struct s3_object {
-	char *key;
+	char *key; /* NUL-terminated; klen counts a NUL the key may hold */
+	const char *etag; /* without quotes; "" if the listing gave none */
 	size_t klen;
-	char etag[80]; /* without quotes */
 	uint64_t size;
 	int64_t mtime_ns;
 };
 
+struct s3_strings; /* s3_xml.c: blocks that keys and ETags are cut from */
+
+/* A listing: every page parsed so far, appended in order. */
 struct s3_page {
 	struct s3_object *v;
 	size_t n, cap;
+	struct s3_strings *strings;
 	bool truncated;
 	bool url_encoded; /* the page's keys came with encoding-type=url */
 	char *next_token;
@@ -50,6 +61,8 @@ struct s3_page {
 
 /** Parse one ListObjectsV2 response; appends to @out. -EBADMSG if bad. */
 int s3_list_parse(struct s3_page *out, const char *xml, size_t len) WUR;
+/** Forget the objects parsed so far (not the continuation state). */
+void s3_page_drop_objects(struct s3_page *p);
 void s3_page_free(struct s3_page *p);
 
 /** Code and Message of an S3 <Error> body (empty strings if none). */
@@ -114,7 +127,8 @@ struct s3_src {
 	struct s3_cred_opts co;
 	struct s3_creds creds; /* source thread only */
 	char sigv4[96];
-	char marker_etag[80]; /* of the published revision */
+	/* the persistent map, in memory only while a round whose listing
+	 * changed needs it: an unchanged poll never reads it */
 	struct s3_entry *map;
 	size_t nmap;
 	char map_path[PATH_MAX];
@@ -123,10 +137,11 @@ struct s3_src {
 	CURLM *m; /* downloads */
 };
 
-/* A response body kept in memory (listings, error bodies). */
+/* A response body kept in memory (listings, error bodies); grown by
+ * half again, so a listing page is not copied at every chunk. */
 struct membody {
 	char *p;
-	size_t len;
+	size_t len, cap;
 };
 
 /** curl write callback appending to a struct membody (at most 64 MiB). */

@@ -18,6 +18,17 @@
 #define XML_DEPTH 8
 #define TEXT_MAX 4096
 
+/* The Contents element being read: its text is copied into the
+ * listing's strings only once the element is whole. */
+struct cur_object {
+	char key[TEXT_MAX + 1];
+	size_t klen;
+	bool has_key;
+	char etag[S3_ETAG_MAX + 1];
+	uint64_t size;
+	int64_t mtime_ns;
+};
+
 struct xml_state {
 	char stack[XML_DEPTH][48];
 	int depth; /* may exceed XML_DEPTH: deeper elements are ignored */
@@ -28,7 +39,7 @@ struct xml_state {
 	void (*leaf)(struct xml_state *x, const char *parent, const char *name);
 	void *out;
 	int err;
-	struct s3_object cur;
+	struct cur_object cur;
 };
 
 static void XMLCALL on_start(void *ud, const XML_Char *name,
@@ -126,20 +137,74 @@ int s3_time_parse(const char *s, int64_t *out)
 	return 0;
 }
 
+/* Keys and ETags of a listing are cut from 64 KiB blocks, freed
+ * together with it: no allocation (and its overhead) per key. */
+#define STRINGS_BLOCK (64u << 10)
+_Static_assert(TEXT_MAX + 1 + S3_ETAG_MAX + 1 <= STRINGS_BLOCK,
+	       "a key and its ETag fit one block");
+
+struct s3_strings {
+	struct s3_strings *next;
+	size_t used, cap;
+	char data[];
+};
+
+static char *strings_alloc(struct s3_strings **head, size_t n)
+{
+	struct s3_strings *b = *head;
+
+	if (!b || b->cap - b->used < n) {
+		b = malloc(sizeof(*b) + STRINGS_BLOCK);
+		if (!b)
+			return NULL;
+		b->next = *head;
+		b->used = 0;
+		b->cap = STRINGS_BLOCK;
+		*head = b;
+	}
+	b->used += n;
+	return b->data + b->used - n;
+}
+
+/* Append the object just read; the array grows by an eighth (and at
+ * least a page of 1,000): what is allocated stays close to what is used. */
+static int page_push(struct s3_page *pg, const struct cur_object *c)
+{
+	size_t elen = strlen(c->etag);
+	char *text;
+
+	if (pg->n == pg->cap) {
+		size_t cap = pg->cap + pg->cap / 8 + 1024;
+		struct s3_object *v = realloc(pg->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		pg->v = v;
+		pg->cap = cap;
+	}
+	text = strings_alloc(&pg->strings, c->klen + 1 + elen + 1);
+	if (!text)
+		return -ENOMEM;
+	memcpy(text, c->key, c->klen + 1);
+	memcpy(text + c->klen + 1, c->etag, elen + 1);
+	pg->v[pg->n++] = (struct s3_object){ .key = text,
+					     .etag = text + c->klen + 1,
+					     .klen = c->klen,
+					     .size = c->size,
+					     .mtime_ns = c->mtime_ns };
+	return 0;
+}
+
 static void list_leaf(struct xml_state *x, const char *parent, const char *name)
 {
 	struct s3_page *pg = x->out;
+	struct cur_object *c = &x->cur;
 
 	if (!strcmp(parent, "Contents")) {
 		if (!strcmp(name, "Key")) {
-			free(x->cur.key);
-			x->cur.key = malloc(x->tlen + 1);
-			if (!x->cur.key) {
-				x->err = -ENOMEM;
-				return;
-			}
-			memcpy(x->cur.key, x->text, x->tlen + 1);
-			x->cur.klen = x->tlen;
+			memcpy(c->key, x->text, x->tlen + 1);
+			c->klen = x->tlen;
+			c->has_key = true;
 		} else if (!strcmp(name, "ETag")) {
 			const char *t = x->text;
 			size_t n = strlen(t);
@@ -148,15 +213,15 @@ static void list_leaf(struct xml_state *x, const char *parent, const char *name)
 				t++;
 				n -= 2;
 			}
-			take(x, x->cur.etag, sizeof(x->cur.etag), t, n);
+			take(x, c->etag, sizeof(c->etag), t, n);
 		} else if (!strcmp(name, "Size")) {
 			char *end;
 
-			x->cur.size = strtoull(x->text, &end, 10);
+			c->size = strtoull(x->text, &end, 10);
 			if (*end || end == x->text)
 				x->err = -EBADMSG;
 		} else if (!strcmp(name, "LastModified")) {
-			if (s3_time_parse(x->text, &x->cur.mtime_ns))
+			if (s3_time_parse(x->text, &c->mtime_ns))
 				x->err = -EBADMSG;
 		}
 		return;
@@ -164,23 +229,21 @@ static void list_leaf(struct xml_state *x, const char *parent, const char *name)
 	if (strcmp(parent, "ListBucketResult"))
 		return;
 	if (!strcmp(name, "Contents")) {
-		if (!x->cur.key) {
+		if (!c->has_key) {
 			x->err = -EBADMSG;
 			return;
 		}
-		if (pg->n == pg->cap) {
-			size_t cap = pg->cap ? 2 * pg->cap : 1024;
-			struct s3_object *v = realloc(pg->v, cap * sizeof(*v));
+		if (!x->err) {
+			int rc = page_push(pg, c);
 
-			if (!v) {
-				x->err = -ENOMEM;
-				return;
-			}
-			pg->v = v;
-			pg->cap = cap;
+			if (rc)
+				x->err = rc;
 		}
-		pg->v[pg->n++] = x->cur;
-		memset(&x->cur, 0, sizeof(x->cur));
+		c->has_key = false;
+		c->klen = 0;
+		c->etag[0] = '\0';
+		c->size = 0;
+		c->mtime_ns = 0;
 	} else if (!strcmp(name, "EncodingType")) {
 		pg->url_encoded = !strcmp(x->text, "url");
 	} else if (!strcmp(name, "IsTruncated")) {
@@ -246,7 +309,6 @@ int s3_list_parse(struct s3_page *out, const char *xml, size_t len)
 	out->next_token = NULL;
 	out->url_encoded = false;
 	rc = xml_run(x, xml, len);
-	free(x->cur.key);
 	for (size_t i = first; !rc && out->url_encoded && i < out->n; i++)
 		rc = url_decode(&out->v[i]);
 	if (!rc && out->truncated && (!out->next_token || !*out->next_token))
@@ -255,10 +317,20 @@ int s3_list_parse(struct s3_page *out, const char *xml, size_t len)
 	return rc;
 }
 
+void s3_page_drop_objects(struct s3_page *p)
+{
+	while (p->strings) {
+		struct s3_strings *next = p->strings->next;
+
+		free(p->strings);
+		p->strings = next;
+	}
+	p->n = 0;
+}
+
 void s3_page_free(struct s3_page *p)
 {
-	for (size_t i = 0; i < p->n; i++)
-		free(p->v[i].key);
+	s3_page_drop_objects(p);
 	free(p->v);
 	free(p->next_token);
 	memset(p, 0, sizeof(*p));

@@ -77,12 +77,16 @@ def test_spin_polls_in_a_burst_then_rests_at_zero_cpu(mount, tmp_path):
               ready=lambda mnt: (mnt / "a.py").exists())
     burst(str(m.mnt / "a.py"), 20, 0.02)  # far apart: no poll
     assert metric(port, "fuse_spin_hits_total") == 0
-    burst(str(m.mnt / "a.py"), 3000, 0.0002)
-    hits = metric(port, "fuse_spin_hits_total")
-    print("hits", hits)
-    # the polling worker found some of them: 1,200-1,500 of 3,000 on a
+    # the polling worker finds some of them: 1,200-1,500 of 3,000 on a
     # quiet machine; it yields to any runnable task, so on a loaded one
-    # (CI runs three test files at once) far fewer: 96 was seen
+    # far fewer (96 was seen with CI's three test files at once, 4 with a
+    # benchmark beside them): bursts go on, up to ten, until 30 are seen
+    for _ in range(10):
+        burst(str(m.mnt / "a.py"), 3000, 0.0002)
+        hits = metric(port, "fuse_spin_hits_total")
+        print("hits", hits)
+        if hits >= 30:
+            break
     assert hits >= 30
     assert (m.mnt / "a.py").read_text() == "x = 1\n"
     time.sleep(0.3)

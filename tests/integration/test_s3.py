@@ -213,6 +213,14 @@ def test_no_change_poll_costs_only_listing(dagfs, rgw, bucket):
                          ready=lambda mnt: (mnt / "a.py").exists())
         time.sleep(1)
         assert all("list-type=2" in r for r in proxy.requests[n:])
+        # the map is read from disk only now that the listing changed,
+        # and it still spares every unchanged object
+        n = len(proxy.requests)
+        rgw.put(bucket, "dags/a.py", "changed\n")
+        m2.wait(lambda: (m2.mnt / "a.py").read_text() == "changed\n",
+                timeout=20, what="the change served")
+        gets = [r for r in proxy.requests[n:] if "list-type" not in r]
+        assert len(gets) == 1 and "/dags/a.py" in gets[0], gets
         m2.stop()
     finally:
         proxy.stop()

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* test_s3.c - S3 parsers: keys to paths, listings, errors, credentials. */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
@@ -70,6 +72,62 @@ static void test_s3__listing_pages_and_url_encoding(void)
 	s3_page_free(&pg);
 }
 
+/* Three pages of 1,000 long keys: more text than one block of the
+ * listing's strings holds, and an array grown several times; every key
+ * and ETag must come out whole, in order, after the parse of later pages. */
+static void test_s3__a_listing_of_many_pages_keeps_every_key(void)
+{
+	const size_t pages = 3, per = 1000, cap = 600 << 10;
+	char *xml = malloc(cap), pad[201], key[256];
+	struct s3_page pg = { 0 };
+	size_t len = 0;
+
+	memset(pad, 'k', 200);
+	pad[200] = '\0';
+	for (size_t p = 0; p < pages; p++) {
+		len = 0;
+		len += (size_t)snprintf(xml + len, cap - len,
+					"<ListBucketResult><EncodingType>url"
+					"</EncodingType>");
+		for (size_t i = 0; i < per; i++)
+			len += (size_t)
+				snprintf(xml + len, cap - len,
+					 "<Contents><ETag>\"%032zx\"</ETag>"
+					 "<Key>d/%s%%2F%05zu.py</Key><Size>%zu</Size>"
+					 "<LastModified>2026-11-24T09:57:34Z"
+					 "</LastModified></Contents>",
+					 p * per + i, pad, p * per + i, i);
+		len += (size_t)snprintf(xml + len, cap - len,
+					"<IsTruncated>%s</IsTruncated>"
+					"<NextContinuationToken>t%zu"
+					"</NextContinuationToken>"
+					"</ListBucketResult>",
+					p + 1 < pages ? "true" : "false", p);
+		CHECK(len < cap);
+		CHECK(!s3_list_parse(&pg, xml, len));
+	}
+	CHECK(pg.n == pages * per && !pg.truncated);
+	for (size_t i = 0; i < pg.n; i++) {
+		char etag[40];
+
+		snprintf(key, sizeof(key), "d/%s/%05zu.py", pad, i);
+		snprintf(etag, sizeof(etag), "%032zx", i);
+		CHECK(!strcmp(pg.v[i].key, key));
+		CHECK(pg.v[i].klen == strlen(key));
+		CHECK(!strcmp(pg.v[i].etag, etag));
+		CHECK(pg.v[i].size == i % per);
+	}
+	/* a poll drops each page once hashed: the next still parses whole */
+	s3_page_drop_objects(&pg);
+	CHECK(pg.n == 0 && !pg.strings && pg.v);
+	CHECK(!s3_list_parse(&pg, xml, len) && pg.n == per);
+	snprintf(key, sizeof(key), "d/%s/%05zu.py", pad, (pages - 1) * per);
+	CHECK(!strcmp(pg.v[0].key, key));
+	s3_page_free(&pg);
+	CHECK(pg.n == 0 && !pg.v && !pg.strings);
+	free(xml);
+}
+
 static void test_s3__error_bodies(void)
 {
 	static const char xml[] = "<Error><Code>SignatureDoesNotMatch</Code>"
@@ -130,6 +188,8 @@ int main(void)
 		  test_s3__hostile_keys_are_refused },
 		{ "test_s3__listing_pages_and_url_encoding",
 		  test_s3__listing_pages_and_url_encoding },
+		{ "test_s3__a_listing_of_many_pages_keeps_every_key",
+		  test_s3__a_listing_of_many_pages_keeps_every_key },
 		{ "test_s3__error_bodies", test_s3__error_bodies },
 		{ "test_s3__credentials_file_profiles",
 		  test_s3__credentials_file_profiles },
