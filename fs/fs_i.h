@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -100,14 +101,22 @@ struct fs_res {
  * against the current snapshots at every use.
  */
 struct fs_inode {
-	struct fs_inode *next;	/* hash chain; fs->lock */
-	uint64_t key;		/* st_ino; immutable */
-	uint64_t nlookup;	/* fs->lock */
-	uint8_t type;		/* enum snap_type; immutable */
-	int slot;		/* files, links: their slot; immutable */
+	struct fs_inode *next; /* hash chain; fs->lock */
+	uint64_t key;	       /* st_ino; immutable */
+	uint64_t nlookup;      /* fs->lock */
+	struct snap *snap;     /* files, links: fs->lock */
+	uint32_t idx;	       /* files, links: entry index; fs->lock */
+	int slot;	       /* files, links: their slot; immutable */
+	uint8_t type;	       /* enum snap_type; immutable */
+	bool verified;	       /* files: blob checked once; fs->lock */
+	/*
+	 * Directories and files under .dagfs only: the inode of a file or
+	 * link of a snapshot (nearly all of them, one per file the kernel
+	 * has looked up) is allocated without what follows, FS_INODE_SNAP
+	 * bytes instead of sizeof(struct fs_inode). fs_inode_has_tail()
+	 * says which an inode is; nothing else may be read of the others.
+	 */
 	char *path;		/* directories: mount path; immutable */
-	struct snap *snap;	/* files, links: fs->lock */
-	uint32_t idx;		/* files, links: entry index; fs->lock */
 	int64_t mtime_floor;	/* directories: see swap.c; written under
 				* fs->lock, read atomically. Files under
 				* .dagfs: their mtime; immutable */
@@ -121,8 +130,14 @@ struct fs_inode {
 	uint64_t lfloor;	/* directories: changes before this view are
 				* not in lgen; fs->lock */
 	uint8_t nlgen;		/* directories: used in lgen; fs->lock */
-	bool verified;		/* files: blob checked once; fs->lock */
 };
+
+#define FS_INODE_SNAP offsetof(struct fs_inode, path)
+
+static inline bool fs_inode_has_tail(const struct fs_inode *ino)
+{
+	return ino->type == SNAP_DIR || ino->slot == FS_SLOT_META;
+}
 
 /*
  * A slot's state that a flip replaced, kept a grace period so that a

@@ -28,8 +28,10 @@ int fs_table_init(struct fs *fs)
 static void inode_free(struct fs_inode *ino)
 {
 	snap_unref(ino->snap);
-	free(ino->path);
-	free(ino->data);
+	if (fs_inode_has_tail(ino)) {
+		free(ino->path);
+		free(ino->data);
+	}
 	free(ino);
 }
 
@@ -153,7 +155,8 @@ static void table_grow(struct fs *fs)
 static struct fs_inode *inode_new(struct fs *fs, uint64_t key, const char *path,
 				  const struct fs_res *r)
 {
-	struct fs_inode *ino = calloc(1, sizeof(*ino));
+	bool tail = fs_res_is_dir(r) || r->kind == FS_META_FILE;
+	struct fs_inode *ino = calloc(1, tail ? sizeof(*ino) : FS_INODE_SNAP);
 
 	if (!ino)
 		return NULL;

@@ -288,6 +288,12 @@ static void dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	(void)fi;
 	fs_count(fs, FS_OP_READDIR);
+	if (l.dir->type != SNAP_DIR) {
+		/* the kernel lists only directories; a file's inode is too
+		 * small to hold a path (fs_inode_has_tail) */
+		fs_reply_err(req, FS_OP_READDIR, ENOTDIR);
+		return;
+	}
 	fs_past_expire(fs);
 	l.buf = malloc(size + 1);
 	l.counted = malloc((size / min + 1) * sizeof(*l.counted));
