@@ -4,7 +4,9 @@
  * configuration, print usage and version, and hand over. Each command
  * lives in its own file; this one only dispatches and sets up logging.
  */
+#include <malloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -243,10 +245,28 @@ static int run(const struct command *cmd, int argc, char **argv)
 	return status;
 }
 
+/*
+ * glibc gives each thread that allocates an arena of its own, up to eight
+ * per CPU: the inodes of each FUSE worker then sit in a heap of their own
+ * beside that worker's free space. Two arenas keep 0.7 MiB less resident
+ * at 10,000 files, with scans no slower (README, "Memory"). An explicit
+ * MALLOC_ARENA_MAX or glibc.malloc tunable still decides.
+ */
+static void malloc_setup(void)
+{
+	const char *t = getenv("GLIBC_TUNABLES");
+
+	if (getenv("MALLOC_ARENA_MAX") ||
+	    (t && strstr(t, "glibc.malloc.arena_max")))
+		return;
+	mallopt(M_ARENA_MAX, 2);
+}
+
 int main(int argc, char **argv)
 {
 	const struct command *cmd;
 
+	malloc_setup();
 	log_setup(LOG_LVL_INFO, false);
 	if (argc < 2) {
 		usage(stderr);

@@ -17,7 +17,9 @@ a module in tests/bench that calls bench_core.register(NAME, CLASS) with
 a Target subclass, then --targets native,dagfs,NAME. A target
 "dagfs:OPT=V+OPT=V" is dagfs with the extra options --OPT=V (each its own
 mount and cache), so settings compare in one interleaved run, e.g.
---targets native,dagfs:fuse-spin=0,dagfs:fuse-spin=300.
+--targets native,dagfs:fuse-spin=0,dagfs:fuse-spin=300. An UPPER_CASE
+OPT sets that environment variable of the daemon instead
+(dagfs:MALLOC_ARENA_MAX=16).
 
 The daemon is <build>/sidecar/dagfs, build from env DAGFS_BUILD (default
 build). Usage: bench_core.py [--sizes 2000,10000] [--seed 42] [--warm 5]
@@ -101,6 +103,7 @@ class NativeTarget(Target):
 class DagfsTarget(Target):
     name = "dagfs"
     extra = []  # options of a "dagfs:OPT=V+..." target
+    env = {}    # its environment variables (UPPER_CASE keys)
 
     def prepare(self):
         tag = re.sub(r"[^A-Za-z0-9=-]+", "-", self.name)
@@ -118,7 +121,7 @@ class DagfsTarget(Target):
         self.port = free_port()
         m = Dagfs(self.mnt, self.cache, [f"dir:{self.corpus},name=bench"],
                   list(self.opts.dagfs_args) + self.extra +
-                  ["--http", f"127.0.0.1:{self.port}"],
+                  ["--http", f"127.0.0.1:{self.port}"], env=self.env,
                   stderr_path=self.mnt.with_suffix(".stderr"))
         m.start(timeout=600, ready=lambda mnt: glob.glob(
             str(self.cache / "sources" / "*" / "current"))
@@ -326,12 +329,15 @@ def main():
     opts.targets = opts.targets.split(",")
     for t in opts.targets:
         if t.startswith("dagfs:"):
-            extra = []
+            extra, env = [], {}
             for o in t[len("dagfs:"):].split("+"):
                 k, _, v = o.partition("=")
-                extra += [f"--{k}={v}"] if v else [f"--{k}"]
+                if k.isupper():
+                    env[k] = v
+                else:
+                    extra += [f"--{k}={v}"] if v else [f"--{k}"]
             register(t, type("DagfsVariant", (DagfsTarget,),
-                             {"name": t, "extra": extra}))
+                             {"name": t, "extra": extra, "env": env}))
     if "native" not in opts.targets:
         opts.targets.insert(0, "native")
     unknown = [t for t in opts.targets if t not in TARGETS]
