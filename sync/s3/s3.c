@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * s3.c - the `s3` source: ListObjectsV2 (all pages) signed with libcurl's
- * AWS Signature V4, many GETs in flight on one curl multi handle, each
+ * s3.c - the `s3` source: ListObjectsV2 (all pages, each parsed as it
+ * arrives) signed with libcurl's AWS Signature V4, many GETs in flight on one curl multi handle, each
  * body streamed into the store and checked (length, MD5 when the ETag is
  * one, the GET's ETag against the listing's). A key whose listing entry
  * is unchanged is never fetched again: a map key -> (ETag, size, hash)
@@ -71,6 +71,52 @@ static void listing_rev(char *out, size_t len, XXH3_state_t *xs)
 	snprintf(out, len, "s3-%s", hex);
 }
 
+/* A listing page parsed as it arrives (s3_get_stream's sink). */
+struct page_sink {
+	struct s3_page *pg;
+	size_t first; /* pg->n before the page */
+	struct s3_list_parser *lp;
+};
+
+static int page_write(void *ud, const char *data, size_t len)
+{
+	struct page_sink *ps = ud;
+
+	return s3_list_feed(ps->lp, data, len, false);
+}
+
+static int page_reset(void *ud)
+{
+	struct page_sink *ps = ud;
+
+	s3_list_end(ps->lp); /* an earlier attempt's, cut short */
+	ps->pg->n = ps->first;
+	return s3_list_begin(&ps->lp, ps->pg);
+}
+
+/* One page: the GET, parsed on the fly, its objects appended to @pg. */
+static int list_page(struct source *src, const char *url, struct s3_page *pg,
+		     char *err, size_t errlen)
+{
+	struct page_sink ps = { .pg = pg, .first = pg->n };
+	const struct s3_sink sink = { page_write, page_reset, &ps };
+	struct hdrs h;
+	int rc;
+
+	rc = s3_get_stream(src, url, "listing", S3_EMPTY_SHA256, &sink, &h, err,
+			   errlen);
+	if (!rc)
+		rc = s3_list_feed(ps.lp, NULL, 0, true);
+	if (rc == -EBADMSG)
+		snprintf(err, errlen,
+			 "%s: listing: malformed ListObjectsV2 response",
+			 src->tag);
+	if (rc)
+		pg->n = ps.first;
+	s3_list_end(ps.lp);
+	return rc;
+}
+
 /*
  * Every page of the listing, its revision into @rev. With @keep, the
  * objects are appended to @pg; without, each page is hashed and dropped,
@@ -95,11 +141,8 @@ static int list_all(struct source *src, struct s3_page *pg, bool keep,
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
-	struct membody body = { 0 }; /* one buffer for every page */
-
 	do {
 		size_t first = pg->n;
-		struct hdrs h;
 
 		/* canonical order: curl 7.88 signs the query as given */
 		if (pg->next_token &&
@@ -117,22 +160,12 @@ static int list_all(struct source *src, struct s3_page *pg, bool keep,
 		if (!rc)
 			rc = s3_make_url(s, url, 8192, NULL, query);
 		if (!rc)
-			rc = s3_get_small(src, url, "listing", S3_EMPTY_SHA256,
-					  &body, &h, err, errlen);
-		if (!rc) {
-			rc = s3_list_parse(pg, body.p, body.len);
-			if (rc)
-				snprintf(err, errlen,
-					 "%s: listing: malformed "
-					 "ListObjectsV2 response",
-					 src->tag);
-		}
+			rc = list_page(src, url, pg, err, errlen);
 		if (!rc)
 			listing_hash(xs, pg, first);
 		if (!rc && !keep)
 			s3_page_drop_objects(pg);
 	} while (!rc && pg->truncated);
-	free(body.p);
 	if (!rc)
 		listing_rev(rev, revlen, xs);
 out:

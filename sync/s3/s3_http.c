@@ -228,39 +228,67 @@ static size_t header_cb(char *line, size_t sz, size_t n, void *ud)
 	return len;
 }
 
-/*
- * A small signed GET into memory on the source's kept-alive handle,
- * retried; returns 0 or -errno + @err.
- */
-int s3_get_small(struct source *src, const char *url, const char *what,
-		 const char *payload, struct membody *out, struct hdrs *h,
-		 char *err, size_t errlen)
+/* One GET's state: the 200 body goes to the sink, any other is kept
+ * (bounded) for the error message. */
+struct get_ctx {
+	CURL *e;
+	const struct s3_sink *sink;
+	struct membody errbody;
+	int sink_rc; /* what the sink refused the body with */
+};
+
+static size_t get_write(char *data, size_t sz, size_t n, void *ud)
+{
+	struct get_ctx *g = ud;
+	long status = 0;
+
+	curl_easy_getinfo(g->e, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200) {
+		size_t room = ERRBODY_MAX - g->errbody.len;
+
+		s3_body_write(data, 1, sz * n < room ? sz * n : room,
+			      &g->errbody);
+		return sz * n;
+	}
+	g->sink_rc = g->sink->write(g->sink->ud, data, sz * n);
+	return g->sink_rc ? 0 : sz * n;
+}
+
+int s3_get_stream(struct source *src, const char *url, const char *what,
+		  const char *payload, const struct s3_sink *sink,
+		  struct hdrs *h, char *err, size_t errlen)
 {
 	struct s3_src *s = src->priv;
 	struct curl_slist *hl = sign_headers(s, payload);
-	CURL *e = s->e;
+	struct get_ctx g = { .e = s->e, .sink = sink };
 	int rc = -EIO;
 
 	if (!hl)
 		return -ENOMEM;
-	curl_easy_reset(e);
+	curl_easy_reset(s->e);
 	for (int attempt = 1;; attempt++) {
 		long status = 0;
 		CURLcode cc;
 
-		out->len = 0; /* the buffer is kept for the next attempt */
-		if (out->p)
-			out->p[0] = '\0';
+		g.errbody.len = 0;
+		g.sink_rc = 0;
 		memset(h, 0, sizeof(*h));
-		easy_setup(s, e, url, hl);
-		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s3_body_write);
-		curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
-		curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-		curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
-		cc = curl_easy_perform(e);
-		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+		rc = sink->reset(sink->ud);
+		if (rc)
+			break;
+		easy_setup(s, s->e, url, hl);
+		curl_easy_setopt(s->e, CURLOPT_WRITEFUNCTION, get_write);
+		curl_easy_setopt(s->e, CURLOPT_WRITEDATA, &g);
+		curl_easy_setopt(s->e, CURLOPT_HEADERFUNCTION, header_cb);
+		curl_easy_setopt(s->e, CURLOPT_HEADERDATA, h);
+		cc = curl_easy_perform(s->e);
+		curl_easy_getinfo(s->e, CURLINFO_RESPONSE_CODE, &status);
 		if (cc == CURLE_OK && status == 200) {
 			rc = 0;
+			break;
+		}
+		if (g.sink_rc) {
+			rc = g.sink_rc; /* a body the sink refused: no retry */
 			break;
 		}
 		if (cc == CURLE_ABORTED_BY_CALLBACK) {
@@ -268,16 +296,41 @@ int s3_get_small(struct source *src, const char *url, const char *what,
 			break;
 		}
 		if (!retryable(cc, status) || attempt >= S3_TRIES) {
-			rc = s3_fail(src, err, errlen, what, cc, status, out->p,
-				     out->len);
+			rc = s3_fail(src, err, errlen, what, cc, status,
+				     g.errbody.p, g.errbody.len);
 			break;
 		}
 		rc = source_sleep(src, backoff_ms(attempt));
 		if (rc)
 			break;
 	}
+	free(g.errbody.p);
 	curl_slist_free_all(hl);
 	return rc;
+}
+
+static int membody_write(void *ud, const char *data, size_t len)
+{
+	return s3_body_write((char *)data, 1, len, ud) == len ? 0 : -EFBIG;
+}
+
+static int membody_reset(void *ud)
+{
+	struct membody *m = ud;
+
+	m->len = 0; /* the buffer is kept for the next attempt */
+	if (m->p)
+		m->p[0] = '\0';
+	return 0;
+}
+
+int s3_get_small(struct source *src, const char *url, const char *what,
+		 const char *payload, struct membody *out, struct hdrs *h,
+		 char *err, size_t errlen)
+{
+	const struct s3_sink sink = { membody_write, membody_reset, out };
+
+	return s3_get_stream(src, url, what, payload, &sink, h, err, errlen);
 }
 
 /* ---------------------------------------------------------- downloads */

@@ -61,6 +61,19 @@ struct s3_page {
 
 /** Parse one ListObjectsV2 response; appends to @out. -EBADMSG if bad. */
 int s3_list_parse(struct s3_page *out, const char *xml, size_t len) WUR;
+
+/*
+ * The same, fed as the response arrives: the body is never held whole.
+ * s3_list_begin() starts a page (0 or -ENOMEM), s3_list_feed() takes the
+ * next bytes (with @final, the end: the page is then complete) and
+ * returns 0 or -EBADMSG/-ENOMEM; s3_list_end() frees the parser. A page
+ * that failed leaves @out's objects as they were before it began.
+ */
+struct s3_list_parser;
+int s3_list_begin(struct s3_list_parser **lp, struct s3_page *out) WUR;
+int s3_list_feed(struct s3_list_parser *lp, const char *data, size_t len,
+		 bool final) WUR;
+void s3_list_end(struct s3_list_parser *lp);
 /** Forget the objects parsed so far (not the continuation state). */
 void s3_page_drop_objects(struct s3_page *p);
 void s3_page_free(struct s3_page *p);
@@ -175,10 +188,27 @@ int s3_fail(struct source *src, char *err, size_t errlen, const char *what,
 int s3_make_url(struct s3_src *s, char *out, size_t cap, const char *key,
 		const char *query) WUR;
 
+/* Where a GET's 200 body goes, as it arrives. */
+struct s3_sink {
+	/* 0, or -errno to abort the transfer (not retried) */
+	int (*write)(void *ud, const char *data, size_t len);
+	/* an attempt begins: forget what an earlier one wrote */
+	int (*reset)(void *ud);
+	void *ud;
+};
+
 /**
- * A signed GET of @url into memory, retried with backoff; @payload is
- * the x-amz-content-sha256 value. 0, or -errno with @err from s3_fail.
- * The caller frees out->p whatever the result.
+ * A signed GET of @url, retried with backoff, its body streamed to
+ * @sink; @payload is the x-amz-content-sha256 value. 0, the sink's
+ * -errno, or -errno with @err from s3_fail.
+ */
+int s3_get_stream(struct source *src, const char *url, const char *what,
+		  const char *payload, const struct s3_sink *sink,
+		  struct hdrs *h, char *err, size_t errlen) WUR;
+
+/**
+ * s3_get_stream() into memory. The caller frees out->p whatever the
+ * result.
  */
 int s3_get_small(struct source *src, const char *url, const char *what,
 		 const char *payload, struct membody *out, struct hdrs *h,

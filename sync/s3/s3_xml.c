@@ -94,16 +94,25 @@ static void take(struct xml_state *x, char *dst, size_t cap, const char *src,
 	dst[n] = '\0';
 }
 
-static int xml_run(struct xml_state *x, const char *xml, size_t len)
+static XML_Parser xml_new(struct xml_state *x)
 {
 	XML_Parser p = XML_ParserCreate("UTF-8");
+
+	if (!p)
+		return NULL;
+	XML_SetUserData(p, x);
+	XML_SetElementHandler(p, on_start, on_end);
+	XML_SetCharacterDataHandler(p, on_text);
+	return p;
+}
+
+static int xml_run(struct xml_state *x, const char *xml, size_t len)
+{
+	XML_Parser p = xml_new(x);
 	int rc = 0;
 
 	if (!p)
 		return -ENOMEM;
-	XML_SetUserData(p, x);
-	XML_SetElementHandler(p, on_start, on_end);
-	XML_SetCharacterDataHandler(p, on_text);
 	if (len > (size_t)1 << 30 ||
 	    XML_Parse(p, xml, (int)len, 1) != XML_STATUS_OK)
 		rc = -EBADMSG;
@@ -294,26 +303,89 @@ static int url_decode(struct s3_object *o)
 	return 0;
 }
 
-int s3_list_parse(struct s3_page *out, const char *xml, size_t len)
-{
-	size_t first = out->n;
-	struct xml_state *x = calloc(1, sizeof(*x));
-	int rc;
+/* A listing page is 1,000 keys, well under a megabyte: more is no
+ * listing (the limit a whole response had in memory before). */
+#define PAGE_XML_MAX (64u << 20)
 
-	if (!x)
+struct s3_list_parser {
+	XML_Parser p;
+	struct s3_page *out;
+	size_t first; /* out->n when the page began */
+	size_t fed;
+	struct xml_state x;
+};
+
+int s3_list_begin(struct s3_list_parser **lpp, struct s3_page *out)
+{
+	struct s3_list_parser *lp = calloc(1, sizeof(*lp));
+
+	*lpp = NULL;
+	if (!lp)
 		return -ENOMEM;
-	x->leaf = list_leaf;
-	x->out = out;
+	lp->x.leaf = list_leaf;
+	lp->x.out = out;
+	lp->out = out;
+	lp->first = out->n;
+	lp->p = xml_new(&lp->x);
+	if (!lp->p) {
+		free(lp);
+		return -ENOMEM;
+	}
 	out->truncated = false;
 	free(out->next_token);
 	out->next_token = NULL;
 	out->url_encoded = false;
-	rc = xml_run(x, xml, len);
-	for (size_t i = first; !rc && out->url_encoded && i < out->n; i++)
+	*lpp = lp;
+	return 0;
+}
+
+static int list_done(struct s3_list_parser *lp)
+{
+	struct s3_page *out = lp->out;
+	int rc = 0;
+
+	for (size_t i = lp->first; !rc && out->url_encoded && i < out->n; i++)
 		rc = url_decode(&out->v[i]);
 	if (!rc && out->truncated && (!out->next_token || !*out->next_token))
 		rc = -EBADMSG; /* truncated without a way to go on */
-	free(x);
+	return rc;
+}
+
+int s3_list_feed(struct s3_list_parser *lp, const char *data, size_t len,
+		 bool final)
+{
+	int rc = 0;
+
+	lp->fed += len;
+	if (lp->fed > PAGE_XML_MAX ||
+	    XML_Parse(lp->p, data, (int)len, final) != XML_STATUS_OK)
+		rc = -EBADMSG;
+	if (!rc)
+		rc = lp->x.err;
+	if (!rc && final)
+		rc = list_done(lp);
+	if (rc)
+		lp->out->n = lp->first; /* none of this page */
+	return rc;
+}
+
+void s3_list_end(struct s3_list_parser *lp)
+{
+	if (!lp)
+		return;
+	XML_ParserFree(lp->p);
+	free(lp);
+}
+
+int s3_list_parse(struct s3_page *out, const char *xml, size_t len)
+{
+	struct s3_list_parser *lp;
+	int rc = s3_list_begin(&lp, out);
+
+	if (!rc)
+		rc = len > (size_t)1 << 30 ? -EBADMSG :
+					     s3_list_feed(lp, xml, len, true);
+	s3_list_end(lp);
 	return rc;
 }
 

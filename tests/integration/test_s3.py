@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import REPO, wait_for
+from conftest import REPO, source_status, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "rigs"))
 from aws_standin import AwsStandIn  # noqa: E402
@@ -117,6 +117,47 @@ def test_more_than_1000_keys(dagfs, rgw, bucket, tmp_path):
                     ready=lambda mnt: len(os.listdir(mnt / "many")) == 1234
                     if (mnt / "many").exists() else False)
     assert (m.mnt / "many" / "f01233.py").read_text() == "# 1233\n"
+
+
+def test_listing_pages_cut_short_are_never_published(dagfs, rgw, bucket,
+                                                    tmp_path):
+    # each page is parsed as it arrives: a page cut short mid-body (with
+    # or without a Content-Length to tell) or a reset must be retried or
+    # fail the round, and never leave part of a listing behind
+    put_many(rgw, bucket, 1234, "dags/many/", tmp_path)
+    proxy = FaultProxy(rgw.port, match="list-type=2",
+                       plan=["truncate", "pass", "truncate-close",
+                             "reset", "pass", "pass"]).start()
+    try:
+        m = dagfs.mount([spec(rgw, bucket,
+                              endpoint=f"http://127.0.0.1:{proxy.port}")],
+                        env=ENV, start=False)
+        m.start(timeout=60, ready=lambda mnt: os.path.ismount(mnt))
+        seen = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            d = m.mnt / "many"
+            n = len(os.listdir(d)) if d.exists() else 0
+            seen.add(n)
+            if n == 1234:
+                break
+            time.sleep(0.05)
+        assert seen <= {0, 1234} and 1234 in seen, seen
+        assert (m.mnt / "many" / "f01233.py").read_text() == "# 1233\n"
+        for f in ("truncate", "truncate-close", "reset"):
+            assert proxy.counts[f] > 0, proxy.counts
+        # and the revision is the listing's own: later clean polls (about
+        # five) find it unchanged, which a page counted twice would not
+        first = m.wait(lambda: source_status(m, "dags").get("revision") and
+                       source_status(m, "dags"), what="status.json")
+        n = len(proxy.requests)
+        time.sleep(1.5)
+        st = source_status(m, "dags")
+        assert (st["revision"], st["published_ns"]) == \
+            (first["revision"], first["published_ns"])
+        assert len(proxy.requests) >= n + 4  # the polls' pages
+    finally:
+        proxy.stop()
 
 
 def test_add_change_delete_propagate(dagfs, rgw, bucket):

@@ -117,6 +117,28 @@ static void test_s3__a_listing_of_many_pages_keeps_every_key(void)
 		CHECK(!strcmp(pg.v[i].etag, etag));
 		CHECK(pg.v[i].size == i % per);
 	}
+	/* the same page fed as a response arrives, 7 bytes at a time */
+	s3_page_drop_objects(&pg);
+	{
+		struct s3_list_parser *lp;
+
+		CHECK(!s3_list_begin(&lp, &pg));
+		for (size_t o = 0; o < len; o += 7)
+			CHECK(!s3_list_feed(lp, xml + o,
+					    len - o < 7 ? len - o : 7, false));
+		CHECK(!s3_list_feed(lp, NULL, 0, true));
+		s3_list_end(lp);
+		CHECK(pg.n == per);
+		snprintf(key, sizeof(key), "d/%s/%05zu.py", pad,
+			 (pages - 1) * per + per - 1);
+		CHECK(!strcmp(pg.v[per - 1].key, key));
+		/* a page cut short adds nothing */
+		CHECK(!s3_list_begin(&lp, &pg));
+		CHECK(!s3_list_feed(lp, xml, len / 2, false));
+		CHECK(s3_list_feed(lp, "<<", 2, true) == -EBADMSG);
+		s3_list_end(lp);
+		CHECK(pg.n == per);
+	}
 	/* a poll drops each page once hashed: the next still parses whole */
 	s3_page_drop_objects(&pg);
 	CHECK(pg.n == 0 && !pg.strings && pg.v);
