@@ -145,6 +145,7 @@ enum MHD_Result serve_get_current(struct serve *sv, struct MHD_Connection *c,
 		return ret;
 	}
 	snap_unref(snap);
+	snap = NULL; /* looked up again below, under the lock */
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return MHD_NO;
@@ -156,8 +157,9 @@ enum MHD_Result serve_get_current(struct serve *sv, struct MHD_Connection *c,
 					  1000000000LL;
 	*con_cls = w;
 	pthread_mutex_lock(&sv->lock);
-	/* a publication between the check above and here must not be lost */
-	if (!sv->stopping && serve_find_source(sv, name, &snap) && snap &&
+	/* a publication between the check above and here must not be lost;
+	 * a daemon stopping answers at once, parks nothing */
+	if (serve_find_source(sv, name, &snap) && snap && !sv->stopping &&
 	    (!strcmp(snap->id, after) || !strcmp(snap->rev, after))) {
 		w->next = sv->waiters;
 		if (w->next)
@@ -173,7 +175,7 @@ enum MHD_Result serve_get_current(struct serve *sv, struct MHD_Connection *c,
 		return MHD_YES;
 	}
 	pthread_mutex_unlock(&sv->lock);
-	if (!snap)
+	if (!snap) /* a reload dropped the source meanwhile */
 		return serve_send_text(c, 404, "no such source\n");
 	ret = serve_send_doc(sv, c, snap, true);
 	snap_unref(snap);
