@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * s3.c - the `s3` source: ListObjectsV2 (all pages, each parsed as it
- * arrives) signed with libcurl's AWS Signature V4, many GETs in flight on one curl multi handle, each
- * body streamed into the store and checked (length, MD5 when the ETag is
- * one, the GET's ETag against the listing's). A key whose listing entry
- * is unchanged is never fetched again: a map key -> (ETag, size, hash)
- * persists in <cache>/s3/<name>/map, read only in a round whose listing
- * changed (a poll that finds nothing new keeps just the listing).
+ * arrives) signed with libcurl's AWS Signature V4, many GETs in flight
+ * on one curl multi handle, each body streamed into the store and
+ * checked (length, MD5 when the ETag is one, the GET's ETag against the
+ * listing's). A key whose listing entry is unchanged is never fetched
+ * again: a map key -> (ETag, size, hash) persists in <cache>/s3/<name>/map,
+ * read only in a round whose listing changed (a poll that finds nothing
+ * new keeps just the listing).
  *
  * Publication is all or nothing: one failed or changed object fails the
  * round and the last good revision stays. With marker=KEY, a revision is
@@ -259,7 +260,7 @@ static void map_load(struct s3_src *s)
 		if (!*key || entry_set(&e, key, etag, size, mt, &hash))
 			continue;
 		if (s->nmap == mcap) {
-			size_t c = mcap + mcap / 8 + 1024;
+			size_t c = s3_grown(mcap);
 			struct s3_entry *v = realloc(s->map, c * sizeof(*v));
 
 			if (!v) {

@@ -237,6 +237,14 @@ struct get_ctx {
 	int sink_rc; /* what the sink refused the body with */
 };
 
+/* Keep the start of an error body (ERRBODY_MAX): all s3_fail reads. */
+static void errbody_keep(struct membody *m, char *data, size_t len)
+{
+	size_t room = ERRBODY_MAX - m->len;
+
+	s3_body_write(data, 1, len < room ? len : room, m);
+}
+
 static size_t get_write(char *data, size_t sz, size_t n, void *ud)
 {
 	struct get_ctx *g = ud;
@@ -244,10 +252,7 @@ static size_t get_write(char *data, size_t sz, size_t n, void *ud)
 
 	curl_easy_getinfo(g->e, CURLINFO_RESPONSE_CODE, &status);
 	if (status != 200) {
-		size_t room = ERRBODY_MAX - g->errbody.len;
-
-		s3_body_write(data, 1, sz * n < room ? sz * n : room,
-			      &g->errbody);
+		errbody_keep(&g->errbody, data, sz * n);
 		return sz * n;
 	}
 	g->sink_rc = g->sink->write(g->sink->ud, data, sz * n);
@@ -442,10 +447,8 @@ static size_t xfer_write(char *data, size_t sz, size_t n, void *ud)
 
 	if (!x->status)
 		curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &x->status);
-	if (x->status != 200) { /* an error body: keep its start */
-		size_t room = ERRBODY_MAX - x->errbody.len;
-
-		s3_body_write(data, 1, len < room ? len : room, &x->errbody);
+	if (x->status != 200) {
+		errbody_keep(&x->errbody, data, len);
 		return len;
 	}
 	if (x->got + len > x->job->o->size) {

@@ -49,6 +49,14 @@ struct s3_object {
 
 struct s3_strings; /* s3_xml.c: blocks that keys and ETags are cut from */
 
+/* The next capacity of an array of objects or map entries: an eighth
+ * more and at least a page of 1,000, so what is allocated stays close to
+ * what is used (doubling left up to half of it empty). */
+static inline size_t s3_grown(size_t cap)
+{
+	return cap + cap / 8 + 1024;
+}
+
 /* A listing: every page parsed so far, appended in order. */
 struct s3_page {
 	struct s3_object *v;

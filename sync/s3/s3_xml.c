@@ -175,15 +175,14 @@ static char *strings_alloc(struct s3_strings **head, size_t n)
 	return b->data + b->used - n;
 }
 
-/* Append the object just read; the array grows by an eighth (and at
- * least a page of 1,000): what is allocated stays close to what is used. */
+/* Append the object just read (the array grows by s3_grown()). */
 static int page_push(struct s3_page *pg, const struct cur_object *c)
 {
 	size_t elen = strlen(c->etag);
 	char *text;
 
 	if (pg->n == pg->cap) {
-		size_t cap = pg->cap + pg->cap / 8 + 1024;
+		size_t cap = s3_grown(pg->cap);
 		struct s3_object *v = realloc(pg->v, cap * sizeof(*v));
 
 		if (!v)
@@ -382,9 +381,8 @@ int s3_list_parse(struct s3_page *out, const char *xml, size_t len)
 	struct s3_list_parser *lp;
 	int rc = s3_list_begin(&lp, out);
 
-	if (!rc)
-		rc = len > (size_t)1 << 30 ? -EBADMSG :
-					     s3_list_feed(lp, xml, len, true);
+	if (!rc) /* s3_list_feed refuses more than PAGE_XML_MAX */
+		rc = s3_list_feed(lp, xml, len, true);
 	s3_list_end(lp);
 	return rc;
 }
